@@ -1,0 +1,130 @@
+"""cffi build script for the PKCS#11 library (embedding mode), used by setup.py through cffi_modules.
+
+It records, at install time, which interpreter and which site directories the library must use when a
+process that is not Python loads it, and links it so that it can never be unloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+from pathlib import Path
+
+import cffi
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from functions import NOT_PARALLEL, NOT_SUPPORTED, V2, V3, Param, python_functions  # noqa: E402
+
+MODULE = "vsc_provider._pkcs11"
+
+
+def _signature(params: list[Param]) -> str:
+    return ", ".join(f"{ctype} {name}" for ctype, name in params) or "void"
+
+
+def _args(params: list[Param]) -> str:
+    return ", ".join(name for _, name in params)
+
+
+def _cdef() -> str:
+    types = (HERE / "pkcs11_types.h").read_text()
+    externs = "".join(f'extern "Python" CK_RV py_{name}({_signature(p)});\n' for name, p in python_functions())
+    return types + externs + "void vsc_mark_ready(void);\n"
+
+
+def _source() -> str:
+    decls = "".join(f"static CK_RV py_{name}({_signature(p)});\n" for name, p in python_functions())
+    wrappers = []
+    for name, params in [*V2, *V3]:
+        body = None
+        if name in NOT_SUPPORTED:
+            body = "return CKR_FUNCTION_NOT_SUPPORTED;"
+        elif name in NOT_PARALLEL:
+            body = "return CKR_FUNCTION_NOT_PARALLEL;"
+        elif name in {"C_Initialize", "C_Finalize", "C_GetFunctionList", "C_GetInterfaceList"}:
+            continue
+        elif name in {"C_GetInterface", "C_LoginUser"}:
+            continue
+        else:
+            body = f"VSC_GUARD();\n    return py_{name}({_args(params)});"
+        unused = "".join(f"(void){n}; " for _, n in params) if "VSC_GUARD" not in body else ""
+        wrappers.append(f"static CK_RV w_{name}({_signature(params)})\n{{\n    {unused}{body}\n}}\n")
+
+    def table(entries: list[tuple[str, list[Param]]]) -> str:
+        fields = []
+        for name, params in entries:
+            target = name if name in {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface"} else f"w_{name}"
+            fields.append(f"    {target},")
+        return "\n".join(fields)
+
+    struct_fields = "".join(f"    CK_RV (*{name})({_signature(p)});\n" for name, p in [*V2, *V3])
+    tables = (
+        f"typedef struct VSC_FUNCTION_LIST {{\n    CK_VERSION version;\n{struct_fields}}} VSC_FUNCTION_LIST;\n"
+        f"static VSC_FUNCTION_LIST vsc_functions_2_40 = {{\n    {{2, 40}},\n{table(V2)}\n}};\n"
+        f"static VSC_FUNCTION_LIST vsc_functions_3_0 = {{\n    {{3, 0}},\n{table([*V2, *V3])}\n}};\n"
+    )
+    shim = (HERE / "shim.c").read_text()
+    shim = shim.replace("VSC_PY_DECLS", decls).replace("VSC_WRAPPERS", "\n".join(wrappers))
+    shim = shim.replace("VSC_TABLES", tables)
+    return (HERE / "pkcs11_types.h").read_text() + shim
+
+
+def _c_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _site_dirs() -> list[str]:
+    dirs = list(site.getsitepackages())
+    here_pkg = str(HERE.parent)
+    if (HERE.parent / "vsc_provider").is_dir():
+        dirs.append(here_pkg)
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _init_code() -> str:
+    glue = (HERE / "glue.py").read_text()
+    prelude = (
+        "import sys\n"
+        f"for _p in {_site_dirs()!r}:\n"
+        "    if _p not in sys.path:\n"
+        "        sys.path.append(_p)\n"
+    )
+    return prelude + glue
+
+
+def make_builder() -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef(_cdef())
+    ffi.embedding_api("")
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    soname = sysconfig.get_config_var("INSTSONAME") or f"libpython{sys.version_info[0]}.{sys.version_info[1]}.so"
+    ffi.set_source(
+        MODULE,
+        _source(),
+        define_macros=[
+            ("VSC_PYTHON_EXE", _c_string(sys.executable)),
+            ("VSC_LIBPYTHON", _c_string(soname)),
+            ("VSC_PY_MAJMIN", _c_string(f"{sys.version_info[0]}.{sys.version_info[1]}")),
+        ],
+        library_dirs=[libdir] if libdir else [],
+        extra_compile_args=["-O2", "-fvisibility=hidden"],
+        extra_link_args=[
+            "-Wl,-z,nodelete",
+            *([f"-L{libdir}", f"-Wl,-rpath,{libdir}"] if libdir else []),
+            f"-lpython{sys.version_info[0]}.{sys.version_info[1]}{getattr(sys, 'abiflags', '')}",
+            "-ldl",
+            "-lpthread",
+        ],
+    )
+    ffi.embedding_init_code(_init_code())
+    return ffi
+
+
+ffibuilder = make_builder()
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

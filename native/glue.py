@@ -1,0 +1,667 @@
+# Embedding init code of the PKCS#11 library: the def_extern entry points. It turns C arguments into
+# Python values, calls vsc_provider.pkcs11, and writes results back. No token logic lives here.
+# Every entry point returns an explicit CKR value: an uncaught exception would otherwise become 0 (CKR_OK).
+
+from vsc_provider._pkcs11 import ffi, lib  # type: ignore[import-not-found]
+
+import logging as _logging
+
+from vsc_provider import log as _vlog
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import BufferTooSmall, CKRError, rv_name
+from vsc_provider.ck.params import EddsaParams, Ecdh1Params, GcmParams, Mechanism, OaepParams, PssParams
+from vsc_provider.pkcs11 import (
+    digest as _digest,
+    encryption as _enc,
+    general as _general,
+    keys as _keys,
+    objects as _objects,
+    random as _random,
+    sessions as _sessions,
+    signing as _signing,
+    slots as _slots,
+)
+
+NULL = ffi.NULL
+OK = C.CKR_OK
+BAD = C.CKR_ARGUMENTS_BAD
+GENERAL_ERROR = C.CKR_GENERAL_ERROR
+UNAVAILABLE = C.CK_UNAVAILABLE_INFORMATION
+_log = _logging.getLogger("vsc.pkcs11")
+_vlog.configure_from_environment()
+_buffer = ffi.buffer
+_memmove = ffi.memmove
+
+
+def _entry(fn):
+    """Register fn as the extern "Python" py_C_x: CKRError -> its rv, anything else -> GENERAL_ERROR."""
+    name = fn.__name__
+
+    def call(*args):
+        try:
+            rv = fn(*args)
+        except CKRError as exc:
+            if _vlog.TRACE:
+                _log.debug("%s -> %s (%s)", name, rv_name(exc.rv), exc.reason)
+            return exc.rv
+        except Exception:
+            _log.exception("%s failed with an unexpected error", name)
+            return GENERAL_ERROR
+        if _vlog.TRACE:
+            _log.debug("%s -> %s", name, rv_name(rv))
+        return rv
+
+    ffi.def_extern(name="py_" + name, error=GENERAL_ERROR)(call)
+    return fn
+
+
+def _bytes(ptr, length):
+    if length == 0:
+        return b""
+    if ptr == NULL:
+        raise CKRError(BAD, "NULL data pointer with a non-zero length")
+    return _buffer(ptr, length)[:]
+
+
+def _deliver(compute, p_out, pul_len):
+    """The length-query convention: NULL buffer -> length only; short buffer -> CKR_BUFFER_TOO_SMALL."""
+    if pul_len == NULL:
+        return BAD
+    try:
+        out = compute(p_out == NULL, pul_len[0])
+    except BufferTooSmall as exc:
+        pul_len[0] = exc.needed
+        return C.CKR_BUFFER_TOO_SMALL
+    n = len(out)
+    pul_len[0] = n
+    if p_out != NULL and n:
+        _memmove(p_out, out, n)
+    return OK
+
+
+def _template(p_template, count):
+    if count == 0:
+        return []
+    if p_template == NULL:
+        raise CKRError(BAD, "NULL template with a non-zero count")
+    out = []
+    for i in range(count):
+        a = p_template[i]
+        n = a.ulValueLen
+        if n and a.pValue == NULL:
+            raise CKRError(BAD, "attribute with a NULL value and a non-zero length")
+        out.append((a.type, _buffer(a.pValue, n)[:] if n else b""))
+    return out
+
+
+def _struct(ctype, p_mech):
+    if p_mech.pParameter == NULL or p_mech.ulParameterLen != ffi.sizeof(ctype):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, f"mechanism 0x{p_mech.mechanism:x} wants a {ctype}")
+    return ffi.cast(ctype + " *", p_mech.pParameter)[0]
+
+
+_PSS = frozenset(
+    {
+        C.CKM_RSA_PKCS_PSS,
+        C.CKM_SHA1_RSA_PKCS_PSS,
+        C.CKM_SHA224_RSA_PKCS_PSS,
+        C.CKM_SHA256_RSA_PKCS_PSS,
+        C.CKM_SHA384_RSA_PKCS_PSS,
+        C.CKM_SHA512_RSA_PKCS_PSS,
+    }
+)
+_mech_cache = {}
+
+
+def _mechanism(p_mech):
+    if p_mech == NULL:
+        raise CKRError(BAD, "NULL mechanism")
+    mtype = p_mech.mechanism
+    n = p_mech.ulParameterLen
+    if n == 0 or p_mech.pParameter == NULL:
+        if n and p_mech.pParameter == NULL:
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "NULL parameter with a non-zero length")
+        m = _mech_cache.get(mtype)
+        if m is None:
+            m = _mech_cache[mtype] = Mechanism(mtype)
+        return m
+    if mtype in _PSS:
+        p = _struct("CK_RSA_PKCS_PSS_PARAMS", p_mech)
+        return Mechanism(mtype, PssParams(p.hashAlg, p.mgf, p.sLen))
+    if mtype == C.CKM_RSA_PKCS_OAEP:
+        p = _struct("CK_RSA_PKCS_OAEP_PARAMS", p_mech)
+        return Mechanism(mtype, OaepParams(p.hashAlg, p.mgf, p.source, _bytes(p.pSourceData, p.ulSourceDataLen)))
+    if mtype == C.CKM_AES_GCM:
+        p = _struct("CK_GCM_PARAMS", p_mech)
+        return Mechanism(mtype, GcmParams(_bytes(p.pIv, p.ulIvLen), _bytes(p.pAAD, p.ulAADLen), p.ulTagBits))
+    if mtype == C.CKM_ECDH1_DERIVE:
+        p = _struct("CK_ECDH1_DERIVE_PARAMS", p_mech)
+        return Mechanism(
+            mtype,
+            Ecdh1Params(p.kdf, _bytes(p.pSharedData, p.ulSharedDataLen), _bytes(p.pPublicData, p.ulPublicDataLen)),
+        )
+    if mtype == C.CKM_EDDSA:
+        p = _struct("CK_EDDSA_PARAMS", p_mech)
+        return Mechanism(mtype, EddsaParams(bool(p.phFlag), _bytes(p.pContextData, p.ulContextDataLen)))
+    return Mechanism(mtype, _buffer(p_mech.pParameter, n)[:])
+
+
+def _handle_out(ptr, value):
+    ptr[0] = value
+    return OK
+
+
+# --- general ---------------------------------------------------------------------------------
+
+
+@_entry
+def C_Initialize(p_args):
+    if p_args == NULL:
+        _general.initialize(None)
+        return OK
+    a = ffi.cast("CK_C_INITIALIZE_ARGS *", p_args)
+    fns = (a.CreateMutex != NULL, a.DestroyMutex != NULL, a.LockMutex != NULL, a.UnlockMutex != NULL)
+    _general.initialize(_general.InitArgs(flags=a.flags, mutex_functions=fns, reserved=a.pReserved != NULL))
+    return OK
+
+
+@_entry
+def C_Finalize(p_reserved):
+    if p_reserved != NULL:
+        return BAD
+    _general.finalize()
+    return OK
+
+
+_info_cache = {}
+
+
+def _fill_cached(ctype, p_info, key, fill):
+    """Copy a struct answer built once per distinct value: filling cffi fields one by one is slow."""
+    if p_info == NULL:
+        return BAD
+    key = (ctype, key)
+    raw = _info_cache.get(key)
+    if raw is None:
+        s = ffi.new(ctype + " *")
+        fill(s)
+        raw = _info_cache[key] = _buffer(s)[:]
+    _memmove(p_info, raw, len(raw))
+    return OK
+
+
+def _padded(text, size):
+    raw = text.encode() if isinstance(text, str) else text
+    return raw[:size].ljust(size, b" ")
+
+
+@_entry
+def C_GetInfo(p_info):
+    info = _general.get_info()
+
+    def fill(s):
+        s.cryptokiVersion.major, s.cryptokiVersion.minor = info.cryptoki_version
+        s.manufacturerID = _padded(info.manufacturer, 32)
+        s.flags = 0
+        s.libraryDescription = _padded(info.description, 32)
+        s.libraryVersion.major, s.libraryVersion.minor = info.library_version
+
+    return _fill_cached("CK_INFO", p_info, info, fill)
+
+
+# --- slots and tokens ------------------------------------------------------------------------
+
+
+def _ulong_list(values, p_list, pul_count):
+    if pul_count == NULL:
+        return BAD
+    n = len(values)
+    if p_list == NULL:
+        pul_count[0] = n
+        return OK
+    if pul_count[0] < n:
+        pul_count[0] = n
+        return C.CKR_BUFFER_TOO_SMALL
+    for i, v in enumerate(values):
+        p_list[i] = v
+    pul_count[0] = n
+    return OK
+
+
+@_entry
+def C_GetSlotList(token_present, p_list, pul_count):
+    return _ulong_list(_slots.get_slot_list(bool(token_present)), p_list, pul_count)
+
+
+@_entry
+def C_GetSlotInfo(slot_id, p_info):
+    info = _slots.get_slot_info(slot_id)
+
+    def fill(s):
+        s.slotDescription = _padded(info.description, 64)
+        s.manufacturerID = _padded(info.manufacturer, 32)
+        s.flags = info.flags
+        s.hardwareVersion.major, s.hardwareVersion.minor = info.hardware_version
+        s.firmwareVersion.major, s.firmwareVersion.minor = info.firmware_version
+
+    return _fill_cached("CK_SLOT_INFO", p_info, info, fill)
+
+
+@_entry
+def C_GetTokenInfo(slot_id, p_info):
+    info = _slots.get_token_info(slot_id)
+
+    def fill(s):
+        s.label = _padded(info.label, 32)
+        s.manufacturerID = _padded(info.manufacturer, 32)
+        s.model = _padded(info.model, 16)
+        s.serialNumber = _padded(info.serial, 16)
+        s.flags = info.flags
+        s.ulMaxSessionCount = info.max_sessions
+        s.ulSessionCount = info.sessions
+        s.ulMaxRwSessionCount = info.max_rw_sessions
+        s.ulRwSessionCount = info.rw_sessions
+        s.ulMaxPinLen = info.max_pin_len
+        s.ulMinPinLen = info.min_pin_len
+        s.ulTotalPublicMemory = UNAVAILABLE
+        s.ulFreePublicMemory = UNAVAILABLE
+        s.ulTotalPrivateMemory = UNAVAILABLE
+        s.ulFreePrivateMemory = UNAVAILABLE
+        s.hardwareVersion.major, s.hardwareVersion.minor = info.hardware_version
+        s.firmwareVersion.major, s.firmwareVersion.minor = info.firmware_version
+        s.utcTime = b" " * 16
+
+    if len(_info_cache) > 4096:
+        _info_cache.clear()
+    return _fill_cached("CK_TOKEN_INFO", p_info, info, fill)
+
+
+@_entry
+def C_GetMechanismList(slot_id, p_list, pul_count):
+    return _ulong_list(_slots.get_mechanism_list(slot_id), p_list, pul_count)
+
+
+@_entry
+def C_GetMechanismInfo(slot_id, mech_type, p_info):
+    if p_info == NULL:
+        return BAD
+    lo, hi, flags = _slots.get_mechanism_info(slot_id, mech_type)
+    p_info.ulMinKeySize = lo
+    p_info.ulMaxKeySize = hi
+    p_info.flags = flags
+    return OK
+
+
+@_entry
+def C_InitToken(slot_id, p_pin, pin_len, p_label):
+    if p_label == NULL:
+        return BAD
+    _slots.init_token(slot_id, None if p_pin == NULL else _bytes(p_pin, pin_len), _buffer(p_label, 32)[:])
+    return OK
+
+
+@_entry
+def C_InitPIN(h, p_pin, pin_len):
+    _slots.init_pin(h, None if p_pin == NULL else _bytes(p_pin, pin_len))
+    return OK
+
+
+@_entry
+def C_SetPIN(h, p_old, old_len, p_new, new_len):
+    _slots.set_pin(
+        h, None if p_old == NULL else _bytes(p_old, old_len), None if p_new == NULL else _bytes(p_new, new_len)
+    )
+    return OK
+
+
+@_entry
+def C_WaitForSlotEvent(flags, p_slot, p_reserved):
+    if p_slot == NULL or p_reserved != NULL:
+        return BAD
+    p_slot[0] = _slots.wait_for_slot_event(flags)
+    return OK
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+@_entry
+def C_OpenSession(slot_id, flags, p_application, notify, ph_session):
+    if ph_session == NULL:
+        return BAD
+    ph_session[0] = _sessions.open_session(slot_id, flags)
+    return OK
+
+
+@_entry
+def C_CloseSession(h):
+    _sessions.close_session(h)
+    return OK
+
+
+@_entry
+def C_CloseAllSessions(slot_id):
+    _sessions.close_all_sessions(slot_id)
+    return OK
+
+
+@_entry
+def C_GetSessionInfo(h, p_info):
+    if p_info == NULL:
+        return BAD
+    slot_id, state, flags = _sessions.get_session_info(h)
+    p_info.slotID = slot_id
+    p_info.state = state
+    p_info.flags = flags
+    p_info.ulDeviceError = 0
+    return OK
+
+
+@_entry
+def C_Login(h, user_type, p_pin, pin_len):
+    _sessions.login(h, user_type, None if p_pin == NULL else _bytes(p_pin, pin_len))
+    return OK
+
+
+@_entry
+def C_Logout(h):
+    _sessions.logout(h)
+    return OK
+
+
+# --- objects ---------------------------------------------------------------------------------
+
+
+@_entry
+def C_CreateObject(h, p_template, count, ph_object):
+    if ph_object == NULL:
+        return BAD
+    return _handle_out(ph_object, _objects.create_object(h, _template(p_template, count)))
+
+
+@_entry
+def C_CopyObject(h, h_object, p_template, count, ph_new):
+    if ph_new == NULL:
+        return BAD
+    return _handle_out(ph_new, _objects.copy_object(h, h_object, _template(p_template, count)))
+
+
+@_entry
+def C_DestroyObject(h, h_object):
+    _objects.destroy_object(h, h_object)
+    return OK
+
+
+@_entry
+def C_GetObjectSize(h, h_object, pul_size):
+    if pul_size == NULL:
+        return BAD
+    pul_size[0] = _objects.get_object_size(h, h_object)
+    return OK
+
+
+@_entry
+def C_GetAttributeValue(h, h_object, p_template, count):
+    if count and p_template == NULL:
+        return BAD
+    values = _objects.get_attribute_value(h, h_object, [p_template[i].type for i in range(count)])
+    rv = OK
+    for i, value in enumerate(values):
+        a = p_template[i]
+        if isinstance(value, int):
+            a.ulValueLen = UNAVAILABLE
+            rv = value if rv in (OK, C.CKR_BUFFER_TOO_SMALL) or rv == value else rv
+            continue
+        n = len(value)
+        if a.pValue == NULL:
+            a.ulValueLen = n
+        elif a.ulValueLen >= n:
+            if n:
+                _memmove(a.pValue, value, n)
+            a.ulValueLen = n
+        else:
+            a.ulValueLen = UNAVAILABLE
+            if rv == OK:
+                rv = C.CKR_BUFFER_TOO_SMALL
+    return rv
+
+
+@_entry
+def C_SetAttributeValue(h, h_object, p_template, count):
+    _objects.set_attribute_value(h, h_object, _template(p_template, count))
+    return OK
+
+
+@_entry
+def C_FindObjectsInit(h, p_template, count):
+    _objects.find_objects_init(h, _template(p_template, count))
+    return OK
+
+
+@_entry
+def C_FindObjects(h, ph_object, max_count, pul_count):
+    if pul_count == NULL or (ph_object == NULL and max_count):
+        return BAD
+    found = _objects.find_objects(h, max_count)
+    for i, handle in enumerate(found):
+        ph_object[i] = handle
+    pul_count[0] = len(found)
+    return OK
+
+
+@_entry
+def C_FindObjectsFinal(h):
+    _objects.find_objects_final(h)
+    return OK
+
+
+# --- encryption and decryption ---------------------------------------------------------------
+
+
+@_entry
+def C_EncryptInit(h, p_mech, h_key):
+    _enc.encrypt_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_Encrypt(h, p_data, data_len, p_out, pul_out):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _enc.encrypt(h, data, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_EncryptUpdate(h, p_data, data_len, p_out, pul_out):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _enc.encrypt_update(h, data, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_EncryptFinal(h, p_out, pul_out):
+    return _deliver(lambda q, cap: _enc.encrypt_final(h, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_DecryptInit(h, p_mech, h_key):
+    _enc.decrypt_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_Decrypt(h, p_data, data_len, p_out, pul_out):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _enc.decrypt(h, data, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_DecryptUpdate(h, p_data, data_len, p_out, pul_out):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _enc.decrypt_update(h, data, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_DecryptFinal(h, p_out, pul_out):
+    return _deliver(lambda q, cap: _enc.decrypt_final(h, q, cap), p_out, pul_out)
+
+
+# --- digest ----------------------------------------------------------------------------------
+
+
+@_entry
+def C_DigestInit(h, p_mech):
+    _digest.digest_init(h, _mechanism(p_mech))
+    return OK
+
+
+@_entry
+def C_Digest(h, p_data, data_len, p_out, pul_out):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _digest.digest(h, data, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_DigestUpdate(h, p_data, data_len):
+    _digest.digest_update(h, _bytes(p_data, data_len))
+    return OK
+
+
+@_entry
+def C_DigestKey(h, h_key):
+    _digest.digest_key(h, h_key)
+    return OK
+
+
+@_entry
+def C_DigestFinal(h, p_out, pul_out):
+    return _deliver(lambda q, cap: _digest.digest_final(h, q, cap), p_out, pul_out)
+
+
+# --- signing and verifying (the hot path: keep it short) -------------------------------------
+
+
+@_entry
+def C_SignInit(h, p_mech, h_key):
+    _signing.sign_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+_sign = _signing.sign
+
+
+@_entry
+def C_Sign(h, p_data, data_len, p_sig, pul_sig):
+    if pul_sig == NULL:
+        return BAD
+    data = _buffer(p_data, data_len)[:] if data_len else _bytes(p_data, data_len)
+    try:
+        out = _sign(h, data, p_sig == NULL, pul_sig[0])
+    except BufferTooSmall as exc:
+        pul_sig[0] = exc.needed
+        return C.CKR_BUFFER_TOO_SMALL
+    n = len(out)
+    pul_sig[0] = n
+    if p_sig != NULL:
+        _memmove(p_sig, out, n)
+    return OK
+
+
+@_entry
+def C_SignUpdate(h, p_data, data_len):
+    _signing.sign_update(h, _bytes(p_data, data_len))
+    return OK
+
+
+@_entry
+def C_SignFinal(h, p_sig, pul_sig):
+    return _deliver(lambda q, cap: _signing.sign_final(h, q, cap), p_sig, pul_sig)
+
+
+@_entry
+def C_VerifyInit(h, p_mech, h_key):
+    _signing.verify_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_Verify(h, p_data, data_len, p_sig, sig_len):
+    _signing.verify(h, _bytes(p_data, data_len), _bytes(p_sig, sig_len))
+    return OK
+
+
+@_entry
+def C_VerifyUpdate(h, p_data, data_len):
+    _signing.verify_update(h, _bytes(p_data, data_len))
+    return OK
+
+
+@_entry
+def C_VerifyFinal(h, p_sig, sig_len):
+    _signing.verify_final(h, _bytes(p_sig, sig_len))
+    return OK
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@_entry
+def C_GenerateKey(h, p_mech, p_template, count, ph_key):
+    if ph_key == NULL:
+        return BAD
+    return _handle_out(ph_key, _keys.generate_key(h, _mechanism(p_mech), _template(p_template, count)))
+
+
+@_entry
+def C_GenerateKeyPair(h, p_mech, p_pub, pub_count, p_priv, priv_count, ph_pub, ph_priv):
+    if ph_pub == NULL or ph_priv == NULL:
+        return BAD
+    pub, priv = _keys.generate_key_pair(
+        h, _mechanism(p_mech), _template(p_pub, pub_count), _template(p_priv, priv_count)
+    )
+    ph_pub[0] = pub
+    ph_priv[0] = priv
+    return OK
+
+
+@_entry
+def C_WrapKey(h, p_mech, h_wrapping, h_key, p_out, pul_out):
+    mech = _mechanism(p_mech)
+    return _deliver(lambda q, cap: _keys.wrap_key(h, mech, h_wrapping, h_key, q, cap), p_out, pul_out)
+
+
+@_entry
+def C_UnwrapKey(h, p_mech, h_unwrapping, p_wrapped, wrapped_len, p_template, count, ph_key):
+    if ph_key == NULL:
+        return BAD
+    handle = _keys.unwrap_key(
+        h, _mechanism(p_mech), h_unwrapping, _bytes(p_wrapped, wrapped_len), _template(p_template, count)
+    )
+    return _handle_out(ph_key, handle)
+
+
+@_entry
+def C_DeriveKey(h, p_mech, h_base, p_template, count, ph_key):
+    if ph_key == NULL:
+        return BAD
+    return _handle_out(ph_key, _keys.derive_key(h, _mechanism(p_mech), h_base, _template(p_template, count)))
+
+
+# --- random ----------------------------------------------------------------------------------
+
+
+@_entry
+def C_SeedRandom(h, p_seed, seed_len):
+    _random.seed_random(h, _bytes(p_seed, seed_len))
+    return OK
+
+
+@_entry
+def C_GenerateRandom(h, p_out, length):
+    if p_out == NULL and length:
+        return BAD
+    data = _random.generate_random(h, length)
+    if length:
+        _memmove(p_out, data, length)
+    return OK
+
+
+lib.vsc_mark_ready()

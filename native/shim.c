@@ -1,0 +1,211 @@
+/* vsc-pkcs11 C shim: the exported symbols, the function tables, Python start-up and the guards that
+ * keep the host process safe (version check, RTLD_GLOBAL promotion, fork handling, ready flag).
+ * Every PKCS#11 semantic lives in Python; this file only decides whether Python may be entered.
+ * VSC_* macros are defined by native/build.py. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CKR_OK 0x0UL
+#define CKR_GENERAL_ERROR 0x5UL
+#define CKR_ARGUMENTS_BAD 0x7UL
+#define CKR_FUNCTION_NOT_SUPPORTED 0x54UL
+#define CKR_FUNCTION_NOT_PARALLEL 0x51UL
+#define CKR_BUFFER_TOO_SMALL 0x150UL
+#define CKR_CRYPTOKI_NOT_INITIALIZED 0x190UL
+
+typedef struct CK_INTERFACE {
+    CK_CHAR *pInterfaceName;
+    CK_VOID_PTR pFunctionList;
+    CK_FLAGS flags;
+} CK_INTERFACE;
+
+/* 1 while C_Initialize has succeeded in this process (cleared by C_Finalize and in a forked child). */
+static volatile int vsc_live = 0;
+/* 0: start-up not tried, 1: Python and the glue are up, -1: start-up failed (refuse forever). */
+static int vsc_boot_state = 0;
+static int vsc_own_python = 0;
+static pthread_mutex_t vsc_boot_lock = PTHREAD_MUTEX_INITIALIZER;
+static PyGILState_STATE vsc_fork_gil;
+
+static void vsc_log(const char *what, const char *detail)
+{
+    fprintf(stderr, "vsc-pkcs11: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+}
+
+/* What os.fork() does around fork(), for hosts that fork while another thread may hold the GIL. */
+static void vsc_before_fork(void)
+{
+    if (vsc_own_python) {
+        vsc_fork_gil = PyGILState_Ensure();
+        PyOS_BeforeFork();
+    }
+}
+
+static void vsc_after_fork_parent(void)
+{
+    if (vsc_own_python) {
+        PyOS_AfterFork_Parent();
+        PyGILState_Release(vsc_fork_gil);
+    }
+}
+
+static void vsc_after_fork_child(void)
+{
+    vsc_live = 0;
+    if (vsc_own_python) {
+        PyOS_AfterFork_Child();
+        PyGILState_Release(vsc_fork_gil);
+    }
+}
+
+static int vsc_boot_locked(void)
+{
+    /* A host that already runs another CPython would bind our Py_* calls to it: refuse. */
+    const char *(*host_version)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "Py_GetVersion");
+    if (host_version) {
+        const char *v = host_version();
+        size_t n = strlen(VSC_PY_MAJMIN);
+        if (strncmp(v, VSC_PY_MAJMIN, n) != 0 || v[n] != '.') {
+            vsc_log("this module was built for Python " VSC_PY_MAJMIN " but the host process runs Python", v);
+            return -1;
+        }
+    }
+    /* Extension modules are not linked against libpython: make its symbols global before they load. */
+    if (!dlopen(VSC_LIBPYTHON, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD) && !host_version)
+        vsc_log("could not promote " VSC_LIBPYTHON " to RTLD_GLOBAL", dlerror());
+
+    if (!Py_IsInitialized()) {
+        PyConfig config;
+        PyStatus status;
+        PyConfig_InitPythonConfig(&config);
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        config.use_environment = 0;
+        config.user_site_directory = 0;
+        /* The interpreter the package was installed into: finds its venv and site-packages. */
+        status = PyConfig_SetBytesString(&config, &config.program_name, VSC_PYTHON_EXE);
+        if (!PyStatus_Exception(status))
+            status = Py_InitializeFromConfig(&config);
+        PyConfig_Clear(&config);
+        if (PyStatus_Exception(status)) {
+            vsc_log("Python start-up failed", status.err_msg);
+            return -1;
+        }
+        vsc_own_python = 1;
+        PyEval_SaveThread();
+    }
+    pthread_atfork(vsc_before_fork, vsc_after_fork_parent, vsc_after_fork_child);
+    if (cffi_start_python() != 0) {
+        vsc_log("the Python side of the module failed to start (see the messages above)", NULL);
+        return -1;
+    }
+    return 1;
+}
+
+static int vsc_boot(void)
+{
+    pthread_mutex_lock(&vsc_boot_lock);
+    if (vsc_boot_state == 0)
+        vsc_boot_state = vsc_boot_locked();
+    pthread_mutex_unlock(&vsc_boot_lock);
+    return vsc_boot_state;
+}
+
+/* Called by the glue once its functions are registered: proves the init code ran to the end. */
+static int vsc_glue_ready = 0;
+static void vsc_mark_ready(void) { vsc_glue_ready = 1; }
+
+#define VSC_GUARD() do { if (!vsc_live) return CKR_CRYPTOKI_NOT_INITIALIZED; } while (0)
+
+VSC_PY_DECLS
+
+static CK_RV w_C_Initialize(CK_VOID_PTR pInitArgs)
+{
+    CK_RV rv;
+    if (vsc_boot() != 1 || !vsc_glue_ready)
+        return CKR_GENERAL_ERROR;
+    rv = py_C_Initialize(pInitArgs);
+    if (rv == CKR_OK)
+        vsc_live = 1;
+    return rv;
+}
+
+static CK_RV w_C_Finalize(CK_VOID_PTR pReserved)
+{
+    CK_RV rv;
+    VSC_GUARD();
+    rv = py_C_Finalize(pReserved);
+    if (rv == CKR_OK)
+        vsc_live = 0;
+    return rv;
+}
+
+VSC_WRAPPERS
+
+static CK_RV w_C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_BYTE_PTR pPin,
+                           CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pUsername, CK_ULONG ulUsernameLen)
+{
+    (void)pUsername;
+    (void)ulUsernameLen; /* cards have one user; the name is not checked */
+    VSC_GUARD();
+    return py_C_Login(hSession, userType, pPin, ulPinLen);
+}
+
+CK_RV C_GetFunctionList(void **ppFunctionList);
+CK_RV C_GetInterfaceList(void *pInterfacesList, CK_ULONG_PTR pulCount);
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION *pVersion, void **ppInterface, CK_FLAGS flags);
+
+VSC_TABLES
+
+static CK_INTERFACE vsc_interfaces[2] = {
+    {(CK_CHAR *)"PKCS 11", &vsc_functions_3_0, 0},
+    {(CK_CHAR *)"PKCS 11", &vsc_functions_2_40, 0},
+};
+
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(void **ppFunctionList)
+{
+    if (!ppFunctionList)
+        return CKR_ARGUMENTS_BAD;
+    *ppFunctionList = &vsc_functions_2_40;
+    return CKR_OK;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetInterfaceList(void *pInterfacesList, CK_ULONG_PTR pulCount)
+{
+    if (!pulCount)
+        return CKR_ARGUMENTS_BAD;
+    if (!pInterfacesList) {
+        *pulCount = 2;
+        return CKR_OK;
+    }
+    if (*pulCount < 2) {
+        *pulCount = 2;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    memcpy(pInterfacesList, vsc_interfaces, sizeof(vsc_interfaces));
+    *pulCount = 2;
+    return CKR_OK;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION *pVersion,
+                                                            void **ppInterface, CK_FLAGS flags)
+{
+    int i;
+    if (!ppInterface)
+        return CKR_ARGUMENTS_BAD;
+    if (pInterfaceName && strcmp((const char *)pInterfaceName, "PKCS 11") != 0)
+        return CKR_ARGUMENTS_BAD;
+    for (i = 0; i < 2; i++) {
+        CK_VERSION *v = (CK_VERSION *)vsc_interfaces[i].pFunctionList;
+        if (pVersion && (pVersion->major != v->major || pVersion->minor != v->minor))
+            continue;
+        if ((flags & vsc_interfaces[i].flags) != flags)
+            continue;
+        *ppInterface = &vsc_interfaces[i];
+        return CKR_OK;
+    }
+    return CKR_ARGUMENTS_BAD;
+}

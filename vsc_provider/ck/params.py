@@ -1,0 +1,43 @@
+"""Mechanisms as the engine sees them: the type and its parameter, already decoded from the C structs."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class PssParams(NamedTuple):
+    hash_alg: int
+    mgf: int
+    salt_len: int
+
+
+class OaepParams(NamedTuple):
+    hash_alg: int
+    mgf: int
+    source: int
+    label: bytes
+
+
+class GcmParams(NamedTuple):
+    iv: bytes
+    aad: bytes
+    tag_bits: int
+
+
+class Ecdh1Params(NamedTuple):
+    kdf: int
+    shared_data: bytes
+    public_data: bytes
+
+
+class EddsaParams(NamedTuple):
+    prehash: bool
+    context: bytes
+
+
+Param = None | bytes | PssParams | OaepParams | GcmParams | Ecdh1Params | EddsaParams
+
+
+class Mechanism(NamedTuple):
+    type: int
+    param: Param = None

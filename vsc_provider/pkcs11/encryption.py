@@ -1,0 +1,110 @@
+"""C_Encrypt* and C_Decrypt*: RSA (PKCS#1 v1.5, OAEP, raw) and AES (ECB, CBC, CBC_PAD, GCM, key wrap)."""
+
+from __future__ import annotations
+
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.ck.params import Mechanism
+from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object
+from vsc_provider.token import crypto
+
+
+def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
+    s = LIB.session(h)
+    if s.encrypt is not None:
+        raise CKRError(C.CKR_OPERATION_ACTIVE)
+    if mech.type not in crypto.MECHANISMS:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
+    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
+    if obj.klass not in (C.CKO_PUBLIC_KEY, C.CKO_SECRET_KEY):
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "encryption needs a public or secret key")
+    if not obj.bool(C.CKA_ENCRYPT):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_ENCRYPT false")
+    if obj.klass == C.CKO_SECRET_KEY and not s.card.user:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    s.encrypt = Operation(crypto.make_encryptor(mech, LIB.require().crypto_key(s.card, obj)), obj)
+
+
+def decrypt_init(h: int, mech: Mechanism, key: int) -> None:
+    s = LIB.session(h)
+    if s.decrypt is not None:
+        raise CKRError(C.CKR_OPERATION_ACTIVE)
+    if mech.type not in crypto.MECHANISMS:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
+    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
+    if obj.klass not in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "decryption needs a private or secret key")
+    if not obj.bool(C.CKA_DECRYPT):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_DECRYPT false")
+    if not s.card.user:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    worker = crypto.make_decryptor(mech, LIB.require().crypto_key(s.card, obj))
+    s.decrypt = Operation(worker, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE))
+
+
+def _op(h: int, attr: str) -> tuple[Session, Operation]:
+    s = LIB.session(h)
+    op = getattr(s, attr)
+    if op is None:
+        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
+    if op.needs_auth and not op.authed:
+        setattr(s, attr, None)
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each use")
+    return s, op
+
+
+def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
+    s, op = _op(h, attr)
+    if op.multipart:
+        setattr(s, attr, None)
+        raise CKRError(C.CKR_OPERATION_ACTIVE, "single-part call after an update")
+    return deliver(s, attr, op, lambda: op.worker.run(data), query, capacity)
+
+
+def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
+    s, op = _op(h, attr)
+    op.multipart = True
+    out = op.result
+    if out is None:
+        try:
+            out = op.result = op.worker.update(data)
+        except CKRError:
+            setattr(s, attr, None)
+            raise
+    if query:
+        return out
+    if capacity < len(out):
+        from vsc_provider.ck.errors import BufferTooSmall
+
+        raise BufferTooSmall(len(out))
+    op.result = None
+    return out
+
+
+def _final(h: int, attr: str, query: bool, capacity: int) -> bytes:
+    s, op = _op(h, attr)
+    return deliver(s, attr, op, op.worker.final, query, capacity)
+
+
+def encrypt(h: int, data: bytes, query: bool, capacity: int) -> bytes:
+    return _one_shot(h, "encrypt", data, query, capacity)
+
+
+def encrypt_update(h: int, data: bytes, query: bool, capacity: int) -> bytes:
+    return _update(h, "encrypt", data, query, capacity)
+
+
+def encrypt_final(h: int, query: bool, capacity: int) -> bytes:
+    return _final(h, "encrypt", query, capacity)
+
+
+def decrypt(h: int, data: bytes, query: bool, capacity: int) -> bytes:
+    return _one_shot(h, "decrypt", data, query, capacity)
+
+
+def decrypt_update(h: int, data: bytes, query: bool, capacity: int) -> bytes:
+    return _update(h, "decrypt", data, query, capacity)
+
+
+def decrypt_final(h: int, query: bool, capacity: int) -> bytes:
+    return _final(h, "decrypt", query, capacity)

@@ -1,0 +1,69 @@
+"""C_Initialize, C_Finalize and C_GetInfo."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple
+
+from vsc_provider import __version__
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.pkcs11.state import LIB, InitArgs
+from vsc_provider.token.engine import Engine
+
+log = logging.getLogger("vsc.pkcs11")
+
+
+class Info(NamedTuple):
+    cryptoki_version: tuple[int, int]
+    manufacturer: str
+    description: str
+    library_version: tuple[int, int]
+
+
+_VERSION = tuple(int(x) for x in __version__.split(".")[:2])
+INFO = Info((2, 40), "vsc-provider", "vsc-provider virtual smart card", (_VERSION[0], _VERSION[1]))
+
+
+def initialize(args: InitArgs | None) -> None:
+    if args is not None:
+        if args.reserved:
+            raise CKRError(C.CKR_ARGUMENTS_BAD, "pReserved must be NULL")
+        if any(args.mutex_functions) and not all(args.mutex_functions):
+            raise CKRError(C.CKR_ARGUMENTS_BAD, "mutex functions must be all given or none")
+        # Every locking case is fine: the engine locks with OS primitives of its own and starts no threads.
+    with LIB.lock:
+        pid = os.getpid()
+        if LIB.engine is not None and LIB.pid == pid:
+            raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        # A forked child inherits the parent's state: drop it without touching the parent's store handle.
+        LIB.engine = None
+        LIB.sessions.clear()
+        try:
+            engine = Engine()
+        except CKRError:
+            raise
+        except Exception as exc:
+            log.exception("cannot open the card store")
+            raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store: {exc}") from exc
+        LIB.engine = engine
+        LIB.pid = pid
+        LIB.seen_slots = frozenset(engine.cards)
+        LIB.finalized.clear()
+
+
+def finalize() -> None:
+    with LIB.lock:
+        engine = LIB.require()
+        for card in engine.cards.values():
+            card.forget_secrets()
+            card.session_objects.clear()
+        LIB.sessions.clear()
+        LIB.engine = None
+        LIB.finalized.set()
+
+
+def get_info() -> Info:
+    LIB.require()
+    return INFO

@@ -1,0 +1,220 @@
+"""C_GenerateKey, C_GenerateKeyPair, C_WrapKey, C_UnwrapKey and C_DeriveKey."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from vsc_provider.ck import attributes as A
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.ck.params import Ecdh1Params, Mechanism
+from vsc_provider.pkcs11 import templates as T
+from vsc_provider.pkcs11.state import LIB, Session, find_object, writable
+from vsc_provider.token import crypto
+from vsc_provider.token import objects as O
+
+
+def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes]) -> Any:
+    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519)."""
+    if mech.type == C.CKM_RSA_PKCS_KEY_PAIR_GEN:
+        bits = T.ulong(pub_t, C.CKA_MODULUS_BITS)
+        if bits is None:
+            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS is required")
+        if not 2048 <= bits <= 4096 or bits % 8:
+            raise CKRError(C.CKR_KEY_SIZE_RANGE, "RSA keys have 2048 to 4096 bits")
+        exponent = int.from_bytes(pub_t.get(C.CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), "big")
+        if exponent != 65537:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the public exponent is 65537")
+        return rsa.generate_private_key(exponent, bits)
+    if mech.type in (C.CKM_EC_KEY_PAIR_GEN, C.CKM_EC_EDWARDS_KEY_PAIR_GEN):
+        params = pub_t.get(C.CKA_EC_PARAMS) or priv_t.get(C.CKA_EC_PARAMS)
+        if params is None:
+            if mech.type != C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
+                raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS is required")
+            return ed25519.Ed25519PrivateKey.generate()
+        oid = O.curve_from_params(params)
+        if oid == O.ED25519_OID:
+            return ed25519.Ed25519PrivateKey.generate()
+        if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
+            raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
+        return ec.generate_private_key(O.EC_CURVES[oid])
+    raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not generate key pairs")
+
+
+def _key_class_check(template: dict[int, bytes], klass: int) -> None:
+    given = T.ulong(template, C.CKA_CLASS)
+    if given is not None and given != klass:
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_CLASS disagrees with the key")
+
+
+def generate_key_pair(
+    h: int, mech: Mechanism, pub_pairs: list[tuple[int, bytes]], priv_pairs: list[tuple[int, bytes]]
+) -> tuple[int, int]:
+    s = LIB.session(h)
+    pub_t = A.template(pub_pairs)
+    priv_t = A.template(priv_pairs)
+    _key_class_check(pub_t, C.CKO_PUBLIC_KEY)
+    _key_class_check(priv_t, C.CKO_PRIVATE_KEY)
+    pub_token = T.flag(pub_t, C.CKA_TOKEN, False)
+    priv_token = T.flag(priv_t, C.CKA_TOKEN, False)
+    writable(s, pub_token, False)
+    writable(s, priv_token, True)
+    if mech.param is not None:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "key pair generation takes no parameter")
+    private = new_private_key(mech, pub_t, priv_t)
+    public = private.public_key()
+    key_id = priv_t.get(C.CKA_ID) or pub_t.get(C.CKA_ID) or O.key_id_for(public)
+    gen = C.CKM_EC_KEY_PAIR_GEN if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN and isinstance(private, ec.EllipticCurvePrivateKey) else mech.type
+    pub_attrs = O.public_key_attrs(
+        public, key_id=key_id, label=T.text(pub_t, C.CKA_LABEL), token=pub_token, local=True, gen_mech=gen
+    )
+    priv_attrs = O.private_key_attrs(
+        public, key_id=key_id, label=T.text(priv_t, C.CKA_LABEL), token=priv_token, local=True, gen_mech=gen
+    )
+    pub_attrs = T.overrides({**pub_t, C.CKA_ID: key_id}, pub_attrs)
+    priv_attrs = T.overrides({**priv_t, C.CKA_ID: key_id}, priv_attrs)
+    engine = LIB.require()
+    material = T.pkcs8(private)
+    owner = s.handle
+    if pub_token == priv_token:
+        pub_obj, priv_obj = engine.add_objects(s.card, [(pub_attrs, None), (priv_attrs, material)], pub_token, owner)
+    else:
+        priv_obj = engine.add_object(s.card, priv_attrs, material, priv_token, 0 if priv_token else owner)
+        pub_obj = engine.add_object(s.card, pub_attrs, None, pub_token, 0 if pub_token else owner)
+    s.card.keys[priv_obj.handle] = private
+    return pub_obj.handle, priv_obj.handle
+
+
+def generate_key(h: int, mech: Mechanism, pairs: list[tuple[int, bytes]]) -> int:
+    s = LIB.session(h)
+    template = A.template(pairs)
+    _key_class_check(template, C.CKO_SECRET_KEY)
+    if mech.type == C.CKM_AES_KEY_GEN:
+        key_type = T.secret_key_type(template, C.CKK_AES)
+        if key_type != C.CKK_AES:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKM_AES_KEY_GEN makes AES keys")
+    elif mech.type == C.CKM_GENERIC_SECRET_KEY_GEN:
+        key_type = T.secret_key_type(template, C.CKK_GENERIC_SECRET)
+    else:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not generate secret keys")
+    length = T.ulong(template, C.CKA_VALUE_LEN)
+    if length is None:
+        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN is required")
+    if key_type == C.CKK_AES and length not in (16, 24, 32):
+        raise CKRError(C.CKR_KEY_SIZE_RANGE, "AES keys have 16, 24 or 32 bytes")
+    if not 1 <= length <= 512:
+        raise CKRError(C.CKR_KEY_SIZE_RANGE, "secret keys have 1 to 512 bytes")
+    value = os.urandom(length)
+    attrs = T.secret_object(template, key_type, value, local=True, gen_mech=mech.type)
+    token = A.get_bool(attrs, C.CKA_TOKEN)
+    writable(s, token, True)
+    obj = LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle)
+    return obj.handle
+
+
+def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int) -> tuple[Any, Any]:
+    obj = find_object(s, handle, invalid)
+    if not obj.bool(attr):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key has attribute 0x{attr:x} false")
+    return obj, LIB.require().crypto_key(s.card, obj)
+
+
+def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capacity: int) -> bytes:
+    s = LIB.session(h)
+    if mech.type not in crypto.MECHANISMS or not crypto.MECHANISMS[mech.type][2] & C.CKF_WRAP:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not wrap")
+    _, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
+    target = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
+    if target.klass not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
+        raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "only keys can be wrapped")
+    if not target.bool(C.CKA_EXTRACTABLE):
+        raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key has CKA_EXTRACTABLE false")
+    material = LIB.require().material(s.card, target)
+    try:
+        out = crypto.make_encryptor(mech, wrapping_key).run(material)
+    except CKRError as exc:
+        if exc.rv == C.CKR_KEY_TYPE_INCONSISTENT:
+            raise CKRError(C.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, exc.reason) from exc
+        raise
+    if not query and capacity < len(out):
+        from vsc_provider.ck.errors import BufferTooSmall
+
+        raise BufferTooSmall(len(out))
+    return out
+
+
+def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: list[tuple[int, bytes]]) -> int:
+    s = LIB.session(h)
+    if mech.type not in crypto.MECHANISMS or not crypto.MECHANISMS[mech.type][2] & C.CKF_UNWRAP:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not unwrap")
+    if not s.card.user:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    template = A.template(pairs)
+    _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+    try:
+        value = crypto.make_decryptor(mech, unwrapping_key).run(wrapped)
+    except CKRError as exc:
+        if exc.rv in (C.CKR_ENCRYPTED_DATA_INVALID, C.CKR_ENCRYPTED_DATA_LEN_RANGE):
+            raise CKRError(C.CKR_WRAPPED_KEY_INVALID, exc.reason) from exc
+        if exc.rv == C.CKR_KEY_TYPE_INCONSISTENT:
+            raise CKRError(C.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, exc.reason) from exc
+        raise
+    klass = T.ulong(template, C.CKA_CLASS)
+    engine = LIB.require()
+    if klass == C.CKO_PRIVATE_KEY:
+        try:
+            private = serialization.load_der_private_key(value, password=None)
+        except ValueError as exc:
+            raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "unwrapped data is not a PKCS#8 private key") from exc
+        built = O.private_key_attrs(
+            private.public_key(),
+            key_id=template.get(C.CKA_ID, b""),
+            label=T.text(template, C.CKA_LABEL),
+            token=T.flag(template, C.CKA_TOKEN, False),
+            local=False,
+            gen_mech=None,
+        )
+        attrs = T.overrides(template, built)
+        material = T.pkcs8(private)  # type: ignore[arg-type]
+    elif klass == C.CKO_SECRET_KEY or klass is None:
+        key_type = T.secret_key_type(template)
+        attrs = T.secret_object(template, key_type, value, local=False, gen_mech=None)
+        material = value
+    else:
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "only keys can be unwrapped")
+    token = A.get_bool(attrs, C.CKA_TOKEN)
+    writable(s, token, True)
+    return engine.add_object(s.card, attrs, material, token, 0 if token else s.handle).handle
+
+
+def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]]) -> int:
+    s = LIB.session(h)
+    if mech.type != C.CKM_ECDH1_DERIVE:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not derive")
+    params = mech.param
+    if not isinstance(params, Ecdh1Params):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CKM_ECDH1_DERIVE needs CK_ECDH1_DERIVE_PARAMS")
+    if params.kdf != C.CKD_NULL or params.shared_data:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "only the NULL KDF without shared data is supported")
+    template = A.template(pairs)
+    obj, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "ECDH needs an EC private key")
+    try:
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, O.unwrap_octet_string(params.public_data))
+    except ValueError as exc:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
+    secret = private.exchange(ec.ECDH(), peer)
+    key_type = T.secret_key_type(template, C.CKK_GENERIC_SECRET)
+    length = T.ulong(template, C.CKA_VALUE_LEN) or (32 if key_type == C.CKK_AES else len(secret))
+    if length > len(secret):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN is longer than the shared secret")
+    value = secret[:length]
+    attrs = T.secret_object(template, key_type, value, local=False, gen_mech=None)
+    token = A.get_bool(attrs, C.CKA_TOKEN)
+    writable(s, token, True)
+    return LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle).handle

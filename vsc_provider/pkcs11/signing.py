@@ -1,0 +1,131 @@
+"""C_Sign*/C_Verify*: single and multi-part, with CKA_ALWAYS_AUTHENTICATE and the length-query convention.
+
+This is the hot path: after C_SignInit, C_Sign is a dict lookup, one `cryptography` call and a copy.
+"""
+
+from __future__ import annotations
+
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import BufferTooSmall, CKRError
+from vsc_provider.ck.params import Mechanism
+from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object
+from vsc_provider.token import crypto
+
+_SESSIONS = LIB.sessions
+
+
+def sign_init(h: int, mech: Mechanism, key: int) -> None:
+    s = LIB.session(h)
+    if s.sign is not None:
+        raise CKRError(C.CKR_OPERATION_ACTIVE)
+    if mech.type not in crypto.MECHANISMS:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
+    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
+    if obj.klass not in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "signing needs a private or secret key")
+    if not obj.bool(C.CKA_SIGN):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_SIGN false")
+    if not s.card.user:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    signer = crypto.make_signer(mech, LIB.require().crypto_key(s.card, obj))
+    s.sign = Operation(signer, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE), length=signer.length)
+
+
+def _sign_op(h: int) -> tuple[Session, Operation]:
+    s = _SESSIONS.get(h) or LIB.session(h)
+    op = s.sign
+    if op is None:
+        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
+    if op.needs_auth and not op.authed:
+        s.sign = None
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each signature")
+    return s, op
+
+
+def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
+    s, op = _sign_op(h)
+    if op.multipart:
+        s.sign = None
+        raise CKRError(C.CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate")
+    out = op.result
+    if out is None:
+        if query:  # the length is known without signing
+            return b"\x00" * op.length
+        try:
+            out = op.worker.sign(data)
+        except CKRError:
+            s.sign = None
+            raise
+        if capacity < len(out):
+            op.result = out
+            raise BufferTooSmall(len(out))
+        s.sign = None
+        return out
+    return deliver(s, "sign", op, lambda: out, query, capacity)
+
+
+def sign_update(h: int, part: bytes) -> None:
+    s, op = _sign_op(h)
+    op.multipart = True
+    try:
+        op.worker.update(part)
+    except CKRError:
+        s.sign = None
+        raise
+
+
+def sign_final(h: int, query: bool, capacity: int) -> bytes:
+    s, op = _sign_op(h)
+    if op.result is None and query:
+        return b"\x00" * op.length
+    return deliver(s, "sign", op, op.worker.final, query, capacity)
+
+
+def verify_init(h: int, mech: Mechanism, key: int) -> None:
+    s = LIB.session(h)
+    if s.verify is not None:
+        raise CKRError(C.CKR_OPERATION_ACTIVE)
+    if mech.type not in crypto.MECHANISMS:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
+    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
+    engine = LIB.require()
+    if obj.klass == C.CKO_PUBLIC_KEY:
+        if not obj.bool(C.CKA_VERIFY):
+            raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_VERIFY false")
+        key_obj = engine.crypto_key(s.card, obj)
+    elif obj.klass == C.CKO_PRIVATE_KEY:
+        key_obj = engine.crypto_key(s.card, obj).public_key()
+    elif obj.klass == C.CKO_SECRET_KEY:
+        if not obj.bool(C.CKA_VERIFY):
+            raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_VERIFY false")
+        key_obj = engine.crypto_key(s.card, obj)
+    else:
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "verifying needs a key")
+    s.verify = Operation(crypto.make_verifier(mech, key_obj), obj)
+
+
+def _verify_op(h: int) -> tuple[Session, Operation]:
+    s = LIB.session(h)
+    if s.verify is None:
+        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
+    return s, s.verify
+
+
+def verify(h: int, data: bytes, signature: bytes) -> None:
+    s, op = _verify_op(h)
+    s.verify = None
+    if op.multipart:
+        raise CKRError(C.CKR_OPERATION_ACTIVE, "C_Verify after C_VerifyUpdate")
+    op.worker.verify(data, signature)
+
+
+def verify_update(h: int, part: bytes) -> None:
+    s, op = _verify_op(h)
+    op.multipart = True
+    op.worker.update(part)
+
+
+def verify_final(h: int, signature: bytes) -> None:
+    s, op = _verify_op(h)
+    s.verify = None
+    op.worker.final(signature)

@@ -1,0 +1,183 @@
+"""Slots and tokens: one slot per card, C_GetSlotList/Info, C_GetTokenInfo, mechanisms, InitToken/InitPIN/SetPIN
+and C_WaitForSlotEvent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.pkcs11.state import LIB
+from vsc_provider.token import crypto
+from vsc_provider.token.engine import Card
+
+MANUFACTURER = "vsc-provider"
+VERSION = (0, 1)
+
+
+class SlotInfo(NamedTuple):
+    description: str
+    manufacturer: str
+    flags: int
+    hardware_version: tuple[int, int]
+    firmware_version: tuple[int, int]
+
+
+class TokenInfo(NamedTuple):
+    label: bytes
+    manufacturer: str
+    model: str
+    serial: str
+    flags: int
+    max_sessions: int
+    sessions: int
+    max_rw_sessions: int
+    rw_sessions: int
+    max_pin_len: int
+    min_pin_len: int
+    hardware_version: tuple[int, int]
+    firmware_version: tuple[int, int]
+
+
+def get_slot_list(token_present: bool) -> list[int]:
+    engine = LIB.require()
+    engine.refresh()
+    return sorted(engine.cards)
+
+
+def get_slot_info(slot_id: int) -> SlotInfo:
+    card = LIB.require().card(slot_id)
+    return SlotInfo(
+        f"vsc-provider virtual card {card.serial}",
+        MANUFACTURER,
+        C.CKF_TOKEN_PRESENT | C.CKF_REMOVABLE_DEVICE,
+        VERSION,
+        VERSION,
+    )
+
+
+def token_flags(card: Card) -> int:
+    rec = card.record
+    policy = card.policy
+    flags = C.CKF_RNG | C.CKF_LOGIN_REQUIRED | C.CKF_TOKEN_INITIALIZED
+    if rec.user_wrapped is not None:
+        flags |= C.CKF_USER_PIN_INITIALIZED
+    if rec.user_failures >= policy.max_tries:
+        flags |= C.CKF_USER_PIN_LOCKED
+    elif rec.user_failures == policy.max_tries - 1:
+        flags |= C.CKF_USER_PIN_FINAL_TRY | C.CKF_USER_PIN_COUNT_LOW
+    elif rec.user_failures > 0:
+        flags |= C.CKF_USER_PIN_COUNT_LOW
+    if rec.so_failures >= policy.max_tries:
+        flags |= C.CKF_SO_PIN_LOCKED
+    elif rec.so_failures == policy.max_tries - 1:
+        flags |= C.CKF_SO_PIN_FINAL_TRY | C.CKF_SO_PIN_COUNT_LOW
+    elif rec.so_failures > 0:
+        flags |= C.CKF_SO_PIN_COUNT_LOW
+    return flags
+
+
+def get_token_info(slot_id: int) -> TokenInfo:
+    engine = LIB.require()
+    engine.refresh()
+    card = engine.card(slot_id)
+    sessions = LIB.card_sessions(card)
+    return TokenInfo(
+        label=card.label.encode(),
+        manufacturer=MANUFACTURER,
+        model="virtual card",
+        serial=card.serial,
+        flags=token_flags(card),
+        max_sessions=C.CK_EFFECTIVELY_INFINITE,
+        sessions=len(sessions),
+        max_rw_sessions=C.CK_EFFECTIVELY_INFINITE,
+        rw_sessions=sum(1 for s in sessions if s.rw),
+        max_pin_len=card.policy.max_length,
+        min_pin_len=card.policy.min_length,
+        hardware_version=VERSION,
+        firmware_version=VERSION,
+    )
+
+
+_MECHANISM_LIST = sorted(crypto.MECHANISMS)
+
+
+def get_mechanism_list(slot_id: int) -> list[int]:
+    LIB.require().card(slot_id)
+    return _MECHANISM_LIST
+
+
+def get_mechanism_info(slot_id: int, mech_type: int) -> tuple[int, int, int]:
+    LIB.require().card(slot_id)
+    info = crypto.MECHANISMS.get(mech_type)
+    if info is None:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
+    return info
+
+
+def init_token(slot_id: int, so_pin: bytes | None, label: bytes) -> None:
+    engine = LIB.require()
+    card = engine.card(slot_id)
+    if so_pin is None:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "no protected authentication path: an SO PIN is needed")
+    if LIB.card_sessions(card):
+        raise CKRError(C.CKR_SESSION_EXISTS, "close every session before C_InitToken")
+    try:
+        text = label.decode().rstrip(" \x00") or card.label
+    except UnicodeDecodeError as exc:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "label is not UTF-8") from exc
+    engine.reinitialize(card, so_pin, text)
+
+
+def init_pin(h: int, pin: bytes | None) -> None:
+    s = LIB.session(h)
+    if pin is None:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "a PIN is needed")
+    if not s.rw:
+        raise CKRError(C.CKR_SESSION_READ_ONLY)
+    if not s.card.so:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "C_InitPIN needs the SO to log in")
+    LIB.require().set_user_pin(s.card, pin)
+
+
+def set_pin(h: int, old: bytes | None, new: bytes | None) -> None:
+    s = LIB.session(h)
+    if old is None or new is None:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, "old and new PINs are needed")
+    if not s.rw:
+        raise CKRError(C.CKR_SESSION_READ_ONLY)
+    engine = LIB.require()
+    card = s.card
+    so = card.so
+    card.policy.check(new, so=so)
+    data_key = engine.verify_pin(card, so, old)
+    saved = card.data_key
+    card.data_key = data_key
+    try:
+        if so:
+            engine.set_so_pin(card, new)
+        else:
+            engine.set_user_pin(card, new)
+    finally:
+        card.data_key = saved if (card.user or card.so) else None
+
+
+def wait_for_slot_event(flags: int) -> int:
+    """Report a card that appeared or left since the last call; block (polling the store) unless told not to."""
+    engine = LIB.require()
+    deadline_step = 0.25
+    while True:
+        with LIB.lock:
+            engine.refresh()
+            current = frozenset(engine.cards)
+            changed = sorted(current ^ LIB.seen_slots)
+            if changed:
+                LIB.seen_slots = current
+                return changed[0]
+        if flags & C.CKF_DONT_BLOCK:
+            raise CKRError(C.CKR_NO_EVENT)
+        if LIB.finalized.wait(deadline_step) or LIB.engine is not engine:
+            raise CKRError(C.CKR_CRYPTOKI_NOT_INITIALIZED, "C_Finalize ended the wait")
+        time.sleep(0)

@@ -1,0 +1,133 @@
+"""Library state: initialisation, the engine, and the open sessions with their active operations."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError, BufferTooSmall
+from vsc_provider.token.engine import Card, Engine
+from vsc_provider.token.objects import TokenObject
+
+log = logging.getLogger("vsc.pkcs11")
+
+
+class Operation:
+    """An active crypto operation in a session; `result` caches output across a length query."""
+
+    __slots__ = ("worker", "obj", "result", "multipart", "needs_auth", "authed", "length")
+
+    def __init__(self, worker: Any, obj: TokenObject | None = None, needs_auth: bool = False, length: int = 0) -> None:
+        self.worker = worker
+        self.obj = obj
+        self.result: bytes | None = None
+        self.multipart = False
+        self.needs_auth = needs_auth
+        self.authed = False
+        self.length = length
+
+
+class Session:
+    __slots__ = ("handle", "card", "rw", "find", "sign", "verify", "encrypt", "decrypt", "digest")
+
+    def __init__(self, handle: int, card: Card, rw: bool) -> None:
+        self.handle = handle
+        self.card = card
+        self.rw = rw
+        self.find: list[int] | None = None
+        self.sign: Operation | None = None
+        self.verify: Operation | None = None
+        self.encrypt: Operation | None = None
+        self.decrypt: Operation | None = None
+        self.digest: Operation | None = None
+
+    def state(self) -> int:
+        card = self.card
+        if card.so:
+            return C.CKS_RW_SO_FUNCTIONS
+        if card.user:
+            return C.CKS_RW_USER_FUNCTIONS if self.rw else C.CKS_RO_USER_FUNCTIONS
+        return C.CKS_RW_PUBLIC_SESSION if self.rw else C.CKS_RO_PUBLIC_SESSION
+
+
+@dataclass(frozen=True)
+class InitArgs:
+    flags: int
+    mutex_functions: tuple[bool, bool, bool, bool]
+    reserved: bool
+
+
+class Library:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.engine: Engine | None = None
+        self.pid = 0
+        self.sessions: dict[int, Session] = {}
+        self.next_handle = 0
+        self.finalized = threading.Event()
+        self.seen_slots: frozenset[int] = frozenset()
+
+    def require(self) -> Engine:
+        engine = self.engine
+        if engine is None or self.pid != os.getpid():
+            raise CKRError(C.CKR_CRYPTOKI_NOT_INITIALIZED)
+        return engine
+
+    def session(self, handle: int) -> Session:
+        s = self.sessions.get(handle)
+        if s is None:
+            self.require()
+            raise CKRError(C.CKR_SESSION_HANDLE_INVALID, f"no session {handle}")
+        if s.card.slot_id not in self.engine.cards:  # type: ignore[union-attr]
+            raise CKRError(C.CKR_DEVICE_REMOVED, "the card was deleted")
+        return s
+
+    def card_sessions(self, card: Card) -> list[Session]:
+        return [s for s in self.sessions.values() if s.card is card]
+
+
+LIB = Library()
+
+
+def deliver(session: Session, attr: str, op: Operation, compute: Any, query: bool, capacity: int) -> bytes:
+    """Run an operation's final step once, honouring the length query and short-buffer conventions.
+
+    The result is computed at most once: a NULL-buffer query or a short buffer keeps it for the next call.
+    Any other error ends the operation, as the standard says.
+    """
+    out = op.result
+    if out is None:
+        try:
+            out = op.result = compute()
+        except CKRError:
+            setattr(session, attr, None)
+            raise
+    if query:
+        return out
+    if capacity < len(out):
+        raise BufferTooSmall(len(out))
+    setattr(session, attr, None)
+    return out
+
+
+def find_object(session: Session, handle: int, invalid: int = C.CKR_OBJECT_HANDLE_INVALID) -> TokenObject:
+    card = session.card
+    obj = card.get(handle)
+    if obj is None:
+        LIB.require().refresh()
+        obj = card.get(handle)
+    if obj is None or not card.visible(obj):
+        raise CKRError(invalid, f"no object {handle} visible in this session")
+    return obj
+
+
+def writable(session: Session, token: bool, private: bool) -> None:
+    """Access rules for creating, changing or destroying an object."""
+    if token and not session.rw:
+        raise CKRError(C.CKR_SESSION_READ_ONLY, "token objects need a read/write session")
+    if private and not session.card.user:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private objects need the user to log in")

@@ -1,0 +1,220 @@
+"""Turning a caller's template into a complete object: defaults, what callers may set, and consistency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from vsc_provider.ck import attributes as A
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import objects as O
+
+# Attributes a caller may give when creating or generating an object, beyond those that define its value.
+SETTABLE = frozenset(
+    {
+        C.CKA_CLASS,
+        C.CKA_TOKEN,
+        C.CKA_PRIVATE,
+        C.CKA_LABEL,
+        C.CKA_ID,
+        C.CKA_SUBJECT,
+        C.CKA_START_DATE,
+        C.CKA_END_DATE,
+        C.CKA_SIGN,
+        C.CKA_VERIFY,
+        C.CKA_ENCRYPT,
+        C.CKA_DECRYPT,
+        C.CKA_WRAP,
+        C.CKA_UNWRAP,
+        C.CKA_DERIVE,
+        C.CKA_SIGN_RECOVER,
+        C.CKA_VERIFY_RECOVER,
+        C.CKA_SENSITIVE,
+        C.CKA_EXTRACTABLE,
+        C.CKA_ALWAYS_AUTHENTICATE,
+        C.CKA_MODIFIABLE,
+        C.CKA_COPYABLE,
+        C.CKA_DESTROYABLE,
+        C.CKA_APPLICATION,
+        C.CKA_OBJECT_ID,
+        C.CKA_CERTIFICATE_CATEGORY,
+        C.CKA_TRUSTED,
+        C.CKA_KEY_TYPE,
+        C.CKA_CERTIFICATE_TYPE,
+        C.CKA_ISSUER,
+        C.CKA_SERIAL_NUMBER,
+        C.CKA_URL,
+        C.CKA_WRAP_WITH_TRUSTED,
+        C.CKA_ALLOWED_MECHANISMS,
+    }
+)
+# Attributes that define key material: consumed to build the key, never stored as given.
+VALUE_DEFINING = frozenset(
+    {
+        C.CKA_VALUE,
+        C.CKA_MODULUS,
+        C.CKA_PUBLIC_EXPONENT,
+        C.CKA_PRIVATE_EXPONENT,
+        C.CKA_PRIME_1,
+        C.CKA_PRIME_2,
+        C.CKA_EXPONENT_1,
+        C.CKA_EXPONENT_2,
+        C.CKA_COEFFICIENT,
+        C.CKA_EC_PARAMS,
+        C.CKA_EC_POINT,
+        C.CKA_MODULUS_BITS,
+        C.CKA_VALUE_LEN,
+        C.CKA_PUBLIC_KEY_INFO,
+        C.CKA_KEY_GEN_MECHANISM,
+        C.CKA_LOCAL,
+        C.CKA_CHECK_VALUE,
+        C.CKA_UNIQUE_ID,
+        C.CKA_NEVER_EXTRACTABLE,
+        C.CKA_ALWAYS_SENSITIVE,
+        C.CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+        C.CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+        C.CKA_JAVA_MIDP_SECURITY_DOMAIN,
+        C.CKA_NAME_HASH_ALGORITHM,
+    }
+)
+
+
+def overrides(template: dict[int, bytes], built: dict[int, bytes], consumed: frozenset[int] = VALUE_DEFINING) -> dict[int, bytes]:
+    """Apply the caller's settable attributes on top of a built object; refuse unknown or conflicting ones."""
+    out = dict(built)
+    for attr, value in template.items():
+        if attr in consumed:
+            if attr in built and attr not in (C.CKA_VALUE,) and built[attr] != value and attr in (
+                C.CKA_MODULUS_BITS,
+                C.CKA_EC_PARAMS,
+                C.CKA_VALUE_LEN,
+            ):
+                raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"attribute 0x{attr:x} disagrees with the key")
+            continue
+        if attr not in SETTABLE:
+            raise CKRError(C.CKR_ATTRIBUTE_TYPE_INVALID, f"attribute 0x{attr:x} cannot be set here")
+        if attr in (C.CKA_CLASS, C.CKA_KEY_TYPE, C.CKA_CERTIFICATE_TYPE) and attr in built and built[attr] != value:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"attribute 0x{attr:x} disagrees with the object")
+        out[attr] = value
+    klass = A.get_ulong(out, C.CKA_CLASS)
+    if klass in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
+        out[C.CKA_PRIVATE] = A.TRUE  # key material is never visible without login
+    if klass == C.CKO_PRIVATE_KEY:
+        # The security model: private keys stay sensitive and never leave the card.
+        out[C.CKA_SENSITIVE] = A.TRUE
+        out[C.CKA_EXTRACTABLE] = A.FALSE
+    return out
+
+
+def ulong(template: dict[int, bytes], attr: int) -> int | None:
+    raw = template.get(attr)
+    return None if raw is None else int(A.decode(attr, raw))  # type: ignore[arg-type]
+
+
+def text(template: dict[int, bytes], attr: int, default: str = "") -> str:
+    raw = template.get(attr)
+    return default if raw is None else str(A.decode(attr, raw))
+
+
+def flag(template: dict[int, bytes], attr: int, default: bool) -> bool:
+    return A.get_bool(template, attr, default)
+
+
+def require(template: dict[int, bytes], attr: int) -> bytes:
+    value = template.get(attr)
+    if value is None:
+        raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, f"attribute 0x{attr:x} is required")
+    return value
+
+
+def _int(template: dict[int, bytes], attr: int) -> int:
+    return int.from_bytes(require(template, attr), "big")
+
+
+def public_key_from(template: dict[int, bytes]) -> Any:
+    key_type = ulong(template, C.CKA_KEY_TYPE)
+    try:
+        if key_type == C.CKK_RSA:
+            return rsa.RSAPublicNumbers(_int(template, C.CKA_PUBLIC_EXPONENT), _int(template, C.CKA_MODULUS)).public_key()
+        if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
+            oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
+            point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
+            if oid == O.ED25519_OID:
+                return ed25519.Ed25519PublicKey.from_public_bytes(point)
+            return ec.EllipticCurvePublicKey.from_encoded_point(O.EC_CURVES[oid], point)
+    except ValueError as exc:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
+    raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type")
+
+
+def private_key_from(template: dict[int, bytes]) -> Any:
+    key_type = ulong(template, C.CKA_KEY_TYPE)
+    try:
+        if key_type == C.CKK_RSA:
+            n = _int(template, C.CKA_MODULUS)
+            e = _int(template, C.CKA_PUBLIC_EXPONENT)
+            d = _int(template, C.CKA_PRIVATE_EXPONENT)
+            if C.CKA_PRIME_1 in template and C.CKA_PRIME_2 in template:
+                p, q = _int(template, C.CKA_PRIME_1), _int(template, C.CKA_PRIME_2)
+            else:
+                p, q = rsa.rsa_recover_prime_factors(n, e, d)
+            numbers = rsa.RSAPrivateNumbers(
+                p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), rsa.RSAPublicNumbers(e, n)
+            )
+            return numbers.private_key()
+        if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
+            oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
+            value = require(template, C.CKA_VALUE)
+            if oid == O.ED25519_OID:
+                return ed25519.Ed25519PrivateKey.from_private_bytes(value)
+            return ec.derive_private_key(int.from_bytes(value, "big"), O.EC_CURVES[oid])
+    except ValueError as exc:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc
+    raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type")
+
+
+def pkcs8(private_key: Any) -> bytes:
+    return private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+SECRET_KEY_TYPES = frozenset(
+    {C.CKK_AES, C.CKK_GENERIC_SECRET, C.CKK_SHA_1_HMAC, C.CKK_SHA224_HMAC, C.CKK_SHA256_HMAC, C.CKK_SHA384_HMAC, C.CKK_SHA512_HMAC}
+)
+
+
+def secret_key_type(template: dict[int, bytes], default: int | None = None) -> int:
+    key_type = ulong(template, C.CKA_KEY_TYPE)
+    if key_type is None:
+        if default is None:
+            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE is required")
+        key_type = default
+    if key_type not in SECRET_KEY_TYPES:
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"secret key type 0x{key_type:x} is not supported")
+    return key_type
+
+
+def check_secret_length(key_type: int, value: bytes) -> None:
+    if key_type == C.CKK_AES and len(value) not in (16, 24, 32):
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "AES keys have 16, 24 or 32 bytes")
+    if not value or len(value) > 512:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "secret keys have 1 to 512 bytes")
+
+
+def secret_object(template: dict[int, bytes], key_type: int, value: bytes, *, local: bool, gen_mech: int | None) -> dict[int, bytes]:
+    check_secret_length(key_type, value)
+    built = O.secret_key_attrs(
+        key_type,
+        value,
+        key_id=template.get(C.CKA_ID, b""),
+        label=text(template, C.CKA_LABEL),
+        token=flag(template, C.CKA_TOKEN, False),
+        local=local,
+        gen_mech=gen_mech,
+    )
+    attrs = overrides(template, built)
+    attrs[C.CKA_ALWAYS_SENSITIVE] = A.encode(C.CKA_ALWAYS_SENSITIVE, local and A.get_bool(attrs, C.CKA_SENSITIVE))
+    attrs[C.CKA_NEVER_EXTRACTABLE] = A.encode(C.CKA_NEVER_EXTRACTABLE, local and not A.get_bool(attrs, C.CKA_EXTRACTABLE))
+    return attrs

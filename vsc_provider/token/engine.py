@@ -1,0 +1,456 @@
+"""The token engine: the cards of one store as this process sees them, with login state and loaded keys.
+
+One Engine per process. It re-reads the store only when another process has committed (PRAGMA
+data_version), and signing after login touches neither the store nor the KDF: keys are unsealed once
+and kept in memory until logout, finalize or the last session closing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from vsc_provider import config
+from vsc_provider.ck import attributes as A
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import keywrap
+from vsc_provider.token.objects import TokenObject, profile_attrs
+from vsc_provider.token.pin import PinPolicy
+from vsc_provider.token.store import CardRecord, Store
+
+log = logging.getLogger("vsc.token")
+
+SESSION_OBJECT_BASE = 0x40000000
+PROFILE_OBJECT_BASE = 0x20000000
+
+
+def load_device_key(path: Path) -> bytes:
+    """The device key (created on first use, readable by the user only)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = secrets.token_bytes(keywrap.KEY_SIZE)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a key another process created first
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        finally:
+            os.unlink(tmp)
+        data = path.read_bytes()
+    if len(data) != keywrap.KEY_SIZE:
+        raise CKRError(C.CKR_DEVICE_ERROR, f"device key {path} is damaged")
+    return data
+
+
+def _aad(serial: str, role: str) -> bytes:
+    return f"vsc-card:{serial}:{role}".encode()
+
+
+@dataclass
+class Card:
+    """One card in this process: its record, objects, and (after login) its data key and loaded keys."""
+
+    record: CardRecord
+    policy: PinPolicy
+    objects: dict[int, TokenObject] = field(default_factory=dict)
+    session_objects: dict[int, TokenObject] = field(default_factory=dict)
+    user: bool = False
+    so: bool = False
+    data_key: bytes | None = None
+    keys: dict[int, Any] = field(default_factory=dict)
+    profile: TokenObject | None = None
+
+    @property
+    def slot_id(self) -> int:
+        return self.record.id
+
+    @property
+    def serial(self) -> str:
+        return self.record.serial
+
+    @property
+    def label(self) -> str:
+        return self.record.label
+
+    def all_objects(self) -> list[TokenObject]:
+        base = [self.profile] if self.profile else []
+        return [*base, *self.objects.values(), *self.session_objects.values()]
+
+    def get(self, handle: int) -> TokenObject | None:
+        obj = self.objects.get(handle) or self.session_objects.get(handle)
+        if obj is None and self.profile is not None and handle == self.profile.handle:
+            return self.profile
+        return obj
+
+    def visible(self, obj: TokenObject) -> bool:
+        return self.user or not obj.private
+
+    def forget_secrets(self) -> None:
+        self.user = False
+        self.so = False
+        self.data_key = None
+        self.keys.clear()
+
+
+class Engine:
+    """The cards of the store at VSC_HOME, as one process sees them."""
+
+    def __init__(self, store_path: Path | None = None, device_key_path: Path | None = None) -> None:
+        self.store = Store(store_path or config.store_path())
+        self.device_key = load_device_key(device_key_path or config.device_key_path())
+        self.cards: dict[int, Card] = {}
+        self.lock = threading.RLock()
+        self._version = -1
+        self._session_handles = SESSION_OBJECT_BASE
+        self.refresh(force=True)
+
+    # --- reading the store --------------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload cards and objects if another process changed the store; True if anything was reloaded."""
+        with self.lock:
+            version = self.store.data_version()
+            if not force and version == self._version:
+                return False
+            self._version = version
+            records, objects = self.store.load()
+            cards: dict[int, Card] = {}
+            for rec in records:
+                card = self.cards.get(rec.id)
+                if card is None or card.serial != rec.serial:
+                    card = Card(record=rec, policy=PinPolicy.from_json(rec.policy))
+                    card.profile = TokenObject(
+                        PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
+                    )
+                else:
+                    card.record = rec
+                    card.policy = PinPolicy.from_json(rec.policy)
+                old = card.objects
+                card.objects = {}
+                for o in objects.get(rec.id, []):
+                    prev = old.get(o.id)
+                    if prev is not None and prev.uid == o.uid:
+                        prev.attrs = o.attrs
+                        prev.klass = A.get_ulong(o.attrs, C.CKA_CLASS, C.CKO_DATA)
+                        prev.private = A.get_bool(o.attrs, C.CKA_PRIVATE)
+                        card.objects[o.id] = prev
+                    else:
+                        card.objects[o.id] = TokenObject(o.id, o.uid, o.attrs, secret=o.secret)
+                for handle in list(card.keys):
+                    if handle not in card.objects and handle not in card.session_objects:
+                        del card.keys[handle]
+                cards[rec.id] = card
+            for slot_id, card in self.cards.items():
+                if slot_id not in cards:
+                    card.forget_secrets()
+            self.cards = cards
+            return True
+
+    def _mark_own_write(self) -> None:
+        """Our own commits do not move our data_version; the in-memory state was updated directly."""
+
+    def card(self, slot_id: int) -> Card:
+        card = self.cards.get(slot_id)
+        if card is None:
+            self.refresh()
+            card = self.cards.get(slot_id)
+        if card is None:
+            raise CKRError(C.CKR_SLOT_ID_INVALID, f"no card in slot {slot_id}")
+        return card
+
+    # --- cards --------------------------------------------------------------------------------
+
+    def create_card(
+        self,
+        label: str,
+        so_pin: bytes,
+        user_pin: bytes | None,
+        policy: PinPolicy | None = None,
+        kdf: keywrap.KdfParams | None = None,
+        server: dict[str, Any] | None = None,
+    ) -> Card:
+        policy = policy or PinPolicy()
+        kdf = kdf or keywrap.KdfParams()
+        policy.check(so_pin, so=True)
+        if user_pin is not None:
+            policy.check(user_pin)
+        if not label or len(label.encode()) > 32:
+            raise CKRError(C.CKR_ARGUMENTS_BAD, "a card label has 1 to 32 bytes")
+        serial = secrets.token_hex(8).upper()
+        data_key = secrets.token_bytes(keywrap.KEY_SIZE)
+        so_salt = secrets.token_bytes(16)
+        so_wrapped = self._wrap(data_key, so_pin, so_salt, kdf, serial, "so")
+        user_salt = user_wrapped = None
+        if user_pin is not None:
+            user_salt = secrets.token_bytes(16)
+            user_wrapped = self._wrap(data_key, user_pin, user_salt, kdf, serial, "user")
+        rec = CardRecord(
+            id=0,
+            serial=serial,
+            label=label,
+            created=time.time(),
+            policy=policy.to_json(),
+            kdf=kdf.to_json(),
+            user_salt=user_salt,
+            user_wrapped=user_wrapped,
+            so_salt=so_salt,
+            so_wrapped=so_wrapped,
+            server=server,
+        )
+        with self.lock:
+            with self.store.transaction() as db:
+                rec.id = self.store.insert_card(db, rec)
+            self.refresh(force=True)
+            return self.cards[rec.id]
+
+    def delete_card(self, slot_id: int) -> None:
+        with self.lock:
+            with self.store.transaction() as db:
+                self.store.delete_card(db, slot_id)
+            self.refresh(force=True)
+
+    def _wrap(self, data_key: bytes, pin: bytes, salt: bytes, kdf: keywrap.KdfParams, serial: str, role: str) -> bytes:
+        kek = keywrap.derive(pin, salt, kdf)
+        return keywrap.wrap_layers(data_key, [kek, self.device_key], _aad(serial, role))
+
+    # --- PINs ---------------------------------------------------------------------------------
+
+    def verify_pin(self, card: Card, so: bool, pin: bytes) -> bytes:
+        """Check a PIN against the store's counters and return the card's data key.
+
+        The try is counted before the (slow) check, in its own transaction, so that processes guessing at
+        once share one counter; a try inside a waiting period is refused without being checked or counted.
+        """
+        role = "so" if so else "user"
+        policy = card.policy
+        now = time.time()
+        with self.store.transaction() as db:
+            rec = self.store.card(db, card.slot_id)
+            if rec is None:
+                raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+            wrapped, salt = (rec.so_wrapped, rec.so_salt) if so else (rec.user_wrapped, rec.user_salt)
+            failures = rec.so_failures if so else rec.user_failures
+            blocked_until = rec.so_blocked_until if so else rec.user_blocked_until
+            if wrapped is None or salt is None:
+                raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED, "the user PIN is not set")
+            if failures >= policy.max_tries:
+                raise CKRError(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {failures} wrong tries")
+            if now < blocked_until:
+                raise CKRError(
+                    C.CKR_FUNCTION_FAILED, f"{role} PIN tries refused for {blocked_until - now:.1f} more seconds"
+                )
+            self.store.update_card(db, card.slot_id, **{f"{role}_failures": failures + 1})
+        card.record = rec
+        kek = keywrap.derive(pin, salt, keywrap.KdfParams(**rec.kdf))
+        data_key = keywrap.unwrap_layers(wrapped, [kek, self.device_key], _aad(rec.serial, role))
+        with self.store.transaction() as db:
+            current = self.store.card(db, card.slot_id)
+            if current is None:
+                raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+            counted = current.so_failures if so else current.user_failures
+            if data_key is not None:
+                self.store.update_card(db, card.slot_id, **{f"{role}_failures": 0, f"{role}_blocked_until": 0.0})
+            else:
+                delay = policy.delay_after(counted)
+                self.store.update_card(db, card.slot_id, **{f"{role}_blocked_until": now + delay if delay else 0.0})
+        self.refresh(force=True)
+        if data_key is None:
+            if counted >= policy.max_tries:
+                raise CKRError(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {counted} wrong tries")
+            raise CKRError(C.CKR_PIN_INCORRECT, f"wrong {role} PIN ({counted} of {policy.max_tries} tries used)")
+        return data_key
+
+    def login(self, card: Card, so: bool, pin: bytes) -> None:
+        data_key = self.verify_pin(card, so, pin)
+        with self.lock:
+            card.data_key = data_key
+            if so:
+                card.so = True
+            else:
+                card.user = True
+
+    def logout(self, card: Card) -> None:
+        with self.lock:
+            card.forget_secrets()
+
+    def set_user_pin(self, card: Card, new_pin: bytes) -> None:
+        """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter."""
+        card.policy.check(new_pin)
+        if card.data_key is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
+        salt = secrets.token_bytes(16)
+        wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "user")
+        with self.store.transaction() as db:
+            self.store.update_card(
+                db, card.slot_id, user_salt=salt, user_wrapped=wrapped, user_failures=0, user_blocked_until=0.0
+            )
+        self.refresh(force=True)
+
+    def set_so_pin(self, card: Card, new_pin: bytes) -> None:
+        card.policy.check(new_pin, so=True)
+        if card.data_key is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
+        salt = secrets.token_bytes(16)
+        wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
+        with self.store.transaction() as db:
+            self.store.update_card(db, card.slot_id, so_salt=salt, so_wrapped=wrapped, so_failures=0, so_blocked_until=0.0)
+        self.refresh(force=True)
+
+    def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
+        """C_InitToken on an existing card: SO PIN checked, every object destroyed, user PIN unset."""
+        self.verify_pin(card, True, so_pin)
+        data_key = secrets.token_bytes(keywrap.KEY_SIZE)
+        salt = secrets.token_bytes(16)
+        wrapped = self._wrap(data_key, so_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
+        with self.lock:
+            with self.store.transaction() as db:
+                db.execute("DELETE FROM objects WHERE card_id = ?", (card.slot_id,))
+                self.store.update_card(
+                    db,
+                    card.slot_id,
+                    label=label,
+                    so_salt=salt,
+                    so_wrapped=wrapped,
+                    user_salt=None,
+                    user_wrapped=None,
+                    user_failures=0,
+                    user_blocked_until=0.0,
+                )
+            card.forget_secrets()
+            card.session_objects.clear()
+            self.refresh(force=True)
+
+    # --- objects ------------------------------------------------------------------------------
+
+    def add_object(
+        self, card: Card, attrs: dict[int, bytes], material: bytes | None, token: bool, owner: int
+    ) -> TokenObject:
+        """Store a new object; key material is sealed under the card's data key (so login is needed)."""
+        uid = secrets.token_bytes(16)
+        attrs = dict(attrs)
+        attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
+        with self.lock:
+            if not token:
+                self._session_handles += 1
+                obj = TokenObject(self._session_handles, uid, attrs, material=material, owner=owner)
+                card.session_objects[obj.handle] = obj
+                return obj
+            secret = None
+            if material is not None:
+                if card.data_key is None:
+                    raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
+                secret = keywrap.seal(card.data_key, material, uid)
+            with self.store.transaction() as db:
+                if self.store.card(db, card.slot_id) is None:
+                    raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+                handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
+            obj = TokenObject(handle, uid, attrs, secret=secret)
+            card.objects[handle] = obj
+            return obj
+
+    def add_objects(self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], token: bool, owner: int) -> list[TokenObject]:
+        """Several objects in one transaction (a key pair is stored whole or not at all)."""
+        if not token:
+            return [self.add_object(card, attrs, material, False, owner) for attrs, material in items]
+        with self.lock:
+            prepared = []
+            for attrs, material in items:
+                uid = secrets.token_bytes(16)
+                attrs = dict(attrs)
+                attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
+                secret = None
+                if material is not None:
+                    if card.data_key is None:
+                        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
+                    secret = keywrap.seal(card.data_key, material, uid)
+                prepared.append((uid, attrs, secret))
+            out = []
+            with self.store.transaction() as db:
+                if self.store.card(db, card.slot_id) is None:
+                    raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+                for uid, attrs, secret in prepared:
+                    handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
+                    out.append(TokenObject(handle, uid, attrs, secret=secret))
+            for obj in out:
+                card.objects[obj.handle] = obj
+            return out
+
+    def update_attrs(self, card: Card, obj: TokenObject, attrs: dict[int, bytes]) -> None:
+        with self.lock:
+            merged = {**obj.attrs, **attrs}
+            if obj.is_token:
+                with self.store.transaction() as db:
+                    if not self.store.object_exists(db, obj.handle):
+                        raise CKRError(C.CKR_OBJECT_HANDLE_INVALID, "the object was destroyed")
+                    self.store.update_object(db, obj.handle, merged)
+            obj.attrs = merged
+            obj.klass = A.get_ulong(merged, C.CKA_CLASS, C.CKO_DATA)
+            obj.private = A.get_bool(merged, C.CKA_PRIVATE)
+
+    def destroy(self, card: Card, obj: TokenObject) -> None:
+        with self.lock:
+            if obj.is_token:
+                with self.store.transaction() as db:
+                    self.store.delete_object(db, obj.handle)
+                card.objects.pop(obj.handle, None)
+            else:
+                card.session_objects.pop(obj.handle, None)
+            card.keys.pop(obj.handle, None)
+
+    def drop_session_objects(self, card: Card, owner: int) -> None:
+        with self.lock:
+            for handle in [h for h, o in card.session_objects.items() if o.owner == owner]:
+                del card.session_objects[handle]
+                card.keys.pop(handle, None)
+
+    # --- key material -------------------------------------------------------------------------
+
+    def material(self, card: Card, obj: TokenObject) -> bytes:
+        if obj.material is not None:
+            return obj.material
+        if obj.secret is None:
+            raise CKRError(C.CKR_KEY_HANDLE_INVALID, "object holds no key material")
+        if card.data_key is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
+        plain = keywrap.unseal(card.data_key, obj.secret, obj.uid)
+        if plain is None:
+            raise CKRError(C.CKR_DEVICE_ERROR, "key material does not decrypt: the store is damaged")
+        return plain
+
+    def crypto_key(self, card: Card, obj: TokenObject) -> Any:
+        """The `cryptography` key (or secret bytes) behind an object, loaded once per login."""
+        key = card.keys.get(obj.handle)
+        if key is not None:
+            return key
+        if obj.klass == C.CKO_PRIVATE_KEY:
+            key = serialization.load_der_private_key(self.material(card, obj), password=None)
+        elif obj.klass == C.CKO_SECRET_KEY:
+            key = self.material(card, obj)
+        elif obj.klass in (C.CKO_PUBLIC_KEY, C.CKO_CERTIFICATE):
+            info = obj.attrs.get(C.CKA_PUBLIC_KEY_INFO)
+            if not info:
+                raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "object has no public key")
+            key = serialization.load_der_public_key(info)
+        else:
+            raise CKRError(C.CKR_KEY_HANDLE_INVALID, "object is not a key")
+        card.keys[obj.handle] = key
+        return key

@@ -1,0 +1,354 @@
+"""Token objects and the attribute sets that clients expect for keys, certificates, data and profiles.
+
+Attributes are kept as raw PKCS#11 bytes (see vsc_provider.ck.attributes). Key material is never an
+attribute: token objects keep it sealed under the card's data key, session objects in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from asn1crypto import core as asn1_core
+from asn1crypto import keys as asn1_keys
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from vsc_provider.ck import attributes as A
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+
+
+class TokenObject:
+    """One object as this process sees it. `secret` is sealed key material (token objects); `material` is
+    plaintext key material for session objects, which never leave the process."""
+
+    __slots__ = ("handle", "uid", "attrs", "secret", "material", "owner", "klass", "private")
+
+    def __init__(
+        self,
+        handle: int,
+        uid: bytes,
+        attrs: dict[int, bytes],
+        secret: bytes | None = None,
+        material: bytes | None = None,
+        owner: int = 0,
+    ) -> None:
+        self.handle = handle
+        self.uid = uid
+        self.attrs = attrs
+        self.secret = secret
+        self.material = material
+        self.owner = owner  # session handle for session objects, 0 for token objects
+        self.klass = A.get_ulong(attrs, C.CKA_CLASS, C.CKO_DATA)
+        self.private = A.get_bool(attrs, C.CKA_PRIVATE)
+
+    def bool(self, attr: int, default: bool = False) -> bool:
+        return A.get_bool(self.attrs, attr, default)
+
+    def ulong(self, attr: int) -> int | None:
+        return A.get_ulong(self.attrs, attr)
+
+    @property
+    def is_token(self) -> bool:
+        return self.owner == 0
+
+    @property
+    def key_type(self) -> int | None:
+        return self.ulong(C.CKA_KEY_TYPE)
+
+    def matches(self, template: dict[int, bytes]) -> bool:
+        attrs = self.attrs
+        for attr, value in template.items():
+            if attrs.get(attr) != value:
+                return False
+        return True
+
+
+# Attributes a caller may never read back, whatever the object says.
+NEVER_READABLE = frozenset(
+    {
+        C.CKA_PRIVATE_EXPONENT,
+        C.CKA_PRIME_1,
+        C.CKA_PRIME_2,
+        C.CKA_EXPONENT_1,
+        C.CKA_EXPONENT_2,
+        C.CKA_COEFFICIENT,
+    }
+)
+
+# Attributes that may change after creation (C_SetAttributeValue), by class.
+MODIFIABLE = frozenset(
+    {
+        C.CKA_LABEL,
+        C.CKA_ID,
+        C.CKA_SUBJECT,
+        C.CKA_START_DATE,
+        C.CKA_END_DATE,
+        C.CKA_APPLICATION,
+        C.CKA_OBJECT_ID,
+        C.CKA_ALWAYS_AUTHENTICATE,
+        C.CKA_ENCRYPT,
+        C.CKA_DECRYPT,
+        C.CKA_SIGN,
+        C.CKA_VERIFY,
+        C.CKA_WRAP,
+        C.CKA_UNWRAP,
+        C.CKA_DERIVE,
+        C.CKA_SENSITIVE,  # only false -> true (checked by the caller)
+        C.CKA_EXTRACTABLE,  # only true -> false
+        C.CKA_CERTIFICATE_CATEGORY,
+        C.CKA_TRUSTED,
+    }
+)
+
+EC_CURVES: dict[str, ec.EllipticCurve] = {
+    "1.2.840.10045.3.1.7": ec.SECP256R1(),
+    "1.3.132.0.34": ec.SECP384R1(),
+    "1.3.132.0.35": ec.SECP521R1(),
+}
+CURVE_OIDS = {type(curve): oid for oid, curve in EC_CURVES.items()}
+ED25519_OID = "1.3.101.112"
+CURVE_NAMES = {"secp256r1": "1.2.840.10045.3.1.7", "prime256v1": "1.2.840.10045.3.1.7", "secp384r1": "1.3.132.0.34",
+               "secp521r1": "1.3.132.0.35", "edwards25519": ED25519_OID, "ed25519": ED25519_OID}
+
+
+def oid_der(oid: str) -> bytes:
+    return bytes(asn1_core.ObjectIdentifier(oid).dump())
+
+
+def curve_from_params(params: bytes) -> str:
+    """CKA_EC_PARAMS (a named-curve OID, or a PrintableString name as some clients send) -> dotted OID."""
+    try:
+        parsed = asn1_keys.ECDomainParameters.load(params)
+        if parsed.name == "named":
+            oid = parsed.chosen.dotted
+            if oid in EC_CURVES or oid == ED25519_OID:
+                return oid
+    except (ValueError, TypeError):
+        pass
+    try:
+        name = asn1_core.PrintableString.load(params).native
+        if name in CURVE_NAMES:
+            return CURVE_NAMES[name]
+    except (ValueError, TypeError):
+        pass
+    try:
+        oid = asn1_core.ObjectIdentifier.load(params).dotted
+        if oid in EC_CURVES or oid == ED25519_OID:
+            return oid
+    except (ValueError, TypeError):
+        pass
+    raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "unsupported or malformed CKA_EC_PARAMS")
+
+
+def octet_string(raw: bytes) -> bytes:
+    return bytes(asn1_core.OctetString(raw).dump())
+
+
+def unwrap_octet_string(raw: bytes) -> bytes:
+    """CKA_EC_POINT as DER OCTET STRING, tolerating clients that send the bare point."""
+    try:
+        parsed = asn1_core.OctetString.load(raw)
+        inner = parsed.native
+        if isinstance(inner, bytes) and len(parsed.dump()) == len(raw):
+            return inner
+    except ValueError:
+        pass
+    return raw
+
+
+def spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _storage(klass: int, token: bool, private: bool, label: str) -> dict[int, A.Value]:
+    return {
+        C.CKA_CLASS: klass,
+        C.CKA_TOKEN: token,
+        C.CKA_PRIVATE: private,
+        C.CKA_LABEL: label,
+        C.CKA_MODIFIABLE: True,
+        C.CKA_COPYABLE: True,
+        C.CKA_DESTROYABLE: True,
+    }
+
+
+def _key_common(key_type: int, key_id: bytes, local: bool, gen_mech: int | None) -> dict[int, A.Value]:
+    return {
+        C.CKA_KEY_TYPE: key_type,
+        C.CKA_ID: key_id,
+        C.CKA_START_DATE: b"",
+        C.CKA_END_DATE: b"",
+        C.CKA_DERIVE: False,
+        C.CKA_LOCAL: local,
+        C.CKA_KEY_GEN_MECHANISM: C.CK_UNAVAILABLE_INFORMATION if gen_mech is None else gen_mech,
+        C.CKA_SUBJECT: b"",
+    }
+
+
+def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
+    """(CKK_ type, type-specific attributes) of a public key, shared by public and private key objects."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        numbers = public_key.public_numbers()
+        return C.CKK_RSA, {
+            C.CKA_MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
+            C.CKA_MODULUS_BITS: public_key.key_size,
+            C.CKA_PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
+            C.CKA_PUBLIC_KEY_INFO: spki(public_key),
+        }
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        return C.CKK_EC, {
+            C.CKA_EC_PARAMS: oid_der(CURVE_OIDS[type(public_key.curve)]),
+            C.CKA_EC_POINT: octet_string(point),
+            C.CKA_PUBLIC_KEY_INFO: spki(public_key),
+        }
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return C.CKK_EC_EDWARDS, {
+            C.CKA_EC_PARAMS: oid_der(ED25519_OID),
+            C.CKA_EC_POINT: octet_string(raw),
+            C.CKA_PUBLIC_KEY_INFO: spki(public_key),
+        }
+    raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "unsupported public key type")
+
+
+def public_key_attrs(
+    public_key: Any, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
+) -> dict[int, bytes]:
+    key_type, specific = public_key_values(public_key)
+    values = _storage(C.CKO_PUBLIC_KEY, token, False, label)
+    values.update(_key_common(key_type, key_id, local, gen_mech))
+    can_encrypt = key_type == C.CKK_RSA
+    values.update(
+        {
+            C.CKA_ENCRYPT: can_encrypt,
+            C.CKA_VERIFY: True,
+            C.CKA_VERIFY_RECOVER: False,
+            C.CKA_WRAP: can_encrypt,
+            C.CKA_TRUSTED: False,
+            C.CKA_DERIVE: key_type == C.CKK_EC,
+        }
+    )
+    values.update(specific)
+    return A.make(values)
+
+
+def private_key_attrs(
+    public_key: Any, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
+) -> dict[int, bytes]:
+    key_type, specific = public_key_values(public_key)
+    values = _storage(C.CKO_PRIVATE_KEY, token, True, label)
+    values.update(_key_common(key_type, key_id, local, gen_mech))
+    can_decrypt = key_type == C.CKK_RSA
+    values.update(
+        {
+            C.CKA_SENSITIVE: True,
+            C.CKA_DECRYPT: can_decrypt,
+            C.CKA_SIGN: True,
+            C.CKA_SIGN_RECOVER: False,
+            C.CKA_UNWRAP: can_decrypt,
+            C.CKA_EXTRACTABLE: False,
+            C.CKA_ALWAYS_SENSITIVE: local,
+            C.CKA_NEVER_EXTRACTABLE: local,
+            C.CKA_WRAP_WITH_TRUSTED: False,
+            C.CKA_ALWAYS_AUTHENTICATE: False,
+            C.CKA_DERIVE: key_type == C.CKK_EC,
+        }
+    )
+    values.update(specific)
+    return A.make(values)
+
+
+def aes_check_value(key: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - KCV is defined on ECB
+    return (encryptor.update(b"\x00" * 16) + encryptor.finalize())[:3]
+
+
+def secret_key_attrs(
+    key_type: int, value: bytes, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
+) -> dict[int, bytes]:
+    values = _storage(C.CKO_SECRET_KEY, token, True, label)
+    values.update(_key_common(key_type, key_id, local, gen_mech))
+    values.update(
+        {
+            C.CKA_SENSITIVE: True,
+            C.CKA_ENCRYPT: key_type == C.CKK_AES,
+            C.CKA_DECRYPT: key_type == C.CKK_AES,
+            C.CKA_SIGN: True,
+            C.CKA_VERIFY: True,
+            C.CKA_WRAP: key_type == C.CKK_AES,
+            C.CKA_UNWRAP: key_type == C.CKK_AES,
+            C.CKA_DERIVE: False,
+            C.CKA_EXTRACTABLE: False,
+            C.CKA_ALWAYS_SENSITIVE: local,
+            C.CKA_NEVER_EXTRACTABLE: local,
+            C.CKA_WRAP_WITH_TRUSTED: False,
+            C.CKA_TRUSTED: False,
+            C.CKA_VALUE_LEN: len(value),
+            C.CKA_CHECK_VALUE: aes_check_value(value) if key_type == C.CKK_AES else b"",
+        }
+    )
+    return A.make(values)
+
+
+def certificate_attrs(der: bytes, *, key_id: bytes, label: str, token: bool, user_cert: bool) -> dict[int, bytes]:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_VALUE is not a DER X.509 certificate") from exc
+    serial = asn1_core.Integer(cert.serial_number).dump()
+    public_key = cert.public_key()
+    try:
+        public_info = spki(public_key)
+    except (ValueError, TypeError):
+        public_info = b""
+    values = _storage(C.CKO_CERTIFICATE, token, False, label)
+    values.update(
+        {
+            C.CKA_CERTIFICATE_TYPE: C.CKC_X_509,
+            C.CKA_TRUSTED: False,
+            C.CKA_CERTIFICATE_CATEGORY: (
+                C.CK_CERTIFICATE_CATEGORY_TOKEN_USER if user_cert else C.CK_CERTIFICATE_CATEGORY_UNSPECIFIED
+            ),
+            C.CKA_CHECK_VALUE: hashlib.sha1(der).digest()[:3],  # noqa: S324 - defined by the standard
+            C.CKA_START_DATE: cert.not_valid_before_utc.strftime("%Y%m%d").encode(),
+            C.CKA_END_DATE: cert.not_valid_after_utc.strftime("%Y%m%d").encode(),
+            C.CKA_SUBJECT: cert.subject.public_bytes(),
+            C.CKA_ISSUER: cert.issuer.public_bytes(),
+            C.CKA_SERIAL_NUMBER: bytes(serial),
+            C.CKA_ID: key_id,
+            C.CKA_VALUE: der,
+            C.CKA_URL: "",
+            C.CKA_HASH_OF_SUBJECT_PUBLIC_KEY: b"",
+            C.CKA_HASH_OF_ISSUER_PUBLIC_KEY: b"",
+            C.CKA_JAVA_MIDP_SECURITY_DOMAIN: 0,
+            C.CKA_NAME_HASH_ALGORITHM: C.CKM_SHA_1,
+            C.CKA_PUBLIC_KEY_INFO: public_info,
+        }
+    )
+    return A.make(values)
+
+
+def data_attrs(value: bytes, *, label: str, application: str, token: bool, private: bool) -> dict[int, bytes]:
+    values = _storage(C.CKO_DATA, token, private, label)
+    values.update({C.CKA_APPLICATION: application, C.CKA_OBJECT_ID: b"", C.CKA_VALUE: value})
+    return A.make(values)
+
+
+def profile_attrs(profile_id: int) -> dict[int, bytes]:
+    values = _storage(C.CKO_PROFILE, True, False, "")
+    values[C.CKA_MODIFIABLE] = False
+    values[C.CKA_DESTROYABLE] = False
+    values[C.CKA_COPYABLE] = False
+    values[C.CKA_PROFILE_ID] = profile_id
+    return A.make(values)
+
+
+def key_id_for(public_key: Any) -> bytes:
+    """A CKA_ID clients can match across key, public key and certificate: SHA-1 of the public key bits."""
+    info = asn1_keys.PublicKeyInfo.load(spki(public_key))
+    return hashlib.sha1(bytes(info["public_key"].contents[1:])).digest()  # noqa: S324 - an identifier

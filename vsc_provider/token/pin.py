@@ -1,0 +1,56 @@
+"""PIN policy: what a PIN may look like, and how wrong tries turn into delays and a block."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+
+
+@dataclass(frozen=True)
+class PinPolicy:
+    min_length: int = 6
+    max_length: int = 32
+    so_min_length: int = 8
+    max_tries: int = 10
+    delay_from_try: int = 3  # the first wrong try that starts a waiting period
+    delay_base: float = 2.0  # seconds; doubles with each further wrong try
+    delay_max: float = 3600.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PinPolicy:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def check(self, pin: bytes, *, so: bool = False) -> None:
+        """Refuse a new PIN that breaks the policy (CKR_PIN_LEN_RANGE or CKR_PIN_INVALID, with the reason)."""
+        minimum = self.so_min_length if so else self.min_length
+        if not minimum <= len(pin) <= self.max_length:
+            raise CKRError(C.CKR_PIN_LEN_RANGE, f"a PIN has {minimum} to {self.max_length} digits")
+        problem = weakness(pin)
+        if problem:
+            raise CKRError(C.CKR_PIN_INVALID, problem)
+
+    def delay_after(self, failures: int) -> float:
+        """Seconds to refuse tries after `failures` consecutive wrong PINs."""
+        if failures < self.delay_from_try:
+            return 0.0
+        return float(min(self.delay_max, self.delay_base * 2 ** (failures - self.delay_from_try)))
+
+
+def weakness(pin: bytes) -> str:
+    """Why a PIN is too weak, or '' when it is acceptable."""
+    if not pin.isdigit():
+        return "a PIN has digits only"
+    digits = [d - 48 for d in pin]
+    if len(set(digits)) == 1:
+        return "a PIN may not repeat one digit"
+    steps = {(b - a) % 10 for a, b in zip(digits, digits[1:], strict=False)}
+    if steps in ({1}, {9}):  # 123456, 987654, and runs that wrap such as 890123
+        return "a PIN may not be an ascending or descending run"
+    return ""

@@ -1,0 +1,225 @@
+"""The persistent store: one SQLite file shared by every process that uses the cards.
+
+SQLite in WAL mode gives atomic commits (a killed writer leaves the old or the new state) and safe
+concurrent writers; `PRAGMA data_version` tells a process cheaply that another one changed something.
+Object ids are AUTOINCREMENT so a deleted object's handle is never reused for another object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cards(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    serial TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    created REAL NOT NULL,
+    policy TEXT NOT NULL,
+    kdf TEXT NOT NULL,
+    user_salt BLOB,
+    user_wrapped BLOB,
+    so_salt BLOB NOT NULL,
+    so_wrapped BLOB NOT NULL,
+    user_failures INTEGER NOT NULL DEFAULT 0,
+    user_blocked_until REAL NOT NULL DEFAULT 0,
+    so_failures INTEGER NOT NULL DEFAULT 0,
+    so_blocked_until REAL NOT NULL DEFAULT 0,
+    server TEXT
+);
+CREATE TABLE IF NOT EXISTS objects(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    card_id INTEGER NOT NULL REFERENCES cards(id) ON DELETE CASCADE,
+    uid BLOB NOT NULL,
+    attrs TEXT NOT NULL,
+    secret BLOB
+);
+CREATE INDEX IF NOT EXISTS objects_by_card ON objects(card_id);
+"""
+
+
+@dataclass
+class CardRecord:
+    id: int
+    serial: str
+    label: str
+    created: float
+    policy: dict[str, Any]
+    kdf: dict[str, Any]
+    user_salt: bytes | None
+    user_wrapped: bytes | None
+    so_salt: bytes
+    so_wrapped: bytes
+    user_failures: int = 0
+    user_blocked_until: float = 0.0
+    so_failures: int = 0
+    so_blocked_until: float = 0.0
+    server: dict[str, Any] | None = None
+
+
+@dataclass
+class ObjectRecord:
+    id: int
+    card_id: int
+    uid: bytes
+    attrs: dict[int, bytes]
+    secret: bytes | None = field(default=None, repr=False)
+
+
+def encode_attrs(attrs: dict[int, bytes]) -> str:
+    return json.dumps({str(k): v.hex() for k, v in attrs.items()}, separators=(",", ":"))
+
+
+def decode_attrs(text: str) -> dict[int, bytes]:
+    return {int(k): bytes.fromhex(v) for k, v in json.loads(text).items()}
+
+
+_CARD_COLUMNS = (
+    "id, serial, label, created, policy, kdf, user_salt, user_wrapped, so_salt, so_wrapped, "
+    "user_failures, user_blocked_until, so_failures, so_blocked_until, server"
+)
+
+
+def _card(row: tuple[Any, ...]) -> CardRecord:
+    return CardRecord(
+        id=row[0],
+        serial=row[1],
+        label=row[2],
+        created=row[3],
+        policy=json.loads(row[4]),
+        kdf=json.loads(row[5]),
+        user_salt=row[6],
+        user_wrapped=row[7],
+        so_salt=row[8],
+        so_wrapped=row[9],
+        user_failures=row[10],
+        user_blocked_until=row[11],
+        so_failures=row[12],
+        so_blocked_until=row[13],
+        server=json.loads(row[14]) if row[14] else None,
+    )
+
+
+class Store:
+    """All reads and writes of the store file; one connection per process, guarded by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.RLock()
+        old_umask = os.umask(0o077)
+        try:
+            self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        finally:
+            os.umask(old_umask)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")
+        with self.transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock first, so read-modify-write is race-free."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (cheap: no file read when nothing changed)."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def load(self) -> tuple[list[CardRecord], dict[int, list[ObjectRecord]]]:
+        """Everything, in one read transaction so cards and objects are consistent with each other."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                cards = [_card(r) for r in self._db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]
+                objects: dict[int, list[ObjectRecord]] = {c.id: [] for c in cards}
+                for oid, card_id, uid, attrs, secret in self._db.execute(
+                    "SELECT id, card_id, uid, attrs, secret FROM objects ORDER BY id"
+                ):
+                    objects.setdefault(card_id, []).append(
+                        ObjectRecord(oid, card_id, bytes(uid), decode_attrs(attrs), secret)
+                    )
+            finally:
+                self._db.execute("COMMIT")
+        return cards, objects
+
+    def card(self, db: sqlite3.Connection, card_id: int) -> CardRecord | None:
+        row = db.execute(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)).fetchone()
+        return _card(row) if row else None
+
+    def insert_card(self, db: sqlite3.Connection, rec: CardRecord) -> int:
+        cur = db.execute(
+            "INSERT INTO cards(serial, label, created, policy, kdf, user_salt, user_wrapped, so_salt, so_wrapped,"
+            " server) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.serial,
+                rec.label,
+                rec.created or time.time(),
+                json.dumps(rec.policy),
+                json.dumps(rec.kdf),
+                rec.user_salt,
+                rec.user_wrapped,
+                rec.so_salt,
+                rec.so_wrapped,
+                json.dumps(rec.server) if rec.server else None,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def update_card(self, db: sqlite3.Connection, card_id: int, **fields: Any) -> None:
+        if "server" in fields and fields["server"] is not None:
+            fields["server"] = json.dumps(fields["server"])
+        if "policy" in fields:
+            fields["policy"] = json.dumps(fields["policy"])
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        db.execute(f"UPDATE cards SET {assignments} WHERE id = ?", (*fields.values(), card_id))
+
+    def delete_card(self, db: sqlite3.Connection, card_id: int) -> None:
+        db.execute("DELETE FROM objects WHERE card_id = ?", (card_id,))
+        db.execute("DELETE FROM cards WHERE id = ?", (card_id,))
+
+    def insert_object(
+        self, db: sqlite3.Connection, card_id: int, uid: bytes, attrs: dict[int, bytes], secret: bytes | None
+    ) -> int:
+        cur = db.execute(
+            "INSERT INTO objects(card_id, uid, attrs, secret) VALUES (?, ?, ?, ?)",
+            (card_id, uid, encode_attrs(attrs), secret),
+        )
+        return int(cur.lastrowid or 0)
+
+    def update_object(self, db: sqlite3.Connection, object_id: int, attrs: dict[int, bytes]) -> None:
+        db.execute("UPDATE objects SET attrs = ? WHERE id = ?", (encode_attrs(attrs), object_id))
+
+    def delete_object(self, db: sqlite3.Connection, object_id: int) -> bool:
+        return db.execute("DELETE FROM objects WHERE id = ?", (object_id,)).rowcount > 0
+
+    def object_exists(self, db: sqlite3.Connection, object_id: int) -> bool:
+        return db.execute("SELECT 1 FROM objects WHERE id = ?", (object_id,)).fetchone() is not None
