@@ -1,0 +1,79 @@
+"""Shared fixtures: a private VSC_HOME per test, the built module, the CLI, and real tools.
+
+Tools a test needs are installed by .ci/run; outside CI a missing tool skips with the Debian package
+to install, in CI it fails (CI=true), so nothing is skipped silently there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vsc_provider import module
+
+USER_PIN = "482915"
+SO_PIN = "19283746"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a program, or skip (locally) / fail (in CI) naming the Debian package."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found: apt-get install {package}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def require_file(path: str, package: str) -> str:
+    if not os.path.exists(path):
+        message = f"{path} not found: apt-get install {package}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def module_path() -> str:
+    return str(module.library_path())
+
+
+@pytest.fixture
+def vsc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "vsc-home"
+    monkeypatch.setenv("VSC_HOME", str(home))
+    monkeypatch.setenv("VSC_PIN_DELAY_BASE", "0.2")
+    return home
+
+
+def run_vsc(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `vsc` command in a subprocess (the installed console script's module)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vsc_provider.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"vsc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def card(vsc_home: Path) -> Iterator[str]:
+    """A local card labelled 'Test card' with the standard test PINs; yields its serial."""
+    import json
+
+    out = run_vsc("card", "create", "--label", "Test card", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json")
+    yield json.loads(out.stdout)["serial"]

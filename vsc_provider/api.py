@@ -1,0 +1,288 @@
+"""The Python API over the cards: what the `vsc` CLI does, in-process, through the same PKCS#11 layer
+that the C module fronts, so every rule (PIN policy, lockout, object rules) applies the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from vsc_provider import uri
+from vsc_provider.ck import attributes as A
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.ck.params import Mechanism
+from vsc_provider.pkcs11 import general, keys, objects, sessions, slots
+from vsc_provider.pkcs11.state import LIB
+from vsc_provider.token import objects as O
+from vsc_provider.token.engine import Card
+from vsc_provider.token.pin import PinPolicy
+
+KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
+    "rsa2048": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 2048}),
+    "rsa3072": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 3072}),
+    "rsa4096": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 4096}),
+    "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.2.840.10045.3.1.7")}),
+    "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.3.132.0.34")}),
+    "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(O.ED25519_OID)}),
+}
+CLASS_NAMES = {C.CKO_DATA: "data", C.CKO_CERTIFICATE: "cert", C.CKO_PUBLIC_KEY: "public", C.CKO_PRIVATE_KEY: "private", C.CKO_SECRET_KEY: "secret-key"}
+KEY_TYPE_NAMES = {C.CKK_RSA: "RSA", C.CKK_EC: "EC", C.CKK_EC_EDWARDS: "EdDSA", C.CKK_AES: "AES", C.CKK_GENERIC_SECRET: "generic"}
+
+
+@dataclass
+class ObjectInfo:
+    handle: int
+    kind: str
+    label: str
+    id: str
+    key_type: str | None
+    uri: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CardInfo:
+    slot: int
+    serial: str
+    label: str
+    uri: str
+    server: str | None
+    user_pin_set: bool
+    failed_tries: int
+    locked: bool
+    objects: list[ObjectInfo]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["objects"] = [o.to_json() for o in self.objects]
+        return data
+
+
+def _ensure_initialized() -> None:
+    try:
+        LIB.require()
+    except CKRError:
+        general.initialize(None)
+
+
+def engine() -> Any:
+    _ensure_initialized()
+    return LIB.require()
+
+
+def find_card(ref: str) -> Card:
+    """A card by serial, slot number or label (a label must be unambiguous)."""
+    eng = engine()
+    eng.refresh()
+    cards = list(eng.cards.values())
+    for card in cards:
+        if card.serial.lower() == ref.lower() or str(card.slot_id) == ref:
+            return card
+    named = [c for c in cards if c.label == ref]
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, f"several cards are labelled {ref!r}: use the serial")
+    raise CKRError(C.CKR_SLOT_ID_INVALID, f"no card {ref!r}")
+
+
+@contextmanager
+def session(card: Card, pin: str | None = None, so_pin: str | None = None, rw: bool = True) -> Iterator[int]:
+    h = sessions.open_session(card.slot_id, C.CKF_SERIAL_SESSION | (C.CKF_RW_SESSION if rw else 0))
+    try:
+        if so_pin is not None:
+            sessions.login(h, C.CKU_SO, so_pin.encode())
+        elif pin is not None:
+            sessions.login(h, C.CKU_USER, pin.encode())
+        yield h
+    finally:
+        sessions.close_session(h)
+
+
+def describe(card: Card, token: str, obj: Any) -> ObjectInfo:
+    attrs = obj.attrs
+    key_type = A.get_ulong(attrs, C.CKA_KEY_TYPE)
+    label = A.decode(C.CKA_LABEL, attrs.get(C.CKA_LABEL, b""))
+    key_id = attrs.get(C.CKA_ID, b"")
+    details: dict[str, Any] = {}
+    if key_type == C.CKK_RSA and C.CKA_MODULUS_BITS in attrs:
+        details["bits"] = A.get_ulong(attrs, C.CKA_MODULUS_BITS)
+    if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS) and C.CKA_EC_PARAMS in attrs:
+        details["curve"] = O.curve_from_params(attrs[C.CKA_EC_PARAMS])
+    if obj.klass == C.CKO_CERTIFICATE:
+        cert = x509.load_der_x509_certificate(attrs[C.CKA_VALUE])
+        details["subject"] = cert.subject.rfc4514_string()
+        details["issuer"] = cert.issuer.rfc4514_string()
+        details["not_after"] = cert.not_valid_after_utc.isoformat()
+    if obj.klass == C.CKO_PRIVATE_KEY:
+        details["always_authenticate"] = obj.bool(C.CKA_ALWAYS_AUTHENTICATE)
+    return ObjectInfo(
+        handle=obj.handle,
+        kind=CLASS_NAMES.get(obj.klass, f"0x{obj.klass:x}"),
+        label=str(label),
+        id=key_id.hex(),
+        key_type=KEY_TYPE_NAMES.get(key_type) if key_type is not None else None,
+        uri=uri.object_uri(token, key_id, str(label), obj.klass),
+        details=details,
+    )
+
+
+def card_info(card: Card, with_private: bool = False) -> CardInfo:
+    token = uri.token_uri(card.label, card.serial)
+    objs = [
+        describe(card, token, o)
+        for o in card.objects.values()
+        if o.klass in CLASS_NAMES and (with_private or not o.private)
+    ]
+    rec = card.record
+    return CardInfo(
+        slot=card.slot_id,
+        serial=card.serial,
+        label=card.label,
+        uri=token,
+        server=(rec.server or {}).get("url") if rec.server else None,
+        user_pin_set=rec.user_wrapped is not None,
+        failed_tries=rec.user_failures,
+        locked=rec.user_failures >= card.policy.max_tries,
+        objects=objs,
+    )
+
+
+def create_card(label: str, pin: str, so_pin: str, policy: PinPolicy | None = None) -> CardInfo:
+    card = engine().create_card(label, so_pin.encode(), pin.encode(), policy=policy)
+    return card_info(card)
+
+
+def list_cards() -> list[CardInfo]:
+    eng = engine()
+    eng.refresh()
+    return [card_info(c) for c in sorted(eng.cards.values(), key=lambda c: c.slot_id)]
+
+
+def list_objects(ref: str, pin: str | None = None) -> CardInfo:
+    card = find_card(ref)
+    if pin is None:
+        return card_info(card)
+    with session(card, pin=pin):
+        return card_info(card, with_private=True)
+
+
+def delete_card(ref: str) -> None:
+    card = find_card(ref)
+    if LIB.card_sessions(card):
+        raise CKRError(C.CKR_SESSION_EXISTS, "close the card's sessions first")
+    engine().delete_card(card.slot_id)
+
+
+def generate_key(ref: str, kind: str, label: str, pin: str, always_authenticate: bool = False) -> list[ObjectInfo]:
+    if kind not in KEY_KINDS:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"key type is one of {', '.join(KEY_KINDS)}")
+    card = find_card(ref)
+    mech_type, pub_extra = KEY_KINDS[kind]
+    pub = A.make({C.CKA_TOKEN: True, C.CKA_LABEL: label, **pub_extra})
+    priv = A.make({C.CKA_TOKEN: True, C.CKA_LABEL: label, C.CKA_ALWAYS_AUTHENTICATE: always_authenticate})
+    with session(card, pin=pin) as h:
+        pub_h, priv_h = keys.generate_key_pair(h, Mechanism(mech_type), list(pub.items()), list(priv.items()))
+        token = uri.token_uri(card.label, card.serial)
+        return [describe(card, token, card.get(pub_h)), describe(card, token, card.get(priv_h))]
+
+
+def _matching_key_id(card: Card, cert: x509.Certificate) -> bytes | None:
+    want = O.spki(cert.public_key())
+    for obj in card.objects.values():
+        if obj.klass == C.CKO_PUBLIC_KEY and obj.attrs.get(C.CKA_PUBLIC_KEY_INFO) == want:
+            return obj.attrs.get(C.CKA_ID, b"")
+    return None
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "not a PEM or DER X.509 certificate") from exc
+
+
+def import_certificate(ref: str, data: bytes, pin: str, label: str | None = None, key_id: bytes | None = None) -> ObjectInfo:
+    """Store a certificate; its CKA_ID is the matching key's, found by public key, unless given."""
+    card = find_card(ref)
+    cert = load_certificate(data)
+    with session(card, pin=pin) as h:
+        if key_id is None:
+            key_id = _matching_key_id(card, cert)
+        if key_id is None:
+            key_id = O.key_id_for(cert.public_key())
+        if label is None:
+            names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+            label = str(names[0].value) if names else "certificate"
+        der = cert.public_bytes(serialization.Encoding.DER)
+        template = A.make(
+            {
+                C.CKA_CLASS: C.CKO_CERTIFICATE,
+                C.CKA_CERTIFICATE_TYPE: C.CKC_X_509,
+                C.CKA_TOKEN: True,
+                C.CKA_PRIVATE: False,
+                C.CKA_LABEL: label,
+                C.CKA_ID: key_id,
+                C.CKA_VALUE: der,
+            }
+        )
+        handle = objects.create_object(h, list(template.items()))
+        return describe(card, uri.token_uri(card.label, card.serial), card.get(handle))
+
+
+def export_certificate(ref: str, selector: str) -> bytes:
+    card = find_card(ref)
+    for obj in card.objects.values():
+        if obj.klass != C.CKO_CERTIFICATE:
+            continue
+        label = A.decode(C.CKA_LABEL, obj.attrs.get(C.CKA_LABEL, b""))
+        if selector in (label, obj.attrs.get(C.CKA_ID, b"").hex()):
+            return obj.attrs[C.CKA_VALUE]
+    raise CKRError(C.CKR_OBJECT_HANDLE_INVALID, f"no certificate {selector!r} on card {card.label!r}")
+
+
+def delete_objects(ref: str, selector: str, pin: str) -> int:
+    """Delete every object (key pair and certificate) whose label or hex id is `selector`."""
+    card = find_card(ref)
+    with session(card, pin=pin) as h:
+        doomed = [
+            o.handle
+            for o in list(card.objects.values())
+            if selector in (A.decode(C.CKA_LABEL, o.attrs.get(C.CKA_LABEL, b"")), o.attrs.get(C.CKA_ID, b"").hex())
+        ]
+        for handle in doomed:
+            objects.destroy_object(h, handle)
+    if not doomed:
+        raise CKRError(C.CKR_OBJECT_HANDLE_INVALID, f"no object {selector!r} on card {card.label!r}")
+    return len(doomed)
+
+
+def change_pin(ref: str, old: str, new: str) -> None:
+    card = find_card(ref)
+    with session(card) as h:
+        slots.set_pin(h, old.encode(), new.encode())
+
+
+def reset_pin(ref: str, so_pin: str, new: str) -> None:
+    """The SO sets a new user PIN (also unblocks a card blocked by wrong PINs)."""
+    card = find_card(ref)
+    with session(card, so_pin=so_pin) as h:
+        slots.init_pin(h, new.encode())
+
+
+def default_policy_from_env() -> PinPolicy | None:
+    """Tests shorten waiting periods with VSC_PIN_DELAY_BASE (seconds); users keep the default."""
+    base = os.environ.get("VSC_PIN_DELAY_BASE")
+    return PinPolicy(delay_base=float(base)) if base else None

@@ -1,0 +1,298 @@
+"""The `vsc` command: cards, keys, certificates, PINs and the PKCS#11 module, with --json on listings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from vsc_provider import api, module
+from vsc_provider.ck.errors import CKRError, rv_name
+from vsc_provider.token.pin import weakness
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MESSAGES = {
+    "CKR_PIN_INCORRECT": "wrong PIN",
+    "CKR_PIN_LOCKED": "the PIN is blocked: the security officer must reset it (vsc pin reset)",
+    "CKR_PIN_LEN_RANGE": "PIN length out of range",
+    "CKR_PIN_INVALID": "PIN not allowed",
+    "CKR_SLOT_ID_INVALID": "no such card",
+}
+
+
+def friendly(fn: F) -> F:
+    """One-line messages and a non-zero exit code instead of tracebacks."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CKRError as exc:
+            name = rv_name(exc.rv)
+            text = exc.reason or _MESSAGES.get(name, name)
+            if exc.reason and name in _MESSAGES and _MESSAGES[name] not in text:
+                text = f"{_MESSAGES[name]}: {exc.reason}"
+            raise click.ClickException(f"{text} ({name})") from None
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        human()
+
+
+def _pin_option(name: str = "--pin", help_text: str = "user PIN (asked for when omitted)") -> Callable[[F], F]:
+    return click.option(name, help=help_text, default=None)
+
+
+def _ask(value: str | None, prompt: str, confirm: bool = False) -> str:
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"{prompt} needed: pass it as an option when not on a terminal")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+
+def _new_pin(value: str | None, prompt: str) -> str:
+    pin = _ask(value, prompt, confirm=True)
+    problem = weakness(pin.encode())
+    if problem:
+        raise click.ClickException(problem)
+    return pin
+
+
+@click.group()
+@click.version_option(package_name="vsc-provider")
+def main() -> None:
+    """vsc: virtual smart cards for PKCS#11 programs (Firefox, OpenSSL, ssh, ...)."""
+
+
+# --- cards ------------------------------------------------------------------------------------
+
+
+@main.group()
+def card() -> None:
+    """Create, list, show and delete virtual cards."""
+
+
+@card.command("create")
+@click.option("--label", required=True, help="the card's label (token label), up to 32 bytes")
+@_pin_option()
+@click.option("--so-pin", default=None, help="security officer PIN, at least 8 digits")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def card_create(label: str, pin: str | None, so_pin: str | None, as_json: bool) -> None:
+    """Create a local virtual card."""
+    user = _new_pin(pin, "New user PIN")
+    so = _new_pin(so_pin, "New SO PIN")
+    info = api.create_card(label, user, so, policy=api.default_policy_from_env())
+    emit(info.to_json(), as_json, lambda: click.echo(f"created card {info.label!r} serial {info.serial}\n  {info.uri}"))
+
+
+def _print_card(info: api.CardInfo) -> None:
+    state = "blocked" if info.locked else ("no user PIN" if not info.user_pin_set else "ready")
+    origin = f"server {info.server}" if info.server else "local"
+    click.echo(f"slot {info.slot}: {info.label!r} serial {info.serial} ({origin}, {state})")
+    click.echo(f"  {info.uri}")
+    for o in info.objects:
+        extra = ", ".join(f"{k}={v}" for k, v in o.details.items())
+        kind = f"{o.kind} {o.key_type or ''}".strip()
+        click.echo(f"    {kind:<14} {o.label!r} id={o.id or '-'}{(' ' + extra) if extra else ''}")
+        click.echo(f"      {o.uri}")
+
+
+@card.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def card_list(as_json: bool) -> None:
+    """List cards with their pkcs11: URIs and public objects."""
+    cards = api.list_cards()
+
+    def human() -> None:
+        if not cards:
+            click.echo("no cards: create one with `vsc card create`")
+        for info in cards:
+            _print_card(info)
+
+    emit([c.to_json() for c in cards], as_json, human)
+
+
+@card.command("show")
+@click.argument("card_ref")
+@_pin_option(help_text="user PIN, to include private objects")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def card_show(card_ref: str, pin: str | None, as_json: bool) -> None:
+    """Show one card (by serial, slot or label)."""
+    info = api.list_objects(card_ref, pin)
+    emit(info.to_json(), as_json, lambda: _print_card(info))
+
+
+@card.command("delete")
+@click.argument("card_ref")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@friendly
+def card_delete(card_ref: str, yes: bool) -> None:
+    """Delete a card and every key on it."""
+    target = api.find_card(card_ref)
+    if not yes:
+        click.confirm(f"Delete card {target.label!r} ({target.serial}) and all its keys?", abort=True)
+    api.delete_card(card_ref)
+    click.echo(f"deleted card {target.label!r} ({target.serial})")
+
+
+# --- keys and certificates --------------------------------------------------------------------
+
+
+@main.group()
+def key() -> None:
+    """Generate, list and delete keys on a card."""
+
+
+@key.command("generate")
+@click.option("--card", "card_ref", required=True, help="card serial, slot or label")
+@click.option("--type", "kind", type=click.Choice(sorted(api.KEY_KINDS)), default="rsa2048", show_default=True)
+@click.option("--label", required=True)
+@click.option("--always-authenticate", is_flag=True, help="ask for the PIN before every signature")
+@_pin_option()
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def key_generate(card_ref: str, kind: str, label: str, always_authenticate: bool, pin: str | None, as_json: bool) -> None:
+    """Generate a key pair on the card (the private key never leaves it)."""
+    objs = api.generate_key(card_ref, kind, label, _ask(pin, "User PIN"), always_authenticate)
+    emit([o.to_json() for o in objs], as_json, lambda: [click.echo(f"{o.kind:<8} {o.uri}") for o in objs])
+
+
+@key.command("list")
+@click.option("--card", "card_ref", required=True)
+@_pin_option(help_text="user PIN, to include private keys")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def key_list(card_ref: str, pin: str | None, as_json: bool) -> None:
+    """List keys on a card."""
+    info = api.list_objects(card_ref, pin)
+    keys = [o for o in info.objects if o.kind in ("public", "private", "secret-key")]
+    emit([o.to_json() for o in keys], as_json, lambda: [click.echo(f"{o.kind:<10} {o.key_type or '':<6} {o.label!r} {o.uri}") for o in keys])
+
+
+@key.command("delete")
+@click.option("--card", "card_ref", required=True)
+@click.argument("selector")
+@_pin_option()
+@friendly
+def key_delete(card_ref: str, selector: str, pin: str | None) -> None:
+    """Delete the objects (keys, certificate) labelled SELECTOR or with that hex id."""
+    count = api.delete_objects(card_ref, selector, _ask(pin, "User PIN"))
+    click.echo(f"deleted {count} object(s)")
+
+
+@main.group()
+def cert() -> None:
+    """Import and export certificates."""
+
+
+@cert.command("import")
+@click.option("--card", "card_ref", required=True)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--label", default=None)
+@click.option("--id", "key_id", default=None, help="hex CKA_ID (default: the matching key's)")
+@_pin_option()
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def cert_import(card_ref: str, path: Path, label: str | None, key_id: str | None, pin: str | None, as_json: bool) -> None:
+    """Import a PEM or DER certificate next to its key."""
+    info = api.import_certificate(
+        card_ref, path.read_bytes(), _ask(pin, "User PIN"), label, bytes.fromhex(key_id) if key_id else None
+    )
+    emit(info.to_json(), as_json, lambda: click.echo(f"imported {info.uri}"))
+
+
+@cert.command("export")
+@click.option("--card", "card_ref", required=True)
+@click.argument("selector")
+@click.option("--der", is_flag=True, help="DER instead of PEM")
+@friendly
+def cert_export(card_ref: str, selector: str, der: bool) -> None:
+    """Print the certificate labelled SELECTOR (or with that hex id)."""
+    raw = api.export_certificate(card_ref, selector)
+    if der:
+        sys.stdout.buffer.write(raw)
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    click.echo(x509.load_der_x509_certificate(raw).public_bytes(serialization.Encoding.PEM).decode(), nl=False)
+
+
+# --- PINs -------------------------------------------------------------------------------------
+
+
+@main.group()
+def pin() -> None:
+    """Change the user PIN, or reset it with the SO PIN."""
+
+
+@pin.command("change")
+@click.option("--card", "card_ref", required=True)
+@click.option("--old", default=None)
+@click.option("--new", default=None)
+@friendly
+def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
+    api.change_pin(card_ref, _ask(old, "Current PIN"), _new_pin(new, "New PIN"))
+    click.echo("PIN changed")
+
+
+@pin.command("reset")
+@click.option("--card", "card_ref", required=True)
+@click.option("--so-pin", default=None)
+@click.option("--new", default=None)
+@friendly
+def pin_reset(card_ref: str, so_pin: str | None, new: str | None) -> None:
+    """Set a new user PIN with the SO PIN (unblocks a blocked card)."""
+    api.reset_pin(card_ref, _ask(so_pin, "SO PIN"), _new_pin(new, "New user PIN"))
+    click.echo("user PIN reset")
+
+
+# --- the module -------------------------------------------------------------------------------
+
+
+@main.group("module")
+def module_group() -> None:
+    """Where the PKCS#11 library is, and how to register it."""
+
+
+@module_group.command("path")
+@friendly
+def module_path() -> None:
+    """Print the absolute path of the PKCS#11 library."""
+    click.echo(str(module.library_path()))
+
+
+@module_group.command("p11-kit")
+@click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the module file there (e.g. ~/.config/pkcs11/modules/vsc.module)")
+@friendly
+def module_p11kit(target: Path | None) -> None:
+    """Print (or write) a p11-kit module file for the library."""
+    text = module.p11kit_module_text()
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    click.echo(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
