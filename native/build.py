@@ -56,7 +56,7 @@ def _source() -> str:
 
     def table(entries: list[tuple[str, list[Param]]]) -> str:
         fields = []
-        for name, params in entries:
+        for name, _params in entries:
             target = name if name in {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface"} else f"w_{name}"
             fields.append(f"    {target},")
         return "\n".join(fields)
@@ -87,12 +87,7 @@ def _site_dirs() -> list[str]:
 
 def _init_code() -> str:
     glue = (HERE / "glue.py").read_text()
-    prelude = (
-        "import sys\n"
-        f"for _p in {_site_dirs()!r}:\n"
-        "    if _p not in sys.path:\n"
-        "        sys.path.append(_p)\n"
-    )
+    prelude = f"import sys\nfor _p in {_site_dirs()!r}:\n    if _p not in sys.path:\n        sys.path.append(_p)\n"
     return prelude + glue
 
 

@@ -55,11 +55,19 @@ V2: list[tuple[str, list[Param]]] = [
     ("C_GetOperationState", [S, *_out("OperationState")]),
     (
         "C_SetOperationState",
-        [S, *_data("OperationState"), ("CK_OBJECT_HANDLE", "hEncryptionKey"), ("CK_OBJECT_HANDLE", "hAuthenticationKey")],
+        [
+            S,
+            *_data("OperationState"),
+            ("CK_OBJECT_HANDLE", "hEncryptionKey"),
+            ("CK_OBJECT_HANDLE", "hAuthenticationKey"),
+        ],
     ),
     ("C_Login", [S, ("CK_USER_TYPE", "userType"), *_data("Pin")]),
     ("C_Logout", [S]),
-    ("C_CreateObject", [S, ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount"), ("CK_OBJECT_HANDLE_PTR", "phObject")]),
+    (
+        "C_CreateObject",
+        [S, ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount"), ("CK_OBJECT_HANDLE_PTR", "phObject")],
+    ),
     (
         "C_CopyObject",
         [
@@ -72,10 +80,19 @@ V2: list[tuple[str, list[Param]]] = [
     ),
     ("C_DestroyObject", [S, ("CK_OBJECT_HANDLE", "hObject")]),
     ("C_GetObjectSize", [S, ("CK_OBJECT_HANDLE", "hObject"), ("CK_ULONG_PTR", "pulSize")]),
-    ("C_GetAttributeValue", [S, ("CK_OBJECT_HANDLE", "hObject"), ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount")]),
-    ("C_SetAttributeValue", [S, ("CK_OBJECT_HANDLE", "hObject"), ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount")]),
+    (
+        "C_GetAttributeValue",
+        [S, ("CK_OBJECT_HANDLE", "hObject"), ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount")],
+    ),
+    (
+        "C_SetAttributeValue",
+        [S, ("CK_OBJECT_HANDLE", "hObject"), ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount")],
+    ),
     ("C_FindObjectsInit", [S, ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount")]),
-    ("C_FindObjects", [S, ("CK_OBJECT_HANDLE_PTR", "phObject"), ("CK_ULONG", "ulMaxObjectCount"), ("CK_ULONG_PTR", "pulObjectCount")]),
+    (
+        "C_FindObjects",
+        [S, ("CK_OBJECT_HANDLE_PTR", "phObject"), ("CK_ULONG", "ulMaxObjectCount"), ("CK_ULONG_PTR", "pulObjectCount")],
+    ),
     ("C_FindObjectsFinal", [S]),
     ("C_EncryptInit", [S, MECH, KEY]),
     ("C_Encrypt", [S, *_data("Data"), *_out("EncryptedData")]),
@@ -106,7 +123,10 @@ V2: list[tuple[str, list[Param]]] = [
     ("C_DecryptDigestUpdate", [S, *_data("EncryptedPart"), *_out("Part")]),
     ("C_SignEncryptUpdate", [S, *_data("Part"), *_out("EncryptedPart")]),
     ("C_DecryptVerifyUpdate", [S, *_data("EncryptedPart"), *_out("Part")]),
-    ("C_GenerateKey", [S, MECH, ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount"), ("CK_OBJECT_HANDLE_PTR", "phKey")]),
+    (
+        "C_GenerateKey",
+        [S, MECH, ("CK_ATTRIBUTE *", "pTemplate"), ("CK_ULONG", "ulCount"), ("CK_OBJECT_HANDLE_PTR", "phKey")],
+    ),
     (
         "C_GenerateKeyPair",
         [
@@ -154,31 +174,103 @@ V2: list[tuple[str, list[Param]]] = [
 # 3.0 additions, in table order. Message-based functions are answered in C (not supported).
 V3: list[tuple[str, list[Param]]] = [
     ("C_GetInterfaceList", [("void *", "pInterfacesList"), ("CK_ULONG_PTR", "pulCount")]),
-    ("C_GetInterface", [("CK_UTF8CHAR_PTR", "pInterfaceName"), ("CK_VERSION *", "pVersion"), ("void **", "ppInterface"), ("CK_FLAGS", "flags")]),
+    (
+        "C_GetInterface",
+        [
+            ("CK_UTF8CHAR_PTR", "pInterfaceName"),
+            ("CK_VERSION *", "pVersion"),
+            ("void **", "ppInterface"),
+            ("CK_FLAGS", "flags"),
+        ],
+    ),
     (
         "C_LoginUser",
-        [S, ("CK_USER_TYPE", "userType"), *_data("Pin"), ("CK_UTF8CHAR_PTR", "pUsername"), ("CK_ULONG", "ulUsernameLen")],
+        [
+            S,
+            ("CK_USER_TYPE", "userType"),
+            *_data("Pin"),
+            ("CK_UTF8CHAR_PTR", "pUsername"),
+            ("CK_ULONG", "ulUsernameLen"),
+        ],
     ),
     ("C_SessionCancel", [S, ("CK_FLAGS", "flags")]),
     ("C_MessageEncryptInit", [S, MECH, KEY]),
-    ("C_EncryptMessage", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("AssociatedData"), *_data("Plaintext"), *_out("Ciphertext")]),
-    ("C_EncryptMessageBegin", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("AssociatedData")]),
-    ("C_EncryptMessageNext", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("PlaintextPart"), *_out("CiphertextPart"), ("CK_FLAGS", "flags")]),
+    (
+        "C_EncryptMessage",
+        [
+            S,
+            ("CK_VOID_PTR", "pParameter"),
+            ("CK_ULONG", "ulParameterLen"),
+            *_data("AssociatedData"),
+            *_data("Plaintext"),
+            *_out("Ciphertext"),
+        ],
+    ),
+    (
+        "C_EncryptMessageBegin",
+        [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("AssociatedData")],
+    ),
+    (
+        "C_EncryptMessageNext",
+        [
+            S,
+            ("CK_VOID_PTR", "pParameter"),
+            ("CK_ULONG", "ulParameterLen"),
+            *_data("PlaintextPart"),
+            *_out("CiphertextPart"),
+            ("CK_FLAGS", "flags"),
+        ],
+    ),
     ("C_MessageEncryptFinal", [S]),
     ("C_MessageDecryptInit", [S, MECH, KEY]),
-    ("C_DecryptMessage", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("AssociatedData"), *_data("Ciphertext"), *_out("Plaintext")]),
-    ("C_DecryptMessageBegin", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("AssociatedData")]),
-    ("C_DecryptMessageNext", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("CiphertextPart"), *_out("PlaintextPart"), ("CK_FLAGS", "flags")]),
+    (
+        "C_DecryptMessage",
+        [
+            S,
+            ("CK_VOID_PTR", "pParameter"),
+            ("CK_ULONG", "ulParameterLen"),
+            *_data("AssociatedData"),
+            *_data("Ciphertext"),
+            *_out("Plaintext"),
+        ],
+    ),
+    (
+        "C_DecryptMessageBegin",
+        [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("AssociatedData")],
+    ),
+    (
+        "C_DecryptMessageNext",
+        [
+            S,
+            ("CK_VOID_PTR", "pParameter"),
+            ("CK_ULONG", "ulParameterLen"),
+            *_data("CiphertextPart"),
+            *_out("PlaintextPart"),
+            ("CK_FLAGS", "flags"),
+        ],
+    ),
     ("C_MessageDecryptFinal", [S]),
     ("C_MessageSignInit", [S, MECH, KEY]),
-    ("C_SignMessage", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_out("Signature")]),
+    (
+        "C_SignMessage",
+        [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_out("Signature")],
+    ),
     ("C_SignMessageBegin", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen")]),
-    ("C_SignMessageNext", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_out("Signature")]),
+    (
+        "C_SignMessageNext",
+        [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_out("Signature")],
+    ),
     ("C_MessageSignFinal", [S]),
     ("C_MessageVerifyInit", [S, MECH, KEY]),
-    ("C_VerifyMessage", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_data("Signature")]),
+    (
+        "C_VerifyMessage",
+        [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_data("Signature")],
+    ),
     ("C_VerifyMessageBegin", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen")]),
-    ("C_VerifyMessageNext", [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_data("Signature")]),
+    (
+        "C_VerifyMessageNext",
+        [S, ("CK_VOID_PTR", "pParameter"), ("CK_ULONG", "ulParameterLen"), *_data("Data"), *_data("Signature")],
+    ),
     ("C_MessageVerifyFinal", [S]),
 ]
 

@@ -55,7 +55,9 @@ def vsc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def run_vsc(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_vsc(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """The real `vsc` command in a subprocess (the installed console script's module)."""
     result = subprocess.run(
         [sys.executable, "-m", "vsc_provider.cli", *args],

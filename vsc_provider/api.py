@@ -32,8 +32,20 @@ KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
     "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.3.132.0.34")}),
     "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(O.ED25519_OID)}),
 }
-CLASS_NAMES = {C.CKO_DATA: "data", C.CKO_CERTIFICATE: "cert", C.CKO_PUBLIC_KEY: "public", C.CKO_PRIVATE_KEY: "private", C.CKO_SECRET_KEY: "secret-key"}
-KEY_TYPE_NAMES = {C.CKK_RSA: "RSA", C.CKK_EC: "EC", C.CKK_EC_EDWARDS: "EdDSA", C.CKK_AES: "AES", C.CKK_GENERIC_SECRET: "generic"}
+CLASS_NAMES = {
+    C.CKO_DATA: "data",
+    C.CKO_CERTIFICATE: "cert",
+    C.CKO_PUBLIC_KEY: "public",
+    C.CKO_PRIVATE_KEY: "private",
+    C.CKO_SECRET_KEY: "secret-key",
+}
+KEY_TYPE_NAMES = {
+    C.CKK_RSA: "RSA",
+    C.CKK_EC: "EC",
+    C.CKK_EC_EDWARDS: "EdDSA",
+    C.CKK_AES: "AES",
+    C.CKK_GENERIC_SECRET: "generic",
+}
 
 
 @dataclass
@@ -214,7 +226,9 @@ def load_certificate(data: bytes) -> x509.Certificate:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "not a PEM or DER X.509 certificate") from exc
 
 
-def import_certificate(ref: str, data: bytes, pin: str, label: str | None = None, key_id: bytes | None = None) -> ObjectInfo:
+def import_certificate(
+    ref: str, data: bytes, pin: str, label: str | None = None, key_id: bytes | None = None
+) -> ObjectInfo:
     """Store a certificate; its CKA_ID is the matching key's, found by public key, unless given."""
     card = find_card(ref)
     cert = load_certificate(data)

@@ -168,10 +168,17 @@ def key() -> None:
 @_pin_option()
 @click.option("--json", "as_json", is_flag=True)
 @friendly
-def key_generate(card_ref: str, kind: str, label: str, always_authenticate: bool, pin: str | None, as_json: bool) -> None:
+def key_generate(
+    card_ref: str, kind: str, label: str, always_authenticate: bool, pin: str | None, as_json: bool
+) -> None:
     """Generate a key pair on the card (the private key never leaves it)."""
     objs = api.generate_key(card_ref, kind, label, _ask(pin, "User PIN"), always_authenticate)
-    emit([o.to_json() for o in objs], as_json, lambda: [click.echo(f"{o.kind:<8} {o.uri}") for o in objs])
+
+    def human() -> None:
+        for o in objs:
+            click.echo(f"{o.kind:<8} {o.uri}")
+
+    emit([o.to_json() for o in objs], as_json, human)
 
 
 @key.command("list")
@@ -183,7 +190,12 @@ def key_list(card_ref: str, pin: str | None, as_json: bool) -> None:
     """List keys on a card."""
     info = api.list_objects(card_ref, pin)
     keys = [o for o in info.objects if o.kind in ("public", "private", "secret-key")]
-    emit([o.to_json() for o in keys], as_json, lambda: [click.echo(f"{o.kind:<10} {o.key_type or '':<6} {o.label!r} {o.uri}") for o in keys])
+
+    def human() -> None:
+        for o in keys:
+            click.echo(f"{o.kind:<10} {o.key_type or '':<6} {o.label!r} {o.uri}")
+
+    emit([o.to_json() for o in keys], as_json, human)
 
 
 @key.command("delete")
@@ -210,7 +222,9 @@ def cert() -> None:
 @_pin_option()
 @click.option("--json", "as_json", is_flag=True)
 @friendly
-def cert_import(card_ref: str, path: Path, label: str | None, key_id: str | None, pin: str | None, as_json: bool) -> None:
+def cert_import(
+    card_ref: str, path: Path, label: str | None, key_id: str | None, pin: str | None, as_json: bool
+) -> None:
     """Import a PEM or DER certificate next to its key."""
     info = api.import_certificate(
         card_ref, path.read_bytes(), _ask(pin, "User PIN"), label, bytes.fromhex(key_id) if key_id else None
@@ -280,8 +294,13 @@ def module_path() -> None:
 
 
 @module_group.command("p11-kit")
-@click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write the module file there (e.g. ~/.config/pkcs11/modules/vsc.module)")
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write the module file there (e.g. ~/.config/pkcs11/modules/vsc.module)",
+)
 @friendly
 def module_p11kit(target: Path | None) -> None:
     """Print (or write) a p11-kit module file for the library."""

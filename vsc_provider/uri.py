@@ -14,9 +14,7 @@ def _pct(value: str | bytes) -> str:
 
 
 def token_uri(label: str, serial: str, manufacturer: str = "vsc-provider", model: str = "virtual card") -> str:
-    return (
-        f"pkcs11:model={_pct(model)};manufacturer={_pct(manufacturer)};serial={_pct(serial)};token={_pct(label)}"
-    )
+    return f"pkcs11:model={_pct(model)};manufacturer={_pct(manufacturer)};serial={_pct(serial)};token={_pct(label)}"
 
 
 def object_uri(token: str, key_id: bytes, label: str, klass: int) -> str:

@@ -252,6 +252,11 @@ class Engine:
             blocked_until = rec.so_blocked_until if so else rec.user_blocked_until
             if wrapped is None or salt is None:
                 raise CKRError(C.CKR_USER_PIN_NOT_INITIALIZED, "the user PIN is not set")
+            # The outer layer needs only the device key: a store copied to another machine fails here,
+            # before any PIN try is counted.
+            inner = keywrap.unseal(self.device_key, wrapped, _aad(rec.serial, role))
+            if inner is None:
+                raise CKRError(C.CKR_DEVICE_ERROR, "this card store belongs to another device (device key mismatch)")
             if failures >= policy.max_tries:
                 raise CKRError(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {failures} wrong tries")
             if now < blocked_until:
@@ -261,7 +266,7 @@ class Engine:
             self.store.update_card(db, card.slot_id, **{f"{role}_failures": failures + 1})
         card.record = rec
         kek = keywrap.derive(pin, salt, keywrap.KdfParams(**rec.kdf))
-        data_key = keywrap.unwrap_layers(wrapped, [kek, self.device_key], _aad(rec.serial, role))
+        data_key = keywrap.unseal(kek, inner, _aad(rec.serial, role))
         with self.store.transaction() as db:
             current = self.store.card(db, card.slot_id)
             if current is None:
@@ -271,7 +276,8 @@ class Engine:
                 self.store.update_card(db, card.slot_id, **{f"{role}_failures": 0, f"{role}_blocked_until": 0.0})
             else:
                 delay = policy.delay_after(counted)
-                self.store.update_card(db, card.slot_id, **{f"{role}_blocked_until": now + delay if delay else 0.0})
+                until = time.time() + delay if delay else 0.0  # the period starts when the failure is known
+                self.store.update_card(db, card.slot_id, **{f"{role}_blocked_until": until})
         self.refresh(force=True)
         if data_key is None:
             if counted >= policy.max_tries:
@@ -312,7 +318,9 @@ class Engine:
         salt = secrets.token_bytes(16)
         wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
         with self.store.transaction() as db:
-            self.store.update_card(db, card.slot_id, so_salt=salt, so_wrapped=wrapped, so_failures=0, so_blocked_until=0.0)
+            self.store.update_card(
+                db, card.slot_id, so_salt=salt, so_wrapped=wrapped, so_failures=0, so_blocked_until=0.0
+            )
         self.refresh(force=True)
 
     def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
@@ -367,7 +375,9 @@ class Engine:
             card.objects[handle] = obj
             return obj
 
-    def add_objects(self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], token: bool, owner: int) -> list[TokenObject]:
+    def add_objects(
+        self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], token: bool, owner: int
+    ) -> list[TokenObject]:
         """Several objects in one transaction (a key pair is stored whole or not at all)."""
         if not token:
             return [self.add_object(card, attrs, material, False, owner) for attrs, material in items]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 from vsc_provider.ck import constants as C
@@ -50,7 +51,7 @@ def weakness(pin: bytes) -> str:
     digits = [d - 48 for d in pin]
     if len(set(digits)) == 1:
         return "a PIN may not repeat one digit"
-    steps = {(b - a) % 10 for a, b in zip(digits, digits[1:], strict=False)}
+    steps = {(b - a) % 10 for a, b in pairwise(digits)}
     if steps in ({1}, {9}):  # 123456, 987654, and runs that wrap such as 890123
         return "a PIN may not be an ascending or descending run"
     return ""

@@ -92,6 +92,9 @@ _CARD_COLUMNS = (
 )
 
 
+_UPDATABLE = frozenset(_CARD_COLUMNS.replace(" ", "").split(",")) - {"id"}
+
+
 def _card(row: tuple[Any, ...]) -> CardRecord:
     return CardRecord(
         id=row[0],
@@ -133,9 +136,7 @@ class Store:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -159,7 +160,7 @@ class Store:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                cards = [_card(r) for r in self._db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]
+                cards = [_card(r) for r in self._db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]  # noqa: S608 - constant columns
                 objects: dict[int, list[ObjectRecord]] = {c.id: [] for c in cards}
                 for oid, card_id, uid, attrs, secret in self._db.execute(
                     "SELECT id, card_id, uid, attrs, secret FROM objects ORDER BY id"
@@ -172,7 +173,7 @@ class Store:
         return cards, objects
 
     def card(self, db: sqlite3.Connection, card_id: int) -> CardRecord | None:
-        row = db.execute(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)).fetchone()
+        row = db.execute(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)).fetchone()  # noqa: S608
         return _card(row) if row else None
 
     def insert_card(self, db: sqlite3.Connection, rec: CardRecord) -> int:
@@ -199,8 +200,11 @@ class Store:
             fields["server"] = json.dumps(fields["server"])
         if "policy" in fields:
             fields["policy"] = json.dumps(fields["policy"])
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not card columns: {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        db.execute(f"UPDATE cards SET {assignments} WHERE id = ?", (*fields.values(), card_id))
+        db.execute(f"UPDATE cards SET {assignments} WHERE id = ?", (*fields.values(), card_id))  # noqa: S608 - names checked
 
     def delete_card(self, db: sqlite3.Connection, card_id: int) -> None:
         db.execute("DELETE FROM objects WHERE card_id = ?", (card_id,))

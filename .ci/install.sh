@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything vsc-provider and its tests need on a fresh Debian machine (run as root):
+# the real PKCS#11 clients from Debian, then the package (which builds the PKCS#11 library) into .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential python3-venv ca-certificates sqlite3
+  softhsm2 opensc libengine-pkcs11-openssl gnutls-bin libnss3-tools
+  openssh-client openssh-server openvpn p11-kit curl firefox-esr
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "installed: $(.venv/bin/vsc module path)"
