@@ -280,9 +280,11 @@ class Engine:
                 self.store.update_card(db, card.slot_id, **{f"{role}_blocked_until": until})
         self.refresh(force=True)
         if data_key is None:
-            if counted >= policy.max_tries:
-                raise CKRError(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {counted} wrong tries")
-            raise CKRError(C.CKR_PIN_INCORRECT, f"wrong {role} PIN ({counted} of {policy.max_tries} tries used)")
+            # This try's own number decides the answer, so concurrent tries get consistent answers.
+            this_try = failures + 1
+            if this_try >= policy.max_tries:
+                raise CKRError(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {this_try} wrong tries")
+            raise CKRError(C.CKR_PIN_INCORRECT, f"wrong {role} PIN ({this_try} of {policy.max_tries} tries used)")
         return data_key
 
     def login(self, card: Card, so: bool, pin: bytes) -> None:
