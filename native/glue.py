@@ -5,6 +5,7 @@
 from vsc_provider._pkcs11 import ffi, lib  # type: ignore[import-not-found]
 
 import logging as _logging
+import sys as _sys
 
 from vsc_provider import log as _vlog
 from vsc_provider.ck import constants as C
@@ -36,8 +37,14 @@ _memmove = ffi.memmove
 def _entry(fn):
     """Register fn as the extern "Python" py_C_x: CKRError -> its rv, anything else -> GENERAL_ERROR."""
     name = fn.__name__
+    # A Python host (python-pkcs11) may call C_Finalize from its own interpreter's shut-down, after this
+    # module's globals were cleared: answer from values bound here instead of failing on None.
+    is_finalizing = _sys.is_finalizing
+    at_exit_rv = OK if name == "C_Finalize" else GENERAL_ERROR
 
     def call(*args):
+        if is_finalizing():
+            return at_exit_rv
         try:
             rv = fn(*args)
         except CKRError as exc:

@@ -40,7 +40,7 @@ def digest(h: int, data: bytes, query: bool, capacity: int) -> bytes:
 
 
 def digest_update(h: int, part: bytes) -> None:
-    s, op = _op(h)
+    _, op = _op(h)
     op.multipart = True
     op.worker.update(part)
 

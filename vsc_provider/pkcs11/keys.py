@@ -68,7 +68,11 @@ def generate_key_pair(
     private = new_private_key(mech, pub_t, priv_t)
     public = private.public_key()
     key_id = priv_t.get(C.CKA_ID) or pub_t.get(C.CKA_ID) or O.key_id_for(public)
-    gen = C.CKM_EC_KEY_PAIR_GEN if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN and isinstance(private, ec.EllipticCurvePrivateKey) else mech.type
+    gen = (
+        C.CKM_EC_KEY_PAIR_GEN
+        if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN and isinstance(private, ec.EllipticCurvePrivateKey)
+        else mech.type
+    )
     pub_attrs = O.public_key_attrs(
         public, key_id=key_id, label=T.text(pub_t, C.CKA_LABEL), token=pub_token, local=True, gen_mech=gen
     )
@@ -201,7 +205,7 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     if params.kdf != C.CKD_NULL or params.shared_data:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "only the NULL KDF without shared data is supported")
     template = A.template(pairs)
-    obj, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID)
+    _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "ECDH needs an EC private key")
     try:

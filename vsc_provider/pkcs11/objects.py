@@ -78,7 +78,11 @@ def _mark_user_certificates(card: Card, key_id: bytes) -> None:
     engine = LIB.require()
     user = A.encode(C.CKA_CERTIFICATE_CATEGORY, C.CK_CERTIFICATE_CATEGORY_TOKEN_USER)
     for obj in list(card.objects.values()):
-        if obj.klass == C.CKO_CERTIFICATE and obj.attrs.get(C.CKA_ID) == key_id and obj.attrs.get(C.CKA_CERTIFICATE_CATEGORY) != user:
+        if (
+            obj.klass == C.CKO_CERTIFICATE
+            and obj.attrs.get(C.CKA_ID) == key_id
+            and obj.attrs.get(C.CKA_CERTIFICATE_CATEGORY) != user
+        ):
             engine.update_attrs(card, obj, {C.CKA_CERTIFICATE_CATEGORY: user})
 
 
@@ -186,9 +190,7 @@ def find_objects_init(h: int, pairs: list[tuple[int, bytes]]) -> None:
     engine = LIB.require()
     engine.refresh()
     card = s.card
-    s.find = [
-        o.handle for o in card.all_objects() if (card.user or not o.private) and o.matches(template)
-    ]
+    s.find = [o.handle for o in card.all_objects() if (card.user or not o.private) and o.matches(template)]
     s.find.reverse()  # popped from the end: oldest first
 
 
@@ -197,7 +199,7 @@ def find_objects(h: int, max_count: int) -> list[int]:
     if s.find is None:
         raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
     pending = s.find
-    out = []
+    out: list[int] = []
     while pending and len(out) < max_count:
         out.append(pending.pop())
     return out

@@ -120,7 +120,7 @@ def verify(h: int, data: bytes, signature: bytes) -> None:
 
 
 def verify_update(h: int, part: bytes) -> None:
-    s, op = _verify_op(h)
+    _, op = _verify_op(h)
     op.multipart = True
     op.worker.update(part)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vsc_provider.ck import constants as C
-from vsc_provider.ck.errors import CKRError, BufferTooSmall
+from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
 
@@ -19,7 +19,7 @@ log = logging.getLogger("vsc.pkcs11")
 class Operation:
     """An active crypto operation in a session; `result` caches output across a length query."""
 
-    __slots__ = ("worker", "obj", "result", "multipart", "needs_auth", "authed", "length")
+    __slots__ = ("authed", "length", "multipart", "needs_auth", "obj", "result", "worker")
 
     def __init__(self, worker: Any, obj: TokenObject | None = None, needs_auth: bool = False, length: int = 0) -> None:
         self.worker = worker
@@ -32,7 +32,7 @@ class Operation:
 
 
 class Session:
-    __slots__ = ("handle", "card", "rw", "find", "sign", "verify", "encrypt", "decrypt", "digest")
+    __slots__ = ("card", "decrypt", "digest", "encrypt", "find", "handle", "rw", "sign", "verify")
 
     def __init__(self, handle: int, card: Card, rw: bool) -> None:
         self.handle = handle

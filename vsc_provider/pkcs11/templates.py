@@ -82,15 +82,23 @@ VALUE_DEFINING = frozenset(
 )
 
 
-def overrides(template: dict[int, bytes], built: dict[int, bytes], consumed: frozenset[int] = VALUE_DEFINING) -> dict[int, bytes]:
+def overrides(
+    template: dict[int, bytes], built: dict[int, bytes], consumed: frozenset[int] = VALUE_DEFINING
+) -> dict[int, bytes]:
     """Apply the caller's settable attributes on top of a built object; refuse unknown or conflicting ones."""
     out = dict(built)
     for attr, value in template.items():
         if attr in consumed:
-            if attr in built and attr not in (C.CKA_VALUE,) and built[attr] != value and attr in (
-                C.CKA_MODULUS_BITS,
-                C.CKA_EC_PARAMS,
-                C.CKA_VALUE_LEN,
+            if (
+                attr in built
+                and attr not in (C.CKA_VALUE,)
+                and built[attr] != value
+                and attr
+                in (
+                    C.CKA_MODULUS_BITS,
+                    C.CKA_EC_PARAMS,
+                    C.CKA_VALUE_LEN,
+                )
             ):
                 raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"attribute 0x{attr:x} disagrees with the key")
             continue
@@ -138,7 +146,9 @@ def public_key_from(template: dict[int, bytes]) -> Any:
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
         if key_type == C.CKK_RSA:
-            return rsa.RSAPublicNumbers(_int(template, C.CKA_PUBLIC_EXPONENT), _int(template, C.CKA_MODULUS)).public_key()
+            return rsa.RSAPublicNumbers(
+                _int(template, C.CKA_PUBLIC_EXPONENT), _int(template, C.CKA_MODULUS)
+            ).public_key()
         if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
             oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
             point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
@@ -147,7 +157,9 @@ def public_key_from(template: dict[int, bytes]) -> Any:
             return ec.EllipticCurvePublicKey.from_encoded_point(O.EC_CURVES[oid], point)
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
-    raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type")
+    raise CKRError(
+        C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type"
+    )
 
 
 def private_key_from(template: dict[int, bytes]) -> Any:
@@ -162,7 +174,13 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             else:
                 p, q = rsa.rsa_recover_prime_factors(n, e, d)
             numbers = rsa.RSAPrivateNumbers(
-                p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), rsa.RSAPublicNumbers(e, n)
+                p,
+                q,
+                d,
+                rsa.rsa_crt_dmp1(d, p),
+                rsa.rsa_crt_dmq1(d, q),
+                rsa.rsa_crt_iqmp(p, q),
+                rsa.RSAPublicNumbers(e, n),
             )
             return numbers.private_key()
         if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
@@ -173,15 +191,27 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             return ec.derive_private_key(int.from_bytes(value, "big"), O.EC_CURVES[oid])
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc
-    raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type")
+    raise CKRError(
+        C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type"
+    )
 
 
 def pkcs8(private_key: Any) -> bytes:
-    return private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 SECRET_KEY_TYPES = frozenset(
-    {C.CKK_AES, C.CKK_GENERIC_SECRET, C.CKK_SHA_1_HMAC, C.CKK_SHA224_HMAC, C.CKK_SHA256_HMAC, C.CKK_SHA384_HMAC, C.CKK_SHA512_HMAC}
+    {
+        C.CKK_AES,
+        C.CKK_GENERIC_SECRET,
+        C.CKK_SHA_1_HMAC,
+        C.CKK_SHA224_HMAC,
+        C.CKK_SHA256_HMAC,
+        C.CKK_SHA384_HMAC,
+        C.CKK_SHA512_HMAC,
+    }
 )
 
 
@@ -203,7 +233,9 @@ def check_secret_length(key_type: int, value: bytes) -> None:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "secret keys have 1 to 512 bytes")
 
 
-def secret_object(template: dict[int, bytes], key_type: int, value: bytes, *, local: bool, gen_mech: int | None) -> dict[int, bytes]:
+def secret_object(
+    template: dict[int, bytes], key_type: int, value: bytes, *, local: bool, gen_mech: int | None
+) -> dict[int, bytes]:
     check_secret_length(key_type, value)
     built = O.secret_key_attrs(
         key_type,
@@ -216,5 +248,7 @@ def secret_object(template: dict[int, bytes], key_type: int, value: bytes, *, lo
     )
     attrs = overrides(template, built)
     attrs[C.CKA_ALWAYS_SENSITIVE] = A.encode(C.CKA_ALWAYS_SENSITIVE, local and A.get_bool(attrs, C.CKA_SENSITIVE))
-    attrs[C.CKA_NEVER_EXTRACTABLE] = A.encode(C.CKA_NEVER_EXTRACTABLE, local and not A.get_bool(attrs, C.CKA_EXTRACTABLE))
+    attrs[C.CKA_NEVER_EXTRACTABLE] = A.encode(
+        C.CKA_NEVER_EXTRACTABLE, local and not A.get_bool(attrs, C.CKA_EXTRACTABLE)
+    )
     return attrs

@@ -36,7 +36,7 @@ MGF_HASHES: dict[int, HashFactory] = {
     C.CKG_MGF1_SHA384: hashes.SHA384,
     C.CKG_MGF1_SHA512: hashes.SHA512,
 }
-RSA_PKCS_HASHED = {
+RSA_PKCS_HASHED: dict[int, HashFactory] = {
     C.CKM_SHA1_RSA_PKCS: hashes.SHA1,
     C.CKM_SHA224_RSA_PKCS: hashes.SHA224,
     C.CKM_SHA256_RSA_PKCS: hashes.SHA256,
@@ -50,14 +50,14 @@ RSA_PSS_HASHED = {
     C.CKM_SHA384_RSA_PKCS_PSS: C.CKM_SHA384,
     C.CKM_SHA512_RSA_PKCS_PSS: C.CKM_SHA512,
 }
-ECDSA_HASHED = {
+ECDSA_HASHED: dict[int, HashFactory] = {
     C.CKM_ECDSA_SHA1: hashes.SHA1,
     C.CKM_ECDSA_SHA224: hashes.SHA224,
     C.CKM_ECDSA_SHA256: hashes.SHA256,
     C.CKM_ECDSA_SHA384: hashes.SHA384,
     C.CKM_ECDSA_SHA512: hashes.SHA512,
 }
-HMACS = {
+HMACS: dict[int, HashFactory] = {
     C.CKM_SHA_1_HMAC: hashes.SHA1,
     C.CKM_SHA224_HMAC: hashes.SHA224,
     C.CKM_SHA256_HMAC: hashes.SHA256,
@@ -135,7 +135,13 @@ def _ec_der(sig: bytes, size: int) -> bytes:
     return utils.encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
 
 
-_PREHASH_BY_SIZE = {20: hashes.SHA1, 28: hashes.SHA224, 32: hashes.SHA256, 48: hashes.SHA384, 64: hashes.SHA512}
+_PREHASH_BY_SIZE: dict[int, HashFactory] = {
+    20: hashes.SHA1,
+    28: hashes.SHA224,
+    32: hashes.SHA256,
+    48: hashes.SHA384,
+    64: hashes.SHA512,
+}
 
 
 def _ecdsa_prehashed(data: bytes, order_bytes: int) -> tuple[bytes, ec.ECDSA]:
@@ -216,9 +222,15 @@ class Signer:
 class _HashThenSign(Signer):
     """Hash-and-sign mechanisms: one-shot hands the data to OpenSSL; multi-part hashes incrementally."""
 
-    def __init__(self, one_shot: Callable[[bytes], bytes], prehashed: Callable[[bytes], bytes], algorithm: HashFactory, length: int) -> None:
+    def __init__(
+        self,
+        one_shot: Callable[[bytes], bytes],
+        prehashed: Callable[[bytes], bytes],
+        algorithm: HashFactory,
+        length: int,
+    ) -> None:
         super().__init__()
-        self.sign = one_shot  # type: ignore[method-assign]
+        self.sign = one_shot  # type: ignore[method-assign,assignment]
         self._prehashed = prehashed
         self._algorithm = algorithm
         self.length = length
@@ -237,7 +249,7 @@ class _HashThenSign(Signer):
 class _Buffered(Signer):
     def __init__(self, fn: Callable[[bytes], bytes], length: int) -> None:
         super().__init__()
-        self.sign = fn  # type: ignore[method-assign]
+        self.sign = fn  # type: ignore[method-assign,assignment]
         self.length = length
 
 
@@ -274,14 +286,16 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
 
             def sign_pkcs(payload: bytes) -> bytes:
                 for prefix, alg in DIGEST_INFO.items():
-                    if payload.startswith(prefix) and len(payload) == len(prefix) + alg.digest_size:
+                    if payload.startswith(prefix) and len(payload) == len(prefix) + alg().digest_size:
                         return key.sign(payload[len(prefix) :], pad, utils.Prehashed(alg()))
                 return raw.sign_pkcs1(payload)
 
             return _Buffered(sign_pkcs, size)
         if m == C.CKM_RSA_X_509:
             raw = RsaRaw(key)
-            return _Buffered(lambda block: raw.private(block.rjust(size, b"\x00")) if len(block) <= size else _too_long(), size)
+            return _Buffered(
+                lambda block: raw.private(block.rjust(size, b"\x00")) if len(block) <= size else _too_long(), size
+            )
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
     if isinstance(key, ec.EllipticCurvePrivateKey):
         size = (key.curve.key_size + 7) // 8
@@ -290,9 +304,9 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
                 raise _bad_param("this mechanism takes no parameter")
             alg = ECDSA_HASHED[m]
             ecdsa = ec.ECDSA(alg())
-            pre = ec.ECDSA(utils.Prehashed(alg()))
+            pre_ec = ec.ECDSA(utils.Prehashed(alg()))
             return _HashThenSign(
-                lambda d: _ec_raw(key.sign(d, ecdsa), size), lambda h: _ec_raw(key.sign(h, pre), size), alg, 2 * size
+                lambda d: _ec_raw(key.sign(d, ecdsa), size), lambda h: _ec_raw(key.sign(h, pre_ec), size), alg, 2 * size
             )
         if m == C.CKM_ECDSA:
             if mech.param is not None:
@@ -345,7 +359,12 @@ class _HmacSigner(Signer):
 
 
 class Verifier:
-    def __init__(self, check: Callable[[bytes, bytes], None], hash_alg: HashFactory | None, prehashed_check: Callable[[bytes, bytes], None] | None) -> None:
+    def __init__(
+        self,
+        check: Callable[[bytes, bytes], None],
+        hash_alg: HashFactory | None,
+        prehashed_check: Callable[[bytes, bytes], None] | None,
+    ) -> None:
         self._check = check
         self._hash_alg = hash_alg
         self._prehashed = prehashed_check
@@ -488,7 +507,12 @@ def _constant_time_eq(a: bytes, b: bytes) -> bool:
 class Cipherer:
     """An encrypt or decrypt operation: one-shot `run`, or `update`... then `final`."""
 
-    def __init__(self, run: Callable[[bytes], bytes], update: Callable[[bytes], bytes] | None = None, final: Callable[[], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        run: Callable[[bytes], bytes],
+        update: Callable[[bytes], bytes] | None = None,
+        final: Callable[[], bytes] | None = None,
+    ) -> None:
         self.run = run
         self._parts: list[bytes] = []
         self._update = update
@@ -559,7 +583,7 @@ def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
     if m in (C.CKM_AES_ECB, C.CKM_AES_CBC, C.CKM_AES_CBC_PAD):
         aes = _aes_key(key)
-        mode: modes.Mode = modes.ECB() if m == C.CKM_AES_ECB else modes.CBC(_iv(mech))  # noqa: S305
+        mode: modes.ECB | modes.CBC = modes.ECB() if m == C.CKM_AES_ECB else modes.CBC(_iv(mech))  # noqa: S305
         if m == C.CKM_AES_ECB and mech.param is not None:
             raise _bad_param("AES-ECB takes no parameter")
         ctx = Cipher(algorithms.AES(aes), mode).encryptor()
@@ -629,7 +653,7 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
     if m in (C.CKM_AES_ECB, C.CKM_AES_CBC, C.CKM_AES_CBC_PAD):
         aes = _aes_key(key)
-        mode: modes.Mode = modes.ECB() if m == C.CKM_AES_ECB else modes.CBC(_iv(mech))  # noqa: S305
+        mode: modes.ECB | modes.CBC = modes.ECB() if m == C.CKM_AES_ECB else modes.CBC(_iv(mech))  # noqa: S305
         ctx = Cipher(algorithms.AES(aes), mode).decryptor()
         if m == C.CKM_AES_CBC_PAD:
             unpadder = sym_padding.PKCS7(128).unpadder()

@@ -6,6 +6,7 @@ attribute: token objects keep it sealed under the card's data key, session objec
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from typing import Any
 
@@ -25,7 +26,7 @@ class TokenObject:
     """One object as this process sees it. `secret` is sealed key material (token objects); `material` is
     plaintext key material for session objects, which never leave the process."""
 
-    __slots__ = ("handle", "uid", "attrs", "secret", "material", "owner", "klass", "private")
+    __slots__ = ("attrs", "handle", "klass", "material", "owner", "private", "secret", "uid")
 
     def __init__(
         self,
@@ -52,14 +53,14 @@ class TokenObject:
         return A.get_ulong(self.attrs, attr)
 
     @property
-    def is_token(self) -> bool:
+    def is_token(self) -> builtins.bool:
         return self.owner == 0
 
     @property
     def key_type(self) -> int | None:
         return self.ulong(C.CKA_KEY_TYPE)
 
-    def matches(self, template: dict[int, bytes]) -> bool:
+    def matches(self, template: dict[int, bytes]) -> builtins.bool:
         attrs = self.attrs
         for attr, value in template.items():
             if attrs.get(attr) != value:
@@ -111,8 +112,14 @@ EC_CURVES: dict[str, ec.EllipticCurve] = {
 }
 CURVE_OIDS = {type(curve): oid for oid, curve in EC_CURVES.items()}
 ED25519_OID = "1.3.101.112"
-CURVE_NAMES = {"secp256r1": "1.2.840.10045.3.1.7", "prime256v1": "1.2.840.10045.3.1.7", "secp384r1": "1.3.132.0.34",
-               "secp521r1": "1.3.132.0.35", "edwards25519": ED25519_OID, "ed25519": ED25519_OID}
+CURVE_NAMES = {
+    "secp256r1": "1.2.840.10045.3.1.7",
+    "prime256v1": "1.2.840.10045.3.1.7",
+    "secp384r1": "1.3.132.0.34",
+    "secp521r1": "1.3.132.0.35",
+    "edwards25519": ED25519_OID,
+    "ed25519": ED25519_OID,
+}
 
 
 def oid_der(oid: str) -> bytes:

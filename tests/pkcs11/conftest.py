@@ -1,0 +1,30 @@
+"""Fixtures for the in-process tests of the built library: the loaded library and a card per test module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pkcs11
+import pytest
+from p11_support import CardEnv, make_card, reinitialize
+
+
+@pytest.fixture(scope="session")
+def p11lib(module_path: str) -> pkcs11.lib:
+    return pkcs11.lib(module_path)
+
+
+@pytest.fixture(scope="module")
+def card_env(p11lib: pkcs11.lib, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardEnv]:
+    """A fresh store with one card ('Test card', the standard PINs), loaded by the library."""
+    home = tmp_path_factory.mktemp("vsc-home")
+    serial = make_card(home)
+    previous = os.environ.get("VSC_HOME")
+    os.environ["VSC_HOME"] = str(home)
+    reinitialize(p11lib)
+    yield CardEnv(p11lib, home, serial)
+    if previous is None:
+        os.environ.pop("VSC_HOME", None)
+    else:
+        os.environ["VSC_HOME"] = previous
