@@ -420,3 +420,22 @@ def assert_server_saw(server: Background, key: CardKey, client: str) -> None:
     )
     pem = key.cert.public_bytes(serialization.Encoding.PEM).decode().strip()
     assert pem in out, f"{server.what} printed a client certificate other than the card's ({client}):\n{out}"
+
+
+HTTPS_SERVER = Path(__file__).resolve().parent / "https_server.py"
+
+
+def start_https_server(start: Any, card: E2ECard, version: str = "") -> tuple[Background, int]:
+    """The Python HTTPS test server (client certificate required); returns it and its port."""
+    port = free_port()
+    server: Background = start(
+        "python https server",
+        [sys.executable, str(HTTPS_SERVER), str(port), str(card.server_cert_path), str(card.server_key_path),
+         str(card.ca_path), version],
+    )  # fmt: skip
+    server.wait_for_text("READY")
+    return server, port
+
+
+def cert_sha256(key: CardKey) -> str:
+    return key.cert.fingerprint(hashes.SHA256()).hex()
