@@ -7,6 +7,7 @@ it, and the library is initialised again.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -77,3 +78,198 @@ class CardEnv:
 def public_key_of(obj: pkcs11.Object) -> Any:
     """The `cryptography` public key behind a token object, read from its CKA_PUBLIC_KEY_INFO."""
     return serialization.load_der_public_key(obj[CKA_PUBLIC_KEY_INFO])
+
+
+# --- ctypes: the raw C ABI, for what python-pkcs11 cannot express ------------------------------
+
+CK_ULONG = ctypes.c_ulong
+CK_RV = CK_ULONG
+
+
+class CK_VERSION(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte)]
+
+
+class CK_ATTRIBUTE(ctypes.Structure):
+    _fields_ = [("type", CK_ULONG), ("pValue", ctypes.c_void_p), ("ulValueLen", CK_ULONG)]
+
+
+class CK_MECHANISM(ctypes.Structure):
+    _fields_ = [("mechanism", CK_ULONG), ("pParameter", ctypes.c_void_p), ("ulParameterLen", CK_ULONG)]
+
+
+class CK_C_INITIALIZE_ARGS(ctypes.Structure):
+    _fields_ = [
+        ("CreateMutex", ctypes.c_void_p),
+        ("DestroyMutex", ctypes.c_void_p),
+        ("LockMutex", ctypes.c_void_p),
+        ("UnlockMutex", ctypes.c_void_p),
+        ("flags", CK_ULONG),
+        ("pReserved", ctypes.c_void_p),
+    ]
+
+
+class CK_INTERFACE(ctypes.Structure):
+    _fields_ = [("pInterfaceName", ctypes.c_char_p), ("pFunctionList", ctypes.c_void_p), ("flags", CK_ULONG)]
+
+
+class CK_SESSION_INFO(ctypes.Structure):
+    _fields_ = [("slotID", CK_ULONG), ("state", CK_ULONG), ("flags", CK_ULONG), ("ulDeviceError", CK_ULONG)]
+
+
+# The 2.40 function list in table order, each with its parameters: u = CK_ULONG, p = pointer.
+SIGNATURES: list[tuple[str, str]] = [
+    ("C_Initialize", "p"),
+    ("C_Finalize", "p"),
+    ("C_GetInfo", "p"),
+    ("C_GetFunctionList", "p"),
+    ("C_GetSlotList", "upp"),
+    ("C_GetSlotInfo", "up"),
+    ("C_GetTokenInfo", "up"),
+    ("C_GetMechanismList", "upp"),
+    ("C_GetMechanismInfo", "uup"),
+    ("C_InitToken", "upup"),
+    ("C_InitPIN", "upu"),
+    ("C_SetPIN", "upupu"),
+    ("C_OpenSession", "uuppp"),
+    ("C_CloseSession", "u"),
+    ("C_CloseAllSessions", "u"),
+    ("C_GetSessionInfo", "up"),
+    ("C_GetOperationState", "upp"),
+    ("C_SetOperationState", "upuuu"),
+    ("C_Login", "uupu"),
+    ("C_Logout", "u"),
+    ("C_CreateObject", "upup"),
+    ("C_CopyObject", "uupup"),
+    ("C_DestroyObject", "uu"),
+    ("C_GetObjectSize", "uup"),
+    ("C_GetAttributeValue", "uupu"),
+    ("C_SetAttributeValue", "uupu"),
+    ("C_FindObjectsInit", "upu"),
+    ("C_FindObjects", "upup"),
+    ("C_FindObjectsFinal", "u"),
+    ("C_EncryptInit", "upu"),
+    ("C_Encrypt", "upupp"),
+    ("C_EncryptUpdate", "upupp"),
+    ("C_EncryptFinal", "upp"),
+    ("C_DecryptInit", "upu"),
+    ("C_Decrypt", "upupp"),
+    ("C_DecryptUpdate", "upupp"),
+    ("C_DecryptFinal", "upp"),
+    ("C_DigestInit", "up"),
+    ("C_Digest", "upupp"),
+    ("C_DigestUpdate", "upu"),
+    ("C_DigestKey", "uu"),
+    ("C_DigestFinal", "upp"),
+    ("C_SignInit", "upu"),
+    ("C_Sign", "upupp"),
+    ("C_SignUpdate", "upu"),
+    ("C_SignFinal", "upp"),
+    ("C_SignRecoverInit", "upu"),
+    ("C_SignRecover", "upupp"),
+    ("C_VerifyInit", "upu"),
+    ("C_Verify", "upupu"),
+    ("C_VerifyUpdate", "upu"),
+    ("C_VerifyFinal", "upu"),
+    ("C_VerifyRecoverInit", "upu"),
+    ("C_VerifyRecover", "upupp"),
+    ("C_DigestEncryptUpdate", "upupp"),
+    ("C_DecryptDigestUpdate", "upupp"),
+    ("C_SignEncryptUpdate", "upupp"),
+    ("C_DecryptVerifyUpdate", "upupp"),
+    ("C_GenerateKey", "uppup"),
+    ("C_GenerateKeyPair", "uppupupp"),
+    ("C_WrapKey", "upuupp"),
+    ("C_UnwrapKey", "upupupup"),
+    ("C_DeriveKey", "upupup"),
+    ("C_SeedRandom", "upu"),
+    ("C_GenerateRandom", "upu"),
+    ("C_GetFunctionStatus", "u"),
+    ("C_CancelFunction", "u"),
+    ("C_WaitForSlotEvent", "upp"),
+]
+
+
+class CK_FUNCTION_LIST(ctypes.Structure):
+    _fields_ = [("version", CK_VERSION), *((name, ctypes.c_void_p) for name, _ in SIGNATURES)]
+
+
+_ARG_TYPES = {"u": CK_ULONG, "p": ctypes.c_void_p}
+
+
+class RawModule:
+    """The module through its C function list, called with ctypes (which releases the GIL, as C hosts do).
+
+    `m.C_Sign(h, data, len(data), None, ctypes.byref(n))` returns the CK_RV; pointer arguments take None,
+    bytes, ctypes buffers or ctypes.byref(...).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.dll = ctypes.CDLL(path)
+        self.dll.C_GetFunctionList.restype = CK_RV
+        self.dll.C_GetFunctionList.argtypes = [ctypes.c_void_p]
+        self.dll.C_GetInterfaceList.restype = CK_RV
+        self.dll.C_GetInterfaceList.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.dll.C_GetInterface.restype = CK_RV
+        self.dll.C_GetInterface.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, CK_ULONG]
+        table = ctypes.POINTER(CK_FUNCTION_LIST)()
+        rv = self.dll.C_GetFunctionList(ctypes.byref(table))
+        assert rv == 0, rv
+        self.functions = table.contents
+        self._calls: dict[str, Any] = {}
+        for name, sig in SIGNATURES:
+            proto = ctypes.CFUNCTYPE(CK_RV, *(_ARG_TYPES[c] for c in sig))
+            self._calls[name] = proto(getattr(self.functions, name))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._calls[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    # conveniences over the common calls
+    def open(self, slot: int, rw: bool = True) -> int:
+        h = CK_ULONG()
+        flags = 0x4 | (0x2 if rw else 0)
+        rv = self.C_OpenSession(slot, flags, None, None, ctypes.byref(h))
+        assert rv == 0, hex(rv)
+        return h.value
+
+    def login(self, h: int, pin: str, user_type: int = 1) -> int:
+        raw = pin.encode()
+        return int(self.C_Login(h, user_type, raw, len(raw)))
+
+    def find(self, h: int, template: list[tuple[int, bytes]]) -> list[int]:
+        attrs, keep = make_template(template)
+        rv = self.C_FindObjectsInit(h, attrs, len(template))
+        assert rv == 0, hex(rv)
+        out = (CK_ULONG * 64)()
+        n = CK_ULONG()
+        rv = self.C_FindObjects(h, out, 64, ctypes.byref(n))
+        assert rv == 0, hex(rv)
+        assert self.C_FindObjectsFinal(h) == 0
+        del keep
+        return list(out[: n.value])
+
+    def session_info(self, h: int) -> CK_SESSION_INFO:
+        info = CK_SESSION_INFO()
+        rv = self.C_GetSessionInfo(h, ctypes.byref(info))
+        assert rv == 0, hex(rv)
+        return info
+
+
+def ulong(value: int) -> bytes:
+    return bytes(CK_ULONG(value))
+
+
+def make_template(pairs: list[tuple[int, bytes]]) -> tuple[Any, list[Any]]:
+    """A CK_ATTRIBUTE array over the given raw values (and the buffers it points into, to keep alive)."""
+    attrs = (CK_ATTRIBUTE * max(1, len(pairs)))()
+    keep = []
+    for i, (attr, value) in enumerate(pairs):
+        buf = ctypes.create_string_buffer(value, len(value)) if value else None
+        keep.append(buf)
+        attrs[i].type = attr
+        attrs[i].pValue = ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None
+        attrs[i].ulValueLen = len(value)
+    return attrs, keep
