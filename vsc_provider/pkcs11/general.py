@@ -38,6 +38,8 @@ def initialize(args: InitArgs | None) -> None:
         if LIB.engine is not None and LIB.pid == pid:
             raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED)
         # A forked child inherits the parent's state: drop it without touching the parent's store handle.
+        if LIB.engine is not None:
+            LIB.abandoned.append(LIB.engine)
         LIB.engine = None
         LIB.sessions.clear()
         try:

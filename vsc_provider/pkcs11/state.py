@@ -70,6 +70,27 @@ class Library:
         self.next_handle = 0
         self.finalized = threading.Event()
         self.seen_slots: frozenset[int] = frozenset()
+        # Engines left behind by fork(): never closed in the child, whose store handle is the parent's.
+        self.abandoned: list[Engine] = []
+        self._fork_held: list[Any] = []
+
+    def before_fork(self) -> None:
+        """Hold every lock that guards the store, so no other thread is inside SQLite when fork() copies
+        the process (its mutexes would stay locked forever in the child). Waiting releases the GIL."""
+        held: list[Any] = [self.lock]
+        self.lock.acquire()
+        engine = self.engine
+        if engine is not None:
+            engine.lock.acquire()
+            held.append(engine.lock)
+            engine.store.lock.acquire()
+            held.append(engine.store.lock)
+        self._fork_held = held
+
+    def after_fork(self) -> None:
+        held, self._fork_held = self._fork_held, []
+        for lock in reversed(held):
+            lock.release()
 
     def require(self) -> Engine:
         engine = self.engine
@@ -91,6 +112,7 @@ class Library:
 
 
 LIB = Library()
+os.register_at_fork(before=LIB.before_fork, after_in_parent=LIB.after_fork, after_in_child=LIB.after_fork)
 
 
 def deliver(session: Session, attr: str, op: Operation, compute: Any, query: bool, capacity: int) -> bytes:

@@ -121,7 +121,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         old_umask = os.umask(0o077)
         try:
             self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -141,7 +141,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: BEGIN IMMEDIATE takes the write lock first, so read-modify-write is race-free."""
-        with self._lock:
+        with self.lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -152,12 +152,12 @@ class Store:
 
     def data_version(self) -> int:
         """Changes when another connection commits (cheap: no file read when nothing changed)."""
-        with self._lock:
+        with self.lock:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def load(self) -> tuple[list[CardRecord], dict[int, list[ObjectRecord]]]:
         """Everything, in one read transaction so cards and objects are consistent with each other."""
-        with self._lock:
+        with self.lock:
             self._db.execute("BEGIN")
             try:
                 cards = [_card(r) for r in self._db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]  # noqa: S608 - constant columns
