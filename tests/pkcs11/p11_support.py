@@ -26,9 +26,10 @@ SO_PIN = "19283746"
 # Attributes python-pkcs11 has no name for: read and written as raw bytes.
 CKA_PUBLIC_KEY_INFO = 0x129
 CKA_PROFILE_ID = 0x601
+CKA_CERTIFICATE_CATEGORY = 0x87
 CKO_PROFILE = 0x9
 CKP_PUBLIC_CERTIFICATES_TOKEN = 4
-for _raw in (CKA_PUBLIC_KEY_INFO, CKA_PROFILE_ID):
+for _raw in (CKA_PUBLIC_KEY_INFO, CKA_PROFILE_ID, CKA_CERTIFICATE_CATEGORY):
     pkcs11.attributes.ATTRIBUTE_TYPES[_raw] = (bytes, bytes)  # type: ignore[index]
 
 
