@@ -1,0 +1,100 @@
+"""The `vsc` command as users run it: a subprocess on a private VSC_HOME."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import SO_PIN, USER_PIN, run_vsc
+
+
+def test_card_lifecycle_with_json(vsc_home):
+    created = json.loads(
+        run_vsc("card", "create", "--label", "Work card", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json").stdout
+    )
+    assert created["uri"].startswith("pkcs11:") and "token=Work%20card" in created["uri"]
+    assert f"serial={created['serial']}" in created["uri"]
+    listed = json.loads(run_vsc("card", "list", "--json").stdout)
+    assert [c["serial"] for c in listed] == [created["serial"]]
+    assert listed[0]["server"] is None
+    run_vsc("card", "delete", created["serial"], "--yes")
+    assert json.loads(run_vsc("card", "list", "--json").stdout) == []
+    assert (vsc_home / "store.sqlite").exists()
+    assert (vsc_home / "device.key").stat().st_mode & 0o077 == 0
+
+
+def test_keys_certificates_and_uris(vsc_home, card):
+    keys = json.loads(
+        run_vsc(
+            "key", "generate", "--card", card, "--type", "p256", "--label", "tls", "--pin", USER_PIN, "--json"
+        ).stdout
+    )
+    public = next(k for k in keys if k["kind"] == "public")
+    assert public["details"]["curve"] == "1.2.840.10045.3.1.7"
+    assert ";object=tls;type=public" in public["uri"] and ";id=%" in public["uri"]
+    # Before login, `card show` lists the public key but not the private one.
+    shown = json.loads(run_vsc("card", "show", card, "--json").stdout)
+    assert {o["kind"] for o in shown["objects"]} == {"public"}
+    with_pin = json.loads(run_vsc("card", "show", card, "--pin", USER_PIN, "--json").stdout)
+    assert {o["kind"] for o in with_pin["objects"]} == {"public", "private"}
+
+    # A certificate for that key, made outside: the import finds the key's CKA_ID by public key.
+    from vsc_provider.token.engine import Engine
+
+    engine = Engine()
+    state = next(iter(engine.cards.values()))
+    pub_obj = next(o for o in state.objects.values() if o.klass == 2)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Alice")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")]))
+        .public_key(engine.crypto_key(state, pub_obj))
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = vsc_home / "alice.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    imported = json.loads(run_vsc("cert", "import", "--card", card, str(pem), "--pin", USER_PIN, "--json").stdout)
+    assert imported["id"] == public["id"]
+    assert imported["label"] == "Alice"
+    assert imported["details"]["subject"] == "CN=Alice"
+    exported = run_vsc("cert", "export", "--card", card, "Alice").stdout
+    assert x509.load_pem_x509_certificate(exported.encode()) == cert
+    deleted = run_vsc("key", "delete", "--card", card, public["id"], "--pin", USER_PIN).stdout
+    assert "deleted 3 object(s)" in deleted
+
+
+def test_pin_change_and_reset(vsc_home, card):
+    run_vsc("pin", "change", "--card", card, "--old", USER_PIN, "--new", "583920")
+    bad = run_vsc("key", "list", "--card", card, "--pin", USER_PIN, check=False)
+    assert bad.returncode != 0 and "wrong PIN" in bad.stderr and "CKR_PIN_INCORRECT" in bad.stderr
+    run_vsc("key", "list", "--card", card, "--pin", "583920")
+    run_vsc("pin", "reset", "--card", card, "--so-pin", SO_PIN, "--new", "640271")
+    run_vsc("key", "list", "--card", card, "--pin", "640271")
+
+
+def test_clear_one_line_errors(vsc_home, card):
+    weak = run_vsc("card", "create", "--label", "x", "--pin", "123456", "--so-pin", SO_PIN, check=False)
+    assert weak.returncode != 0
+    assert weak.stderr.strip().splitlines() == ["Error: a PIN may not be an ascending or descending run"]
+    missing = run_vsc("key", "list", "--card", "nope", check=False)
+    assert missing.returncode != 0 and "no card 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    no_pin = run_vsc("key", "generate", "--card", card, "--label", "k", check=False)
+    assert no_pin.returncode != 0 and "needed" in no_pin.stderr
+
+
+def test_module_path_and_p11kit_file(vsc_home, module_path, tmp_path):
+    assert run_vsc("module", "path").stdout.strip() == module_path
+    target = tmp_path / "modules" / "vsc.module"
+    run_vsc("module", "p11-kit", "--write", str(target))
+    assert f"module: {module_path}" in target.read_text()
