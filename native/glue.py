@@ -559,7 +559,12 @@ _sign = _signing.sign
 def C_Sign(h, p_data, data_len, p_sig, pul_sig):
     if pul_sig == NULL:
         return BAD
-    data = _buffer(p_data, data_len)[:] if data_len else _bytes(p_data, data_len)
+    if data_len:
+        if p_data == NULL:  # ffi.buffer would read from wherever NULL + n points
+            return BAD
+        data = _buffer(p_data, data_len)[:]
+    else:
+        data = b""
     try:
         out = _sign(h, data, p_sig == NULL, pul_sig[0])
     except BufferTooSmall as exc:
