@@ -65,6 +65,17 @@ def _aad(serial: str, role: str) -> bytes:
     return f"vsc-card:{serial}:{role}".encode()
 
 
+def _server_checked(rec: CardRecord) -> bool:
+    return bool(rec.server) and (rec.server or {}).get("pin_check") == "server"
+
+
+def _server_secret(rec: CardRecord, pin: bytes, device_key: bytes) -> bytes:
+    """The one call from the token into provisioning (issue 5): a server-checked PIN's extra key layer."""
+    from vsc_provider.provisioning.client import server_secret
+
+    return server_secret(rec, pin, device_key)
+
+
 @dataclass
 class Card:
     """One card in this process: its record, objects, and (after login) its data key and loaded keys."""
@@ -228,9 +239,28 @@ class Engine:
                 self.store.delete_card(db, slot_id)
             self.refresh(force=True)
 
-    def _wrap(self, data_key: bytes, pin: bytes, salt: bytes, kdf: keywrap.KdfParams, serial: str, role: str) -> bytes:
+    def _wrap(
+        self, data_key: bytes, pin: bytes, salt: bytes, kdf: keywrap.KdfParams, serial: str, role: str,
+        server_secret: bytes | None = None,
+    ) -> bytes:
         kek = keywrap.derive(pin, salt, kdf)
-        return keywrap.wrap_layers(data_key, [kek, self.device_key], _aad(serial, role))
+        layers = [kek, server_secret, self.device_key] if server_secret else [kek, self.device_key]
+        return keywrap.wrap_layers(data_key, layers, _aad(serial, role))
+
+    def bind_server_secret(self, card: Card, pin: bytes, secret: bytes | None) -> None:
+        """Re-wrap the user's copy of the data key with (or, given None, without) a server-held layer.
+
+        The caller (vsc_provider.provisioning) marks the card's server binding `pin_check: server`, after
+        which verify_pin asks the server for that layer: see _server_secret.
+        """
+        if card.data_key is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
+        salt = secrets.token_bytes(16)
+        kdf = keywrap.KdfParams(**card.record.kdf)
+        wrapped = self._wrap(card.data_key, pin, salt, kdf, card.serial, "user", server_secret=secret)
+        with self.store.transaction() as db:
+            self.store.update_card(db, card.slot_id, user_salt=salt, user_wrapped=wrapped)
+        self.refresh(force=True)
 
     # --- PINs ---------------------------------------------------------------------------------
 
@@ -242,6 +272,9 @@ class Engine:
         """
         role = "so" if so else "user"
         policy = card.policy
+        server_secret = None
+        if not so and _server_checked(card.record):
+            server_secret = _server_secret(card.record, pin, self.device_key)  # raises on a refused PIN
         now = time.time()
         with self.store.transaction() as db:
             rec = self.store.card(db, card.slot_id)
@@ -265,6 +298,8 @@ class Engine:
                 )
             self.store.update_card(db, card.slot_id, **{f"{role}_failures": failures + 1})
         card.record = rec
+        if server_secret is not None:
+            inner = keywrap.unseal(server_secret, inner, _aad(rec.serial, role)) or b""
         kek = keywrap.derive(pin, salt, keywrap.KdfParams(**rec.kdf))
         data_key = keywrap.unseal(kek, inner, _aad(rec.serial, role))
         with self.store.transaction() as db:
@@ -303,6 +338,8 @@ class Engine:
     def set_user_pin(self, card: Card, new_pin: bytes) -> None:
         """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter."""
         card.policy.check(new_pin)
+        if _server_checked(card.record):
+            raise CKRError(C.CKR_FUNCTION_NOT_SUPPORTED, "this card's PIN is checked by its server: change it there")
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
         salt = secrets.token_bytes(16)

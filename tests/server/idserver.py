@@ -1,0 +1,123 @@
+"""The real identity server as a subprocess on 127.0.0.1 (a free port, TLS), and a protocol driver with
+software keys for tests that exercise the server alone (bad input, concurrency)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from vsc_provider.provisioning import wire
+from vsc_provider.provisioning.device import DeviceKey
+from vsc_provider.provisioning.http import PinnedClient, ServerError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class IdServer:
+    data: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    url: str = ""
+    pin: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self) -> PinnedClient:
+        return PinnedClient(self.url, self.pin)
+
+    def admin(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        token = json.loads((self.data / "admin.json").read_text())["token"]
+        with self.client() as c:
+            return c.call(method, path, body, headers={"Authorization": f"Bearer {token}"})
+
+    def link(self, user: str = "alice", profile: str = "default") -> str:
+        return str(self.admin("POST", "/admin/activations", {"user": user, "profile": profile})["link"])
+
+    def devices(self) -> list[dict[str, Any]]:
+        return list(self.admin("GET", "/admin/devices")["devices"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_server(data: Path, env: dict[str, str] | None = None, port: int | None = None) -> IdServer:
+    port = port or free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    log = open(data.parent / f"{data.name}.log", "ab")  # closed with the process
+    full_env = {**os.environ, "VSC_SERVER_PIN_DELAY": "0.05", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=full_env,
+    )
+    server = IdServer(data, port, proc, env=full_env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(data.parent / f'{data.name}.log').read_text()}")
+        info = data / "server.json"
+        if info.exists():
+            where = json.loads(info.read_text())
+            server.url, server.pin = where["url"], where["pin"]
+            try:
+                with server.client() as c:
+                    c.call("GET", "/v1/server")
+                return server
+            except ServerError:
+                pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError("the identity server did not come up within 60 s")
+
+
+# --- a software device for server-only tests ------------------------------------------------------
+
+
+def software_csr(key: Any, cn: str = "test") -> str:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    )
+    return wire.b64u(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+def light_request(
+    server: IdServer, link: str, device: DeviceKey | None = None, **overrides: Any
+) -> tuple[dict[str, Any], PinnedClient]:
+    """A valid activation JWS for a 'light' profile link (one P-256 key), built with software keys."""
+    parsed = wire.ActivationLink.parse(link)
+    device = device or DeviceKey.generate()
+    client = server.client()
+    payload = {
+        "code": parsed.code,
+        "keys": [{"id": "auth", "csr": software_csr(ec.generate_private_key(ec.SECP256R1()))}],
+    }
+    payload.update(overrides)
+    return device.sign(server.url + "/v1/activate", client.nonce(), payload), client
+
+
+def weak_device() -> DeviceKey:
+    return DeviceKey(rsa.generate_private_key(65537, 1024))

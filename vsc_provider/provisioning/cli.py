@@ -1,0 +1,102 @@
+"""`vsc activate LINK` and `vsc identity ...`: the user's side of the identity server."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from vsc_provider.provisioning import client
+from vsc_provider.provisioning.http import ServerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _server_errors(fn: F) -> F:
+    """Server refusals as one-line messages; PKCS#11 errors go through the main CLI's `friendly`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from vsc_provider.cli import friendly  # vsc_provider.cli imports this module: bind late
+
+        try:
+            return friendly(fn)(*args, **kwargs)
+        except (ServerError, client.CardWiped) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _new_pin(value: str | None, prompt: str) -> str:
+    from vsc_provider.cli import _new_pin as ask_new
+
+    return ask_new(value, prompt)
+
+
+def _ask(value: str | None, prompt: str) -> str:
+    from vsc_provider.cli import _ask as ask
+
+    return ask(value, prompt)
+
+
+@click.command("activate")
+@click.argument("link")
+@click.option("--pin", default=None, help="the new card's user PIN (asked twice when omitted)")
+@click.option("--label", default=None, help="card label (default: the user name from the server)")
+@click.option("--json", "as_json", is_flag=True)
+@_server_errors
+def activate(link: str, pin: str | None, label: str | None, as_json: bool) -> None:
+    """Activate a card from a personal://activate?... link: keys are generated here, certified by the server."""
+    info = client.activate(link, _new_pin(pin, "New PIN for the card"), label)
+    if as_json:
+        click.echo(json.dumps(info.to_json(), indent=2))
+    else:
+        click.echo(f"activated card {info.label!r} serial {info.serial} (server {info.server})\n  {info.uri}")
+
+
+@click.group("identity")
+def identity() -> None:
+    """Cards bound to an identity server: status, renew, delete, migrate."""
+
+
+@identity.command("status")
+@click.argument("card_ref")
+@_server_errors
+def status(card_ref: str) -> None:
+    """Contact the card's server (a card the server deleted is wiped now)."""
+    click.echo(json.dumps(client.status(card_ref)))
+
+
+@identity.command("renew")
+@click.argument("card_ref")
+@click.option("--pin", default=None)
+@_server_errors
+def renew(card_ref: str, pin: str | None) -> None:
+    """New keys and certificates; the old keys are destroyed afterwards."""
+    info = client.renew(card_ref, _ask(pin, "User PIN"))
+    click.echo(f"renewed card {info.label!r} ({info.serial})")
+
+
+@identity.command("delete")
+@click.argument("card_ref")
+@click.option("--force", is_flag=True, help="wipe even if the server cannot be told")
+@_server_errors
+def delete(card_ref: str, force: bool) -> None:
+    """Tell the server, then wipe the card."""
+    client.delete(card_ref, force)
+    click.echo(f"deleted {card_ref}")
+
+
+@identity.command("migrate")
+@click.argument("card_ref")
+@click.option("--to", "target", required=True, help="https URL of the new server")
+@click.option("--to-pin", "target_pin", required=True, help="SHA-256 pin of the new server's TLS key")
+@click.option("--pin", default=None)
+@_server_errors
+def migrate(card_ref: str, target: str, target_pin: str, pin: str | None) -> None:
+    """Move the card to another server; the keys stay on the device."""
+    info = client.migrate(card_ref, _ask(pin, "User PIN"), target, target_pin)
+    click.echo(f"card {info.label!r} now belongs to {info.server}")

@@ -1,0 +1,386 @@
+"""The provisioning protocol as the device runs it: activate, status, renew, delete, migrate, PIN checks.
+
+A card's server binding (the `server` JSON of its store record) holds the server URL, the TLS pin and
+certificate, the device id, the sealed device key and the ids of the keys the server knows.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import time
+from hashlib import sha256
+from typing import Any
+
+from vsc_provider import api
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.provisioning import device, wire
+from vsc_provider.provisioning.http import PinnedClient, ServerError
+from vsc_provider.token import keywrap
+from vsc_provider.token.engine import Card, Engine
+from vsc_provider.token.pin import weakness
+from vsc_provider.token.store import CardRecord
+
+log = logging.getLogger("vsc.provisioning")
+
+PIN_VERIFIER_KDF = keywrap.KdfParams()
+
+
+class CardWiped(Exception):
+    """The server deleted (or migrated away) the card's identity; the card was wiped here."""
+
+
+def pin_verifier(pin: bytes, salt: bytes) -> bytes:
+    """What the server keeps to check PIN proofs: scrypt of the PIN under its own salt and purpose."""
+    return keywrap.derive(b"vsc-pin-verifier:" + pin, salt, PIN_VERIFIER_KDF)
+
+
+def _set_binding(eng: Engine, card: Card, binding: dict[str, Any]) -> None:
+    with eng.store.transaction() as db:
+        eng.store.update_card(db, card.slot_id, server=binding)
+    eng.refresh(force=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def purge_unfinished(eng: Engine) -> int:
+    """Cards left by an activation that was killed half-way (its process is gone) are removed."""
+    eng.refresh()
+    gone = 0
+    for card in list(eng.cards.values()):
+        binding = card.record.server or {}
+        if binding.get("state") == "activating" and not _pid_alive(int(binding.get("pid", 0))):
+            eng.delete_card(card.slot_id)
+            gone += 1
+    return gone
+
+
+def _device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
+    binding = card.record.server or {}
+    if binding.get("state") != "active":
+        raise CKRError(C.CKR_FUNCTION_FAILED, "this card is not bound to a server")
+    key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
+    with PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client:
+        body = key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
+        try:
+            return client.call("POST", path, body)
+        except ServerError as exc:
+            if exc.status == 410 and exc.error in ("device_deleted", "device_migrated"):
+                wipe(eng, card)
+                raise CardWiped(
+                    f"the server {exc.error.split('_')[1]} this card's identity: card {card.serial} wiped"
+                ) from None
+            raise
+
+
+def wipe(eng: Engine, card: Card) -> None:
+    log.warning("wiping card %s (%s) as its server asked", card.serial, card.label)
+    eng.delete_card(card.slot_id)
+
+
+# --- activation -------------------------------------------------------------------------------------
+
+
+def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo:
+    link = wire.ActivationLink.parse(link_text)
+    problem = weakness(pin.encode())
+    if problem:
+        raise CKRError(C.CKR_PIN_INVALID, problem)
+    eng: Engine = api.engine()
+    purge_unfinished(eng)
+    with PinnedClient(link.server, link.pin) as client:
+        offer = client.call("POST", "/v1/offer", {"code": link.code})
+        profile = offer["profile"]
+        if len(pin) < int(profile.get("pin_min_length", 6)):
+            raise CKRError(
+                C.CKR_PIN_LEN_RANGE, f"this server wants PINs of at least {profile['pin_min_length']} digits"
+            )
+        dev = device.DeviceKey.generate()
+        so_pin = "".join(secrets.choice("0123456789") for _ in range(16))  # unblocking is the server admin's job
+        pending = {"url": link.server, "pin": link.pin, "state": "activating", "pid": os.getpid()}
+        card = eng.create_card(
+            (label or offer["user"])[:32], so_pin.encode(), pin.encode(), api.default_policy_from_env(), server=pending
+        )
+        try:
+            binding = _activate_card(eng, card, client, link, dev, offer, pin)
+        except BaseException:
+            eng.delete_card(card.slot_id)
+            raise
+    log.info("activated card %s with %s", card.serial, link.server)
+    return api.card_info(eng.cards[card.slot_id]) if binding else api.card_info(card)
+
+
+def _generate_requests(
+    h: int, card: Card, requests: list[dict[str, Any]], user: str
+) -> tuple[list[device.CardKey], list[dict[str, str]]]:
+    made, entries = [], []
+    for req in requests:
+        if req["format"] == "imported":
+            continue
+        key = device.generate(h, card, req["id"], req["type"], f"{user} {req['id']}"[:64])
+        made.append(key)
+        entries.append({"id": req["id"], "csr": wire.b64u(device.csr(h, key, user))})
+    return made, entries
+
+
+def _install(
+    h: int, card: Card, dev: device.DeviceKey, made: list[device.CardKey], issued: list[dict[str, Any]], user: str
+) -> list[dict[str, Any]]:
+    by_id = {k.request_id: k for k in made}
+    recorded = []
+    for entry in issued:
+        label = f"{user} {entry['id']}"[:64]
+        if entry.get("format") == "imported":
+            key_id = device.import_private_key(h, dev.open(entry["key"]), label)
+        else:
+            key_id = by_id[entry["id"]].key_id
+        if "certificate" in entry:
+            device.install_certificate(h, wire.unb64u(entry["certificate"]), key_id, label)
+        recorded.append(
+            {"id": entry["id"], "usage": entry.get("usage"), "format": entry.get("format"), "key_id": key_id.hex()}
+        )
+    return recorded
+
+
+def _activate_card(
+    eng: Engine,
+    card: Card,
+    client: PinnedClient,
+    link: wire.ActivationLink,
+    dev: device.DeviceKey,
+    offer: dict[str, Any],
+    pin: str,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    profile = offer["profile"]
+    with api.session(card, pin=pin) as h:
+        made, entries = _generate_requests(h, card, profile["keys"], offer["user"])
+        payload: dict[str, Any] = {"keys": entries}
+        if ticket is None:
+            payload["code"] = link.code
+        else:
+            payload["ticket"] = ticket
+        pv_salt = secrets.token_bytes(16)
+        if not profile.get("offline", True):
+            payload["pin_verifier"] = device.jwe_to_server(offer["server"]["jwks"], pin_verifier(pin.encode(), pv_salt))
+        nonce = client.nonce()
+        attestation = device.attest(dev, nonce)
+        if attestation is not None:
+            payload["attestation"] = attestation
+        body = dev.sign(link.server + "/v1/activate", nonce, payload)
+        result = client.call("POST", "/v1/activate", body)
+        recorded = _install(h, card, dev, made, result["keys"], offer["user"])
+        online = "secret" in result
+        if online:
+            eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]))
+    binding = {
+        "url": link.server,
+        "pin": link.pin,
+        "cert": client.cert_der.hex(),
+        "state": "active",
+        "device": result["device"],
+        "device_key": dev.seal(eng.device_key, card.serial),
+        "user": result["user"],
+        "profile": result["profile"],
+        "offline": not online,
+        "pin_check": "server" if online else "local",
+        "pin_salt": pv_salt.hex(),
+        "keys": recorded,
+        "activated": time.time(),
+    }
+    _set_binding(eng, card, binding)
+    return binding
+
+
+# --- later calls ------------------------------------------------------------------------------------
+
+
+def status(ref: str) -> dict[str, Any]:
+    """Contact the server: wipes the card if the server deleted it; tells whether a renewal is due."""
+    eng: Engine = api.engine()
+    card = api.find_card(ref)
+    result = _device_call(card, "/v1/status", {}, eng)
+    if result.get("state") in ("deleted", "migrated"):
+        wipe(eng, card)
+        raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
+    return result
+
+
+def delete(ref: str, force: bool = False) -> None:
+    """Tell the server, then wipe (with force: wipe even when the server cannot be told)."""
+    eng: Engine = api.engine()
+    card = api.find_card(ref)
+    try:
+        _device_call(card, "/v1/delete", {}, eng)
+    except CardWiped:
+        return
+    except ServerError:
+        if not force:
+            raise
+    eng.delete_card(card.slot_id)
+
+
+def renew(ref: str, pin: str) -> api.CardInfo:
+    """New keys on the device, certificates for them, then the old keys destroyed.
+
+    Order matters for crashes: until the new certificates are installed the old keys stay, so a crash
+    at any point leaves a card with at least one complete, usable set.
+    """
+    eng: Engine = api.engine()
+    card = api.find_card(ref)
+    binding = dict(card.record.server or {})
+    dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
+    with (
+        PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client,
+        api.session(card, pin=pin) as h,
+    ):
+        offer_keys = [{"id": k["id"], "type": _kind_of(card, k), "format": k["format"]} for k in binding["keys"]]
+        made, entries = _generate_requests(h, card, offer_keys, binding["user"])
+        nonce = client.nonce()
+        body = dev.sign(binding["url"] + "/v1/renew", nonce, {"keys": entries}, kid=binding["device"])
+        try:
+            result = client.call("POST", "/v1/renew", body)
+        except BaseException:
+            for key in made:
+                device.destroy_key_id(h, card, key.key_id)
+            raise
+        recorded = _install(h, card, dev, made, result["keys"], binding["user"])
+        old = {k["id"]: k for k in binding["keys"]}
+        kept = [k for k in binding["keys"] if k["format"] == "imported"]
+        for entry in recorded:
+            device.destroy_key_id(h, card, bytes.fromhex(old[entry["id"]]["key_id"]))
+        binding["keys"] = kept + recorded
+        binding["renewed"] = time.time()
+    _set_binding(eng, card, binding)
+    return api.card_info(eng.cards[card.slot_id])
+
+
+def _kind_of(card: Card, recorded: dict[str, Any]) -> str:
+    from vsc_provider.token import objects as O
+
+    key_id = bytes.fromhex(recorded["key_id"])
+    for obj in card.objects.values():
+        if obj.klass == C.CKO_PUBLIC_KEY and obj.attrs.get(C.CKA_ID) == key_id:
+            from vsc_provider.ck import attributes as A
+
+            key_type = A.get_ulong(obj.attrs, C.CKA_KEY_TYPE)
+            if key_type == C.CKK_RSA:
+                return f"rsa{A.get_ulong(obj.attrs, C.CKA_MODULUS_BITS)}"
+            curve = O.curve_from_params(obj.attrs[C.CKA_EC_PARAMS])
+            return {"1.2.840.10045.3.1.7": "p256", "1.3.132.0.34": "p384"}.get(curve, "ed25519")
+    raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"key {recorded['id']} is missing from the card")
+
+
+def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInfo:
+    """Move the card from its server A to server B: A signs a ticket naming the keys, B certifies the same
+    keys (proved by CSRs signed on the token), and the card's binding then names only B."""
+    eng: Engine = api.engine()
+    card = api.find_card(ref)
+    binding = dict(card.record.server or {})
+    target_url = target_url.rstrip("/")
+    with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin) as h:
+        info = target.call("GET", "/v1/server")
+        ticket = _device_call(card, "/v1/migration", {"target": target_url}, eng)["ticket"]
+        dev = device.DeviceKey.generate()
+        entries = []
+        moved = [k for k in binding["keys"] if k["format"] != "imported"]
+        made = []
+        for k in moved:
+            key_id = bytes.fromhex(k["key_id"])
+            pub = next(
+                o for o in card.objects.values() if o.klass == C.CKO_PUBLIC_KEY and o.attrs.get(C.CKA_ID) == key_id
+            )
+            priv = next(
+                o for o in card.objects.values() if o.klass == C.CKO_PRIVATE_KEY and o.attrs.get(C.CKA_ID) == key_id
+            )
+            key = device.CardKey(
+                k["id"], _kind_of(card, k), key_id, pub.handle, priv.handle, pub.attrs[C.CKA_PUBLIC_KEY_INFO]
+            )
+            made.append(key)
+            entries.append({"id": k["id"], "csr": wire.b64u(device.csr(h, key, binding["user"]))})
+        pv_salt = secrets.token_bytes(16)
+        payload: dict[str, Any] = {
+            "ticket": ticket,
+            "keys": entries,
+            "pin_verifier": device.jwe_to_server(info["jwks"], pin_verifier(pin.encode(), pv_salt)),
+        }
+        nonce = target.nonce()
+        attestation = device.attest(dev, nonce)
+        if attestation is not None:
+            payload["attestation"] = attestation
+        result = target.call("POST", "/v1/activate", dev.sign(target_url + "/v1/activate", nonce, payload))
+        for k in made:  # the old server's certificates go; the keys stay
+            for obj in list(card.objects.values()):
+                if obj.klass == C.CKO_CERTIFICATE and obj.attrs.get(C.CKA_ID) == k.key_id:
+                    from vsc_provider.pkcs11 import objects as P
+
+                    P.destroy_object(h, obj.handle)
+        recorded = _install(h, card, dev, made, result["keys"], result["user"])
+        online = "secret" in result
+        eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]) if online else None)
+    binding.update(
+        url=target_url,
+        pin=target_pin,
+        cert=target.cert_der.hex(),
+        device=result["device"],
+        device_key=dev.seal(eng.device_key, card.serial),
+        profile=result["profile"],
+        offline=not online,
+        pin_check="server" if online else "local",
+        pin_salt=pv_salt.hex(),
+        keys=[k for k in binding["keys"] if k["format"] == "imported"] + recorded,
+        migrated=time.time(),
+    )
+    _set_binding(eng, card, binding)
+    return api.card_info(eng.cards[card.slot_id])
+
+
+# --- the engine's hook for server-checked PINs -------------------------------------------------------
+
+
+def server_secret(record: CardRecord, pin: bytes, device_file_key: bytes) -> bytes:
+    """Prove the PIN to the card's server (HMAC over a fresh nonce, never the PIN) and get the secret
+    that is one layer of the card's data key. Raises CKRError with the PKCS#11 meaning of the answer."""
+    binding = record.server or {}
+    try:
+        dev = device.DeviceKey.unseal(binding["device_key"], device_file_key, record.serial)
+        verifier = pin_verifier(pin, bytes.fromhex(binding["pin_salt"]))
+        with PinnedClient(
+            binding["url"], binding["pin"], bytes.fromhex(binding["cert"]), timeout=_LOGIN_TIMEOUT
+        ) as client:
+            nonce = client.nonce()
+            proof = hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
+            body = dev.sign(binding["url"] + "/v1/pin", nonce, {"proof": wire.b64u(proof)}, kid=binding["device"])
+            result = client.call("POST", "/v1/pin", body)
+        return dev.open(result["secret"])
+    except ServerError as exc:
+        if exc.error == "pin_incorrect":
+            raise CKRError(
+                C.CKR_PIN_INCORRECT, f"wrong PIN ({exc.body.get('tries_left')} tries left on the server)"
+            ) from None
+        if exc.error == "pin_blocked":
+            raise CKRError(
+                C.CKR_PIN_LOCKED, "the server blocked the PIN: ask its administrator to unblock it"
+            ) from None
+        if exc.error == "pin_wait":
+            raise CKRError(
+                C.CKR_FUNCTION_FAILED, f"too many wrong PINs: wait {exc.body.get('retry_after', 0):.0f}s"
+            ) from None
+        log.error("server PIN check for card %s failed: %s", record.serial, exc)
+        raise CKRError(C.CKR_DEVICE_ERROR, f"the card's server cannot check the PIN: {exc}") from None
+
+
+import httpx  # noqa: E402
+
+_LOGIN_TIMEOUT = httpx.Timeout(10.0, connect=5.0)

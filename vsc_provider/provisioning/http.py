@@ -1,0 +1,128 @@
+"""The one HTTP client setup: httpx over TLS pinned to the server's key, never the system CAs.
+
+On first contact the server's certificate is fetched and its SubjectPublicKeyInfo checked against the
+SHA-256 pin from the activation link; from then on OpenSSL trusts exactly that certificate (as a partial
+chain anchor) and nothing else, and every response's peer certificate is checked against the pin again.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from vsc_provider.provisioning import wire
+
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class ServerError(Exception):
+    """A refused or failed server call; `error` is the server's code (or a local one)."""
+
+    def __init__(self, status: int, error: str, detail: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{detail} ({error}, HTTP {status})" if status else f"{detail} ({error})")
+        self.status, self.error, self.detail, self.body = status, error, detail, body or {}
+
+
+class PinMismatch(ServerError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "pin_mismatch", detail)
+
+
+def cert_pin(der: bytes) -> str:
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return wire.spki_pin(spki)
+
+
+def fetch_certificate(url: str, pin: str, timeout: float = 10.0) -> bytes:
+    """The server's leaf certificate (DER), refused unless its key matches the pin."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the pin below is the check
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            ctx.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        raise ServerError(0, "unreachable", f"cannot reach {url}: {exc}") from None
+    if not der or cert_pin(der) != pin:
+        raise PinMismatch(f"{url} presents a certificate whose key does not match the pinned one")
+    return der
+
+
+def _context(cert_der: bytes) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False  # the pinned certificate itself is the identity
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(cert_der))
+    return ctx
+
+
+class PinnedClient:
+    """JSON calls to one server; any other certificate, even a CA-trusted one, fails the handshake."""
+
+    def __init__(self, url: str, pin: str, cert_der: bytes | None = None, timeout: httpx.Timeout = TIMEOUT) -> None:
+        self.url = url.rstrip("/")
+        self.pin = pin
+        if cert_der is None or cert_pin(cert_der) != pin:
+            cert_der = fetch_certificate(self.url, pin)
+        self.cert_der = cert_der
+        self._http = httpx.Client(base_url=self.url, verify=_context(cert_der), timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PinnedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_peer(self, response: httpx.Response) -> None:
+        stream = response.extensions.get("network_stream")
+        tls = stream.get_extra_info("ssl_object") if stream is not None else None
+        der = tls.getpeercert(True) if tls is not None else None
+        if not der or cert_pin(der) != self.pin:
+            raise PinMismatch(f"{self.url} answered with a certificate that does not match the pin")
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, json=body, headers=headers)
+        except httpx.ConnectError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise PinMismatch(f"{self.url} presents a certificate other than the pinned one") from None
+            raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
+        self._check_peer(response)
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        if response.status_code >= 400:
+            raise ServerError(
+                response.status_code,
+                str(data.get("error", "http")),
+                str(data.get("detail", response.reason_phrase)),
+                data,
+            )
+        return data
+
+    def nonce(self) -> str:
+        return str(self.call("GET", "/v1/nonce")["nonce"])

@@ -1,0 +1,75 @@
+"""What both ends of the provisioning protocol agree on: encodings, algorithms, limits and link format.
+
+The server (vsc_provider.server) and the client (vsc_provider.provisioning) both import this module, so a
+constant such as the accepted JWS algorithms is written down once; docs/protocol.md describes the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+JWS_ALGS = ("RS256", "RS512")
+MIN_RSA_BITS = 2048
+JWE_ALG = "RSA-OAEP-256"
+JWE_ENC = "A256GCM"
+MAX_BODY = 256 * 1024
+NONCE_TTL = 300.0
+LINK_SCHEME = "personal"
+KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "ed25519")
+KEY_USAGES = ("auth", "sign", "encryption")
+KEY_FORMATS = ("certificate", "jwk", "imported")
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64u(text: str) -> bytes:
+    if not isinstance(text, str) or not text.isascii() or any(c in text for c in "=+/ \n"):
+        raise ValueError("not base64url without padding")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def canonical(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+def spki_pin(spki_der: bytes) -> str:
+    """The pin of a TLS key: base64url SHA-256 of its DER SubjectPublicKeyInfo."""
+    return b64u(hashlib.sha256(spki_der).digest())
+
+
+@dataclass(frozen=True)
+class ActivationLink:
+    """personal://activate?server=<https URL>&code=<one-time code>&pin=<sha256 pin of the TLS key>"""
+
+    server: str
+    code: str
+    pin: str
+
+    def __str__(self) -> str:
+        return (
+            f"{LINK_SCHEME}://activate?server={quote(self.server, safe='')}"
+            f"&code={quote(self.code, safe='')}&pin={quote(self.pin, safe='')}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> ActivationLink:
+        parts = urlsplit(text.strip())
+        if parts.scheme != LINK_SCHEME or parts.netloc != "activate":
+            raise ValueError(f"not an activation link ({LINK_SCHEME}://activate?...)")
+        query = parse_qs(parts.query, strict_parsing=True)
+        try:
+            server, code, pin = (query[name][0] for name in ("server", "code", "pin"))
+        except KeyError as exc:
+            raise ValueError(f"activation link lacks {exc.args[0]!r}") from None
+        if not server.startswith("https://"):
+            raise ValueError("the server of an activation link must be https://")
+        if len(unb64u(pin)) != 32:
+            raise ValueError("the pin of an activation link is a base64url SHA-256")
+        return cls(server.rstrip("/"), code, pin)

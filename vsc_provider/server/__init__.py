@@ -1,0 +1,1 @@
+"""The reference identity server: a CA, one-time activation links, PIN checks and device requests over HTTPS."""

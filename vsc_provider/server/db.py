@@ -1,0 +1,186 @@
+"""The server's SQLite file: activation codes, devices, certificates, nonces and migration tickets.
+
+Every state change that must happen once (a code used, a nonce spent, a PIN try counted) is a single
+conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent requests cannot both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS activations(
+    code_hash TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, created REAL NOT NULL,
+    expires REAL NOT NULL, used REAL, device TEXT, ticket TEXT
+);
+CREATE TABLE IF NOT EXISTS devices(
+    id TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, jwk TEXT NOT NULL, created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active', renew INTEGER NOT NULL DEFAULT 0, attested INTEGER NOT NULL DEFAULT 0,
+    pin_verifier BLOB, server_secret BLOB, pin_failures INTEGER NOT NULL DEFAULT 0,
+    pin_blocked_until REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS keys(
+    device TEXT NOT NULL, key_id TEXT NOT NULL, usage TEXT NOT NULL, format TEXT NOT NULL, spki BLOB NOT NULL,
+    cert BLOB, escrow BLOB, created REAL NOT NULL, active INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS keys_by_device ON keys(device);
+CREATE TABLE IF NOT EXISTS nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tickets(
+    id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL
+);
+"""
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+@dataclass
+class Device:
+    id: str
+    user: str
+    profile: str
+    jwk: dict[str, Any]
+    state: str
+    renew: bool
+    pin_verifier: bytes | None
+    server_secret: bytes | None
+    pin_failures: int
+    pin_blocked_until: float
+
+
+_DEVICE_COLUMNS = "id, user, profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until"
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self.transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- nonces -------------------------------------------------------------------------------
+
+    def add_nonce(self, value: str, ttl: float) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+            db.execute("INSERT INTO nonces(value, expires) VALUES (?, ?)", (value, now + ttl))
+
+    def spend_nonce(self, value: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM nonces WHERE value = ? AND expires >= ?", (value, time.time())).rowcount == 1
+
+    # --- activation codes ---------------------------------------------------------------------
+
+    def add_activation(self, code: str, user: str, profile: str, ttl: float, ticket: str | None = None) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO activations(code_hash, user, profile, created, expires, ticket) VALUES (?, ?, ?, ?, ?, ?)",
+                (code_hash(code), user, profile, now, now + ttl, ticket),
+            )
+
+    def activation(self, code: str) -> tuple[str, str] | None:
+        """(user, profile) of a usable code, or None for an unknown, used or expired one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT user, profile FROM activations WHERE code_hash = ? AND used IS NULL AND expires >= ?",
+                (code_hash(code), time.time()),
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def use_activation(self, db: sqlite3.Connection, code: str, device: str) -> bool:
+        cur = db.execute(
+            "UPDATE activations SET used = ?, device = ? WHERE code_hash = ? AND used IS NULL AND expires >= ?",
+            (time.time(), device, code_hash(code), time.time()),
+        )
+        return cur.rowcount == 1
+
+    # --- devices ------------------------------------------------------------------------------
+
+    def insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
+        db.execute(
+            "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                dev.id,
+                dev.user,
+                dev.profile,
+                json.dumps(dev.jwk),
+                time.time(),
+                int(attested),
+                dev.pin_verifier,
+                dev.server_secret,
+            ),
+        )
+
+    def device(self, device_id: str) -> Device | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)).fetchone()  # noqa: S608 - constant columns
+        if row is None:
+            return None
+        return Device(row[0], row[1], row[2], json.loads(row[3]), row[4], bool(row[5]), row[6], row[7], row[8], row[9])
+
+    def devices(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, user, profile, state, renew, pin_failures, created FROM devices ORDER BY created"
+            ).fetchall()
+        names = ("id", "user", "profile", "state", "renew", "pin_failures", "created")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def set_device(self, device_id: str, **fields: Any) -> bool:
+        """Update columns named by the code (never by a request)."""
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
+        with self.transaction() as db:
+            return db.execute(sql, (*fields.values(), device_id)).rowcount == 1
+
+    def insert_key(
+        self,
+        db: sqlite3.Connection,
+        device: str,
+        key_id: str,
+        usage: str,
+        fmt: str,
+        spki: bytes,
+        cert: bytes | None,
+        escrow: bytes | None = None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, key_id, usage, fmt, spki, cert, escrow, time.time()),
+        )
+
+    def active_keys(self, device: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key_id, usage, format, spki, cert FROM keys WHERE device = ? AND active = 1", (device,)
+            ).fetchall()
+        return [{"key_id": r[0], "usage": r[1], "format": r[2], "spki": r[3], "cert": r[4]} for r in rows]
