@@ -283,6 +283,9 @@ def test_ed25519(session: pkcs11.Session) -> None:
     key.verify(sig, MESSAGE)
     assert pub.verify(MESSAGE, sig, mechanism=Mechanism.EDDSA)
     assert not pub.verify(MESSAGE + b"!", sig, mechanism=Mechanism.EDDSA)
+    key.verify(priv.sign(MESSAGE, mechanism=Mechanism.EDDSA, mechanism_param=(False, None)), MESSAGE)
+    with pytest.raises(pkcs11.MechanismParamInvalid):  # Ed25519ph is not offered
+        priv.sign(MESSAGE, mechanism=Mechanism.EDDSA, mechanism_param=(True, None))
 
 
 # --- AES ---------------------------------------------------------------------------------------

@@ -251,3 +251,16 @@ def test_find_objects_with_any_template(
     found = list(session.get_objects({Attribute.EC_POINT: pub[Attribute.EC_POINT]}))
     assert len(found) == 2
     assert list(session.get_objects({Attribute.LABEL: "no such label"})) == []
+
+
+def test_read_only_session_cannot_change_token_objects(
+    card_env: CardEnv, ec_identity: tuple[pkcs11.PublicKey, pkcs11.PrivateKey, pkcs11.Certificate]
+) -> None:
+    pub, _, _cert = ec_identity
+    with card_env.token().open() as ro:
+        (ro_pub,) = list(ro.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: pub[Attribute.ID]}))
+        with pytest.raises(pkcs11.SessionReadOnly):
+            ro_pub[Attribute.LABEL] = "renamed"
+        with pytest.raises(pkcs11.SessionReadOnly):
+            ro_pub.destroy()
+    assert pub[Attribute.LABEL] == "identity"

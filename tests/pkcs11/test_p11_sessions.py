@@ -16,6 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from p11_support import (
+    CK_SESSION_INFO,
+    CK_ULONG,
     CKA_PROFILE_ID,
     CKP_PUBLIC_CERTIFICATES_TOKEN,
     SO_PIN,
@@ -25,7 +27,9 @@ from p11_support import (
     make_card,
     make_template,
     public_key_of,
+    reinitialize,
     ulong,
+    vsc,
 )
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
@@ -294,3 +298,40 @@ def test_public_objects_and_certificates_visible_without_login(
         (pub,) = list(s.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id}))
         assert pub[Attribute.MODULUS] == modulus
         assert list(s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})) == []
+
+
+def test_cards_appear_and_leave_while_loaded(raw: RawModule, card_env: CardEnv) -> None:
+    serial, slot = _other_card(card_env, "Passing card")
+    seen = []
+    event = CK_ULONG()
+    while raw.C_WaitForSlotEvent(C.CKF_DONT_BLOCK, ctypes.byref(event), None) == C.CKR_OK:
+        seen.append(event.value)
+    assert slot in seen
+    assert raw.C_WaitForSlotEvent(C.CKF_DONT_BLOCK, ctypes.byref(event), None) == C.CKR_NO_EVENT
+    h = raw.open(slot)
+    vsc(card_env.home, "card", "delete", serial, "--yes")
+    assert slot not in [int(s.slot_id) for s in card_env.lib.get_slots(token_present=True)]
+    assert raw.C_WaitForSlotEvent(C.CKF_DONT_BLOCK, ctypes.byref(event), None) == C.CKR_OK
+    assert event.value == slot
+    info = CK_SESSION_INFO()
+    assert raw.C_GetSessionInfo(h, ctypes.byref(info)) in (C.CKR_DEVICE_REMOVED, C.CKR_SESSION_HANDLE_INVALID)
+
+
+def test_token_info_and_stable_slot_ids(raw: RawModule, slot: int, card_env: CardEnv) -> None:
+    token = card_env.token()
+    assert token.label == "Test card"
+    assert token.manufacturer_id == "vsc-provider"
+    flags = token.flags
+    for flag in (C.CKF_TOKEN_INITIALIZED, C.CKF_LOGIN_REQUIRED, C.CKF_USER_PIN_INITIALIZED, C.CKF_RNG):
+        assert flags & flag
+    h1, h2 = raw.open(slot), raw.open(slot, rw=False)
+    buf = ctypes.create_string_buffer(512)
+    assert raw.C_GetTokenInfo(slot, buf) == C.CKR_OK
+    # ulSessionCount and ulRwSessionCount follow label(32) manufacturer(32) model(16) serial(16) flags maxSess
+    ul = ctypes.sizeof(CK_ULONG)
+    base = 96 + ul * 2
+    assert CK_ULONG.from_buffer(buf, base).value == 2
+    assert CK_ULONG.from_buffer(buf, base + 2 * ul).value == 1
+    del h1, h2
+    reinitialize(card_env.lib)
+    assert int(card_env.token().slot.slot_id) == slot

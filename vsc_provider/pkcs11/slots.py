@@ -174,8 +174,10 @@ def wait_for_slot_event(flags: int) -> int:
             current = frozenset(engine.cards)
             changed = sorted(current ^ LIB.seen_slots)
             if changed:
-                LIB.seen_slots = current
-                return changed[0]
+                # One event per call: the other changed slots stay pending for the next calls.
+                slot = changed[0]
+                LIB.seen_slots = LIB.seen_slots ^ {slot}
+                return slot
         if flags & C.CKF_DONT_BLOCK:
             raise CKRError(C.CKR_NO_EVENT)
         if LIB.finalized.wait(deadline_step) or LIB.engine is not engine:
