@@ -313,12 +313,14 @@ def module_p11kit(target: Path | None) -> None:
     click.echo(f"wrote {target}")
 
 
+from vsc_provider.clients import setup  # noqa: E402
 from vsc_provider.provisioning.cli import activate, identity  # noqa: E402
 from vsc_provider.server.cli import server  # noqa: E402
 
 main.add_command(server)
 main.add_command(activate)
 main.add_command(identity)
+main.add_command(setup)
 
 if __name__ == "__main__":
     main()
