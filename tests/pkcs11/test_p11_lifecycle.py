@@ -123,6 +123,24 @@ def test_finalize_initialize_cycles(finalized: RawModule, card_env: CardEnv) -> 
     assert raw.session_info(h).state == C.CKS_RW_PUBLIC_SESSION
 
 
+def test_concurrent_first_initialize(finalized: RawModule) -> None:
+    raw = finalized
+    start = threading.Barrier(4)
+    results: list[int] = []
+
+    def init() -> None:
+        start.wait()
+        results.append(int(raw.C_Initialize(ctypes.byref(_args(C.CKF_OS_LOCKING_OK, False)))))
+
+    threads = [threading.Thread(target=init) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == [C.CKR_OK] + [C.CKR_CRYPTOKI_ALREADY_INITIALIZED] * 3
+    assert _slots(raw)[0] == C.CKR_OK
+
+
 FORK_CHILD = textwrap.dedent(
     """
     import ctypes, os, sys, threading
