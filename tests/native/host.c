@@ -95,13 +95,33 @@ static int prepare_signer(struct table *t, const char *pin)
     return 0;
 }
 
+static void *init_thread(void *arg)
+{
+    struct table *t = arg;
+    return (void *)(long)((fn_init)t->fn[T_INITIALIZE])(NULL);
+}
+
 int main(int argc, char **argv)
 {
     void *h;
     struct table *t = load(argv[1], &h);
     const char *mode = argv[2];
     CK_ULONG n = 0;
-    CK_RV rv = ((fn_init)t->fn[T_INITIALIZE])(NULL);
+    CK_RV rv;
+    if (strcmp(mode, "concurrent-init") == 0) {
+        /* Two threads race into the very first C_Initialize (Python is not started yet). */
+        pthread_t a, b;
+        void *ra, *rb;
+        pthread_create(&a, NULL, init_thread, t);
+        pthread_create(&b, NULL, init_thread, t);
+        pthread_join(a, &ra);
+        pthread_join(b, &rb);
+        printf("results %ld %ld\n", (long)ra < (long)rb ? (long)ra : (long)rb, (long)ra < (long)rb ? (long)rb : (long)ra);
+        rv = slot_count(t, &n);
+        printf("slots %lu %lu\n", rv, n);
+        return 0;
+    }
+    rv = ((fn_init)t->fn[T_INITIALIZE])(NULL);
     printf("initialize %lu\n", rv);
     fflush(stdout);
     if (strcmp(mode, "version") == 0)

@@ -85,3 +85,9 @@ def test_a_host_running_another_python_is_refused(tmp_path, module_path, vsc_hom
     out, err = run(exe, module_path, "version")
     assert out["initialize"] == [str(0x5)]
     assert "built for Python" in err and "3.99.0" in err
+
+
+def test_concurrent_first_initialize(host, module_path, vsc_home):
+    out, _ = run(host, module_path, "concurrent-init")
+    assert out["results"] == ["0", str(0x191)]  # one succeeds, the other is told it already is
+    assert out["slots"][0] == "0"
