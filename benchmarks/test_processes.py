@@ -1,0 +1,131 @@
+"""Figures that need fresh processes: RSA-2048 signing throughput with 1 and 2 threads (own session each) and
+with 2 processes on one store, cold start to the first C_GetSlotList, and memory growth from load + login.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.common import IMPLS, MODULES, ROOT, Env, describe, run_json, smoke
+
+KEY, MECH = "rsa2048", "SHA256_RSA_PKCS"
+OP = "RSA-2048 SHA256_RSA_PKCS throughput (ops/s)"
+
+
+def _worker(env: Env, *args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.worker", str(env.directory), *args]
+
+
+def _seconds(benchmark: Any) -> str:
+    return "0.1" if smoke(benchmark) else "3"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_python(benchmark: Any, threads: int, impl: str, bench_env: Env) -> None:
+    argv = _worker(bench_env, "throughput", impl, KEY, MECH, str(threads), _seconds(benchmark))
+    op = f"{OP}, {threads} thread{'s' if threads > 1 else ''}"
+    try:
+        result = benchmark.pedantic(run_json, args=(argv, bench_env), kwargs={"cwd": ROOT}, rounds=1)
+    except RuntimeError as exc:
+        # python-pkcs11 passes no locking flags; SoftHSM then runs unlocked and may crash under threads.
+        describe(benchmark, op, "python-pkcs11" if impl != "raw" else "cryptography", impl, unit="ops/s")
+        benchmark.extra_info["failed"] = str(exc).splitlines()[0][:200]
+        return
+    describe(benchmark, op, "python-pkcs11" if impl != "raw" else "cryptography", impl, "ops/s", result["ops_per_s"])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_two_processes(benchmark: Any, impl: str, bench_env: Env) -> None:
+    argv = _worker(bench_env, "throughput", impl, KEY, MECH, "1", _seconds(benchmark), "--wait")
+
+    def run() -> float | str:
+        env = {**os.environ, **bench_env.environ()}
+        procs = [
+            subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
+            for _ in range(2)
+        ]
+        try:
+            ready = [p.stdout.readline().strip() == "ready" for p in procs if p.stdout is not None]
+            for p in procs:
+                if p.stdin is not None and p.poll() is None:
+                    p.stdin.write("go\n")
+                    p.stdin.flush()
+            outputs = [p.communicate(timeout=120) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        if not all(ready) or any(p.returncode != 0 for p in procs):
+            errors = [err.strip().splitlines()[-1] for _, err in outputs if err.strip()]
+            return f"failed: {'; '.join(errors)[:200]}"
+        return sum(json.loads(out.strip().splitlines()[-1])["ops_per_s"] for out, _ in outputs)
+
+    total = benchmark.pedantic(run, rounds=1)
+    client = "python-pkcs11" if impl != "raw" else "cryptography"
+    if isinstance(total, str):
+        describe(benchmark, f"{OP}, 2 processes", client, impl, "ops/s")
+        benchmark.extra_info["failed"] = total
+        return
+    describe(benchmark, f"{OP}, 2 processes", client, impl, "ops/s", total)
+
+
+@pytest.mark.parametrize("impl", MODULES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_c(benchmark: Any, threads: int, impl: str, bench_env: Env, driver: Path) -> None:
+    millis = "100" if smoke(benchmark) else "3000"
+    argv = [str(driver), bench_env.module(impl), bench_env.label, bench_env.pin, "throughput", KEY, MECH]
+    argv += [str(threads), millis, "256"]
+    result = benchmark.pedantic(run_json, args=(argv, bench_env), rounds=1)
+    op = f"{OP}, {threads} thread{'s' if threads > 1 else ''}"
+    describe(benchmark, op, "C", impl, "ops/s", result["ops_per_s"])
+
+
+def _cold(argv: list[str], env: Env, repeats: int) -> dict[str, float]:
+    """Median over REPEATS fresh processes of the time from spawn to the first C_GetSlotList, and RSS growth."""
+    starts, growth_load, growth_login = [], [], []
+    for _ in range(repeats):
+        t0 = time.monotonic_ns()
+        result = run_json(argv, env, cwd=ROOT)
+        starts.append((result["ready_ns"] - t0) / 1e6)
+        growth_load.append((result["rss_loaded_kb"] - result["rss_start_kb"]) / 1024)
+        growth_login.append((result["rss_login_kb"] - result["rss_start_kb"]) / 1024)
+    mid = repeats // 2
+    return {"ms": sorted(starts)[mid], "load_mb": sorted(growth_load)[mid], "login_mb": sorted(growth_login)[mid]}
+
+
+@pytest.mark.parametrize("impl", MODULES)
+@pytest.mark.parametrize("client", ["C", "python-pkcs11"])
+def test_cold_start(benchmark: Any, client: str, impl: str, bench_env: Env, driver: Path) -> None:
+    if client == "C":
+        argv = [str(driver), bench_env.module(impl), bench_env.label, bench_env.pin, "coldstart"]
+    else:
+        argv = _worker(bench_env, "coldstart", impl)
+    repeats = 1 if smoke(benchmark) else 7
+    figures = benchmark.pedantic(_cold, args=(argv, bench_env, repeats), rounds=1)
+    describe(benchmark, "cold start: process start to first C_GetSlotList (ms)", client, impl, "ms", figures["ms"])
+    benchmark.extra_info["more"] = [
+        {
+            "op": "RSS growth: load + login (MB)",
+            "client": client,
+            "impl": impl,
+            "unit": "MB",
+            "value": figures["login_mb"],
+        }
+    ]
