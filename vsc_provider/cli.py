@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -142,14 +143,45 @@ def card_show(card_ref: str, pin: str | None, as_json: bool) -> None:
 @card.command("delete")
 @click.argument("card_ref")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--force", is_flag=True, help="for a provisioned card: wipe even if its server cannot be told")
 @friendly
-def card_delete(card_ref: str, yes: bool) -> None:
-    """Delete a card and every key on it."""
+def card_delete(card_ref: str, yes: bool, force: bool) -> None:
+    """Delete a card and every key on it (a provisioned card tells its server first)."""
     target = api.find_card(card_ref)
     if not yes:
         click.confirm(f"Delete card {target.label!r} ({target.serial}) and all its keys?", abort=True)
-    api.delete_card(card_ref)
+    if target.record.server:
+        from vsc_provider.provisioning import client
+
+        with _server_errors():
+            client.delete(target.serial, force)
+    else:
+        api.delete_card(card_ref)
     click.echo(f"deleted card {target.label!r} ({target.serial})")
+
+
+@card.command("renew")
+@click.argument("card_ref")
+@_pin_option()
+@friendly
+def card_renew(card_ref: str, pin: str | None) -> None:
+    """New keys and certificates from the card's server; the old keys are destroyed afterwards."""
+    from vsc_provider.provisioning import client
+
+    with _server_errors():
+        info = client.renew(card_ref, _ask(pin, "User PIN"))
+    click.echo(f"renewed card {info.label!r} ({info.serial})")
+
+
+@contextmanager
+def _server_errors() -> Iterator[None]:
+    """Errors from the identity server or the network as one-line messages."""
+    from vsc_provider.provisioning.http import ServerError
+
+    try:
+        yield
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # --- keys and certificates --------------------------------------------------------------------
@@ -311,6 +343,14 @@ def module_p11kit(target: Path | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     click.echo(f"wrote {target}")
+
+
+@main.command("demo")
+def demo() -> None:
+    """Local identity server, activation, then a signature and TLS client auth through the PKCS#11 module."""
+    from vsc_provider.demo import main as run_demo
+
+    run_demo()
 
 
 from vsc_provider.clients import setup  # noqa: E402
