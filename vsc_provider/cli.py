@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -73,7 +74,29 @@ def _new_pin(value: str | None, prompt: str) -> str:
     return pin
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """Subcommands whose modules import heavy dependencies (the server, HTTP) load only when used."""
+
+    lazy: ClassVar[dict[str, str]] = {
+        "activate": "vsc_provider.provisioning.cli:activate",
+        "identity": "vsc_provider.provisioning.cli:identity",
+        "server": "vsc_provider.server.cli:server",
+        "setup": "vsc_provider.clients:setup",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="vsc-provider")
 def main() -> None:
     """vsc: virtual smart cards for PKCS#11 programs (Firefox, OpenSSL, ssh, ...)."""
@@ -352,15 +375,6 @@ def demo() -> None:
 
     run_demo()
 
-
-from vsc_provider.clients import setup  # noqa: E402
-from vsc_provider.provisioning.cli import activate, identity  # noqa: E402
-from vsc_provider.server.cli import server  # noqa: E402
-
-main.add_command(server)
-main.add_command(activate)
-main.add_command(identity)
-main.add_command(setup)
 
 if __name__ == "__main__":
     main()
