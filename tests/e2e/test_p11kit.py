@@ -51,6 +51,18 @@ def user() -> Iterator[P11KitUser]:
             prefix = [require_tool("setpriv", "util-linux"), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
             for path in [base, *base.rglob("*")]:
                 os.chown(path, NOBODY, NOBODY)
+            probe = run(
+                "python -c 'import vsc_provider' as nobody",
+                [*prefix, sys.executable, "-c", "import vsc_provider"],
+                env={"HOME": str(home)},
+                check=False,
+            )
+            if probe.returncode != 0:
+                pytest.fail(
+                    "as root the p11-kit tests run as nobody (p11-kit ignores root's ~/.config/pkcs11), but nobody "
+                    f"cannot import the package from {sys.executable}: make the checkout and venv world-readable\n"
+                    f"{probe.stderr}"
+                )
         env = {**card.env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "TMPDIR": str(base)}
         env.pop("XDG_RUNTIME_DIR", None)
         yield P11KitUser(card, home, prefix, env)
