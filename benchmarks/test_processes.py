@@ -33,14 +33,21 @@ def _seconds(benchmark: Any) -> str:
 def test_threads_python(benchmark: Any, threads: int, impl: str, bench_env: Env) -> None:
     argv = _worker(bench_env, "throughput", impl, KEY, MECH, str(threads), _seconds(benchmark))
     op = f"{OP}, {threads} thread{'s' if threads > 1 else ''}"
-    try:
-        result = benchmark.pedantic(run_json, args=(argv, bench_env), kwargs={"cwd": ROOT}, rounds=1)
-    except RuntimeError as exc:
-        # python-pkcs11 passes no locking flags; SoftHSM then runs unlocked and may crash under threads.
-        describe(benchmark, op, "python-pkcs11" if impl != "raw" else "cryptography", impl, unit="ops/s")
-        benchmark.extra_info["failed"] = str(exc).splitlines()[0][:200]
+
+    def run() -> dict[str, Any] | str:
+        try:
+            return run_json(argv, bench_env, cwd=ROOT)
+        except RuntimeError as exc:
+            # python-pkcs11 passes no locking flags; SoftHSM then runs unlocked and may crash under threads.
+            return f"failed: {str(exc).strip().splitlines()[-1][:200]}"
+
+    result = benchmark.pedantic(run, rounds=1)
+    client = "python-pkcs11" if impl != "raw" else "cryptography"
+    if isinstance(result, str):
+        describe(benchmark, op, client, impl, unit="ops/s")
+        benchmark.extra_info["failed"] = result
         return
-    describe(benchmark, op, "python-pkcs11" if impl != "raw" else "cryptography", impl, "ops/s", result["ops_per_s"])
+    describe(benchmark, op, client, impl, "ops/s", result["ops_per_s"])
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -64,14 +64,18 @@ def throughput(
         print("ready", flush=True)
         sys.stdin.readline()
     counts = [0] * threads
+    errors: list[str] = []
     deadline = time.monotonic() + seconds
 
     def loop(i: int) -> None:
         fn = fns[i]
         n = 0
-        while time.monotonic() < deadline:
-            fn()
-            n += 1
+        try:
+            while time.monotonic() < deadline:
+                fn()
+                n += 1
+        except Exception as exc:  # a thread's exception would otherwise vanish with the thread
+            errors.append(f"thread {i}: {type(exc).__name__} {exc}")
         counts[i] = n
 
     start = time.monotonic()
@@ -81,6 +85,8 @@ def throughput(
     for t in pool:
         t.join()
     elapsed = time.monotonic() - start
+    if errors:
+        raise SystemExit(f"signing failed after {sum(counts)} signatures: {'; '.join(errors)}")
     return {"ops_per_s": sum(counts) / elapsed, "ops": sum(counts), "seconds": elapsed}
 
 
