@@ -240,7 +240,13 @@ class Engine:
             self.refresh(force=True)
 
     def _wrap(
-        self, data_key: bytes, pin: bytes, salt: bytes, kdf: keywrap.KdfParams, serial: str, role: str,
+        self,
+        data_key: bytes,
+        pin: bytes,
+        salt: bytes,
+        kdf: keywrap.KdfParams,
+        serial: str,
+        role: str,
         server_secret: bytes | None = None,
     ) -> bytes:
         kek = keywrap.derive(pin, salt, kdf)
