@@ -40,9 +40,13 @@ def digest(h: int, data: bytes, query: bool, capacity: int) -> bytes:
 
 
 def digest_update(h: int, part: bytes) -> None:
-    _, op = _op(h)
+    s, op = _op(h)
     op.multipart = True
-    op.worker.update(part)
+    try:
+        op.worker.update(part)
+    except Exception:
+        s.digest = None
+        raise
 
 
 def digest_key(h: int, key: int) -> None:

@@ -68,7 +68,7 @@ def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes
     if out is None:
         try:
             out = op.result = op.worker.update(data)
-        except CKRError:
+        except Exception:
             setattr(s, attr, None)
             raise
     if query:

@@ -53,7 +53,7 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
             return b"\x00" * op.length
         try:
             out = op.worker.sign(data)
-        except CKRError:
+        except Exception:
             s.sign = None
             raise
         if capacity < len(out):
@@ -69,7 +69,7 @@ def sign_update(h: int, part: bytes) -> None:
     op.multipart = True
     try:
         op.worker.update(part)
-    except CKRError:
+    except Exception:
         s.sign = None
         raise
 
@@ -120,9 +120,13 @@ def verify(h: int, data: bytes, signature: bytes) -> None:
 
 
 def verify_update(h: int, part: bytes) -> None:
-    _, op = _verify_op(h)
+    s, op = _verify_op(h)
     op.multipart = True
-    op.worker.update(part)
+    try:
+        op.worker.update(part)
+    except Exception:
+        s.verify = None
+        raise
 
 
 def verify_final(h: int, signature: bytes) -> None:

@@ -119,13 +119,14 @@ def deliver(session: Session, attr: str, op: Operation, compute: Any, query: boo
     """Run an operation's final step once, honouring the length query and short-buffer conventions.
 
     The result is computed at most once: a NULL-buffer query or a short buffer keeps it for the next call.
-    Any other error ends the operation, as the standard says.
+    Any other error ends the operation, as the standard says (unexpected exceptions included: the entry
+    point answers CKR_GENERAL_ERROR for them, and the session must not stay stuck in the operation).
     """
     out = op.result
     if out is None:
         try:
             out = op.result = compute()
-        except CKRError:
+        except Exception:
             setattr(session, attr, None)
             raise
     if query:

@@ -113,7 +113,7 @@ def _bad_param(what: str) -> CKRError:
     return CKRError(C.CKR_MECHANISM_PARAM_INVALID, what)
 
 
-def _pss(mech: Mechanism, hash_mech: int | None) -> tuple[padding.PSS, hashes.HashAlgorithm]:
+def _pss(mech: Mechanism, hash_mech: int | None, key_bits: int) -> tuple[padding.PSS, hashes.HashAlgorithm]:
     p = mech.param
     if not isinstance(p, PssParams):
         raise _bad_param("PSS needs CK_RSA_PKCS_PSS_PARAMS")
@@ -121,7 +121,11 @@ def _pss(mech: Mechanism, hash_mech: int | None) -> tuple[padding.PSS, hashes.Ha
         raise _bad_param("PSS parameter hash differs from the mechanism's hash")
     if p.hash_alg not in DIGESTS or p.mgf not in MGF_HASHES:
         raise _bad_param("unsupported PSS hash or MGF")
-    return padding.PSS(mgf=padding.MGF1(MGF_HASHES[p.mgf]()), salt_length=p.salt_len), DIGESTS[p.hash_alg]()
+    algorithm = DIGESTS[p.hash_alg]()
+    # RFC 8017 9.1.1: emLen >= hLen + sLen + 2, with emLen = ceil((modBits - 1) / 8).
+    if p.salt_len > (key_bits + 6) // 8 - algorithm.digest_size - 2:
+        raise _bad_param("PSS salt too long for this key and hash")
+    return padding.PSS(mgf=padding.MGF1(MGF_HASHES[p.mgf]()), salt_length=p.salt_len), algorithm
 
 
 def _ec_raw(sig_der: bytes, size: int) -> bytes:
@@ -152,7 +156,10 @@ def _ecdsa_prehashed(data: bytes, order_bytes: int) -> tuple[bytes, ec.ECDSA]:
         return data, ec.ECDSA(utils.Prehashed(_PREHASH_BY_SIZE[len(data)]()))
     if len(data) > order_bytes:
         data = data[:order_bytes]
-    size = next(s for s in sorted(_PREHASH_BY_SIZE) if s >= max(len(data), 20))
+    fits = [s for s in sorted(_PREHASH_BY_SIZE) if s >= max(len(data), 20)]
+    if not fits:  # P-521: more than 64 bytes left after truncation to the order's length
+        raise CKRError(C.CKR_DATA_LEN_RANGE, "CKM_ECDSA input longer than 64 bytes is not supported on this curve")
+    size = fits[0]
     if size > order_bytes and len(data) < order_bytes:
         size = next(s for s in sorted(_PREHASH_BY_SIZE) if s >= order_bytes)
     # Leading zeros keep the integer value, which is what ECDSA signs for inputs shorter than the order.
@@ -265,13 +272,13 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
             pre = utils.Prehashed(alg())
             return _HashThenSign(lambda d: key.sign(d, pad, halg), lambda h: key.sign(h, pad, pre), alg, size)
         if m in RSA_PSS_HASHED:
-            pss, halg = _pss(mech, RSA_PSS_HASHED[m])
+            pss, halg = _pss(mech, RSA_PSS_HASHED[m], key.key_size)
             pre = utils.Prehashed(DIGESTS[RSA_PSS_HASHED[m]]())
             return _HashThenSign(
                 lambda d: key.sign(d, pss, halg), lambda h: key.sign(h, pss, pre), DIGESTS[RSA_PSS_HASHED[m]], size
             )
         if m == C.CKM_RSA_PKCS_PSS:
-            pss, halg = _pss(mech, None)
+            pss, halg = _pss(mech, None, key.key_size)
             pre = utils.Prehashed(halg)
 
             def sign_pss(digest: bytes) -> bytes:
@@ -414,7 +421,7 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
                 alg = RSA_PKCS_HASHED[m]
                 pad: padding.AsymmetricPadding = padding.PKCS1v15()
             else:
-                pad, _ = _pss(mech, RSA_PSS_HASHED[m])
+                pad, _ = _pss(mech, RSA_PSS_HASHED[m], key.key_size)
                 alg = DIGESTS[RSA_PSS_HASHED[m]]
 
             def check(d: bytes, s: bytes) -> None:
@@ -427,7 +434,7 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
 
             return Verifier(check, alg, check_pre)
         if m == C.CKM_RSA_PKCS_PSS:
-            pss, halg = _pss(mech, None)
+            pss, halg = _pss(mech, None, key.key_size)
 
             def check_pss(h: bytes, s: bytes) -> None:
                 length_ok(s)
