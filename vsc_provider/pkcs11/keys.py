@@ -124,6 +124,10 @@ def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int) -> tuple[
     obj = find_object(s, handle, invalid)
     if not obj.bool(attr):
         raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key has attribute 0x{attr:x} false")
+    if attr in (C.CKA_UNWRAP, C.CKA_DERIVE) and obj.bool(C.CKA_ALWAYS_AUTHENTICATE):
+        # These calls have no *Init after which a C_Login(CKU_CONTEXT_SPECIFIC) could give the PIN, and
+        # their result can be read back (a non-sensitive unwrapped or derived key): refuse them.
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key needs a PIN for each use (CKA_ALWAYS_AUTHENTICATE)")
     return obj, LIB.require().crypto_key(s.card, obj)
 
 

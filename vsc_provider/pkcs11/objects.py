@@ -86,6 +86,10 @@ def _mark_user_certificates(card: Card, key_id: bytes) -> None:
             engine.update_attrs(card, obj, {C.CKA_CERTIFICATE_CATEGORY: user})
 
 
+# What an object is: a copy may repeat these but never change them.
+_IDENTITY = frozenset({C.CKA_CLASS, C.CKA_KEY_TYPE, C.CKA_CERTIFICATE_TYPE})
+
+
 def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
     obj = find_object(s, handle)
@@ -95,9 +99,9 @@ def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
     attrs = dict(obj.attrs)
     for attr, value in template.items():
         if attr not in (C.CKA_TOKEN, C.CKA_PRIVATE, C.CKA_LABEL, C.CKA_ID, C.CKA_MODIFIABLE, C.CKA_DESTROYABLE):
-            if attr in (C.CKA_SENSITIVE, C.CKA_EXTRACTABLE):
+            if attr in (C.CKA_SENSITIVE, C.CKA_EXTRACTABLE, C.CKA_ALWAYS_AUTHENTICATE):
                 _check_one_way(obj, attr, value)
-            elif attr not in T.SETTABLE:
+            elif attr not in T.SETTABLE or (attr in _IDENTITY and obj.attrs.get(attr) != value):
                 raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"attribute 0x{attr:x} cannot change in a copy")
         attrs[attr] = value
     if obj.klass in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
@@ -159,6 +163,9 @@ def _check_one_way(obj: TokenObject, attr: int, value: bytes) -> None:
         raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_SENSITIVE cannot be cleared")
     if attr == C.CKA_EXTRACTABLE and not obj.bool(C.CKA_EXTRACTABLE) and value == A.TRUE:
         raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_EXTRACTABLE cannot be set again")
+    # A PIN per use protects the key from a process that holds only the normal login: it may not lift it.
+    if attr == C.CKA_ALWAYS_AUTHENTICATE and obj.bool(C.CKA_ALWAYS_AUTHENTICATE) and value == A.FALSE:
+        raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_ALWAYS_AUTHENTICATE cannot be cleared")
 
 
 def set_attribute_value(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> None:
