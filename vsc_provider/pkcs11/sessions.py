@@ -38,14 +38,18 @@ def _close(s: Session) -> None:
 
 def close_session(h: int) -> None:
     with LIB.lock:
-        _close(LIB.session(h))
+        # Not LIB.session(): a session whose card was deleted must still close (and drop its objects).
+        s = LIB.sessions.get(h)
+        _close(s if s is not None else LIB.session(h))
 
 
 def close_all_sessions(slot_id: int) -> None:
     engine = LIB.require()
     with LIB.lock:
-        card = engine.card(slot_id)
-        for s in LIB.card_sessions(card):
+        gone = [s for s in LIB.sessions.values() if s.card.slot_id == slot_id]
+        if not gone:
+            engine.card(slot_id)  # CKR_SLOT_ID_INVALID for a slot that never had a card
+        for s in gone:
             _close(s)
 
 
