@@ -22,6 +22,17 @@ from functions import NOT_PARALLEL, NOT_SUPPORTED, V2, V3, Param, python_functio
 MODULE = "vsc_provider._pkcs11"
 
 
+def _library_version() -> tuple[str, str]:
+    """major.minor of the package, read from its source so the build needs no import of it."""
+    text = (HERE.parent / "vsc_provider" / "__init__.py").read_text()
+    version = text.split('__version__ = "', 1)[1].split('"', 1)[0]
+    major, minor = version.split(".")[:2]
+    return major, minor
+
+
+_LIB_VERSION = _library_version()
+
+
 def _signature(params: list[Param]) -> str:
     return ", ".join(f"{ctype} {name}" for ctype, name in params) or "void"
 
@@ -47,7 +58,7 @@ def _source() -> str:
             body = "return CKR_FUNCTION_NOT_PARALLEL;"
         elif name in {"C_Initialize", "C_Finalize", "C_GetFunctionList", "C_GetInterfaceList"}:
             continue
-        elif name in {"C_GetInterface", "C_LoginUser"}:
+        elif name in {"C_GetInterface", "C_LoginUser", "C_GetInfo"}:
             continue
         else:
             body = f"VSC_GUARD();\n    return py_{name}({_args(params)});"
@@ -104,6 +115,8 @@ def make_builder() -> cffi.FFI:
             ("VSC_PYTHON_EXE", _c_string(sys.executable)),
             ("VSC_LIBPYTHON", _c_string(soname)),
             ("VSC_PY_MAJMIN", _c_string(f"{sys.version_info[0]}.{sys.version_info[1]}")),
+            ("VSC_LIB_MAJOR", _LIB_VERSION[0]),
+            ("VSC_LIB_MINOR", _LIB_VERSION[1]),
         ],
         library_dirs=[libdir] if libdir else [],
         extra_compile_args=["-O2", "-fvisibility=hidden"],

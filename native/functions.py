@@ -292,7 +292,7 @@ NOT_SUPPORTED = {
 # Legacy functions whose spec answer is CKR_FUNCTION_NOT_PARALLEL.
 NOT_PARALLEL = {"C_GetFunctionStatus", "C_CancelFunction"}
 # Implemented in the C shim itself.
-IN_C = {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface", "C_LoginUser"}
+IN_C = {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface", "C_LoginUser", "C_GetInfo"}
 
 
 def python_functions() -> list[tuple[str, list[Param]]]:

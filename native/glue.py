@@ -202,20 +202,6 @@ def _padded(text, size):
     return raw[:size].ljust(size, b" ")
 
 
-@_entry
-def C_GetInfo(p_info):
-    info = _general.get_info()
-
-    def fill(s):
-        s.cryptokiVersion.major, s.cryptokiVersion.minor = info.cryptoki_version
-        s.manufacturerID = _padded(info.manufacturer, 32)
-        s.flags = 0
-        s.libraryDescription = _padded(info.description, 32)
-        s.libraryVersion.major, s.libraryVersion.minor = info.library_version
-
-    return _fill_cached("CK_INFO", p_info, info, fill)
-
-
 # --- slots and tokens ------------------------------------------------------------------------
 
 

@@ -35,6 +35,26 @@ static void vsc_log(const char *what, const char *detail)
     fprintf(stderr, "vsc-pkcs11: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
 }
 
+#define VSC_GUARD() do { if (!vsc_live) return CKR_CRYPTOKI_NOT_INITIALIZED; } while (0)
+
+/* C_GetInfo is a constant answer: built once, copied without entering Python. */
+static CK_INFO vsc_info;
+
+static void vsc_fill_info(void)
+{
+    static const char manufacturer[] = "vsc-provider";
+    static const char description[] = "vsc-provider virtual smart card";
+    memset(&vsc_info, 0, sizeof(vsc_info));
+    vsc_info.cryptokiVersion.major = 2;
+    vsc_info.cryptokiVersion.minor = 40;
+    memset(vsc_info.manufacturerID, ' ', sizeof(vsc_info.manufacturerID));
+    memcpy(vsc_info.manufacturerID, manufacturer, sizeof(manufacturer) - 1);
+    memset(vsc_info.libraryDescription, ' ', sizeof(vsc_info.libraryDescription));
+    memcpy(vsc_info.libraryDescription, description, sizeof(description) - 1);
+    vsc_info.libraryVersion.major = VSC_LIB_MAJOR;
+    vsc_info.libraryVersion.minor = VSC_LIB_MINOR;
+}
+
 /* What os.fork() does around fork(), for hosts that fork while another thread may hold the GIL. */
 static void vsc_before_fork(void)
 {
@@ -109,6 +129,8 @@ static int vsc_boot(void)
 {
     pthread_mutex_lock(&vsc_boot_lock);
     if (vsc_boot_state == 0)
+        vsc_fill_info();
+    if (vsc_boot_state == 0)
         vsc_boot_state = vsc_boot_locked();
     pthread_mutex_unlock(&vsc_boot_lock);
     return vsc_boot_state;
@@ -117,8 +139,6 @@ static int vsc_boot(void)
 /* Called by the glue once its functions are registered: proves the init code ran to the end. */
 static int vsc_glue_ready = 0;
 static void vsc_mark_ready(void) { vsc_glue_ready = 1; }
-
-#define VSC_GUARD() do { if (!vsc_live) return CKR_CRYPTOKI_NOT_INITIALIZED; } while (0)
 
 VSC_PY_DECLS
 
@@ -144,6 +164,16 @@ static CK_RV w_C_Finalize(CK_VOID_PTR pReserved)
 }
 
 VSC_WRAPPERS
+
+static CK_RV w_C_GetInfo(CK_INFO *pInfo)
+{
+    if (!vsc_live)
+        return CKR_CRYPTOKI_NOT_INITIALIZED;
+    if (!pInfo)
+        return CKR_ARGUMENTS_BAD;
+    *pInfo = vsc_info;
+    return CKR_OK;
+}
 
 static CK_RV w_C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_BYTE_PTR pPin,
                            CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pUsername, CK_ULONG ulUsernameLen)
