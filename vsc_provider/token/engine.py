@@ -153,6 +153,8 @@ class Engine:
                         PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
                     )
                 else:
+                    if rec.created != card.record.created:
+                        card.forget_secrets()  # C_InitToken elsewhere: our data key is the old one
                     card.record = rec
                     card.policy = PinPolicy.from_json(rec.policy)
                 old = card.objects
@@ -381,6 +383,7 @@ class Engine:
                     db,
                     card.slot_id,
                     label=label,
+                    created=time.time(),  # a new generation: other processes drop the old data key
                     so_salt=salt,
                     so_wrapped=wrapped,
                     user_salt=None,
@@ -408,13 +411,13 @@ class Engine:
                 card.session_objects[obj.handle] = obj
                 return obj
             secret = None
+            generation = card.record.created
             if material is not None:
                 if card.data_key is None:
                     raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
                 secret = keywrap.seal(card.data_key, material, uid)
             with self.store.transaction() as db:
-                if self.store.card(db, card.slot_id) is None:
-                    raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+                self._check_generation(db, card, generation, secret is not None)
                 handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
             obj = TokenObject(handle, uid, attrs, secret=secret)
             card.objects[handle] = obj
@@ -428,6 +431,7 @@ class Engine:
             return [self.add_object(card, attrs, material, False, owner) for attrs, material in items]
         with self.lock:
             prepared = []
+            generation = card.record.created
             for attrs, material in items:
                 uid = secrets.token_bytes(16)
                 attrs = dict(attrs)
@@ -440,14 +444,22 @@ class Engine:
                 prepared.append((uid, attrs, secret))
             out = []
             with self.store.transaction() as db:
-                if self.store.card(db, card.slot_id) is None:
-                    raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+                self._check_generation(db, card, generation, any(p[2] is not None for p in prepared))
                 for uid, attrs, secret in prepared:
                     handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
                     out.append(TokenObject(handle, uid, attrs, secret=secret))
             for obj in out:
                 card.objects[obj.handle] = obj
             return out
+
+    def _check_generation(self, db: Any, card: Card, generation: float, sealed: bool) -> None:
+        """Inside a write: the card still exists and, if we sealed material, under its current data key."""
+        rec = self.store.card(db, card.slot_id)
+        if rec is None:
+            raise CKRError(C.CKR_TOKEN_NOT_PRESENT, "the card was deleted")
+        if sealed and rec.created != generation:
+            card.forget_secrets()
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "the card was re-initialised by another process: log in again")
 
     def update_attrs(self, card: Card, obj: TokenObject, attrs: dict[int, bytes]) -> None:
         with self.lock:
