@@ -35,7 +35,7 @@ def initialize(args: InitArgs | None) -> None:
         # Every locking case is fine: the engine locks with OS primitives of its own and starts no threads.
     with LIB.lock:
         pid = os.getpid()
-        if LIB.engine is not None and LIB.pid == pid:
+        if LIB.engine is not None and not LIB.forked:
             raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED)
         # A forked child inherits the parent's state: drop it without touching the parent's store handle.
         if LIB.engine is not None:
@@ -51,6 +51,7 @@ def initialize(args: InitArgs | None) -> None:
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store: {exc}") from exc
         LIB.engine = engine
         LIB.pid = pid
+        LIB.forked = False
         LIB.seen_slots = frozenset(engine.cards)
         LIB.finalized.clear()
 

@@ -79,12 +79,28 @@ def token_flags(card: Card) -> int:
     return flags
 
 
+# Hosts poll C_GetTokenInfo (NSS does, for every slot): look at the store for other processes' changes at
+# most this often, and rebuild the answer only when the card or its session counts changed.
+TOKEN_INFO_MAX_AGE = 0.05
+_last_check = 0.0
+_token_info: dict[int, tuple[tuple[int, int, int], TokenInfo]] = {}
+
+
 def get_token_info(slot_id: int) -> TokenInfo:
+    global _last_check
     engine = LIB.require()
-    engine.refresh()
+    now = time.monotonic()
+    if now - _last_check >= TOKEN_INFO_MAX_AGE:
+        engine.refresh()
+        _last_check = now
     card = engine.card(slot_id)
     sessions = LIB.card_sessions(card)
-    return TokenInfo(
+    rw = sum(1 for s in sessions if s.rw)
+    key = (id(card.record), len(sessions), rw)
+    cached = _token_info.get(slot_id)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    info = TokenInfo(
         label=card.label.encode(),
         manufacturer=MANUFACTURER,
         model="virtual card",
@@ -93,12 +109,14 @@ def get_token_info(slot_id: int) -> TokenInfo:
         max_sessions=C.CK_EFFECTIVELY_INFINITE,
         sessions=len(sessions),
         max_rw_sessions=C.CK_EFFECTIVELY_INFINITE,
-        rw_sessions=sum(1 for s in sessions if s.rw),
+        rw_sessions=rw,
         max_pin_len=card.policy.max_length,
         min_pin_len=card.policy.min_length,
         hardware_version=VERSION,
         firmware_version=VERSION,
     )
+    _token_info[slot_id] = (key, info)
+    return info
 
 
 _MECHANISM_LIST = sorted(crypto.MECHANISMS)

@@ -66,6 +66,7 @@ class Library:
         self.lock = threading.RLock()
         self.engine: Engine | None = None
         self.pid = 0
+        self.forked = False  # set in a forked child until it initialises again
         self.sessions: dict[int, Session] = {}
         self.next_handle = 0
         self.finalized = threading.Event()
@@ -92,9 +93,14 @@ class Library:
         for lock in reversed(held):
             lock.release()
 
+    def after_fork_in_child(self) -> None:
+        """The child must initialise again (a flag, so that no call pays for getpid())."""
+        self.forked = True
+        self.after_fork()
+
     def require(self) -> Engine:
         engine = self.engine
-        if engine is None or self.pid != os.getpid():
+        if engine is None or self.forked:
             raise CKRError(C.CKR_CRYPTOKI_NOT_INITIALIZED)
         return engine
 
@@ -112,7 +118,7 @@ class Library:
 
 
 LIB = Library()
-os.register_at_fork(before=LIB.before_fork, after_in_parent=LIB.after_fork, after_in_child=LIB.after_fork)
+os.register_at_fork(before=LIB.before_fork, after_in_parent=LIB.after_fork, after_in_child=LIB.after_fork_in_child)
 
 
 def deliver(session: Session, attr: str, op: Operation, compute: Any, query: bool, capacity: int) -> bytes:
