@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from vsc_provider import config
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -508,6 +506,8 @@ class Engine:
         key = card.keys.get(obj.handle)
         if key is not None:
             return key
+        from cryptography.hazmat.primitives import serialization
+
         if obj.klass == C.CKO_PRIVATE_KEY:
             key = serialization.load_der_private_key(self.material(card, obj), password=None)
         elif obj.klass == C.CKO_SECRET_KEY:

@@ -1,5 +1,8 @@
 """Token objects and the attribute sets that clients expect for keys, certificates, data and profiles.
 
+asn1crypto, x509 and serialization are imported where used: the module loads at every C_Initialize and
+its start-up time and memory count (a host that never creates keys never needs them).
+
 Attributes are kept as raw PKCS#11 bytes (see vsc_provider.ck.attributes). Key material is never an
 attribute: token objects keep it sealed under the card's data key, session objects in memory.
 """
@@ -10,10 +13,6 @@ import builtins
 import hashlib
 from typing import Any
 
-from asn1crypto import core as asn1_core
-from asn1crypto import keys as asn1_keys
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -123,11 +122,16 @@ CURVE_NAMES = {
 
 
 def oid_der(oid: str) -> bytes:
+    from asn1crypto import core as asn1_core
+
     return bytes(asn1_core.ObjectIdentifier(oid).dump())
 
 
 def curve_from_params(params: bytes) -> str:
     """CKA_EC_PARAMS (a named-curve OID, or a PrintableString name as some clients send) -> dotted OID."""
+    from asn1crypto import core as asn1_core
+    from asn1crypto import keys as asn1_keys
+
     try:
         parsed = asn1_keys.ECDomainParameters.load(params)
         if parsed.name == "named":
@@ -152,11 +156,15 @@ def curve_from_params(params: bytes) -> str:
 
 
 def octet_string(raw: bytes) -> bytes:
+    from asn1crypto import core as asn1_core
+
     return bytes(asn1_core.OctetString(raw).dump())
 
 
 def unwrap_octet_string(raw: bytes) -> bytes:
     """CKA_EC_POINT as DER OCTET STRING, tolerating clients that send the bare point."""
+    from asn1crypto import core as asn1_core
+
     try:
         parsed = asn1_core.OctetString.load(raw)
         inner = parsed.native
@@ -168,6 +176,8 @@ def unwrap_octet_string(raw: bytes) -> bytes:
 
 
 def spki(public_key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -198,6 +208,8 @@ def _key_common(key_type: int, key_id: bytes, local: bool, gen_mech: int | None)
 
 def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
     """(CKK_ type, type-specific attributes) of a public key, shared by public and private key objects."""
+    from cryptography.hazmat.primitives import serialization
+
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers = public_key.public_numbers()
         return C.CKK_RSA, {
@@ -303,6 +315,9 @@ def secret_key_attrs(
 
 
 def certificate_attrs(der: bytes, *, key_id: bytes, label: str, token: bool, user_cert: bool) -> dict[int, bytes]:
+    from asn1crypto import core as asn1_core
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -357,5 +372,7 @@ def profile_attrs(profile_id: int) -> dict[int, bytes]:
 
 def key_id_for(public_key: Any) -> bytes:
     """A CKA_ID clients can match across key, public key and certificate: SHA-1 of the public key bits."""
+    from asn1crypto import keys as asn1_keys
+
     info = asn1_keys.PublicKeyInfo.load(spki(public_key))
     return hashlib.sha1(bytes(info["public_key"].contents[1:])).digest()  # noqa: S324 - an identifier
