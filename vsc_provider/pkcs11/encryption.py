@@ -5,21 +5,14 @@ from __future__ import annotations
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object
+from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, operation_key
 from vsc_provider.token import crypto
 
 
 def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
-    if s.encrypt is not None:
-        raise CKRError(C.CKR_OPERATION_ACTIVE)
-    if mech.type not in crypto.MECHANISMS:
-        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
-    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
-    if obj.klass not in (C.CKO_PUBLIC_KEY, C.CKO_SECRET_KEY):
-        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "encryption needs a public or secret key")
-    if not obj.bool(C.CKA_ENCRYPT):
-        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_ENCRYPT false")
+    classes = (C.CKO_PUBLIC_KEY, C.CKO_SECRET_KEY)
+    obj = operation_key(s, "encrypt", mech.type, key, classes, C.CKA_ENCRYPT, "encryption")
     if obj.klass == C.CKO_SECRET_KEY and not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     s.encrypt = Operation(crypto.make_encryptor(mech, LIB.require().crypto_key(s.card, obj)), obj)
@@ -27,15 +20,8 @@ def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
 
 def decrypt_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
-    if s.decrypt is not None:
-        raise CKRError(C.CKR_OPERATION_ACTIVE)
-    if mech.type not in crypto.MECHANISMS:
-        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
-    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
-    if obj.klass not in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
-        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "decryption needs a private or secret key")
-    if not obj.bool(C.CKA_DECRYPT):
-        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_DECRYPT false")
+    classes = (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY)
+    obj = operation_key(s, "decrypt", mech.type, key, classes, C.CKA_DECRYPT, "decryption")
     if not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     worker = crypto.make_decryptor(mech, LIB.require().crypto_key(s.card, obj))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object
+from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object, operation_key
 from vsc_provider.token import crypto
 
 _SESSIONS = LIB.sessions
@@ -16,15 +16,7 @@ _SESSIONS = LIB.sessions
 
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
-    if s.sign is not None:
-        raise CKRError(C.CKR_OPERATION_ACTIVE)
-    if mech.type not in crypto.MECHANISMS:
-        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
-    obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
-    if obj.klass not in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
-        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "signing needs a private or secret key")
-    if not obj.bool(C.CKA_SIGN):
-        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, "key has CKA_SIGN false")
+    obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
     if not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     signer = crypto.make_signer(mech, LIB.require().crypto_key(s.card, obj))

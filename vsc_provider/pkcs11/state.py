@@ -10,6 +10,7 @@ from typing import Any
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
+from vsc_provider.token import crypto
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
 
@@ -151,6 +152,31 @@ def find_object(session: Session, handle: int, invalid: int = C.CKR_OBJECT_HANDL
         obj = card.get(handle)
     if obj is None or not card.visible(obj):
         raise CKRError(invalid, f"no object {handle} visible in this session")
+    return obj
+
+
+_USAGE_NAMES = {
+    C.CKA_SIGN: "CKA_SIGN",
+    C.CKA_VERIFY: "CKA_VERIFY",
+    C.CKA_ENCRYPT: "CKA_ENCRYPT",
+    C.CKA_DECRYPT: "CKA_DECRYPT",
+}
+
+
+def operation_key(
+    session: Session, attr: str, mech_type: int, handle: int, classes: tuple[int, ...], usage: int, what: str
+) -> TokenObject:
+    """The checks every C_xInit shares: no operation active, a known mechanism, a visible key of the
+    right class whose usage attribute allows it."""
+    if getattr(session, attr) is not None:
+        raise CKRError(C.CKR_OPERATION_ACTIVE)
+    if mech_type not in crypto.MECHANISMS:
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
+    obj = find_object(session, handle, C.CKR_KEY_HANDLE_INVALID)
+    if obj.klass not in classes:
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"{what} needs another class of key")
+    if not obj.bool(usage):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key has {_USAGE_NAMES.get(usage, hex(usage))} false")
     return obj
 
 
