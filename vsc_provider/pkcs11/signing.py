@@ -17,9 +17,14 @@ _SESSIONS = LIB.sessions
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
-    if not s.card.user:
+    card = s.card
+    if not card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
-    signer = crypto.make_signer(mech, LIB.require().crypto_key(s.card, obj))
+    prepared = (obj.handle, mech)
+    signer = card.signers.get(prepared)
+    if signer is None:
+        signer = card.signers[prepared] = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
+    # The operation starts on the shared signer; multi-part use takes a copy with state of its own.
     s.sign = Operation(signer, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE), length=signer.length)
 
 
@@ -58,7 +63,9 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
 
 def sign_update(h: int, part: bytes) -> None:
     s, op = _sign_op(h)
-    op.multipart = True
+    if not op.multipart:
+        op.multipart = True
+        op.worker = op.worker.fresh()
     try:
         op.worker.update(part)
     except Exception:
@@ -70,6 +77,9 @@ def sign_final(h: int, query: bool, capacity: int) -> bytes:
     s, op = _sign_op(h)
     if op.result is None and query:
         return b"\x00" * op.length
+    if not op.multipart:  # C_SignFinal straight after C_SignInit: an empty message
+        op.multipart = True
+        op.worker = op.worker.fresh()
     return deliver(s, "sign", op, op.worker.final, query, capacity)
 
 

@@ -6,6 +6,7 @@ algorithms, the loaded key), so the per-call work is the `cryptography` call its
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from typing import Any
@@ -225,6 +226,14 @@ class Signer:
     def final(self) -> bytes:
         return self.sign(b"".join(self._parts))
 
+    def fresh(self) -> Signer:
+        """A copy with its own multi-part state; the prepared keys, paddings and hashes are shared, so one
+        prepared signer serves every operation on its key and mechanism."""
+        other = copy.copy(self)
+        other._parts = []
+        other._hash = None
+        return other
+
 
 class _HashThenSign(Signer):
     """Hash-and-sign mechanisms: one-shot hands the data to OpenSSL; multi-part hashes incrementally."""
@@ -363,6 +372,12 @@ class _HmacSigner(Signer):
 
     def final(self) -> bytes:
         return self._ctx.finalize()
+
+    def fresh(self) -> Signer:
+        other = super().fresh()
+        assert isinstance(other, _HmacSigner)
+        other._ctx = hmac.HMAC(self._key, self._alg())
+        return other
 
 
 class Verifier:

@@ -67,6 +67,11 @@ def _server_checked(rec: CardRecord) -> bool:
     return bool(rec.server) and (rec.server or {}).get("pin_check") == "server"
 
 
+def _provisioning(rec: CardRecord) -> bool:
+    """A card whose activation has not finished: hidden from every process but the activating one."""
+    return (rec.server or {}).get("state") == "activating"
+
+
 def _server_secret(rec: CardRecord, pin: bytes, device_key: bytes) -> bytes:
     """The one call from the token into provisioning (issue 5): a server-checked PIN's extra key layer."""
     from vsc_provider.provisioning.client import server_secret
@@ -86,6 +91,8 @@ class Card:
     so: bool = False
     data_key: bytes | None = None
     keys: dict[int, Any] = field(default_factory=dict)
+    # Prepared signers by (key handle, mechanism): C_SignInit on a key already used is a dict lookup.
+    signers: dict[tuple[int, Any], Any] = field(default_factory=dict)
     profile: TokenObject | None = None
 
     @property
@@ -118,6 +125,7 @@ class Card:
         self.so = False
         self.data_key = None
         self.keys.clear()
+        self.signers.clear()
 
 
 class Engine:
@@ -127,6 +135,8 @@ class Engine:
         self.store = Store(store_path or config.store_path())
         self.device_key = load_device_key(device_key_path or config.device_key_path())
         self.cards: dict[int, Card] = {}
+        self.hidden: dict[int, CardRecord] = {}  # cards another process is still activating
+        self._activating: set[int] = set()  # cards this process is activating
         self.lock = threading.RLock()
         self._version = -1
         self._session_handles = SESSION_OBJECT_BASE
@@ -143,7 +153,11 @@ class Engine:
             self._version = version
             records, objects = self.store.load()
             cards: dict[int, Card] = {}
+            self.hidden = {}
             for rec in records:
+                if _provisioning(rec) and rec.id not in self._activating:
+                    self.hidden[rec.id] = rec
+                    continue
                 card = self.cards.get(rec.id)
                 if card is None or card.serial != rec.serial:
                     card = Card(record=rec, policy=PinPolicy.from_json(rec.policy))
@@ -230,6 +244,8 @@ class Engine:
         with self.lock:
             with self.store.transaction() as db:
                 rec.id = self.store.insert_card(db, rec)
+            if _provisioning(rec):
+                self._activating.add(rec.id)
             self.refresh(force=True)
             return self.cards[rec.id]
 
@@ -341,13 +357,20 @@ class Engine:
         with self.lock:
             card.forget_secrets()
 
-    def set_user_pin(self, card: Card, new_pin: bytes) -> None:
-        """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter."""
+    def set_user_pin(self, card: Card, new_pin: bytes, old_pin: bytes | None = None) -> None:
+        """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter.
+
+        A server-checked PIN changes on the server too (SetPIN only: the change needs the old PIN)."""
         card.policy.check(new_pin)
-        if _server_checked(card.record):
+        if _server_checked(card.record) and old_pin is None:
             raise CKRError(C.CKR_FUNCTION_NOT_SUPPORTED, "this card's PIN is checked by its server: change it there")
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
+        if _server_checked(card.record) and old_pin is not None:
+            from vsc_provider.provisioning.client import change_server_pin
+
+            change_server_pin(self, card, old_pin, new_pin)
+            return
         salt = secrets.token_bytes(16)
         wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "user")
         with self.store.transaction() as db:
