@@ -73,6 +73,7 @@ class CardInfo:
     failed_tries: int
     locked: bool
     objects: list[ObjectInfo]
+    renewal_requested: bool = False  # the card's server asked for new keys (done with the PIN: vsc card renew)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -167,6 +168,7 @@ def card_info(card: Card, with_private: bool = False) -> CardInfo:
         failed_tries=rec.user_failures,
         locked=rec.user_failures >= card.policy.max_tries,
         objects=objs,
+        renewal_requested=bool((rec.server or {}).get("renew_requested")),
     )
 
 

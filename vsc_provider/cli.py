@@ -127,6 +127,8 @@ def card_create(label: str, pin: str | None, so_pin: str | None, as_json: bool) 
 def _print_card(info: api.CardInfo) -> None:
     state = "blocked" if info.locked else ("no user PIN" if not info.user_pin_set else "ready")
     origin = f"server {info.server}" if info.server else "local"
+    if info.renewal_requested:
+        state += ", renewal requested"
     click.echo(f"slot {info.slot}: {info.label!r} serial {info.serial} ({origin}, {state})")
     click.echo(f"  {info.uri}")
     for o in info.objects:

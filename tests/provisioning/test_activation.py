@@ -215,20 +215,63 @@ def test_many_identities_from_several_servers_including_raw_keys(
         other.stop()
 
 
-def test_killed_activation_leaves_no_card_and_a_new_link_works(id_server: IdServer, vsc_home: Path) -> None:
+def _activating_rows(store: Path) -> int:
+    """Cards in the store whose activation has not finished (read-only, never waits on a writer)."""
+    import sqlite3
+
+    if not store.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = db.execute("SELECT server FROM cards").fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return 0
+    return sum(1 for (server,) in rows if server and json.loads(server).get("state") == "activating")
+
+
+def test_killed_activation_leaves_no_card_and_a_new_link_works(
+    id_server: IdServer, vsc_home: Path, inproc: None
+) -> None:
+    import os
+    import signal
     import subprocess
     import sys
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vsc_provider.cli", "activate", id_server.link("jack"), "--pin", USER_PIN],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.0)
-    proc.kill()
-    proc.wait(10)
+    from vsc_provider.pkcs11 import slots
+
+    store = vsc_home / "store.sqlite"
+    caught = False
+    for _ in range(3):  # catch the activation while its card is incomplete (bounded retries)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vsc_provider.cli", "activate", id_server.link("jack"), "--pin", USER_PIN],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and not _activating_rows(store):
+                time.sleep(0.002)
+            if proc.poll() is None and _activating_rows(store):
+                os.kill(proc.pid, signal.SIGSTOP)  # frozen half-way: the card exists in the store, incomplete
+                caught = True
+                assert cards() == []  # `vsc card list` in another process
+                general.initialize(None)
+                try:
+                    assert slots.get_slot_list(False) == []  # C_GetSlotList in this process
+                finally:
+                    general.finalize()
+        finally:
+            proc.kill()
+            proc.wait(10)
+        if caught:
+            break
+    assert caught, "the activation was never seen half-way"
     left = cards()
-    assert all(c["server"] == id_server.url for c in left) and len(left) <= 1
-    activate(id_server.link("jack"))
-    done = cards()  # the killed run either finished (a complete card) or was cleaned up
-    assert 1 <= len(done) <= 2 and all(len(c["objects"]) == 4 for c in done)
+    assert all(c["server"] == id_server.url and len(c["objects"]) == 4 for c in left) and len(left) <= 1
+    activate(id_server.link("jack"))  # a new link works, and the interrupted card is cleaned up
+    done = cards()
+    assert len(done) == 1 + len(left) and all(len(c["objects"]) == 4 for c in done)
+    assert _activating_rows(store) == 0

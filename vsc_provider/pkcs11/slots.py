@@ -177,7 +177,7 @@ def set_pin(h: int, old: bytes | None, new: bytes | None) -> None:
         if so:
             engine.set_so_pin(card, new)
         else:
-            engine.set_user_pin(card, new)
+            engine.set_user_pin(card, new, old_pin=old)
     finally:
         card.data_key = saved if (card.user or card.so) else None
 

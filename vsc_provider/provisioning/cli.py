@@ -64,10 +64,12 @@ def identity() -> None:
 
 @identity.command("status")
 @click.argument("card_ref")
+@click.option("--pin", default=None, help="with the PIN, a renewal the server asked for is done now")
 @_server_errors
-def status(card_ref: str) -> None:
-    """Contact the card's server (a card the server deleted is wiped now)."""
-    click.echo(json.dumps(client.status(card_ref)))
+def status(card_ref: str, pin: str | None) -> None:
+    """Contact the card's server (a card the server deleted is wiped now; a requested renewal is
+    recorded, or done at once with --pin)."""
+    click.echo(json.dumps(client.status(card_ref, pin)))
 
 
 @identity.command("renew")

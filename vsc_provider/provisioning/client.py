@@ -55,33 +55,40 @@ def _pid_alive(pid: int) -> bool:
 
 
 def purge_unfinished(eng: Engine) -> int:
-    """Cards left by an activation that was killed half-way (its process is gone) are removed."""
-    eng.refresh()
+    """Cards left by an activation that was killed half-way (its process is gone) are removed.
+
+    Until then they are hidden from every other process (Engine.hidden): no slot, no `vsc card list` line."""
+    eng.refresh(force=True)
     gone = 0
-    for card in list(eng.cards.values()):
-        binding = card.record.server or {}
+    for rec in list(eng.hidden.values()):
+        binding = rec.server or {}
         if binding.get("state") == "activating" and not _pid_alive(int(binding.get("pid", 0))):
-            eng.delete_card(card.slot_id)
+            log.info("removing card %s left by an interrupted activation", rec.serial)
+            eng.delete_card(rec.id)
             gone += 1
     return gone
+
+
+def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
+    key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, serial)
+    with PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client:
+        body = key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
+        return client.call("POST", path, body)
 
 
 def _device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
     binding = card.record.server or {}
     if binding.get("state") != "active":
         raise CKRError(C.CKR_FUNCTION_FAILED, "this card is not bound to a server")
-    key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
-    with PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client:
-        body = key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
-        try:
-            return client.call("POST", path, body)
-        except ServerError as exc:
-            if exc.status == 410 and exc.error in ("device_deleted", "device_migrated"):
-                wipe(eng, card)
-                raise CardWiped(
-                    f"the server {exc.error.split('_')[1]} this card's identity: card {card.serial} wiped"
-                ) from None
-            raise
+    try:
+        return dict(_signed_call(binding, card.serial, path, payload, eng))
+    except ServerError as exc:
+        if exc.status == 410 and exc.error in ("device_deleted", "device_migrated"):
+            wipe(eng, card)
+            raise CardWiped(
+                f"the server {exc.error.split('_')[1]} this card's identity: card {card.serial} wiped"
+            ) from None
+        raise
 
 
 def wipe(eng: Engine, card: Card) -> None:
@@ -206,15 +213,49 @@ def _activate_card(
 # --- later calls ------------------------------------------------------------------------------------
 
 
-def status(ref: str) -> dict[str, Any]:
-    """Contact the server: wipes the card if the server deleted it; tells whether a renewal is due."""
+def status(ref: str, pin: str | None = None) -> dict[str, Any]:
+    """Contact the server: wipes the card if the server deleted it; acts on a server-set renewal flag.
+
+    With the PIN a requested renewal is done at once; without it the card is marked (`vsc card list`
+    shows "renewal requested") and renewed by the next `vsc` command that has the PIN."""
     eng: Engine = api.engine()
     card = api.find_card(ref)
+    _finish_release(eng, card)
     result = _device_call(card, "/v1/status", {}, eng)
     if result.get("state") in ("deleted", "migrated"):
         wipe(eng, card)
         raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
+    wanted = bool(result.get("renew"))
+    if wanted and pin is not None:
+        renew(ref, pin)
+        result["renewed"] = True
+    elif wanted != bool((card.record.server or {}).get("renew_requested")):
+        mark_renewal(eng, card.slot_id, wanted)
     return result
+
+
+def mark_renewal(eng: Engine, slot_id: int, wanted: bool) -> None:
+    """Record (or clear) the server's renewal request in the card's binding."""
+    with eng.store.transaction() as db:
+        rec = eng.store.card(db, slot_id)
+        if rec is None or not rec.server:
+            return
+        binding = dict(rec.server)
+        if wanted:
+            binding["renew_requested"] = True
+        else:
+            binding.pop("renew_requested", None)
+        eng.store.update_card(db, slot_id, server=binding)
+    eng.refresh(force=True)
+
+
+def renew_if_requested(ref: str, pin: str) -> bool:
+    """Renew now if the server asked for it at an earlier contact (the PIN is needed for new keys)."""
+    card = api.find_card(ref)
+    if not (card.record.server or {}).get("renew_requested"):
+        return False
+    renew(ref, pin)
+    return True
 
 
 def delete(ref: str, force: bool = False) -> None:
@@ -245,10 +286,16 @@ def renew(ref: str, pin: str) -> api.CardInfo:
         PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client,
         api.session(card, pin=pin) as h,
     ):
-        offer_keys = [{"id": k["id"], "type": _kind_of(card, k), "format": k["format"]} for k in binding["keys"]]
+        current = [k for k in binding["keys"] if k["format"] != "imported"]
+        kinds = {k["id"]: _kind_of(card, k) for k in current}
+        old_keys = [device.existing_key(card, k["id"], kinds[k["id"]], bytes.fromhex(k["key_id"])) for k in current]
+        offer_keys = [{"id": k["id"], "type": kinds[k["id"]], "format": k["format"]} for k in current]
         made, entries = _generate_requests(h, card, offer_keys, binding["user"])
         nonce = client.nonce()
-        body = dev.sign(binding["url"] + "/v1/renew", nonce, {"keys": entries}, kid=binding["device"])
+        # the new CSRs travel inside a JWS by the current card keys: the server checks it against the
+        # certificates it issued, so a stolen device key alone cannot renew
+        possession = device.possession_jws(h, old_keys, {"nonce": nonce, "device": binding["device"], "keys": entries})
+        body = dev.sign(binding["url"] + "/v1/renew", nonce, {"renewal": possession}, kid=binding["device"])
         try:
             result = client.call("POST", "/v1/renew", body)
         except BaseException:
@@ -262,6 +309,7 @@ def renew(ref: str, pin: str) -> api.CardInfo:
             device.destroy_key_id(h, card, bytes.fromhex(old[entry["id"]]["key_id"]))
         binding["keys"] = kept + recorded
         binding["renewed"] = time.time()
+        binding.pop("renew_requested", None)
     _set_binding(eng, card, binding)
     return api.card_info(eng.cards[card.slot_id])
 
@@ -283,32 +331,23 @@ def _kind_of(card: Card, recorded: dict[str, Any]) -> str:
 
 
 def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInfo:
-    """Move the card from its server A to server B: A signs a ticket naming the keys, B certifies the same
-    keys (proved by CSRs signed on the token), and the card's binding then names only B."""
+    """Move the card from its server A to server B: A signs a ticket naming the keys (and B's protocol key),
+    B certifies the same keys (proved by CSRs signed on the token), the card's binding then names only B,
+    and last B's signed receipt tells A to let the device go. If B refuses, nothing changed: the card
+    still works with A (A keeps the device active until it sees B's receipt)."""
     eng: Engine = api.engine()
     card = api.find_card(ref)
     binding = dict(card.record.server or {})
     target_url = target_url.rstrip("/")
     with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin) as h:
         info = target.call("GET", "/v1/server")
-        ticket = _device_call(card, "/v1/migration", {"target": target_url}, eng)["ticket"]
+        ticket = _device_call(
+            card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng
+        )["ticket"]
         dev = device.DeviceKey.generate()
-        entries = []
         moved = [k for k in binding["keys"] if k["format"] != "imported"]
-        made = []
-        for k in moved:
-            key_id = bytes.fromhex(k["key_id"])
-            pub = next(
-                o for o in card.objects.values() if o.klass == C.CKO_PUBLIC_KEY and o.attrs.get(C.CKA_ID) == key_id
-            )
-            priv = next(
-                o for o in card.objects.values() if o.klass == C.CKO_PRIVATE_KEY and o.attrs.get(C.CKA_ID) == key_id
-            )
-            key = device.CardKey(
-                k["id"], _kind_of(card, k), key_id, pub.handle, priv.handle, pub.attrs[C.CKA_PUBLIC_KEY_INFO]
-            )
-            made.append(key)
-            entries.append({"id": k["id"], "csr": wire.b64u(device.csr(h, key, binding["user"]))})
+        made = [device.existing_key(card, k["id"], _kind_of(card, k), bytes.fromhex(k["key_id"])) for k in moved]
+        entries = [{"id": k.request_id, "csr": wire.b64u(device.csr(h, k, binding["user"]))} for k in made]
         pv_salt = secrets.token_bytes(16)
         payload: dict[str, Any] = {
             "ticket": ticket,
@@ -329,6 +368,7 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
         recorded = _install(h, card, dev, made, result["keys"], result["user"])
         online = "secret" in result
         eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]) if online else None)
+    old = {k: binding[k] for k in ("url", "pin", "cert", "device", "device_key")}
     binding.update(
         url=target_url,
         pin=target_pin,
@@ -341,9 +381,66 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
         pin_salt=pv_salt.hex(),
         keys=[k for k in binding["keys"] if k["format"] == "imported"] + recorded,
         migrated=time.time(),
+        release={**old, "receipt": result["receipt"]},
     )
+    binding.pop("renew_requested", None)
     _set_binding(eng, card, binding)
+    _finish_release(eng, eng.cards[card.slot_id])
     return api.card_info(eng.cards[card.slot_id])
+
+
+def _finish_release(eng: Engine, card: Card) -> None:
+    """Hand the new server's receipt to the old server, which then ends the device there. Kept in the
+    binding and retried at the next contact (`vsc identity status`) if the old server cannot be reached."""
+    binding = dict(card.record.server or {})
+    release = binding.get("release")
+    if not release:
+        return
+    try:
+        _signed_call(release, card.serial, "/v1/migration/complete", {"receipt": release["receipt"]}, eng)
+    except ServerError as exc:
+        if exc.status == 0 or exc.status >= 500:
+            log.warning(
+                "card %s: the old server %s was not told of the migration yet: %s", card.serial, release["url"], exc
+            )
+            return
+        log.warning("card %s: the old server %s refused the migration receipt: %s", card.serial, release["url"], exc)
+    binding.pop("release", None)
+    _set_binding(eng, card, binding)
+
+
+# --- PIN change for server-checked cards ---------------------------------------------------------------
+
+
+def change_server_pin(eng: Engine, card: Card, old_pin: bytes, new_pin: bytes) -> None:
+    """C_SetPIN for a card whose PIN the server checks (the caller already verified the old PIN, so
+    card.data_key is set). The server takes the new verifier with a proof of the old PIN (a wrong one is
+    counted), the data key is re-wrapped under the new PIN, and a proof by the new PIN confirms the change
+    on the server. The server accepts both PINs until that confirmation, so a crash in between leaves a
+    card that opens with the PIN its store is wrapped under."""
+    binding = card.record.server or {}
+    dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
+    salt = bytes.fromhex(binding["pin_salt"])
+    try:
+        with PinnedClient(
+            binding["url"], binding["pin"], bytes.fromhex(binding["cert"]), timeout=_LOGIN_TIMEOUT
+        ) as client:
+            info = client.call("GET", "/v1/server")
+            nonce = client.nonce()
+            proof = hmac.new(pin_verifier(old_pin, salt), b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
+            payload = {
+                "proof": wire.b64u(proof),
+                "pin_verifier": device.jwe_to_server(info["jwks"], pin_verifier(new_pin, salt)),
+            }
+            body = dev.sign(binding["url"] + "/v1/pin/change", nonce, payload, kid=binding["device"])
+            result = client.call("POST", "/v1/pin/change", body)
+    except ServerError as exc:
+        raise _pin_error(card.record, exc) from None
+    eng.bind_server_secret(card, new_pin, dev.open(result["secret"]))
+    with eng.store.transaction() as db:
+        eng.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
+    eng.refresh(force=True)
+    server_secret(eng.cards[card.slot_id].record, new_pin, eng.device_key)  # confirms the new verifier
 
 
 # --- the engine's hook for server-checked PINs -------------------------------------------------------
@@ -351,7 +448,10 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
 
 def server_secret(record: CardRecord, pin: bytes, device_file_key: bytes) -> bytes:
     """Prove the PIN to the card's server (HMAC over a fresh nonce, never the PIN) and get the secret
-    that is one layer of the card's data key. Raises CKRError with the PKCS#11 meaning of the answer."""
+    that is one layer of the card's data key. Raises CKRError with the PKCS#11 meaning of the answer.
+
+    A renewal flag in the answer is recorded on the card, never acted on here: keys do not change under
+    a PKCS#11 application in the middle of its session."""
     binding = record.server or {}
     try:
         dev = device.DeviceKey.unseal(binding["device_key"], device_file_key, record.serial)
@@ -363,22 +463,24 @@ def server_secret(record: CardRecord, pin: bytes, device_file_key: bytes) -> byt
             proof = hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
             body = dev.sign(binding["url"] + "/v1/pin", nonce, {"proof": wire.b64u(proof)}, kid=binding["device"])
             result = client.call("POST", "/v1/pin", body)
-        return dev.open(result["secret"])
     except ServerError as exc:
-        if exc.error == "pin_incorrect":
-            raise CKRError(
-                C.CKR_PIN_INCORRECT, f"wrong PIN ({exc.body.get('tries_left')} tries left on the server)"
-            ) from None
-        if exc.error == "pin_blocked":
-            raise CKRError(
-                C.CKR_PIN_LOCKED, "the server blocked the PIN: ask its administrator to unblock it"
-            ) from None
-        if exc.error == "pin_wait":
-            raise CKRError(
-                C.CKR_FUNCTION_FAILED, f"too many wrong PINs: wait {exc.body.get('retry_after', 0):.0f}s"
-            ) from None
-        log.error("server PIN check for card %s failed: %s", record.serial, exc)
-        raise CKRError(C.CKR_DEVICE_ERROR, f"the card's server cannot check the PIN: {exc}") from None
+        raise _pin_error(record, exc) from None
+    if bool(result.get("renew")) != bool(binding.get("renew_requested")):
+        from vsc_provider.pkcs11.state import LIB
+
+        mark_renewal(LIB.require(), record.id, bool(result.get("renew")))
+    return dev.open(result["secret"])
+
+
+def _pin_error(record: CardRecord, exc: ServerError) -> CKRError:
+    if exc.error == "pin_incorrect":
+        return CKRError(C.CKR_PIN_INCORRECT, f"wrong PIN ({exc.body.get('tries_left')} tries left on the server)")
+    if exc.error == "pin_blocked":
+        return CKRError(C.CKR_PIN_LOCKED, "the server blocked the PIN: ask its administrator to unblock it")
+    if exc.error == "pin_wait":
+        return CKRError(C.CKR_FUNCTION_FAILED, f"too many wrong PINs: wait {exc.body.get('retry_after', 0):.0f}s")
+    log.error("server PIN check for card %s failed: %s", record.serial, exc)
+    return CKRError(C.CKR_DEVICE_ERROR, f"the card's server cannot check the PIN: {exc}")
 
 
 import httpx  # noqa: E402

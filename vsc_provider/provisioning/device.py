@@ -45,6 +45,17 @@ CSR_SIGNING = {
 }
 
 
+# how each key kind signs a JWS through the token: mechanism, JWS alg (RFC 7518: ECDSA as r||s, as PKCS#11 gives it)
+JWS_SIGNING = {
+    "rsa2048": (C.CKM_SHA256_RSA_PKCS, "RS256"),
+    "rsa3072": (C.CKM_SHA256_RSA_PKCS, "RS256"),
+    "rsa4096": (C.CKM_SHA256_RSA_PKCS, "RS256"),
+    "p256": (C.CKM_ECDSA_SHA256, "ES256"),
+    "p384": (C.CKM_ECDSA_SHA384, "ES384"),
+    "ed25519": (C.CKM_EDDSA, "EdDSA"),
+}
+
+
 def _aad(serial: str) -> bytes:
     return f"vsc-server-device-key:{serial}".encode()
 
@@ -235,3 +246,24 @@ def destroy_key_id(h: int, card: Card, key_id: bytes) -> None:
     for obj in list(card.objects.values()):
         if obj.attrs.get(C.CKA_ID) == key_id:
             objects.destroy_object(h, obj.handle)
+
+
+def possession_jws(h: int, signers: list[CardKey], payload: dict[str, Any]) -> dict[str, Any]:
+    """A JWS in general JSON serialization (RFC 7515 7.2.1) over `payload`, one signature per card key,
+    each made on the token (kid = the key's id in the profile): proof that the device holds those keys."""
+    body = wire.b64u(wire.canonical(payload))
+    signatures = []
+    for key in signers:
+        mech, alg = JWS_SIGNING[key.kind]
+        protected = wire.b64u(json.dumps({"alg": alg, "kid": key.request_id}, sort_keys=True).encode())
+        signing.sign_init(h, Mechanism(mech), key.private)
+        signature = signing.sign(h, f"{protected}.{body}".encode(), False, 8192)
+        signatures.append({"protected": protected, "signature": wire.b64u(signature)})
+    return {"payload": body, "signatures": signatures}
+
+
+def existing_key(card: Card, request_id: str, kind: str, key_id: bytes) -> CardKey:
+    """A key already on the card (by CKA_ID) as a CardKey, to sign with it."""
+    pub = next(o for o in card.objects.values() if o.klass == C.CKO_PUBLIC_KEY and o.attrs.get(C.CKA_ID) == key_id)
+    priv = next(o for o in card.objects.values() if o.klass == C.CKO_PRIVATE_KEY and o.attrs.get(C.CKA_ID) == key_id)
+    return CardKey(request_id, kind, key_id, pub.handle, priv.handle, pub.attrs[C.CKA_PUBLIC_KEY_INFO])

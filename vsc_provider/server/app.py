@@ -19,8 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from jwcrypto import jwe as jose_jwe
 from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
@@ -35,6 +36,7 @@ from vsc_provider.provisioning import wire
 from vsc_provider.server import openapi
 from vsc_provider.server.ca import Authority
 from vsc_provider.server.db import Database, Device
+from vsc_provider.server.escrow import EscrowVault
 from vsc_provider.server.profiles import KeyRequest, Profile
 from vsc_provider.server.profiles import load as load_profiles
 
@@ -72,6 +74,32 @@ def pin_delay(failures: int) -> float:
     return 0.0 if failures < 3 else min(base * 2 ** (failures - 3), 3600.0)
 
 
+def old_key_signature_valid(public: Any, alg: str, signature: bytes, data: bytes) -> bool:
+    """A JWS signature (RFC 7518 encodings: ECDSA as r||s) by a card key of any type the profiles allow."""
+    try:
+        if isinstance(public, rsa.RSAPublicKey) and alg in ("RS256", "RS512"):
+            digest: hashes.HashAlgorithm = hashes.SHA256() if alg == "RS256" else hashes.SHA512()
+            public.verify(signature, data, padding.PKCS1v15(), digest)
+            return True
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            want = {"secp256r1": ("ES256", hashes.SHA256()), "secp384r1": ("ES384", hashes.SHA384())}
+            name, digest = want.get(public.curve.name, ("", hashes.SHA256()))
+            half = (public.curve.key_size + 7) // 8
+            if alg != name or len(signature) != 2 * half:
+                return False
+            from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+            der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+            public.verify(der, data, ec.ECDSA(digest))
+            return True
+        if isinstance(public, ed25519.Ed25519PublicKey) and alg == "EdDSA":
+            public.verify(signature, data)
+            return True
+    except InvalidSignature:
+        return False
+    return False
+
+
 def pin_proof(verifier: bytes, nonce: str) -> bytes:
     return hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
 
@@ -91,6 +119,8 @@ class IdentityServer:
         self.data = data
         self.authority = Authority.load_or_create(data, hosts)
         self.db = Database(data / "server.sqlite")
+        self.escrow = EscrowVault(data)
+        self._seal_legacy_escrow()
         self.profiles = load_profiles(data)
         self.protocol_key = self._protocol_key()
         self.admin_token = self._admin_token()
@@ -106,6 +136,14 @@ class IdentityServer:
         key = jose_jwk.JWK.from_json(path.read_text())
         key["kid"] = key.thumbprint()
         return key
+
+    def _seal_legacy_escrow(self) -> None:
+        """Escrowed keys stored in clear by earlier versions are sealed in place at start-up."""
+        for rowid, device_id, key_id, blob in self.db.escrow_rows():
+            if not EscrowVault.is_sealed(blob):
+                sealed = self.escrow.seal(device_id, key_id, blob)
+                with self.db.transaction() as tx:
+                    tx.execute("UPDATE keys SET escrow = ? WHERE rowid = ?", (sealed, rowid))
 
     def _admin_token(self) -> str:
         path = self.data / "admin.json"
@@ -304,7 +342,7 @@ class IdentityServer:
                     serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
                 )
                 entry["key"] = self.jwe_to(jwk, der)
-                escrow = der
+                escrow = self.escrow.seal(device_id, req.id, der)
             else:
                 public = publics[req.id]
             cert_der = None
@@ -367,6 +405,16 @@ class IdentityServer:
         }
         if secret is not None:
             out["secret"] = self.jwe_to(jwk, secret)
+        if ticket_id is not None:
+            receipt = jose_jws.JWS(
+                wire.canonical(
+                    {"ticket": ticket_id, "device": device_id, "iss": self.public_url(), "iat": int(time.time())}
+                )
+            )
+            receipt.add_signature(
+                self.protocol_key, alg="RS256", protected={"alg": "RS256", "kid": self.protocol_key["kid"]}
+            )
+            out["receipt"] = receipt.serialize(compact=True)
         return out
 
     def _active(self, v: Verified) -> Device:
@@ -383,6 +431,14 @@ class IdentityServer:
 
     def pin(self, body: Any) -> dict[str, Any]:
         v = self.verify(body, "/v1/pin", new_key=False)
+        dev = self._check_pin(v)
+        assert dev.server_secret is not None
+        return {"secret": self.jwe_to(dev.jwk, dev.server_secret), "renew": dev.renew}
+
+    def _check_pin(self, v: Verified) -> Device:
+        """Count the try, then check the proof against the verifier (or a changed one not yet confirmed).
+
+        A proof by the new verifier of a PIN change confirms it: the old one is dropped. Refusals raise."""
         dev = self._active(v)
         if dev.pin_verifier is None or dev.server_secret is None:
             raise ProtocolError(400, "offline_card", "this device's PIN is not checked by the server")
@@ -400,24 +456,90 @@ class IdentityServer:
                 raise ProtocolError(429, "pin_wait", "too many wrong PINs: wait", retry_after=blocked_until - now)
             tx.execute("UPDATE devices SET pin_failures = ? WHERE id = ?", (failures + 1, dev.id))
         try:
-            good = hmac.compare_digest(wire.unb64u(proof), pin_proof(dev.pin_verifier, v.header["nonce"]))
+            given = wire.unb64u(proof)
         except ValueError:
-            good = False
-        if good:
+            given = b""
+        nonce = v.header["nonce"]
+        good = hmac.compare_digest(given, pin_proof(dev.pin_verifier, nonce))
+        confirmed = dev.pin_verifier_next is not None and hmac.compare_digest(
+            given, pin_proof(dev.pin_verifier_next, nonce)
+        )
+        if good or confirmed:
+            if confirmed:
+                self.db.set_device(dev.id, pin_verifier=dev.pin_verifier_next, pin_verifier_next=None)
+                dev.pin_verifier, dev.pin_verifier_next = dev.pin_verifier_next, None
             self.db.set_device(dev.id, pin_failures=0, pin_blocked_until=0.0)
-            return {"secret": self.jwe_to(dev.jwk, dev.server_secret)}
+            return dev
         counted = failures + 1
         self.db.set_device(dev.id, pin_blocked_until=now + pin_delay(counted))
         if counted >= PIN_MAX_TRIES:
             raise ProtocolError(423, "pin_blocked", "the PIN is blocked: ask the administrator to unblock it")
         raise ProtocolError(403, "pin_incorrect", "wrong PIN", tries_left=PIN_MAX_TRIES - counted)
 
+    def pin_change(self, body: Any) -> dict[str, Any]:
+        """A new PIN verifier, accepted with a proof of the current PIN (a wrong one counts like /v1/pin).
+
+        The new verifier works alongside the old one until a proof by the new one confirms it, so a device
+        that dies between this answer and re-wrapping its data key still opens with the old PIN."""
+        v = self.verify(body, "/v1/pin/change", new_key=False)
+        new_verifier = self.jwe_open(v.payload.get("pin_verifier"))
+        if len(new_verifier) != 32:
+            raise ProtocolError(400, "bad_pin_verifier", "the PIN verifier has 32 bytes")
+        dev = self._check_pin(v)
+        assert dev.server_secret is not None
+        self.db.set_device(dev.id, pin_verifier_next=new_verifier)
+        return {"secret": self.jwe_to(dev.jwk, dev.server_secret)}
+
+    def _possession(self, v: Verified, dev: Device) -> dict[str, Any]:
+        """The renewal's inner JWS (general JSON serialization): its payload, once every current card key
+        has signed it. Each signature is checked against the key the server certified (its certificate,
+        or the registered public key for raw-key formats)."""
+        jws = v.payload.get("renewal")
+        if not isinstance(jws, dict) or not isinstance(jws.get("payload"), str):
+            raise ProtocolError(400, "possession_required", "renewal carries a JWS signed by the current card keys")
+        signatures = jws.get("signatures")
+        if not isinstance(signatures, list) or len(signatures) > 16:
+            raise ProtocolError(400, "possession_required", "renewal.signatures is a list, one per current key")
+        current = {k["key_id"]: k for k in self.db.active_keys(dev.id) if k["format"] != "imported"}
+        signed: set[str] = set()
+        for item in signatures:
+            if not isinstance(item, dict) or not isinstance(item.get("protected"), str):
+                raise ProtocolError(400, "malformed_jws", "each signature has protected and signature")
+            try:
+                header = json.loads(wire.unb64u(item["protected"]))
+                signature = wire.unb64u(str(item.get("signature")))
+            except (ValueError, UnicodeDecodeError):
+                raise ProtocolError(400, "malformed_jws", "a signature's header or value is not base64url") from None
+            kid = header.get("kid") if isinstance(header, dict) else None
+            if kid not in current:
+                raise ProtocolError(400, "unknown_key", "a renewal signature names no current key of this device")
+            key = current[kid]
+            public = (
+                x509.load_der_x509_certificate(key["cert"]).public_key()
+                if key["cert"]
+                else serialization.load_der_public_key(key["spki"])
+            )
+            signing_input = (item["protected"] + "." + jws["payload"]).encode()
+            if not old_key_signature_valid(public, str(header.get("alg")), signature, signing_input):
+                raise ProtocolError(401, "bad_possession", f"the signature by current key {kid} does not verify")
+            signed.add(str(kid))
+        if signed != set(current):
+            raise ProtocolError(401, "bad_possession", "every current key signs the renewal")
+        try:
+            inner = json.loads(wire.unb64u(jws["payload"]))
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError(400, "malformed_jws", "the renewal payload is not base64url JSON") from None
+        if not isinstance(inner, dict) or inner.get("nonce") != v.header["nonce"] or inner.get("device") != dev.id:
+            raise ProtocolError(400, "bad_possession", "the renewal payload names this request's nonce and device")
+        return inner
+
     def renew(self, body: Any) -> dict[str, Any]:
         v = self.verify(body, "/v1/renew", new_key=False)
         dev = self._active(v)
+        inner = self._possession(v, dev)
         profile = self.profiles[dev.profile]
         requests = [r for r in profile.keys if r.format != "imported"]
-        publics = self._csrs(v, requests, None)
+        publics = self._csrs(Verified(v.header, inner, v.key, dev), requests, None)
         keys, rows = self._issue(dev.id, dev.user, dev.jwk, requests, publics)
         with self.db.transaction() as tx:
             tx.execute("UPDATE keys SET active = 0 WHERE device = ? AND format != 'imported'", (dev.id,))
@@ -438,17 +560,25 @@ class IdentityServer:
             tx.execute("UPDATE keys SET active = 0 WHERE device = ?", (device_id,))
 
     def migration(self, body: Any) -> dict[str, Any]:
-        """Server A's side: a signed ticket naming the device's keys; the device is then A's no more."""
+        """Server A's side: a signed ticket naming the device's keys and the target's protocol key.
+
+        The device stays A's (active) until it brings back the target's signed receipt (/v1/migration/complete):
+        a migration that fails at the target leaves the card working with A."""
         v = self.verify(body, "/v1/migration", new_key=False)
         dev = self._active(v)
         target = v.payload.get("target")
         if not isinstance(target, str) or not target.startswith("https://") or len(target) > 512:
             raise ProtocolError(400, "bad_target", "target is the https URL of the new server")
+        target_key_data = v.payload.get("target_key")
+        if not isinstance(target_key_data, dict):
+            raise ProtocolError(400, "bad_target", "target_key is the new server's protocol key (public RSA JWK)")
+        target_key = self._device_jwk(target_key_data)
         keys = self.db.active_keys(dev.id)
         claims = {
             "iss": "vsc-identity-server",
             "jti": secrets.token_urlsafe(16),
             "aud": target.rstrip("/"),
+            "aud_key": target_key.thumbprint(),
             "exp": int(time.time() + TICKET_TTL),
             "user": dev.user,
             "profile": dev.profile,
@@ -458,12 +588,43 @@ class IdentityServer:
         token.add_signature(self.protocol_key, alg="RS256", protected={"alg": "RS256", "kid": self.protocol_key["kid"]})
         with self.db.transaction() as tx:
             tx.execute(
-                "INSERT INTO tickets(id, device, target, created) VALUES (?, ?, ?, ?)",
-                (claims["jti"], dev.id, claims["aud"], time.time()),
+                "INSERT INTO tickets(id, device, target, created, target_key, state) VALUES (?, ?, ?, ?, ?, 'issued')",
+                (claims["jti"], dev.id, claims["aud"], time.time(), target_key.export_public()),
             )
+        return {"ticket": token.serialize(compact=True)}
+
+    def migration_complete(self, body: Any) -> dict[str, Any]:
+        """Server A's side, second step: the target's receipt for one of this device's tickets ends the device here."""
+        v = self.verify(body, "/v1/migration/complete", new_key=False)
+        dev = self._active(v)
+        receipt = v.payload.get("receipt")
+        if not isinstance(receipt, str) or len(receipt) > 16384:
+            raise ProtocolError(400, "bad_receipt", "receipt is the target server's compact JWS")
+        checker = jose_jws.JWS()
+        checker.allowed_algs = list(wire.JWS_ALGS)
+        try:
+            checker.deserialize(receipt)
+            unverified = json.loads(wire.unb64u(receipt.split(".")[1]))
+            ticket_id = str(unverified["ticket"])
+        except Exception:
+            raise ProtocolError(400, "bad_receipt", "the receipt is not a JWS naming a ticket") from None
+        row = self.db.ticket(ticket_id)
+        if row is None or row["device"] != dev.id or row["state"] != "issued" or not row["target_key"]:
+            raise ProtocolError(400, "bad_receipt", "the receipt names no open migration ticket of this device")
+        try:
+            checker.verify(jose_jwk.JWK.from_json(row["target_key"]))
+        except Exception:
+            raise ProtocolError(401, "bad_receipt", "the receipt is not signed by the ticket's target") from None
+        with self.db.transaction() as tx:
+            done = tx.execute(
+                "UPDATE tickets SET state = 'done' WHERE id = ? AND state = 'issued'", (ticket_id,)
+            ).rowcount
+            if done != 1:
+                raise ProtocolError(409, "ticket_used", "this migration was completed already")
             tx.execute("UPDATE devices SET state = 'migrated' WHERE id = ?", (dev.id,))
             tx.execute("UPDATE keys SET active = 0 WHERE device = ?", (dev.id,))
-        return {"ticket": token.serialize(compact=True)}
+        log.info("device %s migrated to %s", dev.id, row["target"])
+        return {"state": "migrated"}
 
     def _check_ticket(self, ticket: str) -> tuple[str, Profile, set[str], str]:
         """Server B's side: a ticket from a server this one trusts (trusted-servers.json), for this server."""
@@ -482,6 +643,8 @@ class IdentityServer:
                 raise ProtocolError(400, "bad_ticket", "the migration ticket expired")
             if claims.get("aud") != self.public_url():
                 raise ProtocolError(400, "bad_ticket", "the migration ticket is for another server")
+            if claims.get("aud_key") != self.protocol_key.thumbprint():
+                raise ProtocolError(400, "bad_ticket", "the migration ticket names another server key")
             profile = self.profiles.get(str(claims.get("profile")))
             if profile is None:
                 raise ProtocolError(400, "bad_ticket", "this server has no profile of that name")
@@ -603,9 +766,11 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/v1/activate", device_call(server.activate), methods=["POST"]),
         Route("/v1/status", device_call(server.status), methods=["POST"]),
         Route("/v1/pin", device_call(server.pin), methods=["POST"]),
+        Route("/v1/pin/change", device_call(server.pin_change), methods=["POST"]),
         Route("/v1/renew", device_call(server.renew), methods=["POST"]),
         Route("/v1/delete", device_call(server.delete), methods=["POST"]),
         Route("/v1/migration", device_call(server.migration), methods=["POST"]),
+        Route("/v1/migration/complete", device_call(server.migration_complete), methods=["POST"]),
         Route("/admin/activations", admin_activation, methods=["POST"]),
         Route("/admin/devices", admin_devices, methods=["GET"]),
         Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),

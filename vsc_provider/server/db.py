@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS devices(
     id TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, jwk TEXT NOT NULL, created REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'active', renew INTEGER NOT NULL DEFAULT 0, attested INTEGER NOT NULL DEFAULT 0,
     pin_verifier BLOB, server_secret BLOB, pin_failures INTEGER NOT NULL DEFAULT 0,
-    pin_blocked_until REAL NOT NULL DEFAULT 0
+    pin_blocked_until REAL NOT NULL DEFAULT 0, pin_verifier_next BLOB
 );
 CREATE TABLE IF NOT EXISTS keys(
     device TEXT NOT NULL, key_id TEXT NOT NULL, usage TEXT NOT NULL, format TEXT NOT NULL, spki BLOB NOT NULL,
@@ -35,9 +35,17 @@ CREATE TABLE IF NOT EXISTS keys(
 CREATE INDEX IF NOT EXISTS keys_by_device ON keys(device);
 CREATE TABLE IF NOT EXISTS nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets(
-    id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL
+    id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL,
+    target_key TEXT, state TEXT NOT NULL DEFAULT 'issued'
 );
 """
+
+# columns added after the first release: (table, column, declaration) for files made before them
+ADDED_COLUMNS = (
+    ("devices", "pin_verifier_next", "BLOB"),
+    ("tickets", "target_key", "TEXT"),
+    ("tickets", "state", "TEXT NOT NULL DEFAULT 'issued'"),
+)
 
 
 def code_hash(code: str) -> str:
@@ -56,9 +64,13 @@ class Device:
     server_secret: bytes | None
     pin_failures: int
     pin_blocked_until: float
+    pin_verifier_next: bytes | None = None
 
 
-_DEVICE_COLUMNS = "id, user, profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until"
+_DEVICE_COLUMNS = (
+    "id, user, profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until,"
+    " pin_verifier_next"
+)
 
 
 class Database:
@@ -71,6 +83,10 @@ class Database:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, column, declaration in ADDED_COLUMNS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -144,7 +160,9 @@ class Database:
             row = self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)).fetchone()  # noqa: S608 - constant columns
         if row is None:
             return None
-        return Device(row[0], row[1], row[2], json.loads(row[3]), row[4], bool(row[5]), row[6], row[7], row[8], row[9])
+        return Device(
+            row[0], row[1], row[2], json.loads(row[3]), row[4], bool(row[5]), row[6], row[7], row[8], row[9], row[10]
+        )
 
     def devices(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -177,6 +195,21 @@ class Database:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (device, key_id, usage, fmt, spki, cert, escrow, time.time()),
         )
+
+    def escrow_rows(self) -> list[tuple[int, str, str, bytes]]:
+        """(rowid, device, key id, blob) of every escrowed key."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rowid, device, key_id, escrow FROM keys WHERE escrow IS NOT NULL"
+            ).fetchall()
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def ticket(self, ticket_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT device, target, target_key, state FROM tickets WHERE id = ?", (ticket_id,)
+            ).fetchone()
+        return None if row is None else {"device": row[0], "target": row[1], "target_key": row[2], "state": row[3]}
 
     def active_keys(self, device: str) -> list[dict[str, Any]]:
         with self._lock:

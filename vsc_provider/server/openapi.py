@@ -85,9 +85,14 @@ SPEC: dict[str, Any] = {
         "/v1/pin": _jws_post(
             "prove knowledge of the PIN; on success the server secret as JWE", (400, 401, 403, 410, 413, 423, 429)
         ),
-        "/v1/renew": _jws_post("new certificates for new device-generated keys"),
+        "/v1/pin/change": _jws_post(
+            "a new PIN verifier with a proof of the current PIN (counted like /v1/pin)",
+            (400, 401, 403, 410, 413, 423, 429),
+        ),
+        "/v1/renew": _jws_post("new certificates for new keys, proven by a JWS of the current card keys"),
         "/v1/delete": _jws_post("the device deletes itself"),
         "/v1/migration": _jws_post("a signed ticket to move the card to another server"),
+        "/v1/migration/complete": _jws_post("the target's receipt: the device leaves this server"),
         "/admin/activations": {
             "post": {
                 "summary": "create a one-time activation link (bearer token from admin.json)",
