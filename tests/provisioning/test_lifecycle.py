@@ -231,3 +231,19 @@ def test_pin_change_on_a_server_checked_card(id_server: IdServer, inproc: None) 
 
         slots.set_pin(h, new_pin.encode(), USER_PIN.encode())
     login(serial, USER_PIN)
+
+
+def test_login_on_an_online_card_records_the_renew_flag_without_changing_keys(
+    id_server: IdServer,
+    inproc: None,  # noqa: F811
+) -> None:
+    serial = activate(id_server.link("lorna", "online"))["serial"]
+    before = certs_of(serial)
+    device = next(d for d in id_server.devices() if d["user"] == "lorna")
+    id_server.admin("POST", f"/admin/devices/{device['id']}/renew")
+    login(serial, USER_PIN)  # C_Login: the /v1/pin answer carries the flag
+    assert next(c for c in cards() if c["serial"] == serial)["renewal_requested"] is True
+    assert certs_of(serial) == before
+    run_vsc("card", "renew", serial, "--pin", USER_PIN)
+    assert next(c for c in cards() if c["serial"] == serial)["renewal_requested"] is False
+    assert not set(certs_of(serial)) & set(before)

@@ -468,7 +468,10 @@ def server_secret(record: CardRecord, pin: bytes, device_file_key: bytes) -> byt
     if bool(result.get("renew")) != bool(binding.get("renew_requested")):
         from vsc_provider.pkcs11.state import LIB
 
-        mark_renewal(LIB.require(), record.id, bool(result.get("renew")))
+        try:
+            mark_renewal(LIB.require(), record.id, bool(result.get("renew")))
+        except CKRError as exc:  # an engine used without the PKCS#11 layer: the flag waits for `status`
+            log.info("card %s: renewal request not recorded: %s", record.serial, exc)
     return dev.open(result["secret"])
 
 
