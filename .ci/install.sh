@@ -24,5 +24,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# compat mode: a plain path entry, so processes that load the module do not import setuptools' finder
+.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 echo "installed: $(.venv/bin/vsc module path)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.store import CardRecord, Store
 
 log = logging.getLogger("vsc.token")
+# Random bytes come from os.urandom (what `secrets` uses) without importing `secrets`, whose hmac and
+# OpenSSL hashlib imports would add to every host's C_Initialize.
 
 SESSION_OBJECT_BASE = 0x40000000
 PROFILE_OBJECT_BASE = 0x20000000
@@ -38,7 +39,7 @@ def load_device_key(path: Path) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = secrets.token_bytes(keywrap.KEY_SIZE)
+        key = os.urandom(keywrap.KEY_SIZE)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -220,13 +221,13 @@ class Engine:
             policy.check(user_pin)
         if not label or len(label.encode()) > 32:
             raise CKRError(C.CKR_ARGUMENTS_BAD, "a card label has 1 to 32 bytes")
-        serial = secrets.token_hex(8).upper()
-        data_key = secrets.token_bytes(keywrap.KEY_SIZE)
-        so_salt = secrets.token_bytes(16)
+        serial = os.urandom(8).hex().upper()
+        data_key = os.urandom(keywrap.KEY_SIZE)
+        so_salt = os.urandom(16)
         so_wrapped = self._wrap(data_key, so_pin, so_salt, kdf, serial, "so")
         user_salt = user_wrapped = None
         if user_pin is not None:
-            user_salt = secrets.token_bytes(16)
+            user_salt = os.urandom(16)
             user_wrapped = self._wrap(data_key, user_pin, user_salt, kdf, serial, "user")
         rec = CardRecord(
             id=0,
@@ -277,7 +278,7 @@ class Engine:
         """
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
-        salt = secrets.token_bytes(16)
+        salt = os.urandom(16)
         kdf = keywrap.KdfParams(**card.record.kdf)
         wrapped = self._wrap(card.data_key, pin, salt, kdf, card.serial, "user", server_secret=secret)
         with self.store.transaction() as db:
@@ -371,7 +372,7 @@ class Engine:
 
             change_server_pin(self, card, old_pin, new_pin)
             return
-        salt = secrets.token_bytes(16)
+        salt = os.urandom(16)
         wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "user")
         with self.store.transaction() as db:
             self.store.update_card(
@@ -383,7 +384,7 @@ class Engine:
         card.policy.check(new_pin, so=True)
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
-        salt = secrets.token_bytes(16)
+        salt = os.urandom(16)
         wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
         with self.store.transaction() as db:
             self.store.update_card(
@@ -394,8 +395,8 @@ class Engine:
     def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
         """C_InitToken on an existing card: SO PIN checked, every object destroyed, user PIN unset."""
         self.verify_pin(card, True, so_pin)
-        data_key = secrets.token_bytes(keywrap.KEY_SIZE)
-        salt = secrets.token_bytes(16)
+        data_key = os.urandom(keywrap.KEY_SIZE)
+        salt = os.urandom(16)
         wrapped = self._wrap(data_key, so_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
         with self.lock:
             with self.store.transaction() as db:
@@ -422,7 +423,7 @@ class Engine:
         self, card: Card, attrs: dict[int, bytes], material: bytes | None, token: bool, owner: int
     ) -> TokenObject:
         """Store a new object; key material is sealed under the card's data key (so login is needed)."""
-        uid = secrets.token_bytes(16)
+        uid = os.urandom(16)
         attrs = dict(attrs)
         attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
         with self.lock:
@@ -454,7 +455,7 @@ class Engine:
             prepared = []
             generation = card.record.created
             for attrs, material in items:
-                uid = secrets.token_bytes(16)
+                uid = os.urandom(16)
                 attrs = dict(attrs)
                 attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
                 secret = None

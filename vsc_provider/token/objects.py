@@ -10,7 +10,6 @@ attribute: token objects keep it sealed under the card's data key, session objec
 from __future__ import annotations
 
 import builtins
-import hashlib
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -315,6 +314,8 @@ def secret_key_attrs(
 
 
 def certificate_attrs(der: bytes, *, key_id: bytes, label: str, token: bool, user_cert: bool) -> dict[int, bytes]:
+    import hashlib
+
     from asn1crypto import core as asn1_core
     from cryptography import x509
 
@@ -372,6 +373,8 @@ def profile_attrs(profile_id: int) -> dict[int, bytes]:
 
 def key_id_for(public_key: Any) -> bytes:
     """A CKA_ID clients can match across key, public key and certificate: SHA-1 of the public key bits."""
+    import hashlib
+
     from asn1crypto import keys as asn1_keys
 
     info = asn1_keys.PublicKeyInfo.load(spki(public_key))
