@@ -5,6 +5,11 @@
 from vsc_provider._pkcs11 import ffi, lib  # type: ignore[import-not-found]
 
 import logging as _logging
+
+# CPython's _hashlib initialises the system libcrypto (config and default provider) in this process, as a C
+# module such as SoftHSM does by linking libcrypto. Some hosts rely on that: pkcs11-tool (OpenSC 0.23) only
+# tries to load the legacy provider itself and then fails to build EC keys ("cannot create EVP_PKEY").
+import _hashlib  # noqa: F401
 import sys as _sys
 
 from vsc_provider import log as _vlog

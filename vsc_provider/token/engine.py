@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import keywrap
 from vsc_provider.token.objects import TokenObject, profile_attrs
 from vsc_provider.token.pin import PinPolicy
-from vsc_provider.token.store import CardRecord, Store
+from vsc_provider.token.store import CardRecord, ObjectRecord, Store
 
 log = logging.getLogger("vsc.token")
 # Random bytes come from os.urandom (what `secrets` uses) without importing `secrets`, whose hmac and
@@ -86,7 +87,10 @@ class Card:
 
     record: CardRecord
     policy: PinPolicy
-    objects: dict[int, TokenObject] = field(default_factory=dict)
+    # Token objects are read from the store the first time this process looks at the card: a host that
+    # only lists slots, or uses one card of many, never decodes the others' objects.
+    loader: Callable[[Card], dict[int, TokenObject]] | None = field(default=None, repr=False)
+    _objects: dict[int, TokenObject] | None = field(default=None, repr=False)
     session_objects: dict[int, TokenObject] = field(default_factory=dict)
     user: bool = False
     so: bool = False
@@ -95,6 +99,20 @@ class Card:
     # Prepared signers by (key handle, mechanism): C_SignInit on a key already used is a dict lookup.
     signers: dict[tuple[int, Any], Any] = field(default_factory=dict)
     profile: TokenObject | None = None
+
+    @property
+    def objects(self) -> dict[int, TokenObject]:
+        if self._objects is None:
+            self._objects = self.loader(self) if self.loader is not None else {}
+        return self._objects
+
+    @objects.setter
+    def objects(self, value: dict[int, TokenObject]) -> None:
+        self._objects = value
+
+    @property
+    def loaded(self) -> bool:
+        return self._objects is not None
 
     @property
     def slot_id(self) -> int:
@@ -152,7 +170,7 @@ class Engine:
             if not force and version == self._version:
                 return False
             self._version = version
-            records, objects = self.store.load()
+            records, objects = self.store.load(with_objects=[i for i, c in self.cards.items() if c.loaded])
             cards: dict[int, Card] = {}
             self.hidden = {}
             for rec in records:
@@ -161,7 +179,7 @@ class Engine:
                     continue
                 card = self.cards.get(rec.id)
                 if card is None or card.serial != rec.serial:
-                    card = Card(record=rec, policy=PinPolicy.from_json(rec.policy))
+                    card = Card(record=rec, policy=PinPolicy.from_json(rec.policy), loader=self._load_objects)
                     card.profile = TokenObject(
                         PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
                     )
@@ -170,20 +188,8 @@ class Engine:
                         card.forget_secrets()  # C_InitToken elsewhere: our data key is the old one
                     card.record = rec
                     card.policy = PinPolicy.from_json(rec.policy)
-                old = card.objects
-                card.objects = {}
-                for o in objects.get(rec.id, []):
-                    prev = old.get(o.id)
-                    if prev is not None and prev.uid == o.uid:
-                        prev.attrs = o.attrs
-                        prev.klass = A.get_ulong(o.attrs, C.CKA_CLASS, C.CKO_DATA)
-                        prev.private = A.get_bool(o.attrs, C.CKA_PRIVATE)
-                        card.objects[o.id] = prev
-                    else:
-                        card.objects[o.id] = TokenObject(o.id, o.uid, o.attrs, secret=o.secret)
-                for handle in list(card.keys):
-                    if handle not in card.objects and handle not in card.session_objects:
-                        del card.keys[handle]
+                if card.loaded:
+                    self._merge_objects(card, objects.get(rec.id, []))
                 cards[rec.id] = card
             for slot_id, card in self.cards.items():
                 if slot_id not in cards:
@@ -191,8 +197,31 @@ class Engine:
             self.cards = cards
             return True
 
-    def _mark_own_write(self) -> None:
-        """Our own commits do not move our data_version; the in-memory state was updated directly."""
+    def _load_objects(self, card: Card) -> dict[int, TokenObject]:
+        with self.lock:
+            card.objects = {}
+            self._merge_objects(card, self.store.objects(card.slot_id))
+            return card.objects
+
+    @staticmethod
+    def _merge_objects(card: Card, records: list[ObjectRecord]) -> None:
+        """Install a card's objects as read from the store, keeping this process's TokenObject for each one
+        that still exists (so loaded keys and handles stay valid)."""
+        old = card._objects or {}
+        fresh: dict[int, TokenObject] = {}
+        for o in records:
+            prev = old.get(o.id)
+            if prev is not None and prev.uid == o.uid:
+                prev.attrs = o.attrs
+                prev.klass = A.get_ulong(o.attrs, C.CKA_CLASS, C.CKO_DATA)
+                prev.private = A.get_bool(o.attrs, C.CKA_PRIVATE)
+                fresh[o.id] = prev
+            else:
+                fresh[o.id] = TokenObject(o.id, o.uid, o.attrs, secret=o.secret)
+        card.objects = fresh
+        for handle in list(card.keys):
+            if handle not in fresh and handle not in card.session_objects:
+                del card.keys[handle]
 
     def card(self, slot_id: int) -> Card:
         card = self.cards.get(slot_id)

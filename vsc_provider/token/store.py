@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,22 +157,28 @@ class Store:
         with self.lock:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
-    def load(self) -> tuple[list[CardRecord], dict[int, list[ObjectRecord]]]:
-        """Everything, in one read transaction so cards and objects are consistent with each other."""
+    def load(self, with_objects: Collection[int] = ()) -> tuple[list[CardRecord], dict[int, list[ObjectRecord]]]:
+        """Every card, and the objects of the cards named, in one read transaction (so they agree)."""
         with self.lock:
             self._db.execute("BEGIN")
             try:
                 cards = [_card(r) for r in self._db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]  # noqa: S608 - constant columns
-                objects: dict[int, list[ObjectRecord]] = {c.id: [] for c in cards}
-                for oid, card_id, uid, attrs, secret in self._db.execute(
-                    "SELECT id, card_id, uid, attrs, secret FROM objects ORDER BY id"
-                ):
-                    objects.setdefault(card_id, []).append(
-                        ObjectRecord(oid, card_id, bytes(uid), decode_attrs(attrs), secret)
-                    )
+                objects = {c.id: self._objects(c.id) for c in cards if c.id in with_objects}
             finally:
                 self._db.execute("COMMIT")
         return cards, objects
+
+    def objects(self, card_id: int) -> list[ObjectRecord]:
+        with self.lock:
+            return self._objects(card_id)
+
+    def _objects(self, card_id: int) -> list[ObjectRecord]:
+        return [
+            ObjectRecord(oid, card_id, bytes(uid), decode_attrs(attrs), secret)
+            for oid, uid, attrs, secret in self._db.execute(
+                "SELECT id, uid, attrs, secret FROM objects WHERE card_id = ? ORDER BY id", (card_id,)
+            )
+        ]
 
     def card(self, db: sqlite3.Connection, card_id: int) -> CardRecord | None:
         row = db.execute(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)).fetchone()  # noqa: S608
