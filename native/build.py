@@ -6,6 +6,7 @@ process that is not Python loads it, and links it so that it can never be unload
 
 from __future__ import annotations
 
+import marshal
 import os
 import site
 import sys
@@ -97,8 +98,12 @@ def _site_dirs() -> list[str]:
 
 
 def _init_code() -> str:
-    glue = (HERE / "glue.py").read_text()
+    """The embedding init code: the site directories, then the glue as bytecode compiled here, so that no
+    host process spends time compiling it at every start (the module only runs on this Python version)."""
+    glue_path = HERE / "glue.py"
+    code = compile(glue_path.read_text(), str(glue_path), "exec", dont_inherit=True)
     prelude = f"import sys\nfor _p in {_site_dirs()!r}:\n    if _p not in sys.path:\n        sys.path.append(_p)\n"
+    glue = f"import marshal\nexec(marshal.loads({marshal.dumps(code)!r}), {{'__name__': 'vsc_provider.native_glue'}})\n"
     return prelude + glue
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from vsc_provider.ck import attributes as A
@@ -175,6 +174,8 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
     engine = LIB.require()
     if klass == C.CKO_PRIVATE_KEY:
         try:
+            from cryptography.hazmat.primitives import serialization
+
             private = serialization.load_der_private_key(value, password=None)
         except ValueError as exc:
             raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "unwrapped data is not a PKCS#8 private key") from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from vsc_provider.ck import attributes as A
@@ -197,6 +196,8 @@ def private_key_from(template: dict[int, bytes]) -> Any:
 
 
 def pkcs8(private_key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
