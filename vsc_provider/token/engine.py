@@ -169,7 +169,6 @@ class Engine:
             version = self.store.data_version()
             if not force and version == self._version:
                 return False
-            self._version = version
             records, objects = self.store.load(with_objects=[i for i, c in self.cards.items() if c.loaded])
             cards: dict[int, Card] = {}
             self.hidden = {}
@@ -195,6 +194,7 @@ class Engine:
                 if slot_id not in cards:
                     card.forget_secrets()
             self.cards = cards
+            self._version = version  # only once read in full: a failed read is tried again next time
             return True
 
     def _load_objects(self, card: Card) -> dict[int, TokenObject]:
