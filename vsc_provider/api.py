@@ -228,6 +228,22 @@ def load_certificate(data: bytes) -> x509.Certificate:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "not a PEM or DER X.509 certificate") from exc
 
 
+def store_certificate(h: int, der: bytes, key_id: bytes, label: str) -> int:
+    """A public token certificate object in the session's card (C_CreateObject, so every object rule applies)."""
+    template = A.make(
+        {
+            C.CKA_CLASS: C.CKO_CERTIFICATE,
+            C.CKA_CERTIFICATE_TYPE: C.CKC_X_509,
+            C.CKA_TOKEN: True,
+            C.CKA_PRIVATE: False,
+            C.CKA_LABEL: label,
+            C.CKA_ID: key_id,
+            C.CKA_VALUE: der,
+        }
+    )
+    return objects.create_object(h, list(template.items()))
+
+
 def import_certificate(
     ref: str, data: bytes, pin: str, label: str | None = None, key_id: bytes | None = None
 ) -> ObjectInfo:
@@ -242,19 +258,7 @@ def import_certificate(
         if label is None:
             names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
             label = str(names[0].value) if names else "certificate"
-        der = cert.public_bytes(serialization.Encoding.DER)
-        template = A.make(
-            {
-                C.CKA_CLASS: C.CKO_CERTIFICATE,
-                C.CKA_CERTIFICATE_TYPE: C.CKC_X_509,
-                C.CKA_TOKEN: True,
-                C.CKA_PRIVATE: False,
-                C.CKA_LABEL: label,
-                C.CKA_ID: key_id,
-                C.CKA_VALUE: der,
-            }
-        )
-        handle = objects.create_object(h, list(template.items()))
+        handle = store_certificate(h, cert.public_bytes(serialization.Encoding.DER), key_id, label)
         return describe(card, uri.token_uri(card.label, card.serial), card.get(handle))
 
 

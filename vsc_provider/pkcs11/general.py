@@ -1,29 +1,16 @@
-"""C_Initialize, C_Finalize and C_GetInfo."""
+"""C_Initialize and C_Finalize (C_GetInfo is a constant answered in native/shim.c)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import NamedTuple
 
-from vsc_provider import __version__
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11.state import LIB, InitArgs
 from vsc_provider.token.engine import Engine
 
 log = logging.getLogger("vsc.pkcs11")
-
-
-class Info(NamedTuple):
-    cryptoki_version: tuple[int, int]
-    manufacturer: str
-    description: str
-    library_version: tuple[int, int]
-
-
-_VERSION = tuple(int(x) for x in __version__.split(".")[:2])
-INFO = Info((2, 40), "vsc-provider", "vsc-provider virtual smart card", (_VERSION[0], _VERSION[1]))
 
 
 def initialize(args: InitArgs | None) -> None:
@@ -65,8 +52,3 @@ def finalize() -> None:
         LIB.sessions.clear()
         LIB.engine = None
         LIB.finalized.set()
-
-
-def get_info() -> Info:
-    LIB.require()
-    return INFO

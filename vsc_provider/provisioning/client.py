@@ -153,7 +153,7 @@ def _install(
         else:
             key_id = by_id[entry["id"]].key_id
         if "certificate" in entry:
-            device.install_certificate(h, wire.unb64u(entry["certificate"]), key_id, label)
+            api.store_certificate(h, wire.unb64u(entry["certificate"]), key_id, label)
         recorded.append(
             {"id": entry["id"], "usage": entry.get("usage"), "format": entry.get("format"), "key_id": key_id.hex()}
         )

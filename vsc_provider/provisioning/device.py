@@ -189,21 +189,6 @@ def csr(h: int, key: CardKey, common_name: str) -> bytes:
     return bytes(request.dump())
 
 
-def install_certificate(h: int, der: bytes, key_id: bytes, label: str) -> int:
-    template = A.make(
-        {
-            C.CKA_CLASS: C.CKO_CERTIFICATE,
-            C.CKA_CERTIFICATE_TYPE: C.CKC_X_509,
-            C.CKA_TOKEN: True,
-            C.CKA_PRIVATE: False,
-            C.CKA_LABEL: label,
-            C.CKA_ID: key_id,
-            C.CKA_VALUE: der,
-        }
-    )
-    return objects.create_object(h, list(template.items()))
-
-
 def import_private_key(h: int, pkcs8: bytes, label: str) -> bytes:
     """A server-generated (escrowed) RSA key: stored like a local one, sensitive and never extractable."""
     private = serialization.load_der_private_key(pkcs8, None)
