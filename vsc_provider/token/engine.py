@@ -401,24 +401,21 @@ class Engine:
 
             change_server_pin(self, card, old_pin, new_pin)
             return
-        salt = os.urandom(16)
-        wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "user")
-        with self.store.transaction() as db:
-            self.store.update_card(
-                db, card.slot_id, user_salt=salt, user_wrapped=wrapped, user_failures=0, user_blocked_until=0.0
-            )
-        self.refresh(force=True)
+        self._rewrap(card, "user", card.data_key, new_pin)
 
     def set_so_pin(self, card: Card, new_pin: bytes) -> None:
         card.policy.check(new_pin, so=True)
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
+        self._rewrap(card, "so", card.data_key, new_pin)
+
+    def _rewrap(self, card: Card, role: str, data_key: bytes, new_pin: bytes) -> None:
+        """Wrap the data key under a new PIN for one role and clear that role's wrong-try counter."""
         salt = os.urandom(16)
-        wrapped = self._wrap(card.data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
+        wrapped = self._wrap(data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, role)
+        fields = {f"{role}_salt": salt, f"{role}_wrapped": wrapped, f"{role}_failures": 0, f"{role}_blocked_until": 0.0}
         with self.store.transaction() as db:
-            self.store.update_card(
-                db, card.slot_id, so_salt=salt, so_wrapped=wrapped, so_failures=0, so_blocked_until=0.0
-            )
+            self.store.update_card(db, card.slot_id, **fields)
         self.refresh(force=True)
 
     def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
