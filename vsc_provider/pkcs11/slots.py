@@ -83,7 +83,9 @@ def token_flags(card: Card) -> int:
 # most this often, and rebuild the answer only when the card or its session counts changed.
 TOKEN_INFO_MAX_AGE = 0.05
 _last_check = 0.0
-_token_info: dict[int, tuple[tuple[int, int, int], TokenInfo]] = {}
+# The cache holds the card record itself (not its id(), which a new record can reuse once the old one is
+# freed) and compares by identity: the engine replaces the record whenever the card changes.
+_token_info: dict[int, tuple[object, int, int, TokenInfo]] = {}
 
 
 def get_token_info(slot_id: int) -> TokenInfo:
@@ -96,10 +98,9 @@ def get_token_info(slot_id: int) -> TokenInfo:
     card = engine.card(slot_id)
     sessions = LIB.card_sessions(card)
     rw = sum(1 for s in sessions if s.rw)
-    key = (id(card.record), len(sessions), rw)
     cached = _token_info.get(slot_id)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    if cached is not None and cached[0] is card.record and cached[1] == len(sessions) and cached[2] == rw:
+        return cached[3]
     info = TokenInfo(
         label=card.label.encode(),
         manufacturer=MANUFACTURER,
@@ -115,7 +116,7 @@ def get_token_info(slot_id: int) -> TokenInfo:
         hardware_version=VERSION,
         firmware_version=VERSION,
     )
-    _token_info[slot_id] = (key, info)
+    _token_info[slot_id] = (card.record, len(sessions), rw, info)
     return info
 
 
