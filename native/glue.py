@@ -4,8 +4,6 @@
 
 from vsc_provider._pkcs11 import ffi, lib  # type: ignore[import-not-found]
 
-import logging as _logging
-
 # CPython's _hashlib initialises the system libcrypto (config and default provider) in this process, as a C
 # module such as SoftHSM does by linking libcrypto. Some hosts rely on that: pkcs11-tool (OpenSC 0.23) only
 # tries to load the legacy provider itself and then fails to build EC keys ("cannot create EVP_PKEY").
@@ -33,7 +31,7 @@ OK = C.CKR_OK
 BAD = C.CKR_ARGUMENTS_BAD
 GENERAL_ERROR = C.CKR_GENERAL_ERROR
 UNAVAILABLE = C.CK_UNAVAILABLE_INFORMATION
-_log = _logging.getLogger("vsc.pkcs11")
+_log = _vlog.get("vsc.pkcs11")
 _vlog.configure_from_environment()
 _buffer = ffi.buffer
 _memmove = ffi.memmove

@@ -1,24 +1,36 @@
-"""Where a user's cards live: VSC_HOME, or the XDG data directory, shared by the CLI and the module."""
+"""Where a user's cards live: VSC_HOME, or the XDG data directory, shared by the CLI and the module.
+
+Paths are plain strings here: the module's start-up path does not import `pathlib` (with `urllib.parse` and
+`ipaddress`, ~4 ms of every host's C_Initialize).
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def home_dir() -> str:
+    explicit = os.environ.get("VSC_HOME")
+    if explicit:
+        return explicit
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(xdg, "vsc-provider")
 
 
 def home() -> Path:
-    explicit = os.environ.get("VSC_HOME")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "vsc-provider"
+    from pathlib import Path
+
+    return Path(home_dir())
 
 
-def store_path() -> Path:
-    return home() / "store.sqlite"
+def store_path() -> str:
+    return os.path.join(home_dir(), "store.sqlite")
 
 
-def device_key_path() -> Path:
+def device_key_path() -> str:
     """The device key is a file of its own so that a copy of the store alone cannot be decrypted."""
-    explicit = os.environ.get("VSC_DEVICE_KEY")
-    return Path(explicit) if explicit else home() / "device.key"
+    return os.environ.get("VSC_DEVICE_KEY") or os.path.join(home_dir(), "device.key")

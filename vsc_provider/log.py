@@ -1,24 +1,39 @@
 """Logging set-up shared by the module and the CLI: VSC_LOG=path|stderr, VSC_DEBUG=1 traces every call.
 
 Nothing logged anywhere carries a PIN or key bytes: callers log names, handles and return values only.
+
+`logging` costs about 10 ms to import (with `traceback`, `string`, `weakref`) and every host pays it at
+C_Initialize, yet a module that works logs nothing unless asked to. So the module's loggers are `Logger`
+proxies that import and configure `logging` the first time something is written.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
+from typing import Any
 
 TRACE = False
-_configured = False
+_wanted = False  # configure_from_environment() was called: install the handler when logging starts
+_installed = False
 
 
 def configure_from_environment() -> None:
-    global TRACE, _configured
-    if _configured:
-        return
-    _configured = True
+    """Read VSC_DEBUG now (the hot path tests TRACE); the handler is installed at the first log line."""
+    global TRACE, _wanted
+    _wanted = True
     TRACE = os.environ.get("VSC_DEBUG", "") not in ("", "0")
+    if TRACE:
+        _install()
+
+
+def _install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    import logging
+    import sys
+
     target = os.environ.get("VSC_LOG", "")
     handler: logging.Handler
     if target and target != "stderr":
@@ -30,3 +45,41 @@ def configure_from_environment() -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if TRACE else logging.WARNING)
     root.propagate = False
+
+
+class Logger:
+    """A named logger that imports `logging` on first use; same calls as logging.Logger's."""
+
+    __slots__ = ("_logger", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._logger: Any = None
+
+    def _get(self) -> Any:
+        if self._logger is None:
+            import logging
+
+            if _wanted:
+                _install()
+            self._logger = logging.getLogger(self.name)
+        return self._logger
+
+    def debug(self, msg: str, *args: object) -> None:
+        self._get().debug(msg, *args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self._get().info(msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._get().warning(msg, *args)
+
+    def error(self, msg: str, *args: object) -> None:
+        self._get().error(msg, *args)
+
+    def exception(self, msg: str, *args: object) -> None:
+        self._get().exception(msg, *args)
+
+
+def get(name: str) -> Logger:
+    return Logger(name)

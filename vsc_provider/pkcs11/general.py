@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
+from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11.state import LIB, InitArgs
 from vsc_provider.token.engine import Engine
 
-log = logging.getLogger("vsc.pkcs11")
+log = vlog.get("vsc.pkcs11")
 
 
 def initialize(args: InitArgs | None) -> None:

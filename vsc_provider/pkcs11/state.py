@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.token import crypto
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
-
-log = logging.getLogger("vsc.pkcs11")
 
 
 class Operation:
@@ -55,8 +51,7 @@ class Session:
         return C.CKS_RW_PUBLIC_SESSION if self.rw else C.CKS_RO_PUBLIC_SESSION
 
 
-@dataclass(frozen=True)
-class InitArgs:
+class InitArgs(NamedTuple):
     flags: int
     mutex_functions: tuple[bool, bool, bool, bool]
     reserved: bool

@@ -8,13 +8,10 @@ and kept in memory until logout, finalize or the last session closing.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vsc_provider import config
@@ -26,7 +23,6 @@ from vsc_provider.token.objects import TokenObject, profile_attrs
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.store import CardRecord, ObjectRecord, Store
 
-log = logging.getLogger("vsc.token")
 # Random bytes come from os.urandom (what `secrets` uses) without importing `secrets`, whose hmac and
 # OpenSSL hashlib imports would add to every host's C_Initialize.
 
@@ -34,14 +30,21 @@ SESSION_OBJECT_BASE = 0x40000000
 PROFILE_OBJECT_BASE = 0x20000000
 
 
-def load_device_key(path: Path) -> bytes:
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def load_device_key(where: str | os.PathLike[str]) -> bytes:
     """The device key (created on first use, readable by the user only)."""
+    path = os.fspath(where)
     try:
-        data = path.read_bytes()
+        data = _read(path)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder, name = os.path.split(path)
+        os.makedirs(folder or ".", mode=0o700, exist_ok=True)
         key = os.urandom(keywrap.KEY_SIZE)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, key)
@@ -55,7 +58,7 @@ def load_device_key(path: Path) -> bytes:
                 raise
         finally:
             os.unlink(tmp)
-        data = path.read_bytes()
+        data = _read(path)
     if len(data) != keywrap.KEY_SIZE:
         raise CKRError(C.CKR_DEVICE_ERROR, f"device key {path} is damaged")
     return data
@@ -81,24 +84,43 @@ def _server_secret(rec: CardRecord, pin: bytes, device_key: bytes) -> bytes:
     return server_secret(rec, pin, device_key)
 
 
-@dataclass
 class Card:
     """One card in this process: its record, objects, and (after login) its data key and loaded keys."""
 
-    record: CardRecord
-    policy: PinPolicy
-    # Token objects are read from the store the first time this process looks at the card: a host that
-    # only lists slots, or uses one card of many, never decodes the others' objects.
-    loader: Callable[[Card], dict[int, TokenObject]] | None = field(default=None, repr=False)
-    _objects: dict[int, TokenObject] | None = field(default=None, repr=False)
-    session_objects: dict[int, TokenObject] = field(default_factory=dict)
-    user: bool = False
-    so: bool = False
-    data_key: bytes | None = None
-    keys: dict[int, Any] = field(default_factory=dict)
-    # Prepared signers by (key handle, mechanism): C_SignInit on a key already used is a dict lookup.
-    signers: dict[tuple[int, Any], Any] = field(default_factory=dict)
-    profile: TokenObject | None = None
+    __slots__ = (
+        "_objects",
+        "data_key",
+        "keys",
+        "loader",
+        "policy",
+        "profile",
+        "record",
+        "session_objects",
+        "signers",
+        "so",
+        "user",
+    )
+
+    def __init__(
+        self, record: CardRecord, policy: PinPolicy, loader: Callable[[Card], dict[int, TokenObject]] | None = None
+    ) -> None:
+        self.record = record
+        self.policy = policy
+        # Token objects are read from the store the first time this process looks at the card: a host that
+        # only lists slots, or uses one card of many, never decodes the others' objects.
+        self.loader = loader
+        self._objects: dict[int, TokenObject] | None = None
+        self.session_objects: dict[int, TokenObject] = {}
+        self.user = False
+        self.so = False
+        self.data_key: bytes | None = None
+        self.keys: dict[int, Any] = {}
+        # Prepared signers by (key handle, mechanism): C_SignInit on a key already used is a dict lookup.
+        self.signers: dict[tuple[int, Any], Any] = {}
+        self.profile: TokenObject | None = None
+
+    def __repr__(self) -> str:
+        return f"Card(slot={self.record.id}, serial={self.record.serial}, label={self.record.label!r})"
 
     @property
     def objects(self) -> dict[int, TokenObject]:
@@ -150,7 +172,9 @@ class Card:
 class Engine:
     """The cards of the store at VSC_HOME, as one process sees them."""
 
-    def __init__(self, store_path: Path | None = None, device_key_path: Path | None = None) -> None:
+    def __init__(
+        self, store_path: str | os.PathLike[str] | None = None, device_key_path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.store = Store(store_path or config.store_path())
         self.device_key = load_device_key(device_key_path or config.device_key_path())
         self.cards: dict[int, Card] = {}
@@ -273,7 +297,7 @@ class Engine:
         )
         with self.lock:
             with self.store.transaction() as db:
-                rec.id = self.store.insert_card(db, rec)
+                rec = rec._replace(id=self.store.insert_card(db, rec))
             if _provisioning(rec):
                 self._activating.add(rec.id)
             self.refresh(force=True)

@@ -7,7 +7,7 @@ binds it to its card and purpose, so blobs cannot be swapped between cards, obje
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -17,8 +17,7 @@ KEY_SIZE = 32
 NONCE_SIZE = 12
 
 
-@dataclass(frozen=True)
-class KdfParams:
+class KdfParams(NamedTuple):
     """scrypt cost; memory is 128 * n * r bytes (16 MiB with the defaults)."""
 
     n: int = 2**14
@@ -26,7 +25,7 @@ class KdfParams:
     p: int = 1
 
     def to_json(self) -> dict[str, int]:
-        return asdict(self)
+        return dict(self._asdict())
 
 
 def derive(secret: bytes, salt: bytes, params: KdfParams) -> bytes:

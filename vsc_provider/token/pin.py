@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 
 
-@dataclass(frozen=True)
-class PinPolicy:
+class PinPolicy(NamedTuple):
     min_length: int = 6
     max_length: int = 32
     so_min_length: int = 8
@@ -21,11 +19,11 @@ class PinPolicy:
     delay_max: float = 3600.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(self._asdict())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PinPolicy:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in data.items() if k in cls._fields}
         return cls(**known)
 
     def check(self, pin: bytes, *, so: bool = False) -> None:

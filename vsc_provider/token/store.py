@@ -14,9 +14,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA_VERSION = 1
 
@@ -50,8 +48,9 @@ CREATE INDEX IF NOT EXISTS objects_by_card ON objects(card_id);
 """
 
 
-@dataclass
-class CardRecord:
+# Records are immutable tuples: the engine replaces a card's record when the store changes, and C_GetTokenInfo's
+# cache relies on that (an identity check).
+class CardRecord(NamedTuple):
     id: int
     serial: str
     label: str
@@ -69,13 +68,15 @@ class CardRecord:
     server: dict[str, Any] | None = None
 
 
-@dataclass
-class ObjectRecord:
+class ObjectRecord(NamedTuple):
     id: int
     card_id: int
     uid: bytes
     attrs: dict[int, bytes]
-    secret: bytes | None = field(default=None, repr=False)
+    secret: bytes | None = None  # sealed key material
+
+    def __repr__(self) -> str:
+        return f"ObjectRecord(id={self.id}, card_id={self.card_id}, uid={self.uid.hex()})"
 
 
 def encode_attrs(attrs: dict[int, bytes]) -> str:
@@ -118,13 +119,13 @@ def _card(row: tuple[Any, ...]) -> CardRecord:
 class Store:
     """All reads and writes of the store file; one connection per process, guarded by a lock."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
         self.lock = threading.RLock()
         old_umask = os.umask(0o077)
         try:
-            self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         finally:
             os.umask(old_umask)
         self._db.execute("PRAGMA busy_timeout=30000")
