@@ -6,13 +6,14 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11.state import LIB, Operation, deliver, find_object
-from vsc_provider.token import crypto
 
 
 def digest_init(h: int, mech: Mechanism) -> None:
     s = LIB.session(h)
     if s.digest is not None:
         raise CKRError(C.CKR_OPERATION_ACTIVE)
+    from vsc_provider.token import crypto  # imported at the first operation, not at C_Initialize
+
     s.digest = Operation(crypto.make_digest(mech), length=crypto.digest_size(mech.type))
 
 

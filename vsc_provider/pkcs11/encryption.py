@@ -6,7 +6,6 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, operation_key
-from vsc_provider.token import crypto
 
 
 def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
@@ -15,6 +14,8 @@ def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
     obj = operation_key(s, "encrypt", mech.type, key, classes, C.CKA_ENCRYPT, "encryption")
     if obj.klass == C.CKO_SECRET_KEY and not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    from vsc_provider.token import crypto  # imported at the first operation, not at C_Initialize
+
     s.encrypt = Operation(crypto.make_encryptor(mech, LIB.require().crypto_key(s.card, obj)), obj)
 
 
@@ -24,6 +25,8 @@ def decrypt_init(h: int, mech: Mechanism, key: int) -> None:
     obj = operation_key(s, "decrypt", mech.type, key, classes, C.CKA_DECRYPT, "decryption")
     if not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    from vsc_provider.token import crypto
+
     worker = crypto.make_decryptor(mech, LIB.require().crypto_key(s.card, obj))
     s.decrypt = Operation(worker, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE))
 

@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Ecdh1Params, Mechanism
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, find_object, writable
-from vsc_provider.token import crypto
+from vsc_provider.token import mechanisms
 from vsc_provider.token import objects as O
 
 
 def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes]) -> Any:
     """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519)."""
+    # `cryptography` loads at the first use, not at C_Initialize
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     if mech.type == C.CKM_RSA_PKCS_KEY_PAIR_GEN:
         bits = T.ulong(pub_t, C.CKA_MODULUS_BITS)
         if bits is None:
@@ -40,7 +41,7 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
             return ed25519.Ed25519PrivateKey.generate()
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
             raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
-        return ec.generate_private_key(O.EC_CURVES[oid])
+        return ec.generate_private_key(O.ec_curve(oid))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not generate key pairs")
 
 
@@ -64,6 +65,8 @@ def generate_key_pair(
     writable(s, priv_token, True)
     if mech.param is not None:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "key pair generation takes no parameter")
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     private = new_private_key(mech, pub_t, priv_t)
     public = private.public_key()
     key_id = priv_t.get(C.CKA_ID) or pub_t.get(C.CKA_ID) or O.key_id_for(public)
@@ -132,7 +135,7 @@ def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int) -> tuple[
 
 def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capacity: int) -> bytes:
     s = LIB.session(h)
-    if mech.type not in crypto.MECHANISMS or not crypto.MECHANISMS[mech.type][2] & C.CKF_WRAP:
+    if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_WRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not wrap")
     _, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
     target = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
@@ -142,6 +145,8 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key has CKA_EXTRACTABLE false")
     material = LIB.require().material(s.card, target)
     try:
+        from vsc_provider.token import crypto
+
         out = crypto.make_encryptor(mech, wrapping_key).run(material)
     except CKRError as exc:
         if exc.rv == C.CKR_KEY_TYPE_INCONSISTENT:
@@ -156,13 +161,15 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
 
 def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
-    if mech.type not in crypto.MECHANISMS or not crypto.MECHANISMS[mech.type][2] & C.CKF_UNWRAP:
+    if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_UNWRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not unwrap")
     if not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     template = A.template(pairs)
     _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
     try:
+        from vsc_provider.token import crypto
+
         value = crypto.make_decryptor(mech, unwrapping_key).run(wrapped)
     except CKRError as exc:
         if exc.rv in (C.CKR_ENCRYPTED_DATA_INVALID, C.CKR_ENCRYPTED_DATA_LEN_RANGE):
@@ -209,6 +216,8 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CKM_ECDH1_DERIVE needs CK_ECDH1_DERIVE_PARAMS")
     if params.kdf != C.CKD_NULL or params.shared_data:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "only the NULL KDF without shared data is supported")
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     template = A.template(pairs)
     _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID)
     if not isinstance(private, ec.EllipticCurvePrivateKey):

@@ -9,7 +9,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object, operation_key
-from vsc_provider.token import crypto
+from vsc_provider.token import mechanisms
 
 _SESSIONS = LIB.sessions
 
@@ -23,6 +23,8 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
     prepared = (obj.handle, mech)
     signer = card.signers.get(prepared)
     if signer is None:
+        from vsc_provider.token import crypto  # imported at the first operation, not at C_Initialize
+
         signer = card.signers[prepared] = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
     # The operation starts on the shared signer; multi-part use takes a copy with state of its own.
     s.sign = Operation(signer, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE), length=signer.length)
@@ -87,7 +89,7 @@ def verify_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
     if s.verify is not None:
         raise CKRError(C.CKR_OPERATION_ACTIVE)
-    if mech.type not in crypto.MECHANISMS:
+    if mech.type not in mechanisms.MECHANISMS:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
     obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
     engine = LIB.require()
@@ -103,6 +105,8 @@ def verify_init(h: int, mech: Mechanism, key: int) -> None:
         key_obj = engine.crypto_key(s.card, obj)
     else:
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "verifying needs a key")
+    from vsc_provider.token import crypto
+
     s.verify = Operation(crypto.make_verifier(mech, key_obj), obj)
 
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11.state import LIB
-from vsc_provider.token import crypto
+from vsc_provider.token import mechanisms
 from vsc_provider.token.engine import Card
 
 MANUFACTURER = "vsc-provider"
@@ -120,7 +120,7 @@ def get_token_info(slot_id: int) -> TokenInfo:
     return info
 
 
-_MECHANISM_LIST = sorted(crypto.MECHANISMS)
+_MECHANISM_LIST = sorted(mechanisms.MECHANISMS)
 
 
 def get_mechanism_list(slot_id: int) -> list[int]:
@@ -130,7 +130,7 @@ def get_mechanism_list(slot_id: int) -> list[int]:
 
 def get_mechanism_info(slot_id: int, mech_type: int) -> tuple[int, int, int]:
     LIB.require().card(slot_id)
-    info = crypto.MECHANISMS.get(mech_type)
+    info = mechanisms.MECHANISMS.get(mech_type)
     if info is None:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
     return info

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
-from vsc_provider.token import crypto
+from vsc_provider.token import mechanisms
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
 
@@ -165,7 +165,7 @@ def operation_key(
     right class whose usage attribute allows it."""
     if getattr(session, attr) is not None:
         raise CKRError(C.CKR_OPERATION_ACTIVE)
-    if mech_type not in crypto.MECHANISMS:
+    if mech_type not in mechanisms.MECHANISMS:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
     obj = find_object(session, handle, C.CKR_KEY_HANDLE_INVALID)
     if obj.klass not in classes:

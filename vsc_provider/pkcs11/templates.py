@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -142,6 +140,9 @@ def _int(template: dict[int, bytes], attr: int) -> int:
 
 
 def public_key_from(template: dict[int, bytes]) -> Any:
+    # `cryptography` loads at the first use, not at C_Initialize
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
         if key_type == C.CKK_RSA:
@@ -153,7 +154,7 @@ def public_key_from(template: dict[int, bytes]) -> Any:
             point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PublicKey.from_public_bytes(point)
-            return ec.EllipticCurvePublicKey.from_encoded_point(O.EC_CURVES[oid], point)
+            return ec.EllipticCurvePublicKey.from_encoded_point(O.ec_curve(oid), point)
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
     raise CKRError(
@@ -162,6 +163,8 @@ def public_key_from(template: dict[int, bytes]) -> Any:
 
 
 def private_key_from(template: dict[int, bytes]) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
         if key_type == C.CKK_RSA:
@@ -187,7 +190,7 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             value = require(template, C.CKA_VALUE)
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PrivateKey.from_private_bytes(value)
-            return ec.derive_private_key(int.from_bytes(value, "big"), O.EC_CURVES[oid])
+            return ec.derive_private_key(int.from_bytes(value, "big"), O.ec_curve(oid))
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc
     raise CKRError(

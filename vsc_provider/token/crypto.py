@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
+from vsc_provider.token import mechanisms as M
 
 HashFactory = Callable[[], hashes.HashAlgorithm]
 
@@ -37,34 +38,11 @@ MGF_HASHES: dict[int, HashFactory] = {
     C.CKG_MGF1_SHA384: hashes.SHA384,
     C.CKG_MGF1_SHA512: hashes.SHA512,
 }
-RSA_PKCS_HASHED: dict[int, HashFactory] = {
-    C.CKM_SHA1_RSA_PKCS: hashes.SHA1,
-    C.CKM_SHA224_RSA_PKCS: hashes.SHA224,
-    C.CKM_SHA256_RSA_PKCS: hashes.SHA256,
-    C.CKM_SHA384_RSA_PKCS: hashes.SHA384,
-    C.CKM_SHA512_RSA_PKCS: hashes.SHA512,
-}
-RSA_PSS_HASHED = {
-    C.CKM_SHA1_RSA_PKCS_PSS: C.CKM_SHA_1,
-    C.CKM_SHA224_RSA_PKCS_PSS: C.CKM_SHA224,
-    C.CKM_SHA256_RSA_PKCS_PSS: C.CKM_SHA256,
-    C.CKM_SHA384_RSA_PKCS_PSS: C.CKM_SHA384,
-    C.CKM_SHA512_RSA_PKCS_PSS: C.CKM_SHA512,
-}
-ECDSA_HASHED: dict[int, HashFactory] = {
-    C.CKM_ECDSA_SHA1: hashes.SHA1,
-    C.CKM_ECDSA_SHA224: hashes.SHA224,
-    C.CKM_ECDSA_SHA256: hashes.SHA256,
-    C.CKM_ECDSA_SHA384: hashes.SHA384,
-    C.CKM_ECDSA_SHA512: hashes.SHA512,
-}
-HMACS: dict[int, HashFactory] = {
-    C.CKM_SHA_1_HMAC: hashes.SHA1,
-    C.CKM_SHA224_HMAC: hashes.SHA224,
-    C.CKM_SHA256_HMAC: hashes.SHA256,
-    C.CKM_SHA384_HMAC: hashes.SHA384,
-    C.CKM_SHA512_HMAC: hashes.SHA512,
-}
+# Combined mechanisms -> the hash class (the mechanism table itself lives in mechanisms.py).
+RSA_PKCS_HASHED: dict[int, HashFactory] = {m: DIGESTS[d] for m, d in M.RSA_PKCS_HASHED.items()}
+RSA_PSS_HASHED = M.RSA_PSS_HASHED
+ECDSA_HASHED: dict[int, HashFactory] = {m: DIGESTS[d] for m, d in M.ECDSA_HASHED.items()}
+HMACS: dict[int, HashFactory] = {m: DIGESTS[d] for m, d in M.HMACS.items()}
 # DigestInfo prefixes (RFC 8017 section 9.2 note 1): a CKM_RSA_PKCS payload starting with one of these is
 # signed as a pre-hashed value, which is what TLS stacks and the OpenSSL engine send.
 DIGEST_INFO: dict[bytes, HashFactory] = {
@@ -75,39 +53,7 @@ DIGEST_INFO: dict[bytes, HashFactory] = {
     bytes.fromhex("3051300d060960864801650304020305000440"): hashes.SHA512,
 }
 
-RSA_MECHS = frozenset(
-    {C.CKM_RSA_PKCS, C.CKM_RSA_X_509, C.CKM_RSA_PKCS_PSS, C.CKM_RSA_PKCS_OAEP, *RSA_PKCS_HASHED, *RSA_PSS_HASHED}
-)
-EC_MECHS = frozenset({C.CKM_ECDSA, *ECDSA_HASHED})
-
-_F_RSA = C.CKF_SIGN | C.CKF_VERIFY
-_F_EC = C.CKF_EC_F_P | C.CKF_EC_NAMED_CURVE | C.CKF_EC_UNCOMPRESS
-_F_AES = C.CKF_ENCRYPT | C.CKF_DECRYPT
-MECHANISMS: dict[int, tuple[int, int, int]] = {
-    C.CKM_RSA_PKCS_KEY_PAIR_GEN: (2048, 4096, C.CKF_GENERATE_KEY_PAIR),
-    C.CKM_RSA_PKCS: (2048, 4096, _F_RSA | C.CKF_ENCRYPT | C.CKF_DECRYPT | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_RSA_X_509: (2048, 4096, _F_RSA | C.CKF_ENCRYPT | C.CKF_DECRYPT),
-    C.CKM_RSA_PKCS_OAEP: (2048, 4096, C.CKF_ENCRYPT | C.CKF_DECRYPT | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_RSA_PKCS_PSS: (2048, 4096, _F_RSA),
-    **{m: (2048, 4096, _F_RSA) for m in RSA_PKCS_HASHED},
-    **{m: (2048, 4096, _F_RSA) for m in RSA_PSS_HASHED},
-    C.CKM_EC_KEY_PAIR_GEN: (256, 521, C.CKF_GENERATE_KEY_PAIR | _F_EC),
-    C.CKM_ECDSA: (256, 521, C.CKF_SIGN | C.CKF_VERIFY | _F_EC),
-    **{m: (256, 521, C.CKF_SIGN | C.CKF_VERIFY | _F_EC) for m in ECDSA_HASHED},
-    C.CKM_ECDH1_DERIVE: (256, 521, C.CKF_DERIVE | _F_EC),
-    C.CKM_EC_EDWARDS_KEY_PAIR_GEN: (255, 255, C.CKF_GENERATE_KEY_PAIR),
-    C.CKM_EDDSA: (255, 255, C.CKF_SIGN | C.CKF_VERIFY),
-    C.CKM_AES_KEY_GEN: (16, 32, C.CKF_GENERATE),
-    C.CKM_AES_ECB: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_AES_CBC: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_AES_CBC_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_AES_GCM: (16, 32, _F_AES),
-    C.CKM_AES_KEY_WRAP: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_AES_KEY_WRAP_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
-    C.CKM_GENERIC_SECRET_KEY_GEN: (1, 512, C.CKF_GENERATE),
-    **{m: (0, 0, C.CKF_DIGEST) for m in DIGESTS},
-    **{m: (1, 512, C.CKF_SIGN | C.CKF_VERIFY) for m in HMACS},
-}
+MECHANISMS = M.MECHANISMS
 
 
 def _bad_param(what: str) -> CKRError:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+# `cryptography` is imported by the functions that use it: C_Initialize and C_GetSlotList need none of them.
 
 KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -29,16 +27,23 @@ class KdfParams(NamedTuple):
 
 
 def derive(secret: bytes, salt: bytes, params: KdfParams) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=KEY_SIZE, n=params.n, r=params.r, p=params.p).derive(secret)
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = os.urandom(NONCE_SIZE)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
 def unseal(key: bytes, blob: bytes, aad: bytes) -> bytes | None:
     """The plaintext, or None when the key is wrong or the blob was altered."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad)
     except (InvalidTag, ValueError):

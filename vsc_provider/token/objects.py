@@ -1,7 +1,7 @@
 """Token objects and the attribute sets that clients expect for keys, certificates, data and profiles.
 
-asn1crypto, x509 and serialization are imported where used: the module loads at every C_Initialize and
-its start-up time and memory count (a host that never creates keys never needs them).
+`cryptography` and asn1crypto are imported where used: the module loads at every C_Initialize and its
+start-up time and memory count (a host that only lists slots never needs them).
 
 Attributes are kept as raw PKCS#11 bytes (see vsc_provider.ck.attributes). Key material is never an
 attribute: token objects keep it sealed under the card's data key, session objects in memory.
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import builtins
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -103,12 +100,12 @@ MODIFIABLE = frozenset(
     }
 )
 
-EC_CURVES: dict[str, ec.EllipticCurve] = {
-    "1.2.840.10045.3.1.7": ec.SECP256R1(),
-    "1.3.132.0.34": ec.SECP384R1(),
-    "1.3.132.0.35": ec.SECP521R1(),
+# Named curves by OID, with the name `cryptography` gives them (EllipticCurve.name).
+EC_CURVES = {
+    "1.2.840.10045.3.1.7": "secp256r1",
+    "1.3.132.0.34": "secp384r1",
+    "1.3.132.0.35": "secp521r1",
 }
-CURVE_OIDS = {type(curve): oid for oid, curve in EC_CURVES.items()}
 ED25519_OID = "1.3.101.112"
 CURVE_NAMES = {
     "secp256r1": "1.2.840.10045.3.1.7",
@@ -118,6 +115,18 @@ CURVE_NAMES = {
     "edwards25519": ED25519_OID,
     "ed25519": ED25519_OID,
 }
+
+
+def ec_curve(oid: str) -> Any:
+    """The `cryptography` curve object for a supported named-curve OID."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    curves: dict[str, type[ec.EllipticCurve]] = {
+        "secp256r1": ec.SECP256R1,
+        "secp384r1": ec.SECP384R1,
+        "secp521r1": ec.SECP521R1,
+    }
+    return curves[EC_CURVES[oid]]()
 
 
 def oid_der(oid: str) -> bytes:
@@ -208,6 +217,7 @@ def _key_common(key_type: int, key_id: bytes, local: bool, gen_mech: int | None)
 def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
     """(CKK_ type, type-specific attributes) of a public key, shared by public and private key objects."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers = public_key.public_numbers()
@@ -220,7 +230,7 @@ def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
         return C.CKK_EC, {
-            C.CKA_EC_PARAMS: oid_der(CURVE_OIDS[type(public_key.curve)]),
+            C.CKA_EC_PARAMS: oid_der(CURVE_NAMES[public_key.curve.name]),
             C.CKA_EC_POINT: octet_string(point),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
@@ -282,6 +292,8 @@ def private_key_attrs(
 
 
 def aes_check_value(key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - KCV is defined on ECB
     return (encryptor.update(b"\x00" * 16) + encryptor.finalize())[:3]
 

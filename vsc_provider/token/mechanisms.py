@@ -1,0 +1,78 @@
+"""The mechanisms the token offers and what each one is made of, in PKCS#11 terms only.
+
+This is what C_GetMechanismList/C_GetMechanismInfo and the *Init checks need. It imports nothing from
+`cryptography`, so a host that only loads the module and lists slots (p11-kit's proxy does that in every
+program that uses it) never pays for loading `cryptography`; `vsc_provider.token.crypto` is imported at the
+first operation.
+"""
+
+from __future__ import annotations
+
+from vsc_provider.ck import constants as C
+
+DIGEST_MECHS = (C.CKM_SHA_1, C.CKM_SHA224, C.CKM_SHA256, C.CKM_SHA384, C.CKM_SHA512)
+
+# Combined mechanisms -> the digest mechanism they hash with.
+RSA_PKCS_HASHED = {
+    C.CKM_SHA1_RSA_PKCS: C.CKM_SHA_1,
+    C.CKM_SHA224_RSA_PKCS: C.CKM_SHA224,
+    C.CKM_SHA256_RSA_PKCS: C.CKM_SHA256,
+    C.CKM_SHA384_RSA_PKCS: C.CKM_SHA384,
+    C.CKM_SHA512_RSA_PKCS: C.CKM_SHA512,
+}
+RSA_PSS_HASHED = {
+    C.CKM_SHA1_RSA_PKCS_PSS: C.CKM_SHA_1,
+    C.CKM_SHA224_RSA_PKCS_PSS: C.CKM_SHA224,
+    C.CKM_SHA256_RSA_PKCS_PSS: C.CKM_SHA256,
+    C.CKM_SHA384_RSA_PKCS_PSS: C.CKM_SHA384,
+    C.CKM_SHA512_RSA_PKCS_PSS: C.CKM_SHA512,
+}
+ECDSA_HASHED = {
+    C.CKM_ECDSA_SHA1: C.CKM_SHA_1,
+    C.CKM_ECDSA_SHA224: C.CKM_SHA224,
+    C.CKM_ECDSA_SHA256: C.CKM_SHA256,
+    C.CKM_ECDSA_SHA384: C.CKM_SHA384,
+    C.CKM_ECDSA_SHA512: C.CKM_SHA512,
+}
+HMACS = {
+    C.CKM_SHA_1_HMAC: C.CKM_SHA_1,
+    C.CKM_SHA224_HMAC: C.CKM_SHA224,
+    C.CKM_SHA256_HMAC: C.CKM_SHA256,
+    C.CKM_SHA384_HMAC: C.CKM_SHA384,
+    C.CKM_SHA512_HMAC: C.CKM_SHA512,
+}
+
+RSA_MECHS = frozenset(
+    {C.CKM_RSA_PKCS, C.CKM_RSA_X_509, C.CKM_RSA_PKCS_PSS, C.CKM_RSA_PKCS_OAEP, *RSA_PKCS_HASHED, *RSA_PSS_HASHED}
+)
+EC_MECHS = frozenset({C.CKM_ECDSA, *ECDSA_HASHED})
+
+_F_RSA = C.CKF_SIGN | C.CKF_VERIFY
+_F_EC = C.CKF_EC_F_P | C.CKF_EC_NAMED_CURVE | C.CKF_EC_UNCOMPRESS
+_F_AES = C.CKF_ENCRYPT | C.CKF_DECRYPT
+# mechanism -> (min key size, max key size, CKF_ flags), as C_GetMechanismInfo reports them
+MECHANISMS: dict[int, tuple[int, int, int]] = {
+    C.CKM_RSA_PKCS_KEY_PAIR_GEN: (2048, 4096, C.CKF_GENERATE_KEY_PAIR),
+    C.CKM_RSA_PKCS: (2048, 4096, _F_RSA | C.CKF_ENCRYPT | C.CKF_DECRYPT | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_RSA_X_509: (2048, 4096, _F_RSA | C.CKF_ENCRYPT | C.CKF_DECRYPT),
+    C.CKM_RSA_PKCS_OAEP: (2048, 4096, C.CKF_ENCRYPT | C.CKF_DECRYPT | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_RSA_PKCS_PSS: (2048, 4096, _F_RSA),
+    **{m: (2048, 4096, _F_RSA) for m in RSA_PKCS_HASHED},
+    **{m: (2048, 4096, _F_RSA) for m in RSA_PSS_HASHED},
+    C.CKM_EC_KEY_PAIR_GEN: (256, 521, C.CKF_GENERATE_KEY_PAIR | _F_EC),
+    C.CKM_ECDSA: (256, 521, C.CKF_SIGN | C.CKF_VERIFY | _F_EC),
+    **{m: (256, 521, C.CKF_SIGN | C.CKF_VERIFY | _F_EC) for m in ECDSA_HASHED},
+    C.CKM_ECDH1_DERIVE: (256, 521, C.CKF_DERIVE | _F_EC),
+    C.CKM_EC_EDWARDS_KEY_PAIR_GEN: (255, 255, C.CKF_GENERATE_KEY_PAIR),
+    C.CKM_EDDSA: (255, 255, C.CKF_SIGN | C.CKF_VERIFY),
+    C.CKM_AES_KEY_GEN: (16, 32, C.CKF_GENERATE),
+    C.CKM_AES_ECB: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_AES_CBC: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_AES_CBC_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_AES_GCM: (16, 32, _F_AES),
+    C.CKM_AES_KEY_WRAP: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_AES_KEY_WRAP_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_GENERIC_SECRET_KEY_GEN: (1, 512, C.CKF_GENERATE),
+    **{m: (0, 0, C.CKF_DIGEST) for m in DIGEST_MECHS},
+    **{m: (1, 512, C.CKF_SIGN | C.CKF_VERIFY) for m in HMACS},
+}
