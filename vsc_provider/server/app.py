@@ -45,6 +45,13 @@ log = logging.getLogger("vsc.server")
 PIN_MAX_TRIES = 10
 ACTIVATION_TTL = 7 * 24 * 3600.0
 TICKET_TTL = 24 * 3600.0
+UNCONFIRMED_SWEEP = 100  # devices dropped per sweep at most: a sweep never holds the database for long
+
+
+def confirm_ttl() -> float:
+    """How long an activated device may stay unconfirmed: its activation can be replayed meanwhile, after it
+    the device is deleted (its keys retired). VSC_SERVER_CONFIRM_TTL (seconds) shortens it for tests."""
+    return float(os.environ.get("VSC_SERVER_CONFIRM_TTL", str(ACTIVATION_TTL)))
 
 
 class ProtocolError(Exception):
@@ -204,6 +211,9 @@ class IdentityServer:
             raise ProtocolError(400, "malformed_jws", "the payload is not JSON") from None
         if not isinstance(payload, dict):
             raise ProtocolError(400, "malformed_jws", "the payload is not a JSON object")
+        if device is not None and device.confirmed is None:
+            # the device knows its id, so it has its activation answer: that answer is not replayed any more
+            self.db.confirm_device(device.id)
         return Verified(header, payload, key, device)
 
     @staticmethod
@@ -355,11 +365,15 @@ class IdentityServer:
         return response, rows
 
     def activate(self, body: Any) -> dict[str, Any]:
+        self.drop_unconfirmed()
         v = self.verify(body, "/v1/activate", new_key=True)
         code, ticket = v.payload.get("code"), v.payload.get("ticket")
         allowed_spki = None
         ticket_id = None
         if isinstance(code, str) and ticket is None:
+            replayed = self._replay(v, code)
+            if replayed is not None:
+                return replayed
             user, profile = self._offer_for(code)
         elif isinstance(ticket, str) and code is None:
             user, profile, allowed_spki, ticket_id = self._check_ticket(ticket)
@@ -395,16 +409,7 @@ class IdentityServer:
             for row in rows:
                 self.db.insert_key(tx, *row)
         log.info("activated device %s for %s (profile %s)", device_id, user, profile.name)
-        out: dict[str, Any] = {
-            "device": device_id,
-            "user": user,
-            "profile": profile.name,
-            "offline": profile.offline,
-            "keys": keys,
-            "ca": wire.b64u(self.authority.cert.public_bytes(serialization.Encoding.DER)),
-        }
-        if secret is not None:
-            out["secret"] = self.jwe_to(jwk, secret)
+        out = self._activation_answer(dev, profile, keys)
         if ticket_id is not None:
             receipt = jose_jws.JWS(
                 wire.canonical(
@@ -416,6 +421,66 @@ class IdentityServer:
             )
             out["receipt"] = receipt.serialize(compact=True)
         return out
+
+    def _activation_answer(self, dev: Device, profile: Profile, keys: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "device": dev.id,
+            "user": dev.user,
+            "profile": profile.name,
+            "offline": profile.offline,
+            "keys": keys,
+            "ca": wire.b64u(self.authority.cert.public_bytes(serialization.Encoding.DER)),
+        }
+        if dev.server_secret is not None:
+            out["secret"] = self.jwe_to(dev.jwk, dev.server_secret)
+        return out
+
+    def _replay(self, v: Verified, code: str) -> dict[str, Any] | None:
+        """The answer to an activation that already succeeded, again, for the same device key.
+
+        A device killed after the server used its code but before it stored the answer asks again with the
+        same device key and the same card keys. Replays stop at the device's first kid-signed request
+        (it then has its answer) and after confirm_ttl(). Any other key, or a code not used by a device,
+        gets None: the caller answers as for any used code. A replay changes nothing on the server."""
+        device_id = self.db.code_device(code) if isinstance(code, str) and 8 <= len(code) <= 128 else None
+        dev = self.db.device(device_id) if device_id else None
+        if dev is None or dev.state != "active" or dev.confirmed is not None:
+            return None
+        if time.time() > dev.created + confirm_ttl():
+            return None
+        if not hmac.compare_digest(jose_jwk.JWK(**dev.jwk).thumbprint(), v.key.thumbprint()):
+            return None
+        profile = self.profiles.get(dev.profile)
+        if profile is None:
+            return None
+        self._check_attestation(v)
+        issued = {k["key_id"]: k for k in self.db.active_keys(dev.id)}
+        publics = self._csrs(v, [r for r in profile.keys if r.id in issued], None)
+        for key_id, public in publics.items():
+            if issued[key_id]["spki"] != _public_der(public):
+                raise ProtocolError(
+                    409, "activation_mismatch", f"key {key_id} is not the key certified at this code's activation"
+                )
+        if dev.pin_verifier is not None:
+            verifier = self.jwe_open(v.payload.get("pin_verifier"))
+            if not hmac.compare_digest(verifier, dev.pin_verifier):
+                raise ProtocolError(409, "activation_mismatch", "the PIN verifier is not the one of this activation")
+        keys = []
+        for key_id, row in issued.items():
+            entry: dict[str, Any] = {"id": key_id, "usage": row["usage"], "format": row["format"]}
+            if row["cert"] is not None:
+                entry["certificate"] = wire.b64u(bytes(row["cert"]))
+            if row["escrow"] is not None:
+                entry["key"] = self.jwe_to(dev.jwk, self.escrow.unseal(dev.id, key_id, bytes(row["escrow"])))
+            keys.append(entry)
+        log.info("replayed the activation of unconfirmed device %s for %s", dev.id, dev.user)
+        return self._activation_answer(dev, profile, keys)
+
+    def drop_unconfirmed(self) -> None:
+        """Devices never confirmed within confirm_ttl() of their activation are deleted, their keys retired;
+        at most UNCONFIRMED_SWEEP per call (activations and the admin's device list call it)."""
+        for device_id in self.db.drop_unconfirmed(time.time() - confirm_ttl(), UNCONFIRMED_SWEEP):
+            log.warning("deleted device %s: never confirmed after its activation", device_id)
 
     def _active(self, v: Verified) -> Device:
         dev = v.device
@@ -749,6 +814,7 @@ def create_app(server: IdentityServer) -> Starlette:
 
     async def admin_devices(request: Request) -> Response:
         server.check_admin(request)
+        await run_in_threadpool(server.drop_unconfirmed)
         return JSONResponse({"devices": await run_in_threadpool(server.db.devices)})
 
     async def admin_device(request: Request) -> Response:

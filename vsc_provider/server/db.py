@@ -1,7 +1,8 @@
 """The server's SQLite file: activation codes, devices, certificates, nonces and migration tickets.
 
-Every state change that must happen once (a code used, a nonce spent, a PIN try counted) is a single
-conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent requests cannot both win.
+Every state change that must happen once (a code used, a nonce spent, a PIN try counted, a device
+confirmed) is a single conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent requests cannot
+both win.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS devices(
     id TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, jwk TEXT NOT NULL, created REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'active', renew INTEGER NOT NULL DEFAULT 0, attested INTEGER NOT NULL DEFAULT 0,
     pin_verifier BLOB, server_secret BLOB, pin_failures INTEGER NOT NULL DEFAULT 0,
-    pin_blocked_until REAL NOT NULL DEFAULT 0, pin_verifier_next BLOB
+    pin_blocked_until REAL NOT NULL DEFAULT 0, pin_verifier_next BLOB, confirmed REAL
 );
 CREATE TABLE IF NOT EXISTS keys(
     device TEXT NOT NULL, key_id TEXT NOT NULL, usage TEXT NOT NULL, format TEXT NOT NULL, spki BLOB NOT NULL,
@@ -40,11 +41,14 @@ CREATE TABLE IF NOT EXISTS tickets(
 );
 """
 
-# columns added after the first release: (table, column, declaration) for files made before them
-ADDED_COLUMNS = (
-    ("devices", "pin_verifier_next", "BLOB"),
-    ("tickets", "target_key", "TEXT"),
-    ("tickets", "state", "TEXT NOT NULL DEFAULT 'issued'"),
+# columns added after the first release, for files made before them: (table, column, declaration, and
+# the statement that fills the column for the rows already there, if its default is not right for them)
+ADDED_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("devices", "pin_verifier_next", "BLOB", None),
+    ("tickets", "target_key", "TEXT", None),
+    ("tickets", "state", "TEXT NOT NULL DEFAULT 'issued'", None),
+    # devices activated before confirmation existed are in use: confirmed as of their activation
+    ("devices", "confirmed", "REAL", "UPDATE devices SET confirmed = created"),
 )
 
 
@@ -65,11 +69,13 @@ class Device:
     pin_failures: int
     pin_blocked_until: float
     pin_verifier_next: bytes | None = None
+    created: float = 0.0
+    confirmed: float | None = None  # the first request signed with its kid; None while only activated
 
 
 _DEVICE_COLUMNS = (
     "id, user, profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until,"
-    " pin_verifier_next"
+    " pin_verifier_next, created, confirmed"
 )
 
 
@@ -83,10 +89,12 @@ class Database:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            for table, column, declaration in ADDED_COLUMNS:
+            for table, column, declaration, backfill in ADDED_COLUMNS:
                 have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                    if backfill:
+                        db.execute(backfill)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -137,6 +145,15 @@ class Database:
         )
         return cur.rowcount == 1
 
+    def code_device(self, code: str) -> str | None:
+        """The device that used an activation code (not a migration ticket's code), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT device FROM activations WHERE code_hash = ? AND used IS NOT NULL AND ticket IS NULL",
+                (code_hash(code),),
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     # --- devices ------------------------------------------------------------------------------
 
     def insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
@@ -161,15 +178,27 @@ class Database:
         if row is None:
             return None
         return Device(
-            row[0], row[1], row[2], json.loads(row[3]), row[4], bool(row[5]), row[6], row[7], row[8], row[9], row[10]
+            row[0],
+            row[1],
+            row[2],
+            json.loads(row[3]),
+            row[4],
+            bool(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            row[11],
+            row[12],
         )
 
     def devices(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, user, profile, state, renew, pin_failures, created FROM devices ORDER BY created"
+                "SELECT id, user, profile, state, renew, pin_failures, created, confirmed FROM devices ORDER BY created"
             ).fetchall()
-        names = ("id", "user", "profile", "state", "renew", "pin_failures", "created")
+        names = ("id", "user", "profile", "state", "renew", "pin_failures", "created", "confirmed")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def set_device(self, device_id: str, **fields: Any) -> bool:
@@ -178,6 +207,27 @@ class Database:
         sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
         with self.transaction() as db:
             return db.execute(sql, (*fields.values(), device_id)).rowcount == 1
+
+    def confirm_device(self, device_id: str) -> None:
+        """The device's first request under its kid: it got its activation answer, which is not replayed since."""
+        with self.transaction() as db:
+            db.execute("UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL", (time.time(), device_id))
+
+    def drop_unconfirmed(self, activated_before: float, limit: int) -> list[str]:
+        """Delete (keys retired) at most `limit` devices never confirmed since an activation before the time given."""
+        with self.transaction() as db:
+            ids = [
+                str(row[0])
+                for row in db.execute(
+                    "SELECT id FROM devices WHERE confirmed IS NULL AND state = 'active' AND created < ?"
+                    " ORDER BY created LIMIT ?",
+                    (activated_before, limit),
+                )
+            ]
+            for device_id in ids:
+                db.execute("UPDATE devices SET state = 'deleted' WHERE id = ?", (device_id,))
+                db.execute("UPDATE keys SET active = 0 WHERE device = ?", (device_id,))
+        return ids
 
     def insert_key(
         self,
@@ -214,6 +264,10 @@ class Database:
     def active_keys(self, device: str) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT key_id, usage, format, spki, cert FROM keys WHERE device = ? AND active = 1", (device,)
+                "SELECT key_id, usage, format, spki, cert, escrow FROM keys WHERE device = ? AND active = 1"
+                " ORDER BY rowid",
+                (device,),
             ).fetchall()
-        return [{"key_id": r[0], "usage": r[1], "format": r[2], "spki": r[3], "cert": r[4]} for r in rows]
+        return [
+            {"key_id": r[0], "usage": r[1], "format": r[2], "spki": r[3], "cert": r[4], "escrow": r[5]} for r in rows
+        ]
