@@ -117,6 +117,19 @@ TARGETS: dict[str, tuple[str, Check]] = {
 }
 
 
+# Targets stated as an absolute figure (not a ratio): a client whose own cost exceeds them cannot show
+# whether the module meets them.
+ABSOLUTE = frozenset(
+    {
+        "cold start: process start to first C_GetSlotList (ms)",
+        "RSS growth: load + login (MB)",
+        "C_GetInfo",
+        "C_Login (ms)",
+        "C_OpenSession+C_Login+C_Logout+C_CloseSession (ms)",
+    }
+)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
@@ -145,6 +158,9 @@ def table_rows(run: dict[str, Any]) -> list[list[str]]:
             text, check = TARGETS[op]
             verdict = check(vsc, soft, floor)
             target = f"{text}: {'met' if verdict else 'MISSED'}" if verdict is not None else text
+            if verdict is False and op in ABSOLUTE and soft is not None and check(soft, None, None) is False:
+                # The reference module misses it too under this client: the client's own cost decides the row.
+                target = f"{text}: client-bound (SoftHSM misses it too here)"
         rows.append(
             [
                 op,
