@@ -137,12 +137,14 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
     s = LIB.session(h)
     if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_WRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not wrap")
-    _, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
+    wrapper, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
     target = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
     if target.klass not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "only keys can be wrapped")
     if not target.bool(C.CKA_EXTRACTABLE):
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key has CKA_EXTRACTABLE false")
+    if target.bool(C.CKA_WRAP_WITH_TRUSTED) and not wrapper.bool(C.CKA_TRUSTED):
+        raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key has CKA_WRAP_WITH_TRUSTED: the wrapping key must be trusted")
     material = LIB.require().material(s.card, target)
     try:
         from vsc_provider.token import crypto

@@ -163,6 +163,8 @@ def _check_one_way(obj: TokenObject, attr: int, value: bytes) -> None:
         raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_SENSITIVE cannot be cleared")
     if attr == C.CKA_EXTRACTABLE and not obj.bool(C.CKA_EXTRACTABLE) and value == A.TRUE:
         raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_EXTRACTABLE cannot be set again")
+    if attr == C.CKA_WRAP_WITH_TRUSTED and obj.bool(C.CKA_WRAP_WITH_TRUSTED) and value == A.FALSE:
+        raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_WRAP_WITH_TRUSTED cannot be cleared")
     # A PIN per use protects the key from a process that holds only the normal login: it may not lift it.
     if attr == C.CKA_ALWAYS_AUTHENTICATE and obj.bool(C.CKA_ALWAYS_AUTHENTICATE) and value == A.FALSE:
         raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "CKA_ALWAYS_AUTHENTICATE cannot be cleared")

@@ -68,6 +68,12 @@ def _aad(serial: str, role: str) -> bytes:
     return f"vsc-card:{serial}:{role}".encode()
 
 
+def _check_trusted(card: Card, attrs: dict[int, bytes]) -> None:
+    """CKA_TRUSTED marks a key that may wrap CKA_WRAP_WITH_TRUSTED keys: only the SO may set it."""
+    if A.get_bool(attrs, C.CKA_TRUSTED) and not card.so:
+        raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "only the security officer can set CKA_TRUSTED")
+
+
 def _server_checked(rec: CardRecord) -> bool:
     return bool(rec.server) and (rec.server or {}).get("pin_check") == "server"
 
@@ -303,6 +309,14 @@ class Engine:
             self.refresh(force=True)
             return self.cards[rec.id]
 
+    def adopt_activation(self, slot_id: int) -> Card:
+        """Finish here the activation of a card left hidden by a process that died: it becomes visible to
+        this process (and, as for create_card, to no other until its binding turns active)."""
+        with self.lock:
+            self._activating.add(slot_id)
+            self.refresh(force=True)
+            return self.card(slot_id)
+
     def delete_card(self, slot_id: int) -> None:
         with self.lock:
             with self.store.transaction() as db:
@@ -323,11 +337,14 @@ class Engine:
         layers = [kek, server_secret, self.device_key] if server_secret else [kek, self.device_key]
         return keywrap.wrap_layers(data_key, layers, _aad(serial, role))
 
-    def bind_server_secret(self, card: Card, pin: bytes, secret: bytes | None) -> None:
+    def bind_server_secret(
+        self, card: Card, pin: bytes, secret: bytes | None, server: dict[str, Any] | None = None
+    ) -> None:
         """Re-wrap the user's copy of the data key with (or, given None, without) a server-held layer.
 
         The caller (vsc_provider.provisioning) marks the card's server binding `pin_check: server`, after
-        which verify_pin asks the server for that layer: see _server_secret.
+        which verify_pin asks the server for that layer: see _server_secret. Given `server`, that binding is
+        stored in the same transaction, so no crash leaves the key wrapping and the binding disagreeing.
         """
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
@@ -335,7 +352,8 @@ class Engine:
         kdf = keywrap.KdfParams(**card.record.kdf)
         wrapped = self._wrap(card.data_key, pin, salt, kdf, card.serial, "user", server_secret=secret)
         with self.store.transaction() as db:
-            self.store.update_card(db, card.slot_id, user_salt=salt, user_wrapped=wrapped)
+            binding = {} if server is None else {"server": server}
+            self.store.update_card(db, card.slot_id, user_salt=salt, user_wrapped=wrapped, **binding)
         self.refresh(force=True)
 
     # --- PINs ---------------------------------------------------------------------------------
@@ -473,6 +491,7 @@ class Engine:
         self, card: Card, attrs: dict[int, bytes], material: bytes | None, token: bool, owner: int
     ) -> TokenObject:
         """Store a new object; key material is sealed under the card's data key (so login is needed)."""
+        _check_trusted(card, attrs)
         uid = os.urandom(16)
         attrs = dict(attrs)
         attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
@@ -534,6 +553,7 @@ class Engine:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "the card was re-initialised by another process: log in again")
 
     def update_attrs(self, card: Card, obj: TokenObject, attrs: dict[int, bytes]) -> None:
+        _check_trusted(card, attrs)
         with self.lock:
             merged = {**obj.attrs, **attrs}
             if obj.is_token:
