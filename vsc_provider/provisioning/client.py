@@ -99,13 +99,28 @@ def wipe(eng: Engine, card: Card) -> None:
 # --- activation -------------------------------------------------------------------------------------
 
 
+def _link_id(link: wire.ActivationLink) -> str:
+    """What an unfinished card keeps to recognise its link: a hash, so the store never holds a live code."""
+    return sha256(f"vsc-activation:{link.server}:{link.code}".encode()).hexdigest()
+
+
 def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo:
+    """Activate a card from a link, or finish the activation of the same link that a killed process left.
+
+    Before the server is asked, the hidden card holds its keys, the sealed device key and the request's
+    inputs, so a process killed after the server used the code can send the same request again: the server
+    answers it again until the device's first kid-signed request (docs/protocol.md, "Resuming")."""
     link = wire.ActivationLink.parse(link_text)
     problem = weakness(pin.encode())
     if problem:
         raise CKRError(C.CKR_PIN_INVALID, problem)
     eng: Engine = api.engine()
+    leftover = _claim_interrupted(eng, link)
     purge_unfinished(eng)
+    if leftover is not None:
+        resumed = _resume(eng, leftover, link, pin)
+        if resumed is not None:
+            return resumed
     with PinnedClient(link.server, link.pin) as client:
         offer = client.call("POST", "/v1/offer", {"code": link.code})
         profile = offer["profile"]
@@ -115,17 +130,112 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
             )
         dev = device.DeviceKey.generate()
         so_pin = "".join(secrets.choice("0123456789") for _ in range(16))  # unblocking is the server admin's job
-        pending = {"url": link.server, "pin": link.pin, "state": "activating", "pid": os.getpid()}
+        pending: dict[str, Any] = {
+            "url": link.server,
+            "pin": link.pin,
+            "state": "activating",
+            "pid": os.getpid(),
+            "link": _link_id(link),
+        }
         card = eng.create_card(
             (label or offer["user"])[:32], so_pin.encode(), pin.encode(), api.default_policy_from_env(), server=pending
         )
+        sent = False
         try:
-            binding = _activate_card(eng, card, client, link, dev, offer, pin)
-        except BaseException:
-            eng.delete_card(card.slot_id)
+            with api.session(card, pin=pin) as h:
+                made, entries = _generate_requests(h, card, profile["keys"], offer["user"])
+                pv_salt = secrets.token_bytes(16)
+                pending.update(
+                    device_key=dev.seal(eng.device_key, card.serial),
+                    offer=offer,
+                    pin_salt=pv_salt.hex(),
+                    made=[{"id": k.request_id, "kind": k.kind, "key_id": k.key_id.hex()} for k in made],
+                )
+                _set_binding(eng, card, pending)  # from here on a killed activation can resume
+                sent = True
+                result = client.call(
+                    "POST", "/v1/activate", _activation_request(client, link, dev, offer, pin, pv_salt, entries)
+                )
+                binding = _finish_activation(eng, card, h, client, link, dev, offer, pin, pv_salt, made, result)
+        except BaseException as exc:
+            refused = isinstance(exc, ServerError) and 400 <= exc.status < 500
+            if not sent or refused:
+                eng.delete_card(card.slot_id)
+            else:  # the server may have used the code: the card stays (hidden) for the same link to resume
+                log.warning(
+                    "card %s: activation interrupted; `vsc activate` with the same link resumes it", card.serial
+                )
             raise
+        _confirm(client, binding, dev)
     log.info("activated card %s with %s", card.serial, link.server)
-    return api.card_info(eng.cards[card.slot_id]) if binding else api.card_info(card)
+    return api.card_info(eng.cards[card.slot_id])
+
+
+def _claim_interrupted(eng: Engine, link: wire.ActivationLink) -> int | None:
+    """The slot of a card that a dead process left activating this very link with its request stored,
+    taken over by this process (its pid in the binding, in one transaction, so one claimant wins)."""
+    eng.refresh(force=True)
+    wanted = _link_id(link)
+    for rec in list(eng.hidden.values()):
+        binding = rec.server or {}
+        if binding.get("link") != wanted or "device_key" not in binding:
+            continue
+        with eng.store.transaction() as db:
+            current = eng.store.card(db, rec.id)
+            now = (current.server if current else None) or {}
+            if now.get("state") != "activating" or _pid_alive(int(now.get("pid", 0))):
+                continue
+            eng.store.update_card(db, rec.id, server={**now, "pid": os.getpid()})
+        return rec.id
+    return None
+
+
+def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> api.CardInfo | None:
+    """Send the interrupted activation again (same device key, same card keys), install the answer.
+
+    None when nothing usable survived (the card is removed and the caller starts afresh). A server's
+    refusal removes the card too; a wrong PIN or an unreachable server keeps it for the next try."""
+    card = eng.adopt_activation(slot_id)
+    pending = dict(card.record.server or {})
+    offer = pending["offer"]
+    try:
+        dev = device.DeviceKey.unseal(pending["device_key"], eng.device_key, card.serial)
+    except ValueError:
+        log.warning("card %s: the interrupted activation's device key is lost; starting afresh", card.serial)
+        eng.delete_card(slot_id)
+        return None
+    log.info("card %s: resuming the interrupted activation with %s", card.serial, link.server)
+    try:
+        with PinnedClient(link.server, link.pin) as client, api.session(card, pin=pin) as h:
+            try:
+                made = [
+                    device.existing_key(card, m["id"], m["kind"], bytes.fromhex(m["key_id"])) for m in pending["made"]
+                ]
+            except StopIteration:
+                log.warning("card %s: the interrupted activation's keys are gone; starting afresh", card.serial)
+                eng.delete_card(slot_id)
+                return None
+            device.keep_only(h, card, [k.key_id for k in made])  # what a half-done install left goes
+            entries = [{"id": k.request_id, "csr": wire.b64u(device.csr(h, k, offer["user"]))} for k in made]
+            pv_salt = bytes.fromhex(pending["pin_salt"])
+            body = _activation_request(client, link, dev, offer, pin, pv_salt, entries)
+            result = client.call("POST", "/v1/activate", body)
+            binding = _finish_activation(eng, card, h, client, link, dev, offer, pin, pv_salt, made, result)
+            _confirm(client, binding, dev)
+    except CKRError as exc:
+        if exc.rv == C.CKR_PIN_INCORRECT:
+            raise CKRError(
+                C.CKR_PIN_INCORRECT, "wrong PIN: resuming an interrupted activation needs the PIN chosen for it"
+            ) from None
+        if exc.rv == C.CKR_PIN_LOCKED:
+            eng.delete_card(slot_id)
+        raise
+    except ServerError as exc:
+        if 400 <= exc.status < 500:
+            eng.delete_card(slot_id)
+        raise
+    log.info("activated card %s with %s (resumed)", card.serial, link.server)
+    return api.card_info(eng.cards[slot_id])
 
 
 def _generate_requests(
@@ -139,6 +249,25 @@ def _generate_requests(
         made.append(key)
         entries.append({"id": req["id"], "csr": wire.b64u(device.csr(h, key, user))})
     return made, entries
+
+
+def _activation_request(
+    client: PinnedClient,
+    link: wire.ActivationLink,
+    dev: device.DeviceKey,
+    offer: dict[str, Any],
+    pin: str,
+    pv_salt: bytes,
+    entries: list[dict[str, str]],
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"code": link.code, "keys": entries}
+    if not offer["profile"].get("offline", True):
+        payload["pin_verifier"] = device.jwe_to_server(offer["server"]["jwks"], pin_verifier(pin.encode(), pv_salt))
+    nonce = client.nonce()
+    attestation = device.attest(dev, nonce)
+    if attestation is not None:
+        payload["attestation"] = attestation
+    return dev.sign(link.server + "/v1/activate", nonce, payload)
 
 
 def _install(
@@ -160,37 +289,23 @@ def _install(
     return recorded
 
 
-def _activate_card(
+def _finish_activation(
     eng: Engine,
     card: Card,
+    h: int,
     client: PinnedClient,
     link: wire.ActivationLink,
     dev: device.DeviceKey,
     offer: dict[str, Any],
     pin: str,
-    ticket: str | None = None,
+    pv_salt: bytes,
+    made: list[device.CardKey],
+    result: dict[str, Any],
 ) -> dict[str, Any]:
-    profile = offer["profile"]
-    with api.session(card, pin=pin) as h:
-        made, entries = _generate_requests(h, card, profile["keys"], offer["user"])
-        payload: dict[str, Any] = {"keys": entries}
-        if ticket is None:
-            payload["code"] = link.code
-        else:
-            payload["ticket"] = ticket
-        pv_salt = secrets.token_bytes(16)
-        if not profile.get("offline", True):
-            payload["pin_verifier"] = device.jwe_to_server(offer["server"]["jwks"], pin_verifier(pin.encode(), pv_salt))
-        nonce = client.nonce()
-        attestation = device.attest(dev, nonce)
-        if attestation is not None:
-            payload["attestation"] = attestation
-        body = dev.sign(link.server + "/v1/activate", nonce, payload)
-        result = client.call("POST", "/v1/activate", body)
-        recorded = _install(h, card, dev, made, result["keys"], offer["user"])
-        online = "secret" in result
-        if online:
-            eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]))
+    """Certificates and imported keys onto the card, then the binding turns active (for an online profile
+    in the same transaction as the data key's re-wrap under the server secret)."""
+    recorded = _install(h, card, dev, made, result["keys"], offer["user"])
+    online = "secret" in result
     binding = {
         "url": link.server,
         "pin": link.pin,
@@ -206,8 +321,21 @@ def _activate_card(
         "keys": recorded,
         "activated": time.time(),
     }
-    _set_binding(eng, card, binding)
+    if online:
+        eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]), server=binding)
+    else:
+        _set_binding(eng, card, binding)
     return binding
+
+
+def _confirm(client: PinnedClient, binding: dict[str, Any], dev: device.DeviceKey) -> None:
+    """The first kid-signed request: the server stops replaying the activation (and will not drop the
+    device as never confirmed). If it fails, the card's next signed request (status, online PIN) confirms."""
+    try:
+        body = dev.sign(binding["url"] + "/v1/status", client.nonce(), {}, kid=binding["device"])
+        client.call("POST", "/v1/status", body)
+    except ServerError as exc:
+        log.warning("the server was not told that device %s is installed: %s", binding["device"], exc)
 
 
 # --- later calls ------------------------------------------------------------------------------------
@@ -385,6 +513,8 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
     )
     binding.pop("renew_requested", None)
     _set_binding(eng, card, binding)
+    with PinnedClient(target_url, target_pin, target.cert_der) as confirming:
+        _confirm(confirming, binding, dev)
     _finish_release(eng, eng.cards[card.slot_id])
     return api.card_info(eng.cards[card.slot_id])
 

@@ -233,6 +233,13 @@ def destroy_key_id(h: int, card: Card, key_id: bytes) -> None:
             objects.destroy_object(h, obj.handle)
 
 
+def keep_only(h: int, card: Card, key_ids: list[bytes]) -> None:
+    """Destroy every object of the card but the key pairs with these ids (a half-done install's leftovers)."""
+    for obj in list(card.objects.values()):
+        if obj.klass not in (C.CKO_PRIVATE_KEY, C.CKO_PUBLIC_KEY) or obj.attrs.get(C.CKA_ID) not in key_ids:
+            objects.destroy_object(h, obj.handle)
+
+
 def possession_jws(h: int, signers: list[CardKey], payload: dict[str, Any]) -> dict[str, Any]:
     """A JWS in general JSON serialization (RFC 7515 7.2.1) over `payload`, one signature per card key,
     each made on the token (kid = the key's id in the profile): proof that the device holds those keys."""
