@@ -15,19 +15,31 @@ _SESSIONS = LIB.sessions
 
 
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
+    s = _SESSIONS.get(h) or LIB.session(h)
+    card = s.card
+    # Fast path: this key and mechanism passed every check below before, and neither the object nor its
+    # attributes changed since (SetAttributeValue installs a new attribute dict; a reload, a logout or the
+    # card's removal empties `signers`). The operation starts on the shared signer; multi-part use takes a
+    # copy with state of its own.
+    prepared = card.signers.get((key, mech))
+    if prepared is not None and s.sign is None and card.user:
+        signer, obj, attrs, needs_auth = prepared
+        if card.get(key) is obj and obj.attrs is attrs:
+            s.sign = Operation(signer, obj, needs_auth, signer.length)
+            return
     s = LIB.session(h)
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
-    card = s.card
     if not card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
-    prepared = (obj.handle, mech)
-    signer = card.signers.get(prepared)
-    if signer is None:
+    if prepared is not None and prepared[1] is obj:
+        signer = prepared[0]
+    else:
         from vsc_provider.token import crypto  # imported at the first operation, not at C_Initialize
 
-        signer = card.signers[prepared] = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
-    # The operation starts on the shared signer; multi-part use takes a copy with state of its own.
-    s.sign = Operation(signer, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE), length=signer.length)
+        signer = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
+    needs_auth = obj.bool(C.CKA_ALWAYS_AUTHENTICATE)
+    card.signers[key, mech] = (signer, obj, obj.attrs, needs_auth)
+    s.sign = Operation(signer, obj, needs_auth, signer.length)
 
 
 def _sign_op(h: int) -> tuple[Session, Operation]:

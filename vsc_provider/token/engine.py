@@ -121,8 +121,9 @@ class Card:
         self.so = False
         self.data_key: bytes | None = None
         self.keys: dict[int, Any] = {}
-        # Prepared signers by (key handle, mechanism): C_SignInit on a key already used is a dict lookup.
-        self.signers: dict[tuple[int, Any], Any] = {}
+        # Prepared signers by (key handle, mechanism), with the object and attribute dict they were checked
+        # against: C_SignInit on a key already used is a dict lookup (see pkcs11.signing.sign_init).
+        self.signers: dict[tuple[int, Any], tuple[Any, TokenObject, dict[int, bytes], bool]] = {}
         self.profile: TokenObject | None = None
 
     def __repr__(self) -> str:
