@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.cases import SIGN_CASES
+from benchmarks.cases import SIGN_CASES, SignCase
 from benchmarks.common import MODULES, Env, describe, run_json, smoke
 
 # Every single-part case, plus the NULL-buffer length query followed by the real call on RSA-2048 and P-256.
@@ -17,22 +19,61 @@ DRIVER_RUNS = [(c, False) for c in SIGN_CASES.values() if "multi-part" not in c.
 ]
 
 
-@pytest.mark.parametrize("impl", MODULES)
-@pytest.mark.parametrize(
-    ("case", "query"), DRIVER_RUNS, ids=[f"{c.kind}-{c.mech}{'-query' if q else ''}" for c, q in DRIVER_RUNS]
-)
-def test_driver_sign(benchmark: Any, case: Any, query: bool, impl: str, bench_env: Env, driver: Path) -> None:
-    iterations = 2 if smoke(benchmark) else (150 if case.kind.startswith("rsa") else 1000)
-    argv = [str(driver), bench_env.module(impl), bench_env.label, bench_env.pin, "sign", case.kind, case.mech]
-    argv += [str(iterations), str(case.driver_data_len)] + (["query"] if query else [])
-    try:
-        result = benchmark.pedantic(run_json, args=(argv, bench_env), rounds=1)
-    except RuntimeError as exc:
-        if "rv=0x70" in str(exc):  # CKR_MECHANISM_INVALID
-            pytest.skip(f"{impl} does not support {case.mech}")
-        raise
-    op = case.op + (" + NULL length query" if query else "")
-    describe(benchmark, op, "C", impl, value=result["sign"]["median_us"])
+# This VM has slow periods of seconds to tens of seconds (other tenants), which move a single figure by up to
+# 2x. So every case is measured in rounds spread over the whole run (round 1 of every case, then round 2...),
+# both modules and the raw floor back to back in each, and a figure is its best round's median: every
+# implementation and case gets the same chances of a quiet stretch.
+ROUNDS = 6
+
+
+def _raw_median_us(case: SignCase, key: Any, iterations: int) -> float:
+    """The raw `cryptography` call timed one by one in this process, as the driver times C_SignInit+C_Sign."""
+    for _ in range(3):
+        case.raw(key)
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        case.raw(key)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1000
+
+
+def test_driver_sign(benchmark: Any, bench_env: Env, driver: Path, raw_keys: dict[str, Any]) -> None:
+    rounds = 1 if smoke(benchmark) else ROUNDS
+    figures: dict[tuple[str, str], list[float]] = {}
+    unsupported: set[tuple[str, str]] = set()
+
+    def measure(case: SignCase, query: bool) -> None:
+        op = case.op + (" + NULL length query" if query else "")
+        iterations = 2 if smoke(benchmark) else (40 if case.kind.startswith("rsa") else 300)
+        for impl in MODULES:
+            if (op, impl) in unsupported:
+                continue
+            argv = [str(driver), bench_env.module(impl), bench_env.label, bench_env.pin, "sign", case.kind, case.mech]
+            argv += [str(iterations), str(case.driver_data_len)] + (["query"] if query else [])
+            try:
+                result = run_json(argv, bench_env)
+            except RuntimeError as exc:
+                if "rv=0x70" in str(exc) and impl != "vsc":  # CKR_MECHANISM_INVALID
+                    unsupported.add((op, impl))
+                    continue
+                raise
+            figures.setdefault((op, impl), []).append(result["sign"]["median_us"])
+        if not query:
+            figures.setdefault((op, "raw"), []).append(_raw_median_us(case, raw_keys[case.kind], iterations))
+
+    def run() -> None:
+        for _ in range(rounds):
+            for case, query in DRIVER_RUNS:
+                measure(case, query)
+
+    benchmark.pedantic(run, rounds=1)
+    records = [
+        {"op": op, "client": "C", "impl": impl, "unit": "us", "value": min(values), "rounds": values}
+        for (op, impl), values in figures.items()
+    ]
+    benchmark.extra_info.update(records[0])
+    benchmark.extra_info["more"] = records[1:]
 
 
 @pytest.mark.parametrize("impl", MODULES)

@@ -93,15 +93,35 @@ def test_two_processes(benchmark: Any, impl: str, bench_env: Env) -> None:
     describe(benchmark, f"{OP}, 2 processes", client, impl, "ops/s", total)
 
 
-@pytest.mark.parametrize("impl", MODULES)
-@pytest.mark.parametrize("threads", [1, 2])
-def test_threads_c(benchmark: Any, threads: int, impl: str, bench_env: Env, driver: Path) -> None:
-    millis = "100" if smoke(benchmark) else "3000"
-    argv = [str(driver), bench_env.module(impl), bench_env.label, bench_env.pin, "throughput", KEY, MECH]
-    argv += [str(threads), millis, "256"]
-    result = benchmark.pedantic(run_json, args=(argv, bench_env), rounds=1)
-    op = f"{OP}, {threads} thread{'s' if threads > 1 else ''}"
-    describe(benchmark, op, "C", impl, "ops/s", result["ops_per_s"])
+def test_threads_c(benchmark: Any, bench_env: Env, driver: Path) -> None:
+    """1 and 2 threads for each module in rounds of 1 s spread over ~20 s, best round of each: this VM has slow
+    periods of seconds (see test_driver.py), which would otherwise decide the 2-thread/1-thread ratio."""
+    millis = "100" if smoke(benchmark) else "1000"
+    rounds = 1 if smoke(benchmark) else 5
+    best: dict[tuple[str, int], list[float]] = {}
+
+    def run() -> None:
+        for _ in range(rounds):
+            for impl in MODULES:
+                for threads in (1, 2):
+                    argv = [str(driver), bench_env.module(impl), bench_env.label, bench_env.pin, "throughput"]
+                    argv += [KEY, MECH, str(threads), millis, "256"]
+                    best.setdefault((impl, threads), []).append(run_json(argv, bench_env)["ops_per_s"])
+
+    benchmark.pedantic(run, rounds=1)
+    records = [
+        {
+            "op": f"{OP}, {threads} thread{'s' if threads > 1 else ''}",
+            "client": "C",
+            "impl": impl,
+            "unit": "ops/s",
+            "value": max(values),
+            "rounds": values,
+        }
+        for (impl, threads), values in best.items()
+    ]
+    benchmark.extra_info.update(records[0])
+    benchmark.extra_info["more"] = records[1:]
 
 
 def _cold(argv: list[str], env: Env, repeats: int) -> dict[str, float]:
