@@ -1,5 +1,6 @@
-"""CKA_TRUSTED and CKA_WRAP_WITH_TRUSTED: a key marked wrap-with-trusted leaves the card only under a
-wrapping key the security officer marked trusted."""
+"""Key-use policy that must hold on every call: CKA_TRUSTED and CKA_WRAP_WITH_TRUSTED (a key marked
+wrap-with-trusted leaves the card only under a wrapping key the security officer marked trusted), and
+attribute changes seen by C_SignInit's prepared path."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from p11_support import SO_PIN, USER_PIN, CardEnv
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
 OAEP = (Mechanism.SHA_1, MGF.SHA1, None)
+PSS_PARAM = (Mechanism.SHA256, MGF.SHA256, 32)
 
 
 def _public_template(key: rsa.RSAPrivateKey, label: str, trusted: bool) -> dict[Attribute, object]:
@@ -78,3 +80,28 @@ def test_wrap_with_trusted_needs_a_key_the_so_trusted(card_env: CardEnv) -> None
         )
         again = plain.wrap_key(free, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=OAEP)
         assert wrapping_private.decrypt(again, oaep) == value
+
+
+def test_sign_init_sees_changes_to_a_key_it_signed_with_before(card_env: CardEnv) -> None:
+    """C_SignInit reuses a prepared signer for a key it checked before: changed attributes and a destroyed key
+    must still be seen."""
+    token = card_env.lib.get_token(token_label="Test card")
+    with token.open(rw=True, user_pin=USER_PIN) as s:
+        _, priv = s.generate_keypair(KeyType.RSA, 2048, store=False)
+        for _ in range(2):  # the second signature takes the prepared path
+            assert priv.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS)
+        priv[Attribute.SIGN] = False
+        with pytest.raises(pkcs11.PKCS11Error) as refused:
+            priv.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS)
+        assert "0x68" in str(refused.value)  # CKR_KEY_FUNCTION_NOT_PERMITTED (python-pkcs11 has no class for it)
+        priv[Attribute.SIGN] = True
+        assert priv.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS)
+        priv[Attribute.ALWAYS_AUTHENTICATE] = True
+        with pytest.raises(pkcs11.UserNotLoggedIn):  # no CKU_CONTEXT_SPECIFIC login given for this signature
+            priv.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS)
+        _, other = s.generate_keypair(KeyType.RSA, 2048, store=False)
+        assert other.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS_PSS, mechanism_param=PSS_PARAM)
+        assert other.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS_PSS, mechanism_param=PSS_PARAM)
+        other.destroy()
+        with pytest.raises(pkcs11.KeyHandleInvalid):
+            other.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS_PSS, mechanism_param=PSS_PARAM)
