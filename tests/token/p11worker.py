@@ -54,13 +54,29 @@ def main() -> None:
         except PKCS11Error as exc:
             out(result=type(exc).__name__)
     elif command == "churn":
-        # Generate key pairs and write data objects forever; print each committed handle.
+        # Generate key pairs, import private keys and write data objects forever; print each committed round.
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from pkcs11.util.ec import encode_named_curve_parameters
+
+        p256 = encode_named_curve_parameters("secp256r1")
         token = lib.get_slots(token_present=True)[0].get_token()
         with token.open(rw=True, user_pin=sys.argv[3]) as session:
             n = 0
             while True:
                 n += 1
                 _pub, priv = session.generate_keypair(KeyType.RSA, 2048, store=True, label=f"churn-{n}")
+                imported = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+                session.create_object(
+                    {
+                        Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                        Attribute.KEY_TYPE: KeyType.EC,
+                        Attribute.TOKEN: True,
+                        Attribute.LABEL: f"imp-{n}",
+                        Attribute.EC_PARAMS: p256,
+                        Attribute.VALUE: imported.to_bytes(32, "big"),
+                        Attribute.SIGN: True,
+                    }
+                )
                 data = session.create_object(
                     {
                         Attribute.CLASS: ObjectClass.DATA,
@@ -69,7 +85,7 @@ def main() -> None:
                         Attribute.VALUE: b"x" * 2000,
                     }
                 )
-                out(key=priv.label, data=n, handle=getattr(data, "handle", 0))
+                out(key=priv.label, imported=f"imp-{n}", data=n, handle=getattr(data, "handle", 0))
 
 
 if __name__ == "__main__":
