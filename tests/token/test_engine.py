@@ -32,7 +32,8 @@ def rv(fn, *args) -> int:
 
 def test_wrong_pins_delay_then_block_and_so_reset(tmp_path):
     engine = make_engine(tmp_path)
-    card = engine.create_card("c", SO, PIN, policy=PinPolicy(delay_base=0.05, delay_max=0.05))
+    # 0.3 s waiting periods: long enough that the try right after the third cannot miss one on a slow machine.
+    card = engine.create_card("c", SO, PIN, policy=PinPolicy(delay_base=0.3, delay_max=0.3))
     assert rv(engine.login, card, False, b"000001") == C.CKR_PIN_INCORRECT
     assert rv(engine.login, card, False, b"000002") == C.CKR_PIN_INCORRECT
     assert rv(engine.login, card, False, b"000003") == C.CKR_PIN_INCORRECT
@@ -40,10 +41,10 @@ def test_wrong_pins_delay_then_block_and_so_reset(tmp_path):
     assert rv(engine.login, card, False, PIN) == C.CKR_FUNCTION_FAILED
     assert engine.cards[card.slot_id].record.user_failures == 3
     for _ in range(7):
-        time.sleep(0.06)
+        time.sleep(0.31)
         result = rv(engine.login, card, False, b"000009")
     assert result == C.CKR_PIN_LOCKED
-    time.sleep(0.06)
+    time.sleep(0.31)
     assert rv(engine.login, card, False, PIN) == C.CKR_PIN_LOCKED
     # A new process (engine) sees the same block: it lives in the store.
     other = make_engine(tmp_path)
