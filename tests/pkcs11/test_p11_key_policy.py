@@ -4,14 +4,17 @@ attribute changes seen by C_SignInit's prepared path."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from p11_support import SO_PIN, USER_PIN, CardEnv
+from p11_support import CK_MECHANISM, SO_PIN, USER_PIN, CardEnv, RawModule, make_template, ulong
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+
+from vsc_provider.ck import constants as C
 
 OAEP = (Mechanism.SHA_1, MGF.SHA1, None)
 PSS_PARAM = (Mechanism.SHA256, MGF.SHA256, 32)
@@ -105,3 +108,57 @@ def test_sign_init_sees_changes_to_a_key_it_signed_with_before(card_env: CardEnv
         other.destroy()
         with pytest.raises(pkcs11.KeyHandleInvalid):
             other.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS_PSS, mechanism_param=PSS_PARAM)
+
+
+def test_no_user_path_to_a_trusted_key_or_an_unguarded_copy(card_env: CardEnv) -> None:
+    """The user may not mark a key trusted through key generation, nor shed CKA_WRAP_WITH_TRUSTED through a
+    copy; setting CKA_WRAP_WITH_TRUSTED later is allowed (false -> true only)."""
+    token = card_env.lib.get_token(token_label="Test card")
+    with token.open(rw=True, user_pin=USER_PIN) as s:
+        with pytest.raises(pkcs11.AttributeReadOnly):
+            s.generate_keypair(KeyType.RSA, 2048, store=True, public_template={Attribute.TRUSTED: True})
+        with pytest.raises(pkcs11.AttributeReadOnly):
+            s.generate_keypair(KeyType.RSA, 2048, store=False, public_template={Attribute.TRUSTED: True})
+        key = s.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.VALUE: os.urandom(16),
+                Attribute.EXTRACTABLE: True,
+                Attribute.SENSITIVE: False,
+            }
+        )
+        key[Attribute.WRAP_WITH_TRUSTED] = True
+        assert key[Attribute.WRAP_WITH_TRUSTED]
+        with pytest.raises(pkcs11.AttributeReadOnly):
+            key[Attribute.WRAP_WITH_TRUSTED] = False
+        with pytest.raises(pkcs11.AttributeReadOnly):
+            key.copy({Attribute.WRAP_WITH_TRUSTED: False})
+        assert key.copy({Attribute.LABEL: "copy"})[Attribute.WRAP_WITH_TRUSTED]
+
+
+def test_allowed_mechanisms_limit_what_a_key_does(card_env: CardEnv, module_path: str) -> None:
+    raw = RawModule(module_path)
+    h = raw.open(int(card_env.slot().slot_id))
+    assert raw.login(h, USER_PIN) in (C.CKR_OK, C.CKR_USER_ALREADY_LOGGED_IN)
+    pairs = [
+        (C.CKA_CLASS, ulong(C.CKO_SECRET_KEY)),
+        (C.CKA_KEY_TYPE, ulong(C.CKK_GENERIC_SECRET)),
+        (C.CKA_VALUE, os.urandom(32)),
+        (C.CKA_SIGN, ulong(1)[:1]),
+        (C.CKA_ALLOWED_MECHANISMS, ulong(C.CKM_SHA256_HMAC)),
+    ]
+    attrs, keep = make_template(pairs)
+    key = ctypes.c_ulong()
+    assert raw.C_CreateObject(h, attrs, len(pairs), ctypes.byref(key)) == C.CKR_OK
+    del keep
+
+    def sign_init(mech: int) -> int:
+        return int(raw.C_SignInit(h, ctypes.byref(CK_MECHANISM(mech, None, 0)), key.value))
+
+    assert sign_init(C.CKM_SHA512_HMAC) == C.CKR_MECHANISM_INVALID
+    assert sign_init(C.CKM_SHA256_HMAC) == C.CKR_OK
+    out = (ctypes.c_ubyte * 64)()
+    n = ctypes.c_ulong(64)
+    assert raw.C_Sign(h, b"data", 4, out, ctypes.byref(n)) == C.CKR_OK and n.value == 32
+    assert raw.C_CloseSession(h) == C.CKR_OK

@@ -10,7 +10,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Ecdh1Params, Mechanism
 from vsc_provider.pkcs11 import templates as T
-from vsc_provider.pkcs11.state import LIB, Session, find_object, writable
+from vsc_provider.pkcs11.state import LIB, Session, check_allowed, find_object, writable
 from vsc_provider.token import mechanisms
 from vsc_provider.token import objects as O
 
@@ -122,10 +122,11 @@ def generate_key(h: int, mech: Mechanism, pairs: list[tuple[int, bytes]]) -> int
     return obj.handle
 
 
-def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int) -> tuple[Any, Any]:
+def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int, mech_type: int) -> tuple[Any, Any]:
     obj = find_object(s, handle, invalid)
     if not obj.bool(attr):
         raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key has attribute 0x{attr:x} false")
+    check_allowed(obj, mech_type)
     if attr in (C.CKA_UNWRAP, C.CKA_DERIVE) and obj.bool(C.CKA_ALWAYS_AUTHENTICATE):
         # These calls have no *Init after which a C_Login(CKU_CONTEXT_SPECIFIC) could give the PIN, and
         # their result can be read back (a non-sensitive unwrapped or derived key): refuse them.
@@ -137,7 +138,7 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
     s = LIB.session(h)
     if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_WRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not wrap")
-    wrapper, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID)
+    wrapper, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID, mech.type)
     target = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
     if target.klass not in (C.CKO_SECRET_KEY, C.CKO_PRIVATE_KEY):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "only keys can be wrapped")
@@ -168,7 +169,7 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
     if not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     template = A.template(pairs)
-    _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+    _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID, mech.type)
     try:
         from vsc_provider.token import crypto
 
@@ -221,7 +222,7 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     from cryptography.hazmat.primitives.asymmetric import ec
 
     template = A.template(pairs)
-    _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID)
+    _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "ECDH needs an EC private key")
     try:

@@ -88,6 +88,8 @@ def _mark_user_certificates(card: Card, key_id: bytes) -> None:
 
 # What an object is: a copy may repeat these but never change them.
 _IDENTITY = frozenset({C.CKA_CLASS, C.CKA_KEY_TYPE, C.CKA_CERTIFICATE_TYPE})
+# Attributes that may change in one direction only (in a copy as in C_SetAttributeValue).
+_ONE_WAY = frozenset({C.CKA_SENSITIVE, C.CKA_EXTRACTABLE, C.CKA_ALWAYS_AUTHENTICATE, C.CKA_WRAP_WITH_TRUSTED})
 
 
 def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
@@ -99,7 +101,7 @@ def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
     attrs = dict(obj.attrs)
     for attr, value in template.items():
         if attr not in (C.CKA_TOKEN, C.CKA_PRIVATE, C.CKA_LABEL, C.CKA_ID, C.CKA_MODIFIABLE, C.CKA_DESTROYABLE):
-            if attr in (C.CKA_SENSITIVE, C.CKA_EXTRACTABLE, C.CKA_ALWAYS_AUTHENTICATE):
+            if attr in _ONE_WAY:
                 _check_one_way(obj, attr, value)
             elif attr not in T.SETTABLE or (attr in _IDENTITY and obj.attrs.get(attr) != value):
                 raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"attribute 0x{attr:x} cannot change in a copy")

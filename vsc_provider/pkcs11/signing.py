@@ -5,27 +5,41 @@ This is the hot path: after C_SignInit, C_Sign is a dict lookup, one `cryptograp
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object, operation_key
+from vsc_provider.pkcs11.state import LIB, Operation, Session, check_allowed, deliver, find_object, operation_key
 from vsc_provider.token import mechanisms
 
+if TYPE_CHECKING:
+    from vsc_provider.token.engine import Card
+    from vsc_provider.token.objects import TokenObject
+
 _SESSIONS = LIB.sessions
+
+
+def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bool) -> None:
+    s.sign = Operation(signer, obj, needs_auth, signer.length)
+    if not card.user:  # C_Logout in another thread since the caller's check: it may have missed this one
+        s.sign = None
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
 
 
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
     s = _SESSIONS.get(h) or LIB.session(h)
     card = s.card
     # Fast path: this key and mechanism passed every check below before, and neither the object nor its
-    # attributes changed since (SetAttributeValue installs a new attribute dict; a reload, a logout or the
-    # card's removal empties `signers`). The operation starts on the shared signer; multi-part use takes a
-    # copy with state of its own.
+    # attributes changed since (SetAttributeValue and a reload from the store install a new attribute dict;
+    # a logout or the card's removal empties `signers`). Another process's changes are seen at the reload
+    # points (C_FindObjectsInit, C_OpenSession, C_GetSlotList), as on the slow path: no store read here.
+    # The operation starts on the shared signer; multi-part use takes a copy with state of its own.
     prepared = card.signers.get((key, mech))
     if prepared is not None and s.sign is None and card.user:
         signer, obj, attrs, needs_auth = prepared
         if card.get(key) is obj and obj.attrs is attrs:
-            s.sign = Operation(signer, obj, needs_auth, signer.length)
+            _start(s, card, signer, obj, needs_auth)
             return
     s = LIB.session(h)
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
@@ -39,7 +53,7 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
         signer = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
     needs_auth = obj.bool(C.CKA_ALWAYS_AUTHENTICATE)
     card.signers[key, mech] = (signer, obj, obj.attrs, needs_auth)
-    s.sign = Operation(signer, obj, needs_auth, signer.length)
+    _start(s, card, signer, obj, needs_auth)
 
 
 def _sign_op(h: int) -> tuple[Session, Operation]:
@@ -104,6 +118,7 @@ def verify_init(h: int, mech: Mechanism, key: int) -> None:
     if mech.type not in mechanisms.MECHANISMS:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
     obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
+    check_allowed(obj, mech.type)
     engine = LIB.require()
     if obj.klass == C.CKO_PUBLIC_KEY:
         if not obj.bool(C.CKA_VERIFY):

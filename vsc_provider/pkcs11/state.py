@@ -6,6 +6,7 @@ import os
 import threading
 from typing import Any, NamedTuple
 
+from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.token import mechanisms
@@ -158,6 +159,13 @@ _USAGE_NAMES = {
 }
 
 
+def check_allowed(obj: TokenObject, mech_type: int) -> None:
+    """CKA_ALLOWED_MECHANISMS, when the key has a non-empty list: the mechanism must be on it."""
+    raw = obj.attrs.get(C.CKA_ALLOWED_MECHANISMS)
+    if raw and mech_type not in A.decode(C.CKA_ALLOWED_MECHANISMS, raw):  # type: ignore[operator]
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not in the key's CKA_ALLOWED_MECHANISMS")
+
+
 def operation_key(
     session: Session, attr: str, mech_type: int, handle: int, classes: tuple[int, ...], usage: int, what: str
 ) -> TokenObject:
@@ -172,6 +180,7 @@ def operation_key(
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"{what} needs another class of key")
     if not obj.bool(usage):
         raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key has {_USAGE_NAMES.get(usage, hex(usage))} false")
+    check_allowed(obj, mech_type)
     return obj
 
 

@@ -392,6 +392,8 @@ class Engine:
                     C.CKR_FUNCTION_FAILED, f"{role} PIN tries refused for {blocked_until - now:.1f} more seconds"
                 )
             self.store.update_card(db, card.slot_id, **{f"{role}_failures": failures + 1})
+        if rec.created != card.record.created:
+            card.forget_secrets()  # C_InitToken elsewhere since we last looked: our data key is the old one
         card.record = rec
         if server_secret is not None:
             inner = keywrap.unseal(server_secret, inner, _aad(rec.serial, role)) or b""
@@ -519,6 +521,8 @@ class Engine:
         self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], token: bool, owner: int
     ) -> list[TokenObject]:
         """Several objects in one transaction (a key pair is stored whole or not at all)."""
+        for attrs, _ in items:
+            _check_trusted(card, attrs)
         if not token:
             return [self.add_object(card, attrs, material, False, owner) for attrs, material in items]
         with self.lock:
@@ -575,6 +579,8 @@ class Engine:
             else:
                 card.session_objects.pop(obj.handle, None)
             card.keys.pop(obj.handle, None)
+            for prepared in [p for p in card.signers if p[0] == obj.handle]:
+                del card.signers[prepared]  # the loaded private key goes with it
 
     def drop_session_objects(self, card: Card, owner: int) -> None:
         with self.lock:

@@ -96,7 +96,8 @@ MODIFIABLE = frozenset(
         C.CKA_SENSITIVE,  # only false -> true (checked by the caller)
         C.CKA_EXTRACTABLE,  # only true -> false
         C.CKA_CERTIFICATE_CATEGORY,
-        C.CKA_TRUSTED,
+        C.CKA_TRUSTED,  # only the SO may set it (checked by the engine)
+        C.CKA_WRAP_WITH_TRUSTED,  # only false -> true
     }
 )
 
