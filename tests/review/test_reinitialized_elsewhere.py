@@ -11,7 +11,7 @@ from vsc_provider.pkcs11 import objects, signing
 from vsc_provider.pkcs11.state import LIB
 from vsc_provider.token.engine import Engine
 
-from .conftest import SO_PIN, Env, rsa_pair, rv
+from .conftest import PIN, SO_PIN, Env, rsa_pair, rv
 
 
 def test_login_ends_when_another_process_reinitializes_the_card(env: Env) -> None:
@@ -28,3 +28,19 @@ def test_login_ends_when_another_process_reinitializes_the_card(env: Env) -> Non
         C.CKR_KEY_HANDLE_INVALID,
         C.CKR_USER_NOT_LOGGED_IN,
     )
+
+
+def test_a_pin_check_that_sees_a_reinitialized_card_drops_the_old_data_key(env: Env) -> None:
+    """C_Login(CKU_CONTEXT_SPECIFIC) reads the card's record: if another process re-initialised the card
+    (and gave it a new user PIN), the data key held here is the old one and must go."""
+    here = Engine()
+    card = here.cards[env.slot]
+    here.login(card, False, PIN)
+    assert card.data_key is not None
+    other = Engine()
+    theirs = other.cards[env.slot]
+    other.reinitialize(theirs, SO_PIN, "fresh")
+    other.login(other.cards[env.slot], True, SO_PIN)
+    other.set_user_pin(other.cards[env.slot], b"593017")
+    here.verify_pin(card, False, b"593017")
+    assert card.data_key is None and not card.user

@@ -78,6 +78,21 @@ def login(h: int, user_type: int, pin: bytes | None) -> None:
         if so and any(not other.rw for other in LIB.card_sessions(card)):
             raise CKRError(C.CKR_SESSION_READ_ONLY_EXISTS)
     engine.login(card, so, pin)
+    _load_operation_modules()
+
+
+def _load_operation_modules() -> None:
+    """Import what key operations and error reports need, deferred from C_Initialize to keep start-up cheap.
+
+    Done at login rather than at the first signature: some hosts sandbox themselves (chroot, seccomp, a
+    dropped file-system view) once set up, and an import there would fail. Login has paid for `cryptography`
+    already (scrypt); these add a few ms to it.
+    """
+    import logging  # noqa: F401
+
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+
+    from vsc_provider.token import crypto  # noqa: F401
 
 
 def _context_login(s: Session, card: Card, pin: bytes) -> None:
@@ -97,6 +112,8 @@ def logout(h: int) -> None:
     with LIB.lock:
         if not (card.user or card.so):
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+        # Secrets first, operations second: a C_xInit racing in another thread either sees the card logged
+        # out or has its operation cleared here (sign_init checks the login again after installing it).
+        LIB.require().logout(card)
         for other in LIB.card_sessions(card):
             other.sign = other.decrypt = other.encrypt = other.verify = None
-        LIB.require().logout(card)
