@@ -18,11 +18,13 @@ _installed = False
 
 
 def configure_from_environment() -> None:
-    """Read VSC_DEBUG now (the hot path tests TRACE); the handler is installed at the first log line."""
+    """Read VSC_DEBUG now (the hot path tests TRACE). Asked-for logging (VSC_DEBUG, VSC_LOG) is set up at
+    once, so that every `vsc` logger, plain `logging` ones included, writes there; otherwise the handler is
+    installed at the first log line."""
     global TRACE, _wanted
     _wanted = True
     TRACE = os.environ.get("VSC_DEBUG", "") not in ("", "0")
-    if TRACE:
+    if TRACE or os.environ.get("VSC_LOG"):
         _install()
 
 
@@ -30,21 +32,22 @@ def _install() -> None:
     global _installed
     if _installed:
         return
-    _installed = True
     import logging
     import sys
 
     target = os.environ.get("VSC_LOG", "")
-    handler: logging.Handler
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     if target and target != "stderr":
-        handler = logging.FileHandler(target)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+        try:
+            handler = logging.FileHandler(target)
+        except OSError as exc:  # an unwritable VSC_LOG must not turn a log line into a failure
+            print(f"vsc: cannot open VSC_LOG {target!r} ({exc}); logging to stderr", file=sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s vsc[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("vsc")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if TRACE else logging.WARNING)
     root.propagate = False
+    _installed = True
 
 
 class Logger:

@@ -77,3 +77,27 @@ def test_an_unexpected_error_becomes_general_error_and_a_log_line(vsc_home, modu
             proc.kill()
     assert answers == ["GeneralError", "GeneralError"], answers
     assert "C_GetSlotList failed with an unexpected error" in log.read_text()
+
+
+LOGGING_HOST = """
+import logging
+from vsc_provider import log
+log.configure_from_environment()
+logging.getLogger("vsc.provisioning").warning("from a plain vsc logger")
+log.get("vsc.pkcs11").warning("from a lazy vsc logger")
+print("still running")
+"""
+
+
+def test_vsc_log_collects_every_vsc_logger_and_an_unwritable_one_falls_back_to_stderr(tmp_path):
+    target = tmp_path / "vsc.log"
+    env = {**os.environ, "VSC_LOG": str(target)}
+    done = subprocess.run([sys.executable, "-c", LOGGING_HOST], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "still running" in done.stdout
+    text = target.read_text()
+    assert "vsc.provisioning: from a plain vsc logger" in text
+    assert "vsc.pkcs11: from a lazy vsc logger" in text
+    env["VSC_LOG"] = str(tmp_path / "missing" / "dir" / "vsc.log")
+    done = subprocess.run([sys.executable, "-c", LOGGING_HOST], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "still running" in done.stdout
+    assert "cannot open VSC_LOG" in done.stderr and "from a lazy vsc logger" in done.stderr

@@ -7,7 +7,6 @@ certificate, the device id, the sealed device key and the ids of the keys the se
 from __future__ import annotations
 
 import hmac
-import logging
 import os
 import secrets
 import time
@@ -15,6 +14,7 @@ from hashlib import sha256
 from typing import Any
 
 from vsc_provider import api
+from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning import device, wire
@@ -24,7 +24,7 @@ from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import weakness
 from vsc_provider.token.store import CardRecord
 
-log = logging.getLogger("vsc.provisioning")
+log = vlog.get("vsc.provisioning")
 
 PIN_VERIFIER_KDF = keywrap.KdfParams()
 
