@@ -28,20 +28,25 @@ def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bo
 
 
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
-    s = _SESSIONS.get(h) or LIB.session(h)
+    s = _SESSIONS.get(h)
+    engine = LIB.engine
+    if s is None or engine is None or engine.signal[:8] != engine.signal_seen:
+        s = LIB.session(h)  # the error, or another process committed: take it in first
     card = s.card
     # Fast path: this key and mechanism passed every check below before, and neither the object nor its
     # attributes changed since (SetAttributeValue and a reload from the store install a new attribute dict;
-    # a logout or the card's removal empties `signers`). Another process's changes are seen at the reload
-    # points (C_FindObjectsInit, C_OpenSession, C_GetSlotList), as on the slow path: no store read here.
-    # The operation starts on the shared signer; multi-part use takes a copy with state of its own.
+    # a logout or the card's removal empties `signers`). The operation starts on the shared signer;
+    # multi-part use takes a copy with state of its own.
     prepared = card.signers.get((key, mech))
     if prepared is not None and s.sign is None and card.user:
         signer, obj, attrs, needs_auth = prepared
         if card.get(key) is obj and obj.attrs is attrs:
-            _start(s, card, signer, obj, needs_auth)
-            return
-    s = LIB.session(h)
+            s.sign = Operation(signer, obj, needs_auth, signer.length)
+            if card.user:
+                return
+            s.sign = None  # C_Logout in another thread since the check above
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+    s = LIB.session(h)  # every check, a removed card included (its `signers` are empty)
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
     if not card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)

@@ -79,22 +79,16 @@ def token_flags(card: Card) -> int:
     return flags
 
 
-# Hosts poll C_GetTokenInfo (NSS does, for every slot): look at the store for other processes' changes at
-# most this often, and rebuild the answer only when the card or its session counts changed.
-TOKEN_INFO_MAX_AGE = 0.05
-_last_check = 0.0
-# The cache holds the card record itself (not its id(), which a new record can reuse once the old one is
+# Hosts poll C_GetTokenInfo (NSS does, for every slot): other processes' changes are taken in through the
+# store's change signal (a memory read), and the answer is rebuilt only when the card or its session counts
+# changed. The cache holds the card record itself (not its id(), which a new record can reuse once the old one is
 # freed) and compares by identity: the engine replaces the record whenever the card changes.
 _token_info: dict[int, tuple[object, int, int, TokenInfo]] = {}
 
 
 def get_token_info(slot_id: int) -> TokenInfo:
-    global _last_check
     engine = LIB.require()
-    now = time.monotonic()
-    if now - _last_check >= TOKEN_INFO_MAX_AGE:
-        engine.refresh()
-        _last_check = now
+    engine.poll()
     card = engine.card(slot_id)
     sessions = LIB.card_sessions(card)
     rw = sum(1 for s in sessions if s.rw)

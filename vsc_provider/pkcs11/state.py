@@ -102,11 +102,15 @@ class Library:
         return engine
 
     def session(self, handle: int) -> Session:
+        """The session, after taking in what other processes committed since the last call."""
         s = self.sessions.get(handle)
-        if s is None:
+        engine = self.engine
+        if s is None or engine is None:
             self.require()
             raise CKRError(C.CKR_SESSION_HANDLE_INVALID, f"no session {handle}")
-        if s.card.slot_id not in self.engine.cards:  # type: ignore[union-attr]
+        if engine.signal[:8] != engine.signal_seen:  # another process committed: take it in
+            engine.poll()
+        if s.card.slot_id not in engine.cards:
             raise CKRError(C.CKR_DEVICE_REMOVED, "the card was deleted")
         return s
 

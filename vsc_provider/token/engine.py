@@ -1,8 +1,9 @@
 """The token engine: the cards of one store as this process sees them, with login state and loaded keys.
 
-One Engine per process. It re-reads the store only when another process has committed (PRAGMA
-data_version), and signing after login touches neither the store nor the KDF: keys are unsealed once
-and kept in memory until logout, finalize or the last session closing.
+One Engine per process. It re-reads the store only when another process has committed: `poll()` (one
+memory read of the store's change signal, at the start of every PKCS#11 call that uses a session) and then
+PRAGMA data_version tell it so. Signing after login touches neither the store nor the KDF: keys are unsealed
+once and kept in memory until logout, finalize or the last session closing.
 """
 
 from __future__ import annotations
@@ -190,9 +191,19 @@ class Engine:
         self.lock = threading.RLock()
         self._version = -1
         self._session_handles = SESSION_OBJECT_BASE
+        self.signal = self.store.signal.map
+        self.signal_seen = self.signal[:8]
         self.refresh(force=True)
 
     # --- reading the store --------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Reload if any process committed since the last look (this one included: then nothing is read).
+        Hot paths inline the test: `engine.signal[:8] != engine.signal_seen`."""
+        current = self.signal[:8]
+        if current != self.signal_seen:
+            self.refresh()
+            self.signal_seen = current  # only once reloaded: a failed reload is tried again next call
 
     def refresh(self, force: bool = False) -> bool:
         """Reload cards and objects if another process changed the store; True if anything was reloaded."""

@@ -1,13 +1,16 @@
 """The persistent store: one SQLite file shared by every process that uses the cards.
 
 SQLite in WAL mode gives atomic commits (a killed writer leaves the old or the new state) and safe
-concurrent writers; `PRAGMA data_version` tells a process cheaply that another one changed something.
+concurrent writers. A process learns that another one changed something from the change signal (8 bytes in
+a file beside the store, mapped by every process and rewritten after each commit: one memory read per
+check), then `PRAGMA data_version` confirms it before anything is re-read.
 Object ids are AUTOINCREMENT so a deleted object's handle is never reused for another object.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sqlite3
 import threading
@@ -116,6 +119,29 @@ def _card(row: tuple[Any, ...]) -> CardRecord:
     )
 
 
+class ChangeSignal:
+    """8 bytes in `<store>-signal`, shared memory between the processes using the store. Every committed
+    write rewrites them with fresh random bytes, so any change of value means "someone committed since";
+    lost updates between two writers do not matter, as each rewrites after its own commit."""
+
+    SIZE = 8
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < self.SIZE:
+                os.ftruncate(fd, self.SIZE)
+            self.map = mmap.mmap(fd, self.SIZE)  # read as map[:8] on hot paths
+        finally:
+            os.close(fd)
+
+    def read(self) -> bytes:
+        return self.map[: self.SIZE]
+
+    def bump(self) -> None:
+        self.map[: self.SIZE] = os.urandom(self.SIZE)
+
+
 class Store:
     """All reads and writes of the store file; one connection per process, guarded by a lock."""
 
@@ -126,6 +152,7 @@ class Store:
         old_umask = os.umask(0o077)
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self.signal = ChangeSignal(self.path + "-signal")
         finally:
             os.umask(old_umask)
         self._db.execute("PRAGMA busy_timeout=30000")
@@ -144,6 +171,7 @@ class Store:
         """A write transaction: BEGIN IMMEDIATE takes the write lock first, so read-modify-write is race-free."""
         with self.lock:
             self._db.execute("BEGIN IMMEDIATE")
+            changes = self._db.total_changes
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -152,6 +180,8 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            if self._db.total_changes != changes:
+                self.signal.bump()  # after the commit: a process that sees the new value also sees the data
 
     def data_version(self) -> int:
         """Changes when another connection commits (cheap: no file read when nothing changed)."""
