@@ -36,10 +36,13 @@ def test_threads_python(benchmark: Any, threads: int, impl: str, bench_env: Env)
 
     def run() -> dict[str, Any] | str:
         try:
-            return run_json(argv, bench_env, cwd=ROOT)
+            return run_json(argv, bench_env, timeout=float(_seconds(benchmark)) + 90, cwd=ROOT)
         except RuntimeError as exc:
-            # python-pkcs11 passes no locking flags; SoftHSM then runs unlocked and may crash under threads.
+            # python-pkcs11 passes no locking flags; SoftHSM then runs unlocked and may crash or hang under
+            # threads (the worker gives up on a hung thread 30 s after the end).
             return f"failed: {str(exc).strip().splitlines()[-1][:200]}"
+        except subprocess.TimeoutExpired:
+            return "failed: hung (worker killed)"
 
     result = benchmark.pedantic(run, rounds=1)
     client = "python-pkcs11" if impl != "raw" else "cryptography"
@@ -74,7 +77,10 @@ def test_two_processes(benchmark: Any, impl: str, bench_env: Env) -> None:
                 if p.stdin is not None and p.poll() is None:
                     p.stdin.write("go\n")
                     p.stdin.flush()
-            outputs = [p.communicate(timeout=120) for p in procs]
+            try:
+                outputs = [p.communicate(timeout=120) for p in procs]
+            except subprocess.TimeoutExpired:
+                return "failed: hung (workers killed)"
         finally:
             for p in procs:
                 if p.poll() is None:

@@ -11,6 +11,7 @@ module initialised without locking flags, start-up time, memory growth) are meas
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -24,7 +25,6 @@ def rss_kb() -> int:
 
 
 def _env(directory: str) -> dict[str, Any]:
-    import os
     from pathlib import Path
 
     data: dict[str, Any] = json.loads((Path(directory) / "env.json").read_text())
@@ -79,11 +79,17 @@ def throughput(
         counts[i] = n
 
     start = time.monotonic()
-    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    pool = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
-        t.join()
+        t.join(timeout=max(0.0, deadline + 30 - time.monotonic()))
+    if any(t.is_alive() for t in pool):
+        # A module that deadlocks or spins under threads (SoftHSM without locking flags does) must not hold
+        # the run: report it and leave without waiting for the stuck threads.
+        print(f"signing hung: a thread was still inside the module 30 s after the end ({sum(counts)} done)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        os._exit(3)
     elapsed = time.monotonic() - start
     if errors:
         raise SystemExit(f"signing failed after {sum(counts)} signatures: {'; '.join(errors)}")
