@@ -72,7 +72,7 @@ def collect(recs: list[dict[str, Any]]) -> tuple[dict[Key, dict[str, Any]], dict
             row[impl] = b / a if isinstance(a, float) and isinstance(b, float) and a else "failed"
     r1 = raw.get(("RSA-2048 SHA256_RSA_PKCS throughput (ops/s), 1 thread", "*"))
     r2 = raw.get(("RSA-2048 SHA256_RSA_PKCS throughput (ops/s), 2 threads", "*"))
-    if r1 and r2:
+    if r1 and r2 and ("RSA-2048 throughput, 2 threads / 1 thread (x)", "*") not in raw:
         raw[("RSA-2048 throughput, 2 threads / 1 thread (x)", "*")] = r2 / r1
     return table, raw, units
 
@@ -128,6 +128,7 @@ ABSOLUTE = frozenset(
         "C_GetInfo",
         "C_Login (ms)",
         "C_OpenSession+C_Login+C_Logout+C_CloseSession (ms)",
+        "RSA-2048 throughput, 2 threads / 1 thread (x)",
     }
 )
 
@@ -161,7 +162,10 @@ def table_rows(run: dict[str, Any]) -> list[list[str]]:
             text, check = TARGETS[op]
             verdict = check(vsc, soft, floor)
             target = f"{text}: {'met' if verdict else 'MISSED'}" if verdict is not None else text
-            if verdict is False and op in ABSOLUTE and soft is not None and check(soft, None, None) is False:
+            if verdict is False and op in ABSOLUTE and floor is not None and check(floor, None, None) is False:
+                # Raw `cryptography`, with no token at all, misses it too in this run: the machine decides.
+                target = f"{text}: machine-bound (raw reaches {_fmt(floor)} here)"
+            elif verdict is False and op in ABSOLUTE and soft is not None and check(soft, None, None) is False:
                 # The reference module misses it too under this client: the client's own cost decides the row.
                 target = f"{text}: client-bound (SoftHSM misses it too here)"
         rows.append(

@@ -29,15 +29,37 @@ def _seconds(benchmark: Any) -> str:
     return "0.1" if smoke(benchmark) else "3"
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("threads", [1, 2])
-def test_threads_python(benchmark: Any, threads: int, impl: str, bench_env: Env) -> None:
-    argv = _worker(bench_env, "throughput", impl, KEY, MECH, str(threads), _seconds(benchmark))
-    op = f"{OP}, {threads} thread{'s' if threads > 1 else ''}"
+RATIO = "RSA-2048 throughput, 2 threads / 1 thread (x)"
 
-    def run() -> dict[str, Any] | str:
+
+def _ratio_records(runs: dict[tuple[str, int], list[float]], impls: tuple[str, ...], client: Any) -> list[dict]:
+    """The 2-thread/1-thread row: the median of the ratios of runs made back to back (a best 2-thread run
+    needs both cores quiet at once, so best against best would read low on this VM)."""
+    out = []
+    for impl in impls:
+        pairs = list(zip(runs.get((impl, 1), []), runs.get((impl, 2), []), strict=False))
+        record: dict[str, Any] = {"op": RATIO, "client": client(impl), "impl": impl, "unit": "x"}
+        if pairs:
+            record["value"] = statistics.median(two / one for one, two in pairs)
+        else:
+            record["failed"] = "no 2-thread run completed"
+        out.append(record)
+    return out
+
+
+def test_threads_python(benchmark: Any, bench_env: Env) -> None:
+    """1 and 2 threads (own session each) for raw, SoftHSM and vsc in alternating fresh-process runs of 1 s,
+    6 rounds: ops/s rows are each mode's best run, the ratio row the median of back-to-back ratios. A module
+    that fails under threads is not run in that mode again."""
+    seconds = "0.1" if smoke(benchmark) else "1"
+    rounds = 1 if smoke(benchmark) else 6
+    runs: dict[tuple[str, int], list[float]] = {}
+    failed: dict[tuple[str, int], str] = {}
+
+    def one(impl: str, threads: int) -> float | str:
+        argv = _worker(bench_env, "throughput", impl, KEY, MECH, str(threads), seconds)
         try:
-            return run_json(argv, bench_env, timeout=float(_seconds(benchmark)) + 90, cwd=ROOT)
+            return float(run_json(argv, bench_env, timeout=float(seconds) + 90, cwd=ROOT)["ops_per_s"])
         except RuntimeError as exc:
             # python-pkcs11 passes no locking flags; SoftHSM then runs unlocked and may crash or hang under
             # threads (the worker gives up on a hung thread 30 s after the end).
@@ -45,13 +67,40 @@ def test_threads_python(benchmark: Any, threads: int, impl: str, bench_env: Env)
         except subprocess.TimeoutExpired:
             return "failed: hung (worker killed)"
 
-    result = benchmark.pedantic(run, rounds=1)
-    client = "python-pkcs11" if impl != "raw" else "cryptography"
-    if isinstance(result, str):
-        describe(benchmark, op, client, impl, unit="ops/s")
-        benchmark.extra_info["failed"] = result
-        return
-    describe(benchmark, op, client, impl, "ops/s", result["ops_per_s"])
+    def run() -> None:
+        for _ in range(rounds):
+            for impl in IMPLS:
+                for threads in (1, 2):
+                    if (impl, threads) not in failed:
+                        result = one(impl, threads)
+                        if isinstance(result, str):
+                            failed[impl, threads] = result
+                        else:
+                            runs.setdefault((impl, threads), []).append(result)
+
+    benchmark.pedantic(run, rounds=1)
+
+    def client(impl: str) -> str:
+        return "python-pkcs11" if impl != "raw" else "cryptography"
+
+    records: list[dict[str, Any]] = []
+    for impl in IMPLS:
+        for threads in (1, 2):
+            record: dict[str, Any] = {
+                "op": f"{OP}, {threads} thread{'s' if threads > 1 else ''}",
+                "client": client(impl),
+                "impl": impl,
+                "unit": "ops/s",
+            }
+            if (impl, threads) in failed:
+                record["failed"] = failed[impl, threads]
+            if runs.get((impl, threads)):
+                record["value"] = max(runs[impl, threads])
+                record["rounds"] = runs[impl, threads]
+            records.append(record)
+    records += _ratio_records(runs, IMPLS, client)
+    benchmark.extra_info.update(records[0])
+    benchmark.extra_info["more"] = records[1:]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -128,16 +177,7 @@ def test_threads_c(benchmark: Any, bench_env: Env, driver: Path) -> None:
         }
         for (impl, threads), values in best.items()
     ]
-    records += [
-        {
-            "op": "RSA-2048 throughput, 2 threads / 1 thread (x)",
-            "client": "C",
-            "impl": impl,
-            "unit": "x",
-            "value": statistics.median(two / one for one, two in zip(best[impl, 1], best[impl, 2], strict=True)),
-        }
-        for impl in MODULES
-    ]
+    records += _ratio_records(best, MODULES, lambda impl: "C")
     benchmark.extra_info.update(records[0])
     benchmark.extra_info["more"] = records[1:]
 

@@ -53,3 +53,19 @@ def test_failed_cases_are_listed_and_do_not_hide_the_table() -> None:
     rows = report.table_rows(run)
     assert rows[0][4] == "failed" and rows[0][5] == "2,000"
     assert report.failures(run) == [f"- {op} (C, softhsm) failed: worker exited 1: SIGSEGV"]
+
+
+def test_a_scaling_target_the_raw_floor_misses_too_is_marked_machine_bound() -> None:
+    op = "RSA-2048 throughput, 2 threads / 1 thread (x)"
+    rows = _rows(
+        _bench(op, "cryptography", "raw", 1.6, "x"),
+        _bench(op, "C", "softhsm", 1.5, "x"),
+        _bench(op, "C", "vsc", 1.55, "x"),
+    )
+    assert "machine-bound (raw reaches 1.60 here)" in rows[(op, "C")][8]
+    rows = _rows(
+        _bench(op, "cryptography", "raw", 1.95, "x"),
+        _bench(op, "C", "softhsm", 1.9, "x"),
+        _bench(op, "C", "vsc", 1.55, "x"),
+    )
+    assert rows[(op, "C")][8].endswith(": MISSED")
