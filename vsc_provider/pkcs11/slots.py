@@ -88,12 +88,16 @@ _token_info: dict[int, tuple[object, int, int, TokenInfo]] = {}
 
 def get_token_info(slot_id: int) -> TokenInfo:
     engine = LIB.require()
-    engine.poll()
+    if engine.signal[:8] != engine.signal_seen:
+        engine.poll()
     card = engine.card(slot_id)
-    sessions = LIB.card_sessions(card)
-    rw = sum(1 for s in sessions if s.rw)
+    count = rw = 0
+    for s in LIB.sessions.values():  # a plain loop: hosts call this often, and it beats building a list
+        if s.card is card:
+            count += 1
+            rw += s.rw
     cached = _token_info.get(slot_id)
-    if cached is not None and cached[0] is card.record and cached[1] == len(sessions) and cached[2] == rw:
+    if cached is not None and cached[0] is card.record and cached[1] == count and cached[2] == rw:
         return cached[3]
     info = TokenInfo(
         label=card.label.encode(),
@@ -102,7 +106,7 @@ def get_token_info(slot_id: int) -> TokenInfo:
         serial=card.serial,
         flags=token_flags(card),
         max_sessions=C.CK_EFFECTIVELY_INFINITE,
-        sessions=len(sessions),
+        sessions=count,
         max_rw_sessions=C.CK_EFFECTIVELY_INFINITE,
         rw_sessions=rw,
         max_pin_len=card.policy.max_length,
@@ -110,7 +114,7 @@ def get_token_info(slot_id: int) -> TokenInfo:
         hardware_version=VERSION,
         firmware_version=VERSION,
     )
-    _token_info[slot_id] = (card.record, len(sessions), rw, info)
+    _token_info[slot_id] = (card.record, count, rw, info)
     return info
 
 
