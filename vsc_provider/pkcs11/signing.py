@@ -73,7 +73,13 @@ def _sign_op(h: int) -> tuple[Session, Operation]:
 
 
 def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
-    s, op = _sign_op(h)
+    s = _SESSIONS.get(h) or LIB.session(h)
+    op = s.sign  # _sign_op's checks, inline on the hot path
+    if op is None:
+        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
+    if op.needs_auth and not op.authed:
+        s.sign = None
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each signature")
     if op.multipart:
         s.sign = None
         raise CKRError(C.CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate")

@@ -274,10 +274,12 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
             if mech.param is not None:
                 raise _bad_param("CKM_ECDSA takes no parameter")
             prehash32 = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
+            sign_der, decode = key.sign, utils.decode_dss_signature
 
             def sign_ecdsa(digest: bytes) -> bytes:
-                if len(digest) == 32:
-                    return _ec_raw(key.sign(digest, prehash32), size)
+                if len(digest) == 32:  # the common case (a SHA-256 hash), spelled out: this is the hot path
+                    r, s = decode(sign_der(digest, prehash32))
+                    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
                 data, algorithm = _ecdsa_prehashed(digest, size)
                 return _ec_raw(key.sign(data, algorithm), size)
 
