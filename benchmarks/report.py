@@ -166,8 +166,9 @@ def table_rows(run: dict[str, Any]) -> list[list[str]]:
                 # Raw `cryptography`, with no token at all, misses it too in this run: the machine decides.
                 target = f"{text}: machine-bound (raw reaches {_fmt(floor)} here)"
             elif verdict is False and op in ABSOLUTE and soft is not None and check(soft, None, None) is False:
-                # The reference module misses it too under this client: the client's own cost decides the row.
-                target = f"{text}: client-bound (SoftHSM misses it too here)"
+                # The reference module misses it too under this client and run: the client's own cost or the
+                # machine decides the row, not the module.
+                target = f"{text}: SoftHSM misses it too here ({_fmt(soft)})"
         rows.append(
             [
                 op,
