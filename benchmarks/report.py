@@ -222,8 +222,11 @@ def machine() -> str:
     )
 
 
-def header(command: str) -> str:
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def header(command: str, run: dict[str, Any] | None = None) -> str:
+    """When the run was made (pytest-benchmark records it; --from-json renders it later), where, and how."""
+    stamp = (run or {}).get("datetime")
+    when = datetime.datetime.fromisoformat(stamp) if stamp else datetime.datetime.now(datetime.UTC)
+    date = when.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"Run: {date}  \nMachine: {machine()}  \nCommand: `{command}`\n"
 
 
@@ -262,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     run = json.loads(path.read_text())
     rows = table_rows(run)
     notes = failures(run)
-    print(header(command))
+    print(header(command, run))
     print(plain(rows))
     print("\n".join(notes))
     if args.markdown:
-        write_markdown(args.markdown, header(command) + "\n" + markdown(rows) + "\n\n" + "\n".join(notes))
+        write_markdown(args.markdown, header(command, run) + "\n" + markdown(rows) + "\n\n" + "\n".join(notes))
     return 0
 
 
