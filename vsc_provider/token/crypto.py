@@ -53,8 +53,6 @@ DIGEST_INFO: dict[bytes, HashFactory] = {
     bytes.fromhex("3051300d060960864801650304020305000440"): hashes.SHA512,
 }
 
-MECHANISMS = M.MECHANISMS
-
 
 def _bad_param(what: str) -> CKRError:
     return CKRError(C.CKR_MECHANISM_PARAM_INVALID, what)
