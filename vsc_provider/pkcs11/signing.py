@@ -41,11 +41,8 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
     if prepared is not None and s.sign is None and card.user:
         signer, obj, attrs, needs_auth = prepared
         if card.get(key) is obj and obj.attrs is attrs:
-            s.sign = Operation(signer, obj, needs_auth, signer.length)
-            if card.user:
-                return
-            s.sign = None  # C_Logout in another thread since the check above
-            raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
+            _start(s, card, signer, obj, needs_auth)
+            return
     s = LIB.session(h)  # every check, a removed card included (its `signers` are empty)
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
     if not card.user:
@@ -73,13 +70,7 @@ def _sign_op(h: int) -> tuple[Session, Operation]:
 
 
 def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
-    s = _SESSIONS.get(h) or LIB.session(h)
-    op = s.sign  # _sign_op's checks, inline on the hot path
-    if op is None:
-        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
-    if op.needs_auth and not op.authed:
-        s.sign = None
-        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each signature")
+    s, op = _sign_op(h)
     if op.multipart:
         s.sign = None
         raise CKRError(C.CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate")

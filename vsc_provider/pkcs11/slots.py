@@ -88,8 +88,7 @@ _token_info: dict[int, tuple[object, int, int, TokenInfo]] = {}
 
 def get_token_info(slot_id: int) -> TokenInfo:
     engine = LIB.require()
-    if engine.signal[:8] != engine.signal_seen:
-        engine.poll()
+    engine.poll()
     card = engine.card(slot_id)
     count = rw = 0
     for s in LIB.sessions.values():  # a plain loop: hosts call this often, and it beats building a list

@@ -108,8 +108,7 @@ class Library:
         if s is None or engine is None:
             self.require()
             raise CKRError(C.CKR_SESSION_HANDLE_INVALID, f"no session {handle}")
-        if engine.signal[:8] != engine.signal_seen:  # another process committed: take it in
-            engine.poll()
+        engine.poll()  # take in what other processes committed
         if s.card.slot_id not in engine.cards:
             raise CKRError(C.CKR_DEVICE_REMOVED, "the card was deleted")
         return s

@@ -199,7 +199,7 @@ class Engine:
 
     def poll(self) -> None:
         """Reload if any process committed since the last look (this one included: then nothing is read).
-        Hot paths inline the test: `engine.signal[:8] != engine.signal_seen`."""
+        C_SignInit's prepared path inlines the test: `engine.signal[:8] != engine.signal_seen`."""
         current = self.signal[:8]
         if current != self.signal_seen:
             self.refresh()
