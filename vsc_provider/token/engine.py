@@ -169,6 +169,12 @@ class Card:
     def visible(self, obj: TokenObject) -> bool:
         return self.user or not obj.private
 
+    def replace_record(self, rec: CardRecord) -> None:
+        """Take the store's newer record; after C_InitToken elsewhere (a new generation) our data key is dead."""
+        if rec.created != self.record.created:
+            self.forget_secrets()
+        self.record = rec
+
     def forget_secrets(self) -> None:
         self.user = False
         self.so = False
@@ -225,9 +231,7 @@ class Engine:
                         PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
                     )
                 else:
-                    if rec.created != card.record.created:
-                        card.forget_secrets()  # C_InitToken elsewhere: our data key is the old one
-                    card.record = rec
+                    card.replace_record(rec)
                     card.policy = PinPolicy.from_json(rec.policy)
                 if card.loaded:
                     self._merge_objects(card, objects.get(rec.id, []))
@@ -403,9 +407,7 @@ class Engine:
                     C.CKR_FUNCTION_FAILED, f"{role} PIN tries refused for {blocked_until - now:.1f} more seconds"
                 )
             self.store.update_card(db, card.slot_id, **{f"{role}_failures": failures + 1})
-        if rec.created != card.record.created:
-            card.forget_secrets()  # C_InitToken elsewhere since we last looked: our data key is the old one
-        card.record = rec
+        card.replace_record(rec)
         if server_secret is not None:
             inner = keywrap.unseal(server_secret, inner, _aad(rec.serial, role)) or b""
         kek = keywrap.derive(pin, salt, keywrap.KdfParams(**rec.kdf))
