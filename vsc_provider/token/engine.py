@@ -534,10 +534,10 @@ class Engine:
         self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], token: bool, owner: int
     ) -> list[TokenObject]:
         """Several objects in one transaction (a key pair is stored whole or not at all)."""
-        for attrs, _ in items:
-            _check_trusted(card, attrs)
         if not token:
             return [self.add_object(card, attrs, material, False, owner) for attrs, material in items]
+        for attrs, _ in items:
+            _check_trusted(card, attrs)
         with self.lock:
             prepared = []
             generation = card.record.created
