@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,3 +101,22 @@ def describe(benchmark: Any, op: str, client: str, impl: str, unit: str = "us", 
 def smoke(benchmark: Any) -> bool:
     """True in the smoke run (--benchmark-disable): run each case once with tiny iteration counts."""
     return bool(getattr(benchmark, "disabled", False))
+
+
+# This VM has slow periods of seconds to tens of seconds (other tenants), which move a single figure by up to
+# 2x. So every case is measured in rounds spread over the whole run (round 1 of every case, then round 2...),
+# both modules and the raw floor back to back in each, and a figure is its best round's median: every
+# implementation and case gets the same chances of a quiet stretch.
+ROUNDS = 6
+
+
+def median_us(call: Callable[[], bytes], iterations: int) -> float:
+    """A call timed one by one in this process (as the C driver times C_SignInit+C_Sign), median in us."""
+    for _ in range(3):
+        assert call()
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1000

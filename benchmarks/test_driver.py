@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import statistics
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.cases import SIGN_CASES, SignCase
-from benchmarks.common import MODULES, Env, describe, run_json, smoke
+from benchmarks.common import MODULES, ROUNDS, Env, describe, median_us, run_json, smoke
 
 # Every single-part case, plus the NULL-buffer length query followed by the real call on RSA-2048 and P-256.
 DRIVER_RUNS = [(c, False) for c in SIGN_CASES.values() if "multi-part" not in c.mech] + [
     (SIGN_CASES["rsa2048", "SHA256_RSA_PKCS"], True),
     (SIGN_CASES["p256", "ECDSA"], True),
 ]
-
-
-# This VM has slow periods of seconds to tens of seconds (other tenants), which move a single figure by up to
-# 2x. So every case is measured in rounds spread over the whole run (round 1 of every case, then round 2...),
-# both modules and the raw floor back to back in each, and a figure is its best round's median: every
-# implementation and case gets the same chances of a quiet stretch.
-ROUNDS = 6
-
-
-def _raw_median_us(case: SignCase, key: Any, iterations: int) -> float:
-    """The raw `cryptography` call timed one by one in this process, as the driver times C_SignInit+C_Sign."""
-    for _ in range(3):
-        case.raw(key)
-    times = []
-    for _ in range(iterations):
-        t0 = time.perf_counter_ns()
-        case.raw(key)
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1000
 
 
 def test_driver_sign(benchmark: Any, bench_env: Env, driver: Path, raw_keys: dict[str, Any]) -> None:
@@ -60,7 +40,7 @@ def test_driver_sign(benchmark: Any, bench_env: Env, driver: Path, raw_keys: dic
                 raise
             figures.setdefault((op, impl), []).append(result["sign"]["median_us"])
         if not query:
-            figures.setdefault((op, "raw"), []).append(_raw_median_us(case, raw_keys[case.kind], iterations))
+            figures.setdefault((op, "raw"), []).append(median_us(partial(case.raw, raw_keys[case.kind]), iterations))
 
     def run() -> None:
         for _ in range(rounds):

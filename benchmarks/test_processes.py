@@ -151,7 +151,7 @@ def test_two_processes(benchmark: Any, impl: str, bench_env: Env) -> None:
 
 def test_threads_c(benchmark: Any, bench_env: Env, driver: Path) -> None:
     """1 and 2 threads for each module in alternating runs of 0.5 s over ~30 s: this VM has slow periods of
-    seconds (see test_driver.py). The ops/s rows are each mode's best run; the 2-thread/1-thread row is the
+    seconds (see ROUNDS in common.py). The ops/s rows are each mode's best run; the 2-thread/1-thread row is the
     median of the ratios of runs made back to back, as the best 2-thread run needs both cores quiet at once."""
     millis = "100" if smoke(benchmark) else "500"
     rounds = 1 if smoke(benchmark) else 8

@@ -1,31 +1,17 @@
 """C_SignInit+C_Sign latency through python-pkcs11 for SoftHSM and vsc, and raw `cryptography` (the floor).
 
-Like the C driver rows (see ROUNDS in test_driver.py), every case is timed in rounds spread over the run,
+Like the C driver rows (see ROUNDS in common.py), every case is timed in rounds spread over the run,
 the three implementations back to back in each, and a figure is the best round's median.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from benchmarks.cases import SIGN_CASES
-from benchmarks.common import IMPLS, smoke
-from benchmarks.test_driver import ROUNDS
-
-
-def _median_us(call: Callable[[], bytes], iterations: int) -> float:
-    for _ in range(3):
-        assert call()
-    times = []
-    for _ in range(iterations):
-        t0 = time.perf_counter_ns()
-        call()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1000
+from benchmarks.common import IMPLS, ROUNDS, median_us, smoke
 
 
 def test_sign(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any]) -> None:
@@ -51,7 +37,7 @@ def test_sign(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any]
         for _ in range(rounds):
             for (op, impl), call in calls.items():
                 iterations = 2 if smoke(benchmark) else (40 if "RSA" in op else 300)
-                figures.setdefault((op, impl), []).append(_median_us(call, iterations))
+                figures.setdefault((op, impl), []).append(median_us(call, iterations))
 
     benchmark.pedantic(run, rounds=1)
     records = [
