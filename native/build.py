@@ -62,7 +62,7 @@ def _source() -> str:
         elif name in {"C_GetInterface", "C_LoginUser", "C_GetInfo"}:
             continue
         else:
-            body = f"VSC_GUARD();\n    return py_{name}({_args(params)});"
+            body = f"VSC_GUARD();\n    VSC_CALL(py_{name}({_args(params)}));"
         unused = "".join(f"(void){n}; " for _, n in params) if "VSC_GUARD" not in body else ""
         wrappers.append(f"static CK_RV w_{name}({_signature(params)})\n{{\n    {unused}{body}\n}}\n")
 

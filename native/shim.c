@@ -11,6 +11,7 @@
 #define CKR_OK 0x0UL
 #define CKR_GENERAL_ERROR 0x5UL
 #define CKR_ARGUMENTS_BAD 0x7UL
+#define CKR_FUNCTION_FAILED 0x6UL
 #define CKR_FUNCTION_NOT_SUPPORTED 0x54UL
 #define CKR_FUNCTION_NOT_PARALLEL 0x51UL
 #define CKR_BUFFER_TOO_SMALL 0x150UL
@@ -36,6 +37,67 @@ static void vsc_log(const char *what, const char *detail)
 }
 
 #define VSC_GUARD() do { if (!vsc_live) return CKR_CRYPTOKI_NOT_INITIALIZED; } while (0)
+
+/* Host safety around every call into Python.
+ * - A Python host's cyclic GC may run in any allocation of the module's Python code, and with it any
+ *   finalizer of the host, which may wait on a lock the host holds around this very call (PyKCS11's
+ *   __del__ unloads under the lock its load() holds around C_Initialize) or call back into the module
+ *   half-way through a state change. So, when the host is Python, the GC is off while any call is in
+ *   flight: the first call to enter turns it off, the last to leave turns it back on if it was on. The
+ *   counter is only touched with the GIL held. Objects are still freed by reference counting; the cycles
+ *   a call leaves are collected at the host's next allocation, in the host's own code. A C host (the
+ *   module started Python itself) has no finalizers of its own and keeps the GC running.
+ * - Host Python code can still run inside a call in other ways (a signal handler, a profiler hook, a host
+ *   that turns the GC on from another thread). A call that enters the module again from the same thread
+ *   is answered CKR_FUNCTION_FAILED at once: it never waits on the outer call and never sees its
+ *   half-made state. */
+static __thread int vsc_depth = 0;
+static int vsc_gc_calls = 0;
+static int vsc_gc_was_on = 0;
+
+typedef struct { PyGILState_STATE gil; int gc; } vsc_call;
+
+static void vsc_gc_hold(vsc_call *c)
+{
+    c->gc = !vsc_own_python;
+    if (c->gc) {
+        c->gil = PyGILState_Ensure();
+        if (vsc_gc_calls++ == 0)
+            vsc_gc_was_on = PyGC_Disable();
+    }
+}
+
+static void vsc_gc_release(vsc_call *c)
+{
+    if (c->gc) {
+        if (--vsc_gc_calls == 0 && vsc_gc_was_on)
+            PyGC_Enable();
+        PyGILState_Release(c->gil);
+    }
+}
+
+static int vsc_enter(vsc_call *c)
+{
+    if (vsc_depth)
+        return 0;
+    vsc_depth = 1;
+    vsc_gc_hold(c);
+    return 1;
+}
+
+static void vsc_leave(vsc_call *c)
+{
+    vsc_gc_release(c);
+    vsc_depth = 0;
+}
+
+#define VSC_CALL(expr) do { \
+        vsc_call vsc_c; CK_RV vsc_rv; \
+        if (!vsc_enter(&vsc_c)) return CKR_FUNCTION_FAILED; \
+        vsc_rv = (expr); \
+        vsc_leave(&vsc_c); \
+        return vsc_rv; \
+    } while (0)
 
 /* C_GetInfo is a constant answer: built once, copied without entering Python. */
 static CK_INFO vsc_info;
@@ -83,6 +145,8 @@ static void vsc_after_fork_child(void)
 
 static int vsc_boot_locked(void)
 {
+    vsc_call c;
+    int started;
     /* A host that already runs another CPython would bind our Py_* calls to it: refuse. */
     const char *(*host_version)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "Py_GetVersion");
     if (host_version) {
@@ -118,7 +182,11 @@ static int vsc_boot_locked(void)
         PyEval_SaveThread();
     }
     pthread_atfork(vsc_before_fork, vsc_after_fork_parent, vsc_after_fork_child);
-    if (cffi_start_python() != 0) {
+    /* The glue's imports allocate most of all: a Python host's GC stays off for them too. */
+    vsc_gc_hold(&c);
+    started = cffi_start_python();
+    vsc_gc_release(&c);
+    if (started != 0) {
         vsc_log("the Python side of the module failed to start (see the messages above)", NULL);
         return -1;
     }
@@ -145,21 +213,35 @@ VSC_PY_DECLS
 static CK_RV w_C_Initialize(CK_VOID_PTR pInitArgs)
 {
     CK_RV rv;
-    if (vsc_boot() != 1 || !vsc_glue_ready)
+    vsc_call c;
+    int booted;
+    if (vsc_depth)
+        return CKR_FUNCTION_FAILED;
+    vsc_depth = 1; /* start-up runs Python too: a re-entry must not wait on the boot lock it holds */
+    booted = vsc_boot() == 1 && vsc_glue_ready;
+    vsc_depth = 0;
+    if (!booted)
         return CKR_GENERAL_ERROR;
+    if (!vsc_enter(&c))
+        return CKR_FUNCTION_FAILED;
     rv = py_C_Initialize(pInitArgs);
     if (rv == CKR_OK)
         vsc_live = 1;
+    vsc_leave(&c);
     return rv;
 }
 
 static CK_RV w_C_Finalize(CK_VOID_PTR pReserved)
 {
     CK_RV rv;
+    vsc_call c;
     VSC_GUARD();
+    if (!vsc_enter(&c))
+        return CKR_FUNCTION_FAILED;
     rv = py_C_Finalize(pReserved);
     if (rv == CKR_OK)
         vsc_live = 0;
+    vsc_leave(&c);
     return rv;
 }
 
@@ -181,7 +263,7 @@ static CK_RV w_C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK
     (void)pUsername;
     (void)ulUsernameLen; /* cards have one user; the name is not checked */
     VSC_GUARD();
-    return py_C_Login(hSession, userType, pPin, ulPinLen);
+    VSC_CALL(py_C_Login(hSession, userType, pPin, ulPinLen));
 }
 
 CK_RV C_GetFunctionList(void **ppFunctionList);
