@@ -431,3 +431,47 @@ def test_session_objects_in_read_only_public_sessions(cards: Cards) -> None:
     with cards.token(cards.compat).open() as s:
         key = next(iter(s.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: False})))
         assert isinstance(key, pkcs11.SecretKey)
+
+
+_LOGIN_SCRIPT = """
+import sys, pkcs11
+lib = pkcs11.lib(sys.argv[1])
+token = lib.get_token(token_label=sys.argv[2])
+for pin in (sys.argv[3] + "\\0", sys.argv[3].ljust(64, "\\0"), sys.argv[3]):
+    try:
+        token.open(user_pin=pin).close()
+        print("OK")
+    except pkcs11.PKCS11Error as exc:
+        print(type(exc).__name__)
+"""
+
+
+def test_softhsm_answers_nul_padded_pins_the_same_way(cards: Cards, module_path: str, tmp_path: Path) -> None:
+    """The reference: SoftHSM refuses a PIN followed by NUL bytes as a wrong PIN, and so does each card."""
+    from tests.conftest import require_file, require_tool
+
+    softhsm = require_file("/usr/lib/softhsm/libsofthsm2.so", "softhsm2")
+    util = require_tool("softhsm2-util", "softhsm2")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf), "VSC_HOME": str(cards.home)}
+    init = [util, "--init-token", "--free", "--label", "ref", "--pin", COMPAT_PIN, "--so-pin", COMPAT_SO_PIN]
+    subprocess.run(init, env=env, check=True, capture_output=True, timeout=60)
+
+    def logins(module: str, label: str, pin: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", _LOGIN_SCRIPT, module, label, pin],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    expected = ["PinIncorrect", "PinIncorrect", "OK"]
+    assert logins(softhsm, "ref", COMPAT_PIN) == expected
+    assert logins(module_path, "Compat card", COMPAT_PIN) == expected
+    assert logins(module_path, "Strict card", USER_PIN) == expected
