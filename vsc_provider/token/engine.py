@@ -70,9 +70,10 @@ def _aad(serial: str, role: str) -> bytes:
     return f"vsc-card:{serial}:{role}".encode()
 
 
-def _public_sealed(card: Card, obj: TokenObject) -> bool:
-    """Whether an object's key material is sealed under the public-object key rather than the data key."""
-    return not obj.private and card.policy.public_keys
+def _public_sealed(card: Card, private: bool) -> bool:
+    """Whether an object's key material is sealed under the public-object key rather than the data key: a
+    key with CKA_PRIVATE false, which only a compatible card has (CKA_PRIVATE never changes after creation)."""
+    return not private and card.policy.public_keys
 
 
 def _check_trusted(card: Card, attrs: dict[int, bytes]) -> None:
@@ -581,7 +582,7 @@ class Engine:
         """A token object's sealed material, and whether the data key sealed it (else the public-object key)."""
         if material is None:
             return None, False
-        if not A.get_bool(attrs, C.CKA_PRIVATE) and card.policy.public_keys:
+        if _public_sealed(card, A.get_bool(attrs, C.CKA_PRIVATE)):
             return keywrap.seal(self.public_object_key(card), material, uid), False
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
@@ -647,7 +648,7 @@ class Engine:
             return obj.material
         if obj.secret is None:
             raise CKRError(C.CKR_KEY_HANDLE_INVALID, "object holds no key material")
-        key = self.public_object_key(card) if _public_sealed(card, obj) else card.data_key
+        key = self.public_object_key(card) if _public_sealed(card, obj.private) else card.data_key
         if key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
         plain = keywrap.unseal(key, obj.secret, obj.uid)
