@@ -98,3 +98,31 @@ def test_module_path_and_p11kit_file(vsc_home, module_path, tmp_path):
     target = tmp_path / "modules" / "vsc.module"
     run_vsc("module", "p11-kit", "--write", str(target))
     assert f"module: {module_path}" in target.read_text()
+
+
+def test_card_policy_chosen_at_creation_and_shown(vsc_home):
+    created = json.loads(
+        run_vsc(
+            "card",
+            "create",
+            "--label",
+            "Rig card",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+            "--policy",
+            "compatible",
+            "--json",
+        ).stdout
+    )
+    assert created["policy"] == "compatible"
+    shown = json.loads(run_vsc("card", "show", created["serial"], "--json").stdout)
+    assert shown["policy"] == "compatible"
+    assert "compatible policy" in run_vsc("card", "show", created["serial"]).stdout
+    default = json.loads(
+        run_vsc("card", "create", "--label", "Own card", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json").stdout
+    )
+    assert default["policy"] == "strict"
+    short = run_vsc("card", "create", "--label", "Weak", "--pin", "1234", "--so-pin", "5678", check=False)
+    assert short.returncode != 0 and "Traceback" not in short.stderr and short.stderr.count("\n") == 1

@@ -23,6 +23,7 @@ from vsc_provider.pkcs11.state import LIB
 from vsc_provider.token import objects as O
 from vsc_provider.token.engine import Card
 from vsc_provider.token.pin import PinPolicy
+from vsc_provider.token.policy import STRICT, CardPolicy
 
 KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
     "rsa2048": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 2048}),
@@ -74,6 +75,7 @@ class CardInfo:
     locked: bool
     objects: list[ObjectInfo]
     renewal_requested: bool = False  # the card's server asked for new keys (done with the PIN: vsc card renew)
+    policy: str = "strict"  # the card policy, fixed at creation: strict or compatible (for test rigs)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -166,14 +168,19 @@ def card_info(card: Card, with_private: bool = False) -> CardInfo:
         server=(rec.server or {}).get("url") if rec.server else None,
         user_pin_set=rec.user_wrapped is not None,
         failed_tries=rec.user_failures,
-        locked=rec.user_failures >= card.policy.max_tries,
+        locked=rec.user_failures >= card.policy.pin.max_tries,
         objects=objs,
         renewal_requested=bool((rec.server or {}).get("renew_requested")),
+        policy=card.policy.name,
     )
 
 
-def create_card(label: str, pin: str, so_pin: str, policy: PinPolicy | None = None) -> CardInfo:
-    card = engine().create_card(label, so_pin.encode(), pin.encode(), policy=policy)
+def create_card(
+    label: str, pin: str, so_pin: str, policy: PinPolicy | None = None, card_policy: str = STRICT
+) -> CardInfo:
+    """A new local card; `card_policy` is strict or compatible, for good (`policy` tunes strict PIN delays)."""
+    rules = CardPolicy.named(card_policy, policy if card_policy == STRICT else None)
+    card = engine().create_card(label, so_pin.encode(), pin.encode(), policy=rules)
     return card_info(card)
 
 

@@ -66,9 +66,9 @@ def _ask(value: str | None, prompt: str, confirm: bool = False) -> str:
     return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
-def _new_pin(value: str | None, prompt: str) -> str:
+def _new_pin(value: str | None, prompt: str, digits: bool = True) -> str:
     pin = _ask(value, prompt, confirm=True)
-    problem = weakness(pin.encode())
+    problem = weakness(pin.encode()) if digits else ""
     if problem:
         raise click.ClickException(problem)
     return pin
@@ -114,13 +114,21 @@ def card() -> None:
 @click.option("--label", required=True, help="the card's label (token label), up to 32 bytes")
 @_pin_option()
 @click.option("--so-pin", default=None, help="security officer PIN, at least 8 digits")
+@click.option(
+    "--policy",
+    "card_policy",
+    type=click.Choice(["strict", "compatible"]),
+    default="strict",
+    show_default=True,
+    help="compatible: SoftHSM-like rules for test rigs (4+ byte PINs, RSA-1024, keys usable without login)",
+)
 @click.option("--json", "as_json", is_flag=True)
 @friendly
-def card_create(label: str, pin: str | None, so_pin: str | None, as_json: bool) -> None:
-    """Create a local virtual card."""
-    user = _new_pin(pin, "New user PIN")
-    so = _new_pin(so_pin, "New SO PIN")
-    info = api.create_card(label, user, so, policy=api.default_policy_from_env())
+def card_create(label: str, pin: str | None, so_pin: str | None, card_policy: str, as_json: bool) -> None:
+    """Create a local virtual card (its policy is fixed for good)."""
+    user = _new_pin(pin, "New user PIN", digits=card_policy == "strict")
+    so = _new_pin(so_pin, "New SO PIN", digits=card_policy == "strict")
+    info = api.create_card(label, user, so, policy=api.default_policy_from_env(), card_policy=card_policy)
     emit(info.to_json(), as_json, lambda: click.echo(f"created card {info.label!r} serial {info.serial}\n  {info.uri}"))
 
 
@@ -129,6 +137,8 @@ def _print_card(info: api.CardInfo) -> None:
     origin = f"server {info.server}" if info.server else "local"
     if info.renewal_requested:
         state += ", renewal requested"
+    if info.policy != "strict":
+        state += f", {info.policy} policy"
     click.echo(f"slot {info.slot}: {info.label!r} serial {info.serial} ({origin}, {state})")
     click.echo(f"  {info.uri}")
     for o in info.objects:

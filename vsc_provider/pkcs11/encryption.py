@@ -12,7 +12,7 @@ def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
     classes = (C.CKO_PUBLIC_KEY, C.CKO_SECRET_KEY)
     obj = operation_key(s, "encrypt", mech.type, key, classes, C.CKA_ENCRYPT, "encryption")
-    if obj.klass == C.CKO_SECRET_KEY and not s.card.user:
+    if obj.klass == C.CKO_SECRET_KEY and obj.private and not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     from vsc_provider.token import crypto  # imported at the first operation, not at C_Initialize
 
@@ -23,7 +23,7 @@ def decrypt_init(h: int, mech: Mechanism, key: int) -> None:
     s = LIB.session(h)
     classes = (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY)
     obj = operation_key(s, "decrypt", mech.type, key, classes, C.CKA_DECRYPT, "decryption")
-    if not s.card.user:
+    if obj.private and not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     from vsc_provider.token import crypto
 

@@ -13,10 +13,12 @@ from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, check_allowed, find_object, writable
 from vsc_provider.token import mechanisms
 from vsc_provider.token import objects as O
+from vsc_provider.token.policy import CardPolicy
 
 
-def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes]) -> Any:
-    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519)."""
+def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes], policy: CardPolicy) -> Any:
+    """Generate the private key a C_GenerateKeyPair call asks for, of a size and curve the card's policy
+    allows (strict: RSA 2048-4096, P-256/384/521, Ed25519; compatible: RSA from 1024, every curve)."""
     # `cryptography` loads at the first use, not at C_Initialize
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -24,8 +26,8 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
         bits = T.ulong(pub_t, C.CKA_MODULUS_BITS)
         if bits is None:
             raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS is required")
-        if not 2048 <= bits <= 4096 or bits % 8:
-            raise CKRError(C.CKR_KEY_SIZE_RANGE, "RSA keys have 2048 to 4096 bits")
+        if not policy.rsa_min_bits <= bits <= 4096 or bits % 8:
+            raise CKRError(C.CKR_KEY_SIZE_RANGE, f"RSA keys have {policy.rsa_min_bits} to 4096 bits on this card")
         exponent = int.from_bytes(pub_t.get(C.CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), "big")
         if exponent != 65537:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the public exponent is 65537")
@@ -37,6 +39,7 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
                 raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS is required")
             return ed25519.Ed25519PrivateKey.generate()
         oid = O.curve_from_params(params)
+        policy.check_curve(oid)
         if oid == O.ED25519_OID:
             return ed25519.Ed25519PrivateKey.generate()
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
@@ -62,12 +65,12 @@ def generate_key_pair(
     pub_token = T.flag(pub_t, C.CKA_TOKEN, False)
     priv_token = T.flag(priv_t, C.CKA_TOKEN, False)
     writable(s, pub_token, False)
-    writable(s, priv_token, True)
+    writable(s, priv_token, s.card.policy.private_flag(T.flag(priv_t, C.CKA_PRIVATE, True)))
     if mech.param is not None:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "key pair generation takes no parameter")
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    private = new_private_key(mech, pub_t, priv_t)
+    private = new_private_key(mech, pub_t, priv_t, s.card.policy)
     public = private.public_key()
     key_id = priv_t.get(C.CKA_ID) or pub_t.get(C.CKA_ID) or O.key_id_for(public)
     gen = (
@@ -82,7 +85,7 @@ def generate_key_pair(
         public, key_id=key_id, label=T.text(priv_t, C.CKA_LABEL), token=priv_token, local=True, gen_mech=gen
     )
     pub_attrs = T.overrides({**pub_t, C.CKA_ID: key_id}, pub_attrs)
-    priv_attrs = T.overrides({**priv_t, C.CKA_ID: key_id}, priv_attrs)
+    priv_attrs = s.card.policy.settle(T.overrides({**priv_t, C.CKA_ID: key_id}, priv_attrs))
     engine = LIB.require()
     material = T.pkcs8(private)
     owner = s.handle
@@ -115,9 +118,9 @@ def generate_key(h: int, mech: Mechanism, pairs: list[tuple[int, bytes]]) -> int
     if not 1 <= length <= 512:
         raise CKRError(C.CKR_KEY_SIZE_RANGE, "secret keys have 1 to 512 bytes")
     value = os.urandom(length)
-    attrs = T.secret_object(template, key_type, value, local=True, gen_mech=mech.type)
+    attrs = s.card.policy.settle(T.secret_object(template, key_type, value, local=True, gen_mech=mech.type))
     token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, True)
+    writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     obj = LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle)
     return obj.handle
 
@@ -166,7 +169,7 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
     s = LIB.session(h)
     if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_UNWRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not unwrap")
-    if not s.card.user:
+    if not s.card.user and not s.card.policy.public_keys:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     template = A.template(pairs)
     _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID, mech.type)
@@ -205,8 +208,9 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
         material = value
     else:
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "only keys can be unwrapped")
+    attrs = s.card.policy.settle(attrs)
     token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, True)
+    writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     return engine.add_object(s.card, attrs, material, token, 0 if token else s.handle).handle
 
 
@@ -235,7 +239,7 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     if length > len(secret):
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN is longer than the shared secret")
     value = secret[:length]
-    attrs = T.secret_object(template, key_type, value, local=False, gen_mech=None)
+    attrs = s.card.policy.settle(T.secret_object(template, key_type, value, local=False, gen_mech=None))
     token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, True)
+    writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     return LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle).handle

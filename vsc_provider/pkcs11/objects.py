@@ -64,6 +64,7 @@ def create_object(h: int, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
     template = A.template(pairs)
     attrs, material = build_object(s, template)
+    attrs = s.card.policy.settle(attrs)
     token = A.get_bool(attrs, C.CKA_TOKEN)
     writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     engine = LIB.require()
@@ -106,8 +107,7 @@ def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
             elif attr not in T.SETTABLE or (attr in _IDENTITY and obj.attrs.get(attr) != value):
                 raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"attribute 0x{attr:x} cannot change in a copy")
         attrs[attr] = value
-    if obj.klass in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
-        attrs[C.CKA_PRIVATE] = A.TRUE
+    attrs = s.card.policy.settle(attrs)
     attrs.pop(C.CKA_UNIQUE_ID, None)
     token = A.get_bool(attrs, C.CKA_TOKEN)
     writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))

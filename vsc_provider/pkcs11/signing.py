@@ -22,7 +22,8 @@ _SESSIONS = LIB.sessions
 
 def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bool) -> None:
     s.sign = Operation(signer, obj, needs_auth, signer.length)
-    if not card.user:  # C_Logout in another thread since the caller's check: it may have missed this one
+    # C_Logout in another thread since the caller's check: it may have missed this one
+    if obj.private and not card.user:
         s.sign = None
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
 
@@ -45,7 +46,7 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
             return
     s = LIB.session(h)  # every check, a removed card included (its `signers` are empty)
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
-    if not card.user:
+    if obj.private and not card.user:  # a key without CKA_PRIVATE: only a compatible card has one
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     if prepared is not None and prepared[1] is obj:
         signer = prepared[0]

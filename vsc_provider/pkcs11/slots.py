@@ -60,7 +60,7 @@ def get_slot_info(slot_id: int) -> SlotInfo:
 
 def token_flags(card: Card) -> int:
     rec = card.record
-    policy = card.policy
+    policy = card.policy.pin
     flags = C.CKF_RNG | C.CKF_LOGIN_REQUIRED | C.CKF_TOKEN_INITIALIZED
     if rec.user_wrapped is not None:
         flags |= C.CKF_USER_PIN_INITIALIZED
@@ -108,8 +108,8 @@ def get_token_info(slot_id: int) -> TokenInfo:
         sessions=count,
         max_rw_sessions=C.CK_EFFECTIVELY_INFINITE,
         rw_sessions=rw,
-        max_pin_len=card.policy.max_length,
-        min_pin_len=card.policy.min_length,
+        max_pin_len=card.policy.pin.max_length,
+        min_pin_len=card.policy.pin.min_length,
         hardware_version=VERSION,
         firmware_version=VERSION,
     )
@@ -126,14 +126,17 @@ def get_mechanism_list(slot_id: int) -> list[int]:
 
 
 def get_mechanism_info(slot_id: int, mech_type: int) -> tuple[int, int, int]:
-    LIB.require().card(slot_id)
+    """The mechanism's key sizes as this card's policy allows them (RSA from 1024 bits on compatible cards)."""
+    card = LIB.require().card(slot_id)
     info = mechanisms.MECHANISMS.get(mech_type)
     if info is None:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
-    return info
+    return card.policy.mechanism_info(info)
 
 
 def init_token(slot_id: int, so_pin: bytes | None, label: bytes) -> None:
+    """Re-initialise a card; it keeps its policy. Every slot holds a card (cards are made by `vsc card create`,
+    strict unless told otherwise), so there is no empty token for C_InitToken to set up with a policy."""
     engine = LIB.require()
     card = engine.card(slot_id)
     if so_pin is None:
@@ -167,7 +170,7 @@ def set_pin(h: int, old: bytes | None, new: bytes | None) -> None:
     engine = LIB.require()
     card = s.card
     so = card.so
-    card.policy.check(new, so=so)
+    card.policy.pin.check(new, so=so)
     data_key = engine.verify_pin(card, so, old)
     saved = card.data_key
     card.data_key = data_key

@@ -104,9 +104,8 @@ def overrides(
         if attr in (C.CKA_CLASS, C.CKA_KEY_TYPE, C.CKA_CERTIFICATE_TYPE) and attr in built and built[attr] != value:
             raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"attribute 0x{attr:x} disagrees with the object")
         out[attr] = value
+    # CKA_PRIVATE of keys is the card policy's (CardPolicy.settle): always true on strict cards.
     klass = A.get_ulong(out, C.CKA_CLASS)
-    if klass in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
-        out[C.CKA_PRIVATE] = A.TRUE  # key material is never visible without login
     if klass == C.CKO_PRIVATE_KEY:
         # The security model: private keys stay sensitive and never leave the card.
         out[C.CKA_SENSITIVE] = A.TRUE

@@ -22,6 +22,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import keywrap
 from vsc_provider.token.objects import TokenObject, profile_attrs
 from vsc_provider.token.pin import PinPolicy
+from vsc_provider.token.policy import STRICT, CardPolicy
 from vsc_provider.token.store import CardRecord, ObjectRecord, Store
 
 # Random bytes come from os.urandom (what `secrets` uses) without importing `secrets`, whose hmac and
@@ -69,6 +70,12 @@ def _aad(serial: str, role: str) -> bytes:
     return f"vsc-card:{serial}:{role}".encode()
 
 
+def _public_sealed(card: Card, private: bool) -> bool:
+    """Whether an object's key material is sealed under the public-object key rather than the data key: a
+    key with CKA_PRIVATE false, which only a compatible card has (CKA_PRIVATE never changes after creation)."""
+    return not private and card.policy.public_keys
+
+
 def _check_trusted(card: Card, attrs: dict[int, bytes]) -> None:
     """CKA_TRUSTED marks a key that may wrap CKA_WRAP_WITH_TRUSTED keys: only the SO may set it."""
     if A.get_bool(attrs, C.CKA_TRUSTED) and not card.so:
@@ -109,7 +116,7 @@ class Card:
     )
 
     def __init__(
-        self, record: CardRecord, policy: PinPolicy, loader: Callable[[Card], dict[int, TokenObject]] | None = None
+        self, record: CardRecord, policy: CardPolicy, loader: Callable[[Card], dict[int, TokenObject]] | None = None
     ) -> None:
         self.record = record
         self.policy = policy
@@ -226,13 +233,13 @@ class Engine:
                     continue
                 card = self.cards.get(rec.id)
                 if card is None or card.serial != rec.serial:
-                    card = Card(record=rec, policy=PinPolicy.from_json(rec.policy), loader=self._load_objects)
+                    card = Card(record=rec, policy=CardPolicy.from_json(rec.policy), loader=self._load_objects)
                     card.profile = TokenObject(
                         PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
                     )
                 else:
                     card.replace_record(rec)
-                    card.policy = PinPolicy.from_json(rec.policy)
+                    card.policy = CardPolicy.from_json(rec.policy)
                 if card.loaded:
                     self._merge_objects(card, objects.get(rec.id, []))
                 cards[rec.id] = card
@@ -285,25 +292,28 @@ class Engine:
         label: str,
         so_pin: bytes,
         user_pin: bytes | None,
-        policy: PinPolicy | None = None,
+        policy: CardPolicy | PinPolicy | None = None,
         kdf: keywrap.KdfParams | None = None,
         server: dict[str, Any] | None = None,
     ) -> Card:
-        policy = policy or PinPolicy()
+        """A new card. `policy` is its CardPolicy for good (a PinPolicy alone: a strict card with those PIN
+        rules); cards are made only here (C_InitToken re-initialises a card and keeps its policy)."""
+        if not isinstance(policy, CardPolicy):
+            policy = CardPolicy.named(STRICT, policy)
         kdf = kdf or keywrap.KdfParams()
-        policy.check(so_pin, so=True)
+        policy.pin.check(so_pin, so=True)
         if user_pin is not None:
-            policy.check(user_pin)
+            policy.pin.check(user_pin)
         if not label or len(label.encode()) > 32:
             raise CKRError(C.CKR_ARGUMENTS_BAD, "a card label has 1 to 32 bytes")
         serial = os.urandom(8).hex().upper()
         data_key = os.urandom(keywrap.KEY_SIZE)
         so_salt = os.urandom(16)
-        so_wrapped = self._wrap(data_key, so_pin, so_salt, kdf, serial, "so")
+        so_wrapped = self._wrap(data_key, policy.pin.kdf_input(so_pin), so_salt, kdf, serial, "so")
         user_salt = user_wrapped = None
         if user_pin is not None:
             user_salt = os.urandom(16)
-            user_wrapped = self._wrap(data_key, user_pin, user_salt, kdf, serial, "user")
+            user_wrapped = self._wrap(data_key, policy.pin.kdf_input(user_pin), user_salt, kdf, serial, "user")
         rec = CardRecord(
             id=0,
             serial=serial,
@@ -342,14 +352,15 @@ class Engine:
     def _wrap(
         self,
         data_key: bytes,
-        pin: bytes,
+        kdf_input: bytes,
         salt: bytes,
         kdf: keywrap.KdfParams,
         serial: str,
         role: str,
         server_secret: bytes | None = None,
     ) -> bytes:
-        kek = keywrap.derive(pin, salt, kdf)
+        """Wrap the data key under a PIN (as its policy's kdf_input gives it) and the device key."""
+        kek = keywrap.derive(kdf_input, salt, kdf)
         layers = [kek, server_secret, self.device_key] if server_secret else [kek, self.device_key]
         return keywrap.wrap_layers(data_key, layers, _aad(serial, role))
 
@@ -366,7 +377,8 @@ class Engine:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
         salt = os.urandom(16)
         kdf = keywrap.KdfParams(**card.record.kdf)
-        wrapped = self._wrap(card.data_key, pin, salt, kdf, card.serial, "user", server_secret=secret)
+        secret_input = card.policy.pin.kdf_input(pin)
+        wrapped = self._wrap(card.data_key, secret_input, salt, kdf, card.serial, "user", server_secret=secret)
         with self.store.transaction() as db:
             binding = {} if server is None else {"server": server}
             self.store.update_card(db, card.slot_id, user_salt=salt, user_wrapped=wrapped, **binding)
@@ -381,9 +393,12 @@ class Engine:
         once share one counter; a try inside a waiting period is refused without being checked or counted.
         """
         role = "so" if so else "user"
-        policy = card.policy
+        policy = card.policy.pin
+        # A PIN of a shape the policy never allows (a NUL byte, a letter on a strict card, a wrong length)
+        # cannot be the card's: refused before the KDF and the server, and not counted as a try.
+        malformed = not policy.may_be(pin, so=so)
         server_secret = None
-        if not so and _server_checked(card.record):
+        if not so and not malformed and _server_checked(card.record):
             server_secret = _server_secret(card.record, pin, self.device_key)  # raises on a refused PIN
         now = time.time()
         with self.store.transaction() as db:
@@ -406,11 +421,13 @@ class Engine:
                 raise CKRError(
                     C.CKR_FUNCTION_FAILED, f"{role} PIN tries refused for {blocked_until - now:.1f} more seconds"
                 )
+            if malformed:
+                raise CKRError(C.CKR_PIN_INCORRECT, f"wrong {role} PIN (not a PIN this card's policy allows)")
             self.store.update_card(db, card.slot_id, **{f"{role}_failures": failures + 1})
         card.replace_record(rec)
         if server_secret is not None:
             inner = keywrap.unseal(server_secret, inner, _aad(rec.serial, role)) or b""
-        kek = keywrap.derive(pin, salt, keywrap.KdfParams(**rec.kdf))
+        kek = keywrap.derive(policy.kdf_input(pin), salt, keywrap.KdfParams(**rec.kdf))
         data_key = keywrap.unseal(kek, inner, _aad(rec.serial, role))
         with self.store.transaction() as db:
             current = self.store.card(db, card.slot_id)
@@ -449,7 +466,7 @@ class Engine:
         """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter.
 
         A server-checked PIN changes on the server too (SetPIN only: the change needs the old PIN)."""
-        card.policy.check(new_pin)
+        card.policy.pin.check(new_pin)
         if _server_checked(card.record) and old_pin is None:
             raise CKRError(C.CKR_FUNCTION_NOT_SUPPORTED, "this card's PIN is checked by its server: change it there")
         if card.data_key is None:
@@ -462,7 +479,7 @@ class Engine:
         self._rewrap(card, "user", card.data_key, new_pin)
 
     def set_so_pin(self, card: Card, new_pin: bytes) -> None:
-        card.policy.check(new_pin, so=True)
+        card.policy.pin.check(new_pin, so=True)
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
         self._rewrap(card, "so", card.data_key, new_pin)
@@ -470,18 +487,21 @@ class Engine:
     def _rewrap(self, card: Card, role: str, data_key: bytes, new_pin: bytes) -> None:
         """Wrap the data key under a new PIN for one role and clear that role's wrong-try counter."""
         salt = os.urandom(16)
-        wrapped = self._wrap(data_key, new_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, role)
+        secret_input = card.policy.pin.kdf_input(new_pin)
+        wrapped = self._wrap(data_key, secret_input, salt, keywrap.KdfParams(**card.record.kdf), card.serial, role)
         fields = {f"{role}_salt": salt, f"{role}_wrapped": wrapped, f"{role}_failures": 0, f"{role}_blocked_until": 0.0}
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, **fields)
         self.refresh(force=True)
 
     def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
-        """C_InitToken on an existing card: SO PIN checked, every object destroyed, user PIN unset."""
+        """C_InitToken on an existing card: SO PIN checked, every object destroyed, user PIN unset; the card
+        keeps its policy (a strict card never becomes compatible, nor the reverse)."""
         self.verify_pin(card, True, so_pin)
         data_key = os.urandom(keywrap.KEY_SIZE)
         salt = os.urandom(16)
-        wrapped = self._wrap(data_key, so_pin, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
+        secret_input = card.policy.pin.kdf_input(so_pin)
+        wrapped = self._wrap(data_key, secret_input, salt, keywrap.KdfParams(**card.record.kdf), card.serial, "so")
         with self.lock:
             with self.store.transaction() as db:
                 db.execute("DELETE FROM objects WHERE card_id = ?", (card.slot_id,))
@@ -506,10 +526,11 @@ class Engine:
     def add_object(
         self, card: Card, attrs: dict[int, bytes], material: bytes | None, token: bool, owner: int
     ) -> TokenObject:
-        """Store a new object; key material is sealed under the card's data key (so login is needed)."""
+        """Store a new object, settled by the card's policy; key material is sealed under the card's data key
+        (so login is needed), or, for a key a compatible card lets be public, under its public-object key."""
+        attrs = card.policy.settle(attrs)
         _check_trusted(card, attrs)
         uid = os.urandom(16)
-        attrs = dict(attrs)
         attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
         with self.lock:
             if not token:
@@ -517,14 +538,10 @@ class Engine:
                 obj = TokenObject(self._session_handles, uid, attrs, material=material, owner=owner)
                 card.session_objects[obj.handle] = obj
                 return obj
-            secret = None
             generation = card.record.created
-            if material is not None:
-                if card.data_key is None:
-                    raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
-                secret = keywrap.seal(card.data_key, material, uid)
+            secret, under_data_key = self._seal(card, attrs, material, uid)
             with self.store.transaction() as db:
-                self._check_generation(db, card, generation, secret is not None)
+                self._check_generation(db, card, generation, under_data_key)
                 handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
             obj = TokenObject(handle, uid, attrs, secret=secret)
             card.objects[handle] = obj
@@ -536,30 +553,53 @@ class Engine:
         """Several objects in one transaction (a key pair is stored whole or not at all)."""
         if not token:
             return [self.add_object(card, attrs, material, False, owner) for attrs, material in items]
+        items = [(card.policy.settle(attrs), material) for attrs, material in items]
         for attrs, _ in items:
             _check_trusted(card, attrs)
         with self.lock:
             prepared = []
             generation = card.record.created
+            under_data_key = False
             for attrs, material in items:
                 uid = os.urandom(16)
-                attrs = dict(attrs)
                 attrs[C.CKA_UNIQUE_ID] = uid.hex().encode()
-                secret = None
-                if material is not None:
-                    if card.data_key is None:
-                        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
-                    secret = keywrap.seal(card.data_key, material, uid)
+                secret, by_data_key = self._seal(card, attrs, material, uid)
+                under_data_key |= by_data_key
                 prepared.append((uid, attrs, secret))
             out = []
             with self.store.transaction() as db:
-                self._check_generation(db, card, generation, any(p[2] is not None for p in prepared))
+                self._check_generation(db, card, generation, under_data_key)
                 for uid, attrs, secret in prepared:
                     handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
                     out.append(TokenObject(handle, uid, attrs, secret=secret))
             for obj in out:
                 card.objects[obj.handle] = obj
             return out
+
+    def _seal(
+        self, card: Card, attrs: dict[int, bytes], material: bytes | None, uid: bytes
+    ) -> tuple[bytes | None, bool]:
+        """A token object's sealed material, and whether the data key sealed it (else the public-object key)."""
+        if material is None:
+            return None, False
+        if _public_sealed(card, A.get_bool(attrs, C.CKA_PRIVATE)):
+            return keywrap.seal(self.public_object_key(card), material, uid), False
+        if card.data_key is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
+        return keywrap.seal(card.data_key, material, uid), True
+
+    def public_object_key(self, card: Card) -> bytes:
+        """The key that seals a compatible card's CKA_PRIVATE=false keys: derived from the device key and the
+        card's serial (HKDF-SHA256), so such a key is usable without login yet still encrypted at rest, and
+        a store copied to another machine does not open. Strict cards have none: nothing of theirs is
+        sealed without the data key, which only a PIN unwraps."""
+        if not card.policy.public_keys:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        info = f"vsc-card:{card.serial}:public-objects".encode()
+        return HKDF(hashes.SHA256(), keywrap.KEY_SIZE, salt=None, info=info).derive(self.device_key)
 
     def _check_generation(self, db: Any, card: Card, generation: float, sealed: bool) -> None:
         """Inside a write: the card still exists and, if we sealed material, under its current data key."""
@@ -608,9 +648,10 @@ class Engine:
             return obj.material
         if obj.secret is None:
             raise CKRError(C.CKR_KEY_HANDLE_INVALID, "object holds no key material")
-        if card.data_key is None:
+        key = self.public_object_key(card) if _public_sealed(card, obj.private) else card.data_key
+        if key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
-        plain = keywrap.unseal(card.data_key, obj.secret, obj.uid)
+        plain = keywrap.unseal(key, obj.secret, obj.uid)
         if plain is None:
             raise CKRError(C.CKR_DEVICE_ERROR, "key material does not decrypt: the store is damaged")
         return plain

@@ -101,18 +101,24 @@ MODIFIABLE = frozenset(
     }
 )
 
-# Named curves by OID, with the name `cryptography` gives them (EllipticCurve.name).
+# Named curves by OID, with the name `cryptography` gives them (EllipticCurve.name): every curve it offers.
+# Which of them a card accepts is its policy's choice (vsc_provider.token.policy).
 EC_CURVES = {
     "1.2.840.10045.3.1.7": "secp256r1",
     "1.3.132.0.34": "secp384r1",
     "1.3.132.0.35": "secp521r1",
+    "1.2.840.10045.3.1.1": "secp192r1",
+    "1.3.132.0.33": "secp224r1",
+    "1.3.132.0.10": "secp256k1",
+    "1.3.36.3.3.2.8.1.1.7": "brainpoolP256r1",
+    "1.3.36.3.3.2.8.1.1.11": "brainpoolP384r1",
+    "1.3.36.3.3.2.8.1.1.13": "brainpoolP512r1",
 }
 ED25519_OID = "1.3.101.112"
 CURVE_NAMES = {
-    "secp256r1": "1.2.840.10045.3.1.7",
+    **{name: oid for oid, name in EC_CURVES.items()},
     "prime256v1": "1.2.840.10045.3.1.7",
-    "secp384r1": "1.3.132.0.34",
-    "secp521r1": "1.3.132.0.35",
+    "prime192v1": "1.2.840.10045.3.1.1",
     "edwards25519": ED25519_OID,
     "ed25519": ED25519_OID,
 }
@@ -126,8 +132,21 @@ def ec_curve(oid: str) -> Any:
         "secp256r1": ec.SECP256R1,
         "secp384r1": ec.SECP384R1,
         "secp521r1": ec.SECP521R1,
+        "secp192r1": ec.SECP192R1,
+        "secp224r1": ec.SECP224R1,
+        "secp256k1": ec.SECP256K1,
+        "brainpoolP256r1": ec.BrainpoolP256R1,
+        "brainpoolP384r1": ec.BrainpoolP384R1,
+        "brainpoolP512r1": ec.BrainpoolP512R1,
     }
     return curves[EC_CURVES[oid]]()
+
+
+def curve_bits(oid: str) -> int:
+    """The size of a named curve, from its name (secp384r1 -> 384), without loading `cryptography`."""
+    import re
+
+    return int(re.findall(r"\d{3}", EC_CURVES[oid])[0])
 
 
 def oid_der(oid: str) -> bytes:

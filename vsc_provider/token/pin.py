@@ -17,6 +17,8 @@ class PinPolicy(NamedTuple):
     delay_from_try: int = 3  # the first wrong try that starts a waiting period
     delay_base: float = 2.0  # seconds; doubles with each further wrong try
     delay_max: float = 3600.0
+    digits_only: bool = True  # False: any bytes (compatible cards)
+    delays: bool = True  # False: no waiting periods, only the block at max_tries (compatible cards)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self._asdict())
@@ -29,15 +31,33 @@ class PinPolicy(NamedTuple):
     def check(self, pin: bytes, *, so: bool = False) -> None:
         """Refuse a new PIN that breaks the policy (CKR_PIN_LEN_RANGE or CKR_PIN_INVALID, with the reason)."""
         minimum = self.so_min_length if so else self.min_length
+        unit = "digits" if self.digits_only else "bytes"
         if not minimum <= len(pin) <= self.max_length:
-            raise CKRError(C.CKR_PIN_LEN_RANGE, f"a PIN has {minimum} to {self.max_length} digits")
-        problem = weakness(pin)
+            raise CKRError(C.CKR_PIN_LEN_RANGE, f"a PIN has {minimum} to {self.max_length} {unit}")
+        problem = weakness(pin) if self.digits_only else ""
         if problem:
             raise CKRError(C.CKR_PIN_INVALID, problem)
 
+    def may_be(self, pin: bytes, *, so: bool = False) -> bool:
+        """Whether `pin` has a shape this policy lets a PIN have: one that has not cannot be the card's PIN,
+        and is refused (CKR_PIN_INCORRECT) before the KDF and without counting a try."""
+        minimum = self.so_min_length if so else self.min_length
+        if not minimum <= len(pin) <= self.max_length:
+            return False
+        return pin.isdigit() if self.digits_only else True
+
+    def kdf_input(self, pin: bytes) -> bytes:
+        """What the KDF derives from. scrypt keys HMAC-SHA256 with it, which pads short keys with zeros, so
+        "1234" and "1234\\0" would derive the same key: a PIN of any bytes goes in after its length. A
+        digits-only PIN has no zero byte, so its own bytes fix its length and it goes in as it is (the
+        derivation existing strict cards were made with)."""
+        if self.digits_only:
+            return pin
+        return len(pin).to_bytes(2, "big") + pin
+
     def delay_after(self, failures: int) -> float:
         """Seconds to refuse tries after `failures` consecutive wrong PINs."""
-        if failures < self.delay_from_try:
+        if not self.delays or failures < self.delay_from_try:
             return 0.0
         return float(min(self.delay_max, self.delay_base * 2 ** (failures - self.delay_from_try)))
 
