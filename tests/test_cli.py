@@ -126,3 +126,8 @@ def test_card_policy_chosen_at_creation_and_shown(vsc_home):
     assert default["policy"] == "strict"
     short = run_vsc("card", "create", "--label", "Weak", "--pin", "1234", "--so-pin", "5678", check=False)
     assert short.returncode != 0 and "Traceback" not in short.stderr and short.stderr.count("\n") == 1
+    # PIN changes follow the card's policy: any 4+ bytes on the rig card, strict's rules on the other.
+    run_vsc("pin", "change", "--card", "Rig card", "--old", "1234", "--new", "abcd")
+    run_vsc("pin", "reset", "--card", "Rig card", "--so-pin", "5678", "--new", "4321")
+    weak = run_vsc("pin", "change", "--card", "Own card", "--old", USER_PIN, "--new", "1234", check=False)
+    assert weak.returncode != 0 and "Traceback" not in weak.stderr

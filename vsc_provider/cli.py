@@ -330,7 +330,9 @@ def pin() -> None:
 @click.option("--new", default=None)
 @friendly
 def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
-    api.change_pin(card_ref, _ask(old, "Current PIN"), _new_pin(new, "New PIN"))
+    """Change the user PIN (the card's policy decides which PINs are allowed)."""
+    strict = api.find_card(card_ref).policy.name == "strict"
+    api.change_pin(card_ref, _ask(old, "Current PIN"), _new_pin(new, "New PIN", digits=strict))
     click.echo("PIN changed")
 
 
@@ -341,7 +343,8 @@ def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
 @friendly
 def pin_reset(card_ref: str, so_pin: str | None, new: str | None) -> None:
     """Set a new user PIN with the SO PIN (unblocks a blocked card)."""
-    api.reset_pin(card_ref, _ask(so_pin, "SO PIN"), _new_pin(new, "New user PIN"))
+    strict = api.find_card(card_ref).policy.name == "strict"
+    api.reset_pin(card_ref, _ask(so_pin, "SO PIN"), _new_pin(new, "New user PIN", digits=strict))
     click.echo("user PIN reset")
 
 
