@@ -140,6 +140,17 @@ def test_policy_is_shown_and_token_info_follows_it(cards: Cards) -> None:
         assert (info.ulMinPinLen, info.ulMaxPinLen) == lengths
 
 
+def test_new_compatible_card_holds_no_object(cards: Cards) -> None:
+    """Rigs written for SoftHSM expect an empty new token; strict cards keep the profile object NSS reads."""
+    found = {}
+    for serial in (cards.compat, cards.strict):
+        h = cards.raw.open(cards.slot(serial), rw=False)
+        found[serial] = [cards.raw.find(h, [(C.CKA_CLASS, ulong(C.CKO_PROFILE))]), cards.raw.find(h, [])]
+        cards.raw.C_CloseSession(h)
+    assert found[cards.compat] == [[], []]
+    assert len(found[cards.strict][0]) == 1
+
+
 def test_cli_refuses_an_unknown_policy_and_defaults_to_strict(cards: Cards) -> None:
     bad = _vsc(
         cards.home,

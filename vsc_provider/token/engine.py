@@ -234,9 +234,10 @@ class Engine:
                 card = self.cards.get(rec.id)
                 if card is None or card.serial != rec.serial:
                     card = Card(record=rec, policy=CardPolicy.from_json(rec.policy), loader=self._load_objects)
-                    card.profile = TokenObject(
-                        PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
-                    )
+                    if card.policy.profile:
+                        card.profile = TokenObject(
+                            PROFILE_OBJECT_BASE + rec.id, b"profile", profile_attrs(C.CKP_PUBLIC_CERTIFICATES_TOKEN)
+                        )
                 else:
                     card.replace_record(rec)
                     card.policy = CardPolicy.from_json(rec.policy)

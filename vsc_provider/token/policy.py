@@ -41,6 +41,9 @@ class CardPolicy(NamedTuple):
     rsa_min_bits: int = STRICT_RSA_MIN
     curves: frozenset[str] = STRICT_CURVES
     public_keys: bool = False  # private and secret keys may have CKA_PRIVATE false (usable without login)
+    # The PKCS#11 3.0 profile object (public certificates token), which tells NSS that certificates are
+    # readable without login. Rigs written for SoftHSM expect a new token to hold no object at all.
+    profile: bool = True
 
     @classmethod
     def named(cls, name: str, pin: PinPolicy | None = None) -> CardPolicy:
@@ -48,7 +51,7 @@ class CardPolicy(NamedTuple):
         if name == STRICT:
             return cls(STRICT, pin or PinPolicy())
         if name == COMPATIBLE:
-            return cls(COMPATIBLE, COMPATIBLE_PIN, 1024, ALL_CURVES, True)
+            return cls(COMPATIBLE, COMPATIBLE_PIN, 1024, ALL_CURVES, public_keys=True, profile=False)
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"unknown card policy {name!r} (strict or compatible)")
 
     def to_json(self) -> dict[str, Any]:
