@@ -444,6 +444,15 @@ def test_session_objects_in_read_only_public_sessions(cards: Cards) -> None:
         assert isinstance(key, pkcs11.SecretKey)
 
 
+def test_logout_without_login_is_ok_on_compatible_only(cards: Cards) -> None:
+    raw = cards.raw
+    compat, strict = raw.open(cards.slot(cards.compat)), raw.open(cards.slot(cards.strict))
+    assert raw.C_Logout(compat) == C.CKR_OK  # as SoftHSM answers
+    assert raw.C_Logout(strict) == C.CKR_USER_NOT_LOGGED_IN  # as the standard lists
+    raw.C_CloseSession(compat)
+    raw.C_CloseSession(strict)
+
+
 _LOGIN_SCRIPT = """
 import sys, pkcs11
 lib = pkcs11.lib(sys.argv[1])

@@ -268,6 +268,10 @@ def test_init_token(raw: RawModule, card_env: CardEnv) -> None:
     assert raw.C_Logout(h) == C.CKR_OK
     assert raw.login(h, "604938") == C.CKR_OK
     assert raw.find(h, [(C.CKA_CLASS, ulong(C.CKO_PRIVATE_KEY))]) == []
+    # A host that passes the label as a C string (PyKCS11): the label ends at the NUL, whatever follows.
+    assert raw.C_CloseSession(h) == C.CKR_OK
+    assert raw.C_InitToken(slot, so, len(so), b"C string\x00".ljust(32, b"\xff")) == C.CKR_OK
+    assert card_env.token(serial).label == "C string"
 
 
 def test_always_authenticate_needs_a_context_login_per_signature(card_env: CardEnv) -> None:

@@ -111,6 +111,8 @@ def logout(h: int) -> None:
     card = s.card
     with LIB.lock:
         if not (card.user or card.so):
+            if card.policy.lenient_logout:
+                return
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
         # Secrets first, operations second: a C_xInit racing in another thread either sees the card logged
         # out or has its operation cleared here (sign_init checks the login again after installing it).

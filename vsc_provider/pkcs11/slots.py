@@ -144,7 +144,8 @@ def init_token(slot_id: int, so_pin: bytes | None, label: bytes) -> None:
     if LIB.card_sessions(card):
         raise CKRError(C.CKR_SESSION_EXISTS, "close every session before C_InitToken")
     try:
-        text = label.decode().rstrip(" \x00") or card.label
+        # The standard pads the label with blanks; many hosts (PyKCS11) pass a C string: stop at its NUL.
+        text = label.split(b"\x00", 1)[0].decode().rstrip(" ") or card.label
     except UnicodeDecodeError as exc:
         raise CKRError(C.CKR_ARGUMENTS_BAD, "label is not UTF-8") from exc
     engine.reinitialize(card, so_pin, text)

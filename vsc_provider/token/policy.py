@@ -44,6 +44,9 @@ class CardPolicy(NamedTuple):
     # The PKCS#11 3.0 profile object (public certificates token), which tells NSS that certificates are
     # readable without login. Rigs written for SoftHSM expect a new token to hold no object at all.
     profile: bool = True
+    # C_Logout without a login answers CKR_OK, as SoftHSM does (PyKCS11's tests log out unconditionally);
+    # strict cards answer CKR_USER_NOT_LOGGED_IN as the standard lists.
+    lenient_logout: bool = False
 
     @classmethod
     def named(cls, name: str, pin: PinPolicy | None = None) -> CardPolicy:
@@ -51,7 +54,9 @@ class CardPolicy(NamedTuple):
         if name == STRICT:
             return cls(STRICT, pin or PinPolicy())
         if name == COMPATIBLE:
-            return cls(COMPATIBLE, COMPATIBLE_PIN, 1024, ALL_CURVES, public_keys=True, profile=False)
+            return cls(
+                COMPATIBLE, COMPATIBLE_PIN, 1024, ALL_CURVES, public_keys=True, profile=False, lenient_logout=True
+            )
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"unknown card policy {name!r} (strict or compatible)")
 
     def to_json(self) -> dict[str, Any]:
