@@ -101,3 +101,15 @@ def test_readme_examples_run(tmp_path):
     # What the walkthrough promised: the certificate sits under the key's label, and signatures were made.
     assert "object=work;type=cert" in result.stdout
     assert (work / "msg.sig").stat().st_size > 0 and (work / "me.csr").exists()
+
+
+def test_the_package_list_matches_install_sh():
+    install = (README.parent / ".ci" / "install.sh").read_text()
+    array = re.search(r"^packages=\((?P<body>[^)]*)\)", install, re.MULTILINE)
+    assert array is not None
+    installed = set(array["body"].split())
+    text = README.read_text()
+    section = text[text.index("`.ci/install.sh` installs") : text.index(FIRST_RUN_SECTION)]
+    named = set(re.findall(r"`([a-z0-9][a-z0-9.+-]+)`", section))
+    assert installed - named == set(), "packages install.sh installs that the README does not name and explain"
+    assert {"build-essential", "python3-venv", "sqlite3", "openssh-server"} <= installed
