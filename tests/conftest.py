@@ -42,6 +42,49 @@ def require_file(path: str, package: str) -> str:
     return path
 
 
+# What the product and the clients it sets up write in a home directory.
+HOME_PATHS = (".local/share/vsc-provider", ".pki", ".ssh", ".config/pkcs11", ".config/vsc", ".mozilla")
+
+
+def _home_snapshot(home: Path) -> set[str]:
+    """The files and directories under HOME_PATHS. Only what exists is compared: other users of the machine
+    may write to a store there while the tests run, so contents and SQLite's passing -wal/-shm files are not."""
+    seen: set[str] = set()
+    for top in HOME_PATHS:
+        root = home / top
+        if root.exists():
+            seen.update(
+                str(path.relative_to(home))
+                for path in [root, *root.rglob("*")]
+                if not path.name.endswith(("-wal", "-shm", "-journal"))
+            )
+    return seen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole run, and every program it starts, sees a temporary HOME without XDG directories, so that no
+    test touches the user's cards or client configuration; at the end the real home must be as it was."""
+    real = Path(os.path.expanduser("~"))
+    before = _home_snapshot(real)
+    home = tmp_path_factory.mktemp("home")
+    names = ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["HOME"] = str(home)
+    for name in names[1:]:
+        os.environ.pop(name, None)
+    try:
+        yield home
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    created = sorted(_home_snapshot(real) - before)
+    assert not created, f"the tests wrote to the real home directory {real}: {created}"
+
+
 @pytest.fixture(scope="session")
 def module_path() -> str:
     return str(module.library_path())

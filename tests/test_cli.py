@@ -65,9 +65,9 @@ def test_keys_certificates_and_uris(vsc_home, card):
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     imported = json.loads(run_vsc("cert", "import", "--card", card, str(pem), "--pin", USER_PIN, "--json").stdout)
     assert imported["id"] == public["id"]
-    assert imported["label"] == "Alice"
+    assert imported["label"] == "tls"  # the key's label, so object=tls;type=cert URIs find it
     assert imported["details"]["subject"] == "CN=Alice"
-    exported = run_vsc("cert", "export", "--card", card, "Alice").stdout
+    exported = run_vsc("cert", "export", "--card", card, "tls").stdout
     assert x509.load_pem_x509_certificate(exported.encode()) == cert
     deleted = run_vsc("key", "delete", "--card", card, public["id"], "--pin", USER_PIN).stdout
     assert "deleted 3 object(s)" in deleted

@@ -178,9 +178,16 @@ def card_info(card: Card, with_private: bool = False) -> CardInfo:
 def create_card(
     label: str, pin: str, so_pin: str, policy: PinPolicy | None = None, card_policy: str = STRICT
 ) -> CardInfo:
-    """A new local card; `card_policy` is strict or compatible, for good (`policy` tunes strict PIN delays)."""
+    """A new local card; `card_policy` is strict or compatible, for good (`policy` tunes strict PIN delays).
+    Its label must be new too, since users name cards by label (C_InitToken, the SO's PKCS#11 call, still
+    allows duplicates)."""
     rules = CardPolicy.named(card_policy, policy if card_policy == STRICT else None)
-    card = engine().create_card(label, so_pin.encode(), pin.encode(), policy=rules)
+    eng = engine()
+    eng.refresh()
+    same = [c.serial for c in eng.cards.values() if c.label == label]
+    if same:
+        raise CKRError(C.CKR_ARGUMENTS_BAD, f"a card labelled {label!r} exists already (serial {same[0]})")
+    card = eng.create_card(label, so_pin.encode(), pin.encode(), policy=rules)
     return card_info(card)
 
 
@@ -218,11 +225,12 @@ def generate_key(ref: str, kind: str, label: str, pin: str, always_authenticate:
         return [describe(card, token, card.get(pub_h)), describe(card, token, card.get(priv_h))]
 
 
-def _matching_key_id(card: Card, cert: x509.Certificate) -> bytes | None:
+def _matching_key(card: Card, cert: x509.Certificate) -> tuple[bytes, str] | None:
+    """The CKA_ID and label of the key pair whose public key is the certificate's."""
     want = O.spki(cert.public_key())
     for obj in card.objects.values():
         if obj.klass == C.CKO_PUBLIC_KEY and obj.attrs.get(C.CKA_PUBLIC_KEY_INFO) == want:
-            return obj.attrs.get(C.CKA_ID, b"")
+            return obj.attrs.get(C.CKA_ID, b""), str(A.decode(C.CKA_LABEL, obj.attrs.get(C.CKA_LABEL, b"")))
     return None
 
 
@@ -251,22 +259,47 @@ def store_certificate(h: int, der: bytes, key_id: bytes, label: str) -> int:
     return objects.create_object(h, list(template.items()))
 
 
+@dataclass
+class Imported:
+    info: ObjectInfo
+    new: bool  # False: the same certificate was already on the card, nothing was stored
+
+
 def import_certificate(
-    ref: str, data: bytes, pin: str, label: str | None = None, key_id: bytes | None = None
-) -> ObjectInfo:
-    """Store a certificate; its CKA_ID is the matching key's, found by public key, unless given."""
+    ref: str,
+    data: bytes,
+    pin: str,
+    label: str | None = None,
+    key_id: bytes | None = None,
+    no_key_ok: bool = False,
+) -> Imported:
+    """Store a certificate with the CKA_ID and label of its key (found by public key) unless given. A
+    certificate already on the card is not stored twice; one without a key on the card only with no_key_ok."""
     card = find_card(ref)
     cert = load_certificate(data)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    token = uri.token_uri(card.label, card.serial)
     with session(card, pin=pin) as h:
-        if key_id is None:
-            key_id = _matching_key_id(card, cert)
+        for obj in card.objects.values():
+            if obj.klass == C.CKO_CERTIFICATE and obj.attrs.get(C.CKA_VALUE) == der:
+                return Imported(describe(card, token, obj), new=False)
+        matching = _matching_key(card, cert)
+        if matching is None and not no_key_ok:
+            raise CKRError(
+                C.CKR_KEY_HANDLE_INVALID,
+                f"no key on card {card.label!r} matches this certificate (--no-key-ok imports it anyway)",
+            )
+        key_label = None
+        if matching is not None:
+            key_id = matching[0] if key_id is None else key_id
+            key_label = matching[1] or None
         if key_id is None:
             key_id = O.key_id_for(cert.public_key())
         if label is None:
             names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
-            label = str(names[0].value) if names else "certificate"
-        handle = store_certificate(h, cert.public_bytes(serialization.Encoding.DER), key_id, label)
-        return describe(card, uri.token_uri(card.label, card.serial), card.get(handle))
+            label = key_label or (str(names[0].value) if names else "certificate")
+        handle = store_certificate(h, der, key_id, label)
+        return Imported(describe(card, token, card.get(handle)), new=True)
 
 
 def export_certificate(ref: str, selector: str) -> bytes:
@@ -280,19 +313,34 @@ def export_certificate(ref: str, selector: str) -> bytes:
     raise CKRError(C.CKR_OBJECT_HANDLE_INVALID, f"no certificate {selector!r} on card {card.label!r}")
 
 
+def _selected(card: Card, selector: str) -> list[int]:
+    return [
+        o.handle
+        for o in list(card.objects.values())
+        if selector in (A.decode(C.CKA_LABEL, o.attrs.get(C.CKA_LABEL, b"")), o.attrs.get(C.CKA_ID, b"").hex())
+    ]
+
+
+def check_objects(ref: str, selector: str) -> None:
+    """Refuse at once (no PIN needed) when no object on the card has that label or hex id."""
+    card = find_card(ref)
+    if not _selected(card, selector):
+        raise CKRError(
+            C.CKR_OBJECT_HANDLE_INVALID, f"no such key: nothing labelled {selector!r} on card {card.label!r}"
+        )
+
+
 def delete_objects(ref: str, selector: str, pin: str) -> int:
     """Delete every object (key pair and certificate) whose label or hex id is `selector`."""
     card = find_card(ref)
     with session(card, pin=pin) as h:
-        doomed = [
-            o.handle
-            for o in list(card.objects.values())
-            if selector in (A.decode(C.CKA_LABEL, o.attrs.get(C.CKA_LABEL, b"")), o.attrs.get(C.CKA_ID, b"").hex())
-        ]
+        doomed = _selected(card, selector)
         for handle in doomed:
             objects.destroy_object(h, handle)
     if not doomed:
-        raise CKRError(C.CKR_OBJECT_HANDLE_INVALID, f"no object {selector!r} on card {card.label!r}")
+        raise CKRError(
+            C.CKR_OBJECT_HANDLE_INVALID, f"no such key: nothing labelled {selector!r} on card {card.label!r}"
+        )
     return len(doomed)
 
 

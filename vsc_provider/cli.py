@@ -15,7 +15,7 @@ import click
 
 from vsc_provider import api, module
 from vsc_provider.ck.errors import CKRError, rv_name
-from vsc_provider.token.pin import weakness
+from vsc_provider.token.pin import PinPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +47,10 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_CARD_HELP = "card serial, slot number or label"
+_JSON_HELP = "print JSON (for scripts)"
+
+
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -66,11 +70,16 @@ def _ask(value: str | None, prompt: str, confirm: bool = False) -> str:
     return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
-def _new_pin(value: str | None, prompt: str, digits: bool = True) -> str:
+def _new_pin(value: str | None, prompt: str, so: bool = False, strict: bool = True) -> str:
+    """A new PIN that the card's policy accepts: strict's rules here, with a clear message; the engine checks
+    every PIN again against the card's own policy."""
     pin = _ask(value, prompt, confirm=True)
-    problem = weakness(pin.encode()) if digits else ""
-    if problem:
-        raise click.ClickException(problem)
+    if not strict:
+        return pin
+    try:
+        PinPolicy().check(pin.encode(), so=so)
+    except CKRError as exc:
+        raise click.ClickException(exc.reason or rv_name(exc.rv)) from None
     return pin
 
 
@@ -100,6 +109,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="vsc-provider")
 def main() -> None:
     """vsc: virtual smart cards for PKCS#11 programs (Firefox, OpenSSL, ssh, ...)."""
+    from vsc_provider import log
+
+    log.configure_from_environment()  # VSC_DEBUG=1 / VSC_LOG: the CLI logs like the module
 
 
 # --- cards ------------------------------------------------------------------------------------
@@ -113,7 +125,7 @@ def card() -> None:
 @card.command("create")
 @click.option("--label", required=True, help="the card's label (token label), up to 32 bytes")
 @_pin_option()
-@click.option("--so-pin", default=None, help="security officer PIN, at least 8 digits")
+@click.option("--so-pin", default=None, help="security officer (SO) PIN, at least 8 digits (asked for when omitted)")
 @click.option(
     "--policy",
     "card_policy",
@@ -122,12 +134,13 @@ def card() -> None:
     show_default=True,
     help="compatible: SoftHSM-like rules for test rigs (4+ byte PINs, RSA-1024, keys usable without login)",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def card_create(label: str, pin: str | None, so_pin: str | None, card_policy: str, as_json: bool) -> None:
     """Create a local virtual card (its policy is fixed for good)."""
-    user = _new_pin(pin, "New user PIN", digits=card_policy == "strict")
-    so = _new_pin(so_pin, "New SO PIN", digits=card_policy == "strict")
+    strict = card_policy == "strict"
+    user = _new_pin(pin, "New user PIN", strict=strict)
+    so = _new_pin(so_pin, "New SO PIN", so=True, strict=strict)
     info = api.create_card(label, user, so, policy=api.default_policy_from_env(), card_policy=card_policy)
     emit(info.to_json(), as_json, lambda: click.echo(f"created card {info.label!r} serial {info.serial}\n  {info.uri}"))
 
@@ -149,7 +162,7 @@ def _print_card(info: api.CardInfo) -> None:
 
 
 @card.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def card_list(as_json: bool) -> None:
     """List cards with their pkcs11: URIs and public objects."""
@@ -167,7 +180,7 @@ def card_list(as_json: bool) -> None:
 @card.command("show")
 @click.argument("card_ref")
 @_pin_option(help_text="user PIN, to include private objects")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def card_show(card_ref: str, pin: str | None, as_json: bool) -> None:
     """Show one card (by serial, slot or label)."""
@@ -228,12 +241,14 @@ def key() -> None:
 
 
 @key.command("generate")
-@click.option("--card", "card_ref", required=True, help="card serial, slot or label")
-@click.option("--type", "kind", type=click.Choice(sorted(api.KEY_KINDS)), default="rsa2048", show_default=True)
-@click.option("--label", required=True)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
+@click.option(
+    "--type", "kind", type=click.Choice(sorted(api.KEY_KINDS)), default="rsa2048", show_default=True, help="key type"
+)
+@click.option("--label", required=True, help="the key's label (CKA_LABEL), used to name it in commands and URIs")
 @click.option("--always-authenticate", is_flag=True, help="ask for the PIN before every signature")
 @_pin_option()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def key_generate(
     card_ref: str, kind: str, label: str, always_authenticate: bool, pin: str | None, as_json: bool
@@ -249,9 +264,9 @@ def key_generate(
 
 
 @key.command("list")
-@click.option("--card", "card_ref", required=True)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
 @_pin_option(help_text="user PIN, to include private keys")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def key_list(card_ref: str, pin: str | None, as_json: bool) -> None:
     """List keys on a card."""
@@ -266,12 +281,13 @@ def key_list(card_ref: str, pin: str | None, as_json: bool) -> None:
 
 
 @key.command("delete")
-@click.option("--card", "card_ref", required=True)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
 @click.argument("selector")
 @_pin_option()
 @friendly
 def key_delete(card_ref: str, selector: str, pin: str | None) -> None:
     """Delete the objects (keys, certificate) labelled SELECTOR or with that hex id."""
+    api.check_objects(card_ref, selector)
     count = api.delete_objects(card_ref, selector, _ask(pin, "User PIN"))
     click.echo(f"deleted {count} object(s)")
 
@@ -282,25 +298,74 @@ def cert() -> None:
 
 
 @cert.command("import")
-@click.option("--card", "card_ref", required=True)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--label", default=None)
+@click.option("--label", default=None, help="CKA_LABEL (default: the matching key's label)")
 @click.option("--id", "key_id", default=None, help="hex CKA_ID (default: the matching key's)")
+@click.option("--no-key-ok", is_flag=True, help="import even if no key on the card matches the certificate")
 @_pin_option()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def cert_import(
-    card_ref: str, path: Path, label: str | None, key_id: str | None, pin: str | None, as_json: bool
+    card_ref: str, path: Path, label: str | None, key_id: str | None, no_key_ok: bool, pin: str | None, as_json: bool
 ) -> None:
-    """Import a PEM or DER certificate next to its key."""
-    info = api.import_certificate(
-        card_ref, path.read_bytes(), _ask(pin, "User PIN"), label, bytes.fromhex(key_id) if key_id else None
+    """Import a PEM or DER certificate next to its key (same label and CKA_ID)."""
+    done = api.import_certificate(
+        card_ref,
+        path.read_bytes(),
+        _ask(pin, "User PIN"),
+        label,
+        bytes.fromhex(key_id) if key_id else None,
+        no_key_ok,
     )
-    emit(info.to_json(), as_json, lambda: click.echo(f"imported {info.uri}"))
+    word = "imported" if done.new else "already on the card, nothing imported:"
+    emit(done.info.to_json(), as_json, lambda: click.echo(f"{word} {done.info.uri}"))
+
+
+def _write_pem(pem: bytes, out: Path | None) -> None:
+    if out is None:
+        click.echo(pem.decode(), nl=False)
+        return
+    out.write_bytes(pem)
+    click.echo(f"wrote {out}")
+
+
+_SUBJECT_HELP = "subject, e.g. 'CN=Alice,O=Example' (a bare name is the CN; default: the key's label)"
+
+
+@cert.command("request")
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
+@click.option("--key", "key_label", required=True, help="label (or hex id) of the key to certify")
+@click.option("--subject", default=None, help=_SUBJECT_HELP)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="file (default: stdout)")
+@_pin_option()
+@friendly
+def cert_request(card_ref: str, key_label: str, subject: str | None, out: Path | None, pin: str | None) -> None:
+    """Make a PKCS#10 certificate request (CSR) signed by the card's key, for a CA to sign."""
+    from vsc_provider import certify
+
+    _write_pem(certify.request(card_ref, key_label, subject or key_label, _ask(pin, "User PIN")), out)
+
+
+@cert.command("self-sign")
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
+@click.option("--key", "key_label", required=True, help="label (or hex id) of the key to certify")
+@click.option("--subject", default=None, help=_SUBJECT_HELP)
+@click.option("--days", default=365, show_default=True, help="validity in days")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="file (default: stdout)")
+@_pin_option()
+@friendly
+def cert_self_sign(
+    card_ref: str, key_label: str, subject: str | None, days: int, out: Path | None, pin: str | None
+) -> None:
+    """Make a self-signed certificate for the card's key (then `vsc cert import` it)."""
+    from vsc_provider import certify
+
+    _write_pem(certify.self_sign(card_ref, key_label, subject or key_label, _ask(pin, "User PIN"), days), out)
 
 
 @cert.command("export")
-@click.option("--card", "card_ref", required=True)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
 @click.argument("selector")
 @click.option("--der", is_flag=True, help="DER instead of PEM")
 @friendly
@@ -325,26 +390,26 @@ def pin() -> None:
 
 
 @pin.command("change")
-@click.option("--card", "card_ref", required=True)
-@click.option("--old", default=None)
-@click.option("--new", default=None)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
+@click.option("--old", default=None, help="current user PIN (asked for when omitted)")
+@click.option("--new", default=None, help="new user PIN (asked for when omitted)")
 @friendly
 def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
-    """Change the user PIN (the card's policy decides which PINs are allowed)."""
+    """Change the user PIN, knowing the current one (the card's policy decides which PINs are allowed)."""
     strict = api.find_card(card_ref).policy.name == "strict"
-    api.change_pin(card_ref, _ask(old, "Current PIN"), _new_pin(new, "New PIN", digits=strict))
+    api.change_pin(card_ref, _ask(old, "Current PIN"), _new_pin(new, "New PIN", strict=strict))
     click.echo("PIN changed")
 
 
 @pin.command("reset")
-@click.option("--card", "card_ref", required=True)
-@click.option("--so-pin", default=None)
-@click.option("--new", default=None)
+@click.option("--card", "card_ref", required=True, help=_CARD_HELP)
+@click.option("--so-pin", default=None, help="security officer PIN (asked for when omitted)")
+@click.option("--new", default=None, help="new user PIN (asked for when omitted)")
 @friendly
 def pin_reset(card_ref: str, so_pin: str | None, new: str | None) -> None:
     """Set a new user PIN with the SO PIN (unblocks a blocked card)."""
     strict = api.find_card(card_ref).policy.name == "strict"
-    api.reset_pin(card_ref, _ask(so_pin, "SO PIN"), _new_pin(new, "New user PIN", digits=strict))
+    api.reset_pin(card_ref, _ask(so_pin, "SO PIN"), _new_pin(new, "New user PIN", strict=strict))
     click.echo("user PIN reset")
 
 
@@ -384,11 +449,12 @@ def module_p11kit(target: Path | None) -> None:
 
 
 @main.command("demo")
-def demo() -> None:
+@click.option("--keep", is_flag=True, help="keep the demo's temporary directory (keys, server data) afterwards")
+def demo(keep: bool) -> None:
     """Local identity server, activation, then a signature and TLS client auth through the PKCS#11 module."""
     from vsc_provider.demo import main as run_demo
 
-    run_demo()
+    run_demo(keep=keep)
 
 
 if __name__ == "__main__":

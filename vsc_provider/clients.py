@@ -262,7 +262,7 @@ def setup_nss(dbdir: Path, undo: bool) -> None:
     show_default=True,
     help="policies.json to edit with --policy",
 )
-@click.option("--undo", is_flag=True)
+@click.option("--undo", is_flag=True, help="remove what this command added")
 def setup_firefox(profile: Path | None, policy: bool, policy_file: Path, undo: bool) -> None:
     """Load the module in Firefox: in a profile's NSS db (quit Firefox first), or by enterprise policy."""
     if policy:
@@ -279,7 +279,7 @@ def setup_firefox(profile: Path | None, policy: bool, policy_file: Path, undo: b
 
 @setup.command("p11-kit")
 @click.option("--system", is_flag=True, help="write /etc/pkcs11/modules (always the case for root)")
-@click.option("--undo", is_flag=True)
+@click.option("--undo", is_flag=True, help="remove what this command added")
 def setup_p11kit_cmd(system: bool, undo: bool) -> None:
     """Write a p11-kit module file so every p11-kit aware program (GnuTLS, p11-kit-proxy) sees the cards."""
     directory = p11kit_modules_dir(system)
@@ -294,7 +294,7 @@ def setup_p11kit_cmd(system: bool, undo: bool) -> None:
     default=None,
     help="ssh client configuration to edit (default ~/.ssh/config)",
 )
-@click.option("--undo", is_flag=True)
+@click.option("--undo", is_flag=True, help="remove what this command added")
 def setup_ssh_cmd(write: bool, config: Path | None, undo: bool) -> None:
     """Print (or with --write, add to ~/.ssh/config) the PKCS11Provider line for ssh."""
     target = (config or Path.home() / ".ssh" / "config").expanduser()

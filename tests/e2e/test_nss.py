@@ -20,7 +20,9 @@ def nssdb(e2e_card: E2ECard, tmp_path_factory: pytest.TempPathFactory) -> str:
         require_tool(tool, "libnss3-tools")
     db = tmp_path_factory.mktemp("nssdb")
     spec = f"sql:{db}"
-    run("certutil -N (new NSS db)", ["certutil", "-N", "-d", spec, "--empty-password"])
+    # Every NSS tool gets the card's environment: once the module is in the db, each one loads it, and without
+    # VSC_HOME it would open (and create) the user's own store.
+    run("certutil -N (new NSS db)", ["certutil", "-N", "-d", spec, "--empty-password"], env=e2e_card.env)
     run(
         "modutil -add",
         ["modutil", "-dbdir", spec, "-add", "vsc-provider", "-libfile", e2e_card.module, "-force"],
@@ -29,6 +31,7 @@ def nssdb(e2e_card: E2ECard, tmp_path_factory: pytest.TempPathFactory) -> str:
     run(
         "certutil -A (trust the test CA)",
         ["certutil", "-A", "-d", spec, "-n", "test CA", "-t", "CT,,", "-i", str(e2e_card.ca_path)],
+        env=e2e_card.env,
     )
     return spec
 

@@ -177,6 +177,7 @@ def test_profile_object(raw: RawModule, slot: int, card_env: CardEnv) -> None:
     with card_env.token().open() as s:
         (profile,) = list(s.get_objects({Attribute.CLASS: C.CKO_PROFILE}))
         assert int.from_bytes(profile[CKA_PROFILE_ID], "little") == CKP_PUBLIC_CERTIFICATES_TOKEN
+        assert profile[Attribute.LABEL] == "PKCS#11 profile"  # p11tool and pkcs11-tool listings show a name
 
 
 @pytest.mark.parametrize("klass", [CKO_NSS_TRUST, CKO_NSS_BUILTIN_ROOT_LIST, C.CKO_HW_FEATURE, 0x0E, 0x7FFF0001])

@@ -46,7 +46,7 @@ def _ask(value: str | None, prompt: str) -> str:
 @click.argument("link")
 @click.option("--pin", default=None, help="the new card's user PIN (asked twice when omitted)")
 @click.option("--label", default=None, help="card label (default: the user name from the server)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
 @_server_errors
 def activate(link: str, pin: str | None, label: str | None, as_json: bool) -> None:
     """Activate a card from a personal://activate?... link: keys are generated here, certified by the server."""
@@ -74,7 +74,7 @@ def status(card_ref: str, pin: str | None) -> None:
 
 @identity.command("renew")
 @click.argument("card_ref")
-@click.option("--pin", default=None)
+@click.option("--pin", default=None, help="user PIN (asked for when omitted)")
 @_server_errors
 def renew(card_ref: str, pin: str | None) -> None:
     """New keys and certificates; the old keys are destroyed afterwards."""
@@ -96,7 +96,7 @@ def delete(card_ref: str, force: bool) -> None:
 @click.argument("card_ref")
 @click.option("--to", "target", required=True, help="https URL of the new server")
 @click.option("--to-pin", "target_pin", required=True, help="SHA-256 pin of the new server's TLS key")
-@click.option("--pin", default=None)
+@click.option("--pin", default=None, help="user PIN (asked for when omitted)")
 @_server_errors
 def migrate(card_ref: str, target: str, target_pin: str, pin: str | None) -> None:
     """Move the card to another server; the keys stay on the device."""

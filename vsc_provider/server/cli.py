@@ -47,8 +47,8 @@ def server() -> None:
 
 @server.command("run")
 @_DATA
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8443, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8443, show_default=True, type=int, help="HTTPS port")
 @click.option("--public-url", default=None, help="the URL clients use (default https://HOST:PORT)")
 def run(data: Path, host: str, port: int, public_url: str | None) -> None:
     """Serve until interrupted; creates the CA, TLS certificate and admin token on first start."""
@@ -83,9 +83,9 @@ def activation() -> None:
 
 @activation.command("create")
 @_DATA
-@click.option("--user", required=True)
-@click.option("--profile", default="default", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--user", required=True, help="the user the card is for (the card takes it as its label)")
+@click.option("--profile", default="default", show_default=True, help="activation profile: which keys the card gets")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
 def activation_create(data: Path, user: str, profile: str, as_json: bool) -> None:
     """Print a one-time activation link for USER (and a QR code when segno is installed)."""
     result = _admin(data, "POST", "/admin/activations", {"user": user, "profile": profile})
@@ -109,6 +109,7 @@ def device_group() -> None:
 @device_group.command("list")
 @_DATA
 def device_list(data: Path) -> None:
+    """List the devices that hold cards of this server (JSON)."""
     click.echo(json.dumps(_admin(data, "GET", "/admin/devices")["devices"], indent=2))
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from vsc_provider import config
+from vsc_provider import log as vlog
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -27,6 +29,8 @@ from vsc_provider.token.store import CardRecord, ObjectRecord, Store
 
 # Random bytes come from os.urandom (what `secrets` uses) without importing `secrets`, whose hmac and
 # OpenSSL hashlib imports would add to every host's C_Initialize.
+
+log = vlog.get("vsc.token")
 
 SESSION_OBJECT_BASE = 0x40000000
 PROFILE_OBJECT_BASE = 0x20000000
@@ -196,8 +200,17 @@ class Engine:
     def __init__(
         self, store_path: str | os.PathLike[str] | None = None, device_key_path: str | os.PathLike[str] | None = None
     ) -> None:
-        self.store = Store(store_path or config.store_path())
-        self.device_key = load_device_key(device_key_path or config.device_key_path())
+        where = os.fspath(store_path or config.store_path())
+        try:
+            self.store = Store(where)
+            self.device_key = load_device_key(device_key_path or config.device_key_path())
+        except (OSError, sqlite3.Error) as exc:
+            # One line for the user; the traceback only in the debug log (VSC_DEBUG=1).
+            if vlog.TRACE:
+                log.exception("cannot open the card store %s", where)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            culprit = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+            raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store {where}: {reason}{culprit}") from None
         self.cards: dict[int, Card] = {}
         self.hidden: dict[int, CardRecord] = {}  # cards another process is still activating
         self._activating: set[int] = set()  # cards this process is activating

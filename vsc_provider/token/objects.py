@@ -394,8 +394,11 @@ def data_attrs(value: bytes, *, label: str, application: str, token: bool, priva
     return A.make(values)
 
 
+PROFILE_LABEL = "PKCS#11 profile"
+
+
 def profile_attrs(profile_id: int) -> dict[int, bytes]:
-    values = _storage(C.CKO_PROFILE, True, False, "")
+    values = _storage(C.CKO_PROFILE, True, False, PROFILE_LABEL)  # a label keeps listings (p11tool) readable
     values[C.CKA_MODIFIABLE] = False
     values[C.CKA_DESTROYABLE] = False
     values[C.CKA_COPYABLE] = False

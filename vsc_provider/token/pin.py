@@ -32,9 +32,10 @@ class PinPolicy(NamedTuple):
         """Refuse a new PIN that breaks the policy (CKR_PIN_LEN_RANGE or CKR_PIN_INVALID, with the reason)."""
         minimum = self.so_min_length if so else self.min_length
         unit = "digits" if self.digits_only else "bytes"
+        name = "an SO PIN" if so else "a PIN"
         if not minimum <= len(pin) <= self.max_length:
-            raise CKRError(C.CKR_PIN_LEN_RANGE, f"a PIN has {minimum} to {self.max_length} {unit}")
-        problem = weakness(pin) if self.digits_only else ""
+            raise CKRError(C.CKR_PIN_LEN_RANGE, f"{name} has {minimum} to {self.max_length} {unit}")
+        problem = weakness(pin, name) if self.digits_only else ""
         if problem:
             raise CKRError(C.CKR_PIN_INVALID, problem)
 
@@ -62,14 +63,14 @@ class PinPolicy(NamedTuple):
         return float(min(self.delay_max, self.delay_base * 2 ** (failures - self.delay_from_try)))
 
 
-def weakness(pin: bytes) -> str:
-    """Why a PIN is too weak, or '' when it is acceptable."""
+def weakness(pin: bytes, name: str = "a PIN") -> str:
+    """Why a PIN is too weak, or '' when it is acceptable (`name` says which PIN: "a PIN", "an SO PIN")."""
     if not pin.isdigit():
-        return "a PIN has digits only"
+        return f"{name} has digits only"
     digits = [d - 48 for d in pin]
     if len(set(digits)) == 1:
-        return "a PIN may not repeat one digit"
+        return f"{name} may not repeat one digit"
     steps = {(b - a) % 10 for a, b in pairwise(digits)}
     if steps in ({1}, {9}):  # 123456, 987654, and runs that wrap such as 890123
-        return "a PIN may not be an ascending or descending run"
+        return f"{name} may not be an ascending or descending run"
     return ""
