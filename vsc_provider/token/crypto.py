@@ -21,6 +21,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
 from vsc_provider.token import mechanisms as M
+from vsc_provider.token.rsa_raw import RsaRaw
 
 HashFactory = Callable[[], hashes.HashAlgorithm]
 
@@ -110,34 +111,6 @@ def _ecdsa_prehashed(data: bytes, order_bytes: int) -> tuple[bytes, ec.ECDSA]:
     # Leading zeros keep the integer value, which is what ECDSA signs for inputs shorter than the order.
     data = data.rjust(size, b"\x00")
     return data, ec.ECDSA(utils.Prehashed(_PREHASH_BY_SIZE[size]()))
-
-
-class RsaRaw:
-    """The raw RSA private operation (CKM_RSA_X_509 and non-DigestInfo CKM_RSA_PKCS), with CRT."""
-
-    def __init__(self, key: rsa.RSAPrivateKey) -> None:
-        n = key.private_numbers()
-        self.p, self.q, self.dp, self.dq, self.qinv = n.p, n.q, n.dmp1, n.dmq1, n.iqmp
-        self.n = n.public_numbers.n
-        self.e = n.public_numbers.e
-        self.size = (key.key_size + 7) // 8
-
-    def private(self, block: bytes) -> bytes:
-        c = int.from_bytes(block, "big")
-        if c >= self.n:
-            raise CKRError(C.CKR_DATA_INVALID, "input is not smaller than the modulus")
-        m1 = pow(c, self.dp, self.p)
-        m2 = pow(c, self.dq, self.q)
-        m = m2 + ((self.qinv * (m1 - m2)) % self.p) * self.q
-        if pow(m, self.e, self.n) != c:  # fault check: never release a wrong result
-            raise CKRError(C.CKR_FUNCTION_FAILED, "RSA self-check failed")
-        return m.to_bytes(self.size, "big")
-
-    def sign_pkcs1(self, payload: bytes) -> bytes:
-        if len(payload) > self.size - 11:
-            raise CKRError(C.CKR_DATA_LEN_RANGE, "payload too long for PKCS#1 v1.5")
-        block = b"\x00\x01" + b"\xff" * (self.size - 3 - len(payload)) + b"\x00" + payload
-        return self.private(block)
 
 
 def rsa_public_raw(key: rsa.RSAPublicKey, block: bytes) -> bytes:
@@ -254,7 +227,7 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
         if m == C.CKM_RSA_X_509:
             raw = RsaRaw(key)
             return _Buffered(
-                lambda block: raw.private(block.rjust(size, b"\x00")) if len(block) <= size else _too_long(), size
+                lambda block: raw.sign(block.rjust(size, b"\x00")) if len(block) <= size else _too_long(), size
             )
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -615,7 +588,7 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
             def raw_decrypt(d: bytes) -> bytes:
                 if len(d) != size:
                     raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "ciphertext length differs from the modulus")
-                return raw.private(d)
+                return raw.decrypt(d)
 
             return Cipherer(raw_decrypt)
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
