@@ -265,6 +265,8 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
     if isinstance(key, bytes):
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key signs with an HMAC mechanism")
+        if mech.param is not None:
+            raise _bad_param("HMAC mechanisms take no parameter")
         return _HmacSigner(key, HMACS[m])
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot sign")
 
@@ -413,6 +415,8 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
     if isinstance(key, ed25519.Ed25519PublicKey):
         if m != C.CKM_EDDSA:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an Ed25519 key verifies with CKM_EDDSA")
+        if mech.param is not None and (getattr(mech.param, "prehash", False) or getattr(mech.param, "context", b"")):
+            raise _bad_param("Ed25519ph and Ed25519ctx are not supported")
 
         def check_ed(d: bytes, s: bytes) -> None:
             if len(s) != 64:
@@ -423,6 +427,8 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
     if isinstance(key, bytes):
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key verifies with an HMAC mechanism")
+        if mech.param is not None:
+            raise _bad_param("HMAC mechanisms take no parameter")
         signer = _HmacSigner(key, HMACS[m])
 
         def check_mac(d: bytes, s: bytes) -> None:
@@ -506,6 +512,8 @@ def _gcm(mech: Mechanism) -> GcmParams:
         raise _bad_param("AES-GCM needs CK_GCM_PARAMS")
     if not p.iv or p.tag_bits not in (96, 104, 112, 120, 128):
         raise _bad_param("AES-GCM needs an IV and a tag of 96 to 128 bits")
+    if not 8 <= len(p.iv) <= 128:  # what OpenSSL (through `cryptography`) takes
+        raise _bad_param("AES-GCM IVs have 8 to 128 bytes")
     return p
 
 
@@ -605,10 +613,17 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
                 except ValueError as exc:
                     raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "bad padding") from exc
 
+            def cbc_pad_final() -> bytes:
+                try:
+                    last = ctx.finalize()
+                except ValueError as exc:  # the parts added up to no whole number of blocks
+                    raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "ciphertext is not whole blocks") from exc
+                return unpad_final(last)
+
             return Cipherer(
                 lambda d: unpad_final(ctx.update(_enc_aligned(d)) + ctx.finalize()),
                 lambda d: unpadder.update(ctx.update(d)),
-                lambda: unpad_final(ctx.finalize()),
+                cbc_pad_final,
             )
         return Cipherer(
             lambda d: ctx.update(_enc_aligned(d)) + ctx.finalize(),
@@ -648,6 +663,8 @@ def aes_wrap(m: int, key: bytes, data: bytes) -> bytes:
         if len(data) < 16 or len(data) % 8:
             raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap needs a multiple of 8 bytes, at least 16")
         return keywrap.aes_key_wrap(key, data)
+    if not data:
+        raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap with padding needs at least one byte")
     return keywrap.aes_key_wrap_with_padding(key, data)
 
 
