@@ -119,3 +119,29 @@ _ALL = [
     ),
 ]
 SIGN_CASES: dict[tuple[str, str], SignCase] = {(c.kind, c.mech): c for c in _ALL}
+
+
+def _x509_block(size: int) -> bytes:
+    """A raw block whose private operation is the PKCS#1 v1.5 signature of the SHA-256 DigestInfo."""
+    payload = DIGEST_INFO_SHA256 + hashlib.sha256(MESSAGE).digest()
+    return b"\x00\x01" + b"\xff" * (size - 3 - len(payload)) + b"\x00" + payload
+
+
+def _rsa_x509(kind: str, size: int) -> SignCase:
+    block = _x509_block(size)
+    digest = hashlib.sha256(MESSAGE).digest()
+    return SignCase(
+        kind,
+        "RSA_X_509",
+        block,
+        lambda k: k.sign(block, mechanism=_mech("RSA_X_509")),
+        # `cryptography` has no raw private operation: the floor is the same single private operation
+        # behind PKCS#1 v1.5 over the same DigestInfo (the output is the same bytes).
+        lambda k: k.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256())),
+    )
+
+
+# Rows of their own (test_sign_raw_rsa): the C driver has no raw-block input, so they stay out of SIGN_CASES.
+RAW_RSA_CASES: dict[tuple[str, str], SignCase] = {
+    (c.kind, c.mech): c for c in (_rsa_x509("rsa2048", 256), _rsa_x509("rsa3072", 384))
+}

@@ -10,16 +10,25 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from benchmarks.cases import SIGN_CASES
+from benchmarks.cases import RAW_RSA_CASES, SIGN_CASES, SignCase
 from benchmarks.common import IMPLS, ROUNDS, median_us, smoke
 
 
 def test_sign(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any]) -> None:
+    _measure(benchmark, sessions, raw_keys, list(SIGN_CASES.values()))
+
+
+def test_sign_raw_rsa(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any]) -> None:
+    """CKM_RSA_X_509: the raw private operation (OpenSSL without padding in vsc)."""
+    _measure(benchmark, sessions, raw_keys, list(RAW_RSA_CASES.values()))
+
+
+def _measure(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any], cases: list[SignCase]) -> None:
     import pkcs11
 
     rounds = 1 if smoke(benchmark) else ROUNDS
     calls: dict[tuple[str, str], Callable[[], bytes]] = {}
-    for case in SIGN_CASES.values():
+    for case in cases:
         for impl in IMPLS:
             if impl == "raw":
                 key = raw_keys[case.kind]

@@ -25,6 +25,7 @@ from vsc_provider.pkcs11 import (
     signing as _signing,
     slots as _slots,
 )
+from vsc_provider.token import mechanisms as _token_mechanisms
 
 NULL = ffi.NULL
 OK = C.CKR_OK
@@ -35,6 +36,10 @@ _log = _vlog.get("vsc.pkcs11")
 _vlog.configure_from_environment()
 _buffer = ffi.buffer
 _memmove = ffi.memmove
+# Lengths and counts beyond these are a caller's mistake (a (CK_ULONG)-1, a count of 2^31): answer
+# CKR_ARGUMENTS_BAD rather than read or allocate that much. No PKCS#11 buffer or template comes near them.
+_MAX_LEN = 1 << 31
+_MAX_COUNT = 1 << 16
 
 
 def _entry(fn):
@@ -70,6 +75,8 @@ def _bytes(ptr, length):
         return b""
     if ptr == NULL:
         raise CKRError(BAD, "NULL data pointer with a non-zero length")
+    if length >= _MAX_LEN:
+        raise CKRError(BAD, "length beyond any buffer")
     return _buffer(ptr, length)[:]
 
 
@@ -94,12 +101,16 @@ def _template(p_template, count):
         return []
     if p_template == NULL:
         raise CKRError(BAD, "NULL template with a non-zero count")
+    if count >= _MAX_COUNT:
+        raise CKRError(BAD, "attribute count beyond any template")
     out = []
     for i in range(count):
         a = p_template[i]
         n = a.ulValueLen
         if n and a.pValue == NULL:
             raise CKRError(BAD, "attribute with a NULL value and a non-zero length")
+        if n >= _MAX_LEN:
+            raise CKRError(BAD, "attribute length beyond any buffer")
         out.append((a.type, _buffer(a.pValue, n)[:] if n else b""))
     return out
 
@@ -121,6 +132,7 @@ _PSS = frozenset(
     }
 )
 _mech_cache = {}
+_OFFERED = _token_mechanisms.MECHANISMS
 
 
 def _mechanism(p_mech):
@@ -133,7 +145,9 @@ def _mechanism(p_mech):
             raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "NULL parameter with a non-zero length")
         m = _mech_cache.get(mtype)
         if m is None:
-            m = _mech_cache[mtype] = Mechanism(mtype)
+            m = Mechanism(mtype)
+            if mtype in _OFFERED:  # only the token's own types: a caller cannot grow the cache
+                _mech_cache[mtype] = m
         return m
     if mtype in _PSS:
         p = _struct("CK_RSA_PKCS_PSS_PARAMS", p_mech)
@@ -153,7 +167,7 @@ def _mechanism(p_mech):
     if mtype == C.CKM_EDDSA:
         p = _struct("CK_EDDSA_PARAMS", p_mech)
         return Mechanism(mtype, EddsaParams(bool(p.phFlag), _bytes(p.pContextData, p.ulContextDataLen)))
-    return Mechanism(mtype, _buffer(p_mech.pParameter, n)[:])
+    return Mechanism(mtype, _bytes(p_mech.pParameter, n))
 
 
 def _handle_out(ptr, value):
@@ -398,7 +412,7 @@ def C_GetObjectSize(h, h_object, pul_size):
 
 @_entry
 def C_GetAttributeValue(h, h_object, p_template, count):
-    if count and p_template == NULL:
+    if (count and p_template == NULL) or count >= _MAX_COUNT:
         return BAD
     values = _objects.get_attribute_value(h, h_object, [p_template[i].type for i in range(count)])
     rv = OK
@@ -549,7 +563,7 @@ def C_Sign(h, p_data, data_len, p_sig, pul_sig):
     if pul_sig == NULL:
         return BAD
     if data_len:
-        if p_data == NULL:  # ffi.buffer would read from wherever NULL + n points
+        if p_data == NULL or data_len >= _MAX_LEN:  # ffi.buffer would read from wherever NULL + n points
             return BAD
         data = _buffer(p_data, data_len)[:]
     else:
@@ -657,7 +671,7 @@ def C_SeedRandom(h, p_seed, seed_len):
 
 @_entry
 def C_GenerateRandom(h, p_out, length):
-    if p_out == NULL and length:
+    if (p_out == NULL and length) or length >= _MAX_LEN:
         return BAD
     data = _random.generate_random(h, length)
     if length:

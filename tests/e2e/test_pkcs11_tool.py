@@ -122,3 +122,35 @@ def test_builtin_test_with_keys_present(fresh_card: E2ECard) -> None:
     out = p11tool(fresh_card, "--test", "--test", login=True)
     assert "No errors" in out, f"pkcs11-tool --test reported errors:\n{out}"
     assert "RSA-PKCS: OK" in out, f"pkcs11-tool --test did not exercise the RSA key:\n{out}"
+
+
+def test_raw_rsa_x509_sign_and_decrypt_in_a_c_host(e2e_card: E2ECard, tmp_path: Path) -> None:
+    """CKM_RSA_X_509 runs in OpenSSL inside the module (token/rsa_raw.py), here in a host that is not Python:
+    `openssl pkeyutl -verifyrecover` with no padding recovers the block, and a raw encryption decrypts."""
+    k = e2e_card.rsa
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(k.public_pem)
+    block = tmp_path / "block.bin"
+    block.write_bytes(b"\x00" + bytes(range(1, 256)))
+    signature, recovered = tmp_path / "signature.bin", tmp_path / "recovered.bin"
+    p11tool(
+        e2e_card, "--sign -m RSA-X-509", "--sign", "--id", k.id, "-m", "RSA-X-509",
+        "-i", str(block), "-o", str(signature), login=True,
+    )  # fmt: skip
+    run(
+        "openssl pkeyutl -verifyrecover of the RSA-X-509 signature",
+        ["openssl", "pkeyutl", "-verifyrecover", "-pubin", "-inkey", str(pub), "-pkeyopt", "rsa_padding_mode:none",
+         "-in", str(signature), "-out", str(recovered)],
+    )  # fmt: skip
+    assert recovered.read_bytes() == block.read_bytes()
+    ciphertext, plain = tmp_path / "ciphertext.bin", tmp_path / "plain.bin"
+    run(
+        "openssl pkeyutl -encrypt without padding",
+        ["openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", str(pub), "-pkeyopt", "rsa_padding_mode:none",
+         "-in", str(block), "-out", str(ciphertext)],
+    )  # fmt: skip
+    p11tool(
+        e2e_card, "--decrypt -m RSA-X-509", "--decrypt", "--id", k.id, "-m", "RSA-X-509",
+        "-i", str(ciphertext), "-o", str(plain), login=True,
+    )  # fmt: skip
+    assert plain.read_bytes() == block.read_bytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, deliver, find_object
+from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object
 
 
 def digest_init(h: int, mech: Mechanism) -> None:
@@ -40,8 +40,16 @@ def digest(h: int, data: bytes, query: bool, capacity: int) -> bytes:
     return deliver(s, "digest", op, run, query, capacity)
 
 
+def _ended_by_a_result(s: Session, op: Operation) -> None:
+    """C_Digest or C_DigestFinal answered CKR_BUFFER_TOO_SMALL: the hash is final, only that call may follow."""
+    if op.result is not None:
+        s.digest = None
+        raise CKRError(C.CKR_OPERATION_ACTIVE, "the digest was computed: call C_Digest/C_DigestFinal again")
+
+
 def digest_update(h: int, part: bytes) -> None:
     s, op = _op(h)
+    _ended_by_a_result(s, op)
     op.multipart = True
     try:
         op.worker.update(part)
@@ -52,6 +60,7 @@ def digest_update(h: int, part: bytes) -> None:
 
 def digest_key(h: int, key: int) -> None:
     s, op = _op(h)
+    _ended_by_a_result(s, op)
     obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
     if obj.klass != C.CKO_SECRET_KEY:
         raise CKRError(C.CKR_KEY_INDIGESTIBLE, "only secret keys can be digested")

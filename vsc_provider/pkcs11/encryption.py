@@ -42,8 +42,20 @@ def _op(h: int, attr: str) -> tuple[Session, Operation]:
     return s, op
 
 
+class _UpdateOutput(bytes):
+    """A C_*Update output kept for the caller's retry after CKR_BUFFER_TOO_SMALL (a final or one-shot result is
+    plain bytes): a call of the other kind in between ends the operation instead of handing over the wrong one."""
+
+
+def _pending_of_another_call(s: Session, attr: str, op: Operation, update: bool) -> None:
+    if op.result is not None and isinstance(op.result, _UpdateOutput) != update:
+        setattr(s, attr, None)
+        raise CKRError(C.CKR_OPERATION_ACTIVE, "an earlier call's output was not collected")
+
+
 def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
     s, op = _op(h, attr)
+    _pending_of_another_call(s, attr, op, update=False)
     if op.multipart:
         setattr(s, attr, None)
         raise CKRError(C.CKR_OPERATION_ACTIVE, "single-part call after an update")
@@ -52,11 +64,12 @@ def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> byt
 
 def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
     s, op = _op(h, attr)
+    _pending_of_another_call(s, attr, op, update=True)
     op.multipart = True
     out = op.result
     if out is None:
         try:
-            out = op.result = op.worker.update(data)
+            out = op.result = _UpdateOutput(op.worker.update(data))
         except Exception:
             setattr(s, attr, None)
             raise
@@ -72,6 +85,7 @@ def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes
 
 def _final(h: int, attr: str, query: bool, capacity: int) -> bytes:
     s, op = _op(h, attr)
+    _pending_of_another_call(s, attr, op, update=False)
     return deliver(s, attr, op, op.worker.final, query, capacity)
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vsc_provider.token.objects import TokenObject
 
 _SESSIONS = LIB.sessions
+_PREPARED_MAX = 256
 
 
 def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bool) -> None:
@@ -55,6 +56,8 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
 
         signer = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
     needs_auth = obj.bool(C.CKA_ALWAYS_AUTHENTICATE)
+    if len(card.signers) >= _PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
+        card.signers.clear()
     card.signers[key, mech] = (signer, obj, obj.attrs, needs_auth)
     _start(s, card, signer, obj, needs_auth)
 
@@ -94,6 +97,9 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
 
 def sign_update(h: int, part: bytes) -> None:
     s, op = _sign_op(h)
+    if op.result is not None:  # C_Sign/C_SignFinal answered CKR_BUFFER_TOO_SMALL: only that call may follow
+        s.sign = None
+        raise CKRError(C.CKR_OPERATION_ACTIVE, "the signature was computed: call C_Sign/C_SignFinal again")
     if not op.multipart:
         op.multipart = True
         op.worker = op.worker.fresh()

@@ -21,6 +21,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
 from vsc_provider.token import mechanisms as M
+from vsc_provider.token.rsa_raw import RsaRaw
 
 HashFactory = Callable[[], hashes.HashAlgorithm]
 
@@ -110,34 +111,6 @@ def _ecdsa_prehashed(data: bytes, order_bytes: int) -> tuple[bytes, ec.ECDSA]:
     # Leading zeros keep the integer value, which is what ECDSA signs for inputs shorter than the order.
     data = data.rjust(size, b"\x00")
     return data, ec.ECDSA(utils.Prehashed(_PREHASH_BY_SIZE[size]()))
-
-
-class RsaRaw:
-    """The raw RSA private operation (CKM_RSA_X_509 and non-DigestInfo CKM_RSA_PKCS), with CRT."""
-
-    def __init__(self, key: rsa.RSAPrivateKey) -> None:
-        n = key.private_numbers()
-        self.p, self.q, self.dp, self.dq, self.qinv = n.p, n.q, n.dmp1, n.dmq1, n.iqmp
-        self.n = n.public_numbers.n
-        self.e = n.public_numbers.e
-        self.size = (key.key_size + 7) // 8
-
-    def private(self, block: bytes) -> bytes:
-        c = int.from_bytes(block, "big")
-        if c >= self.n:
-            raise CKRError(C.CKR_DATA_INVALID, "input is not smaller than the modulus")
-        m1 = pow(c, self.dp, self.p)
-        m2 = pow(c, self.dq, self.q)
-        m = m2 + ((self.qinv * (m1 - m2)) % self.p) * self.q
-        if pow(m, self.e, self.n) != c:  # fault check: never release a wrong result
-            raise CKRError(C.CKR_FUNCTION_FAILED, "RSA self-check failed")
-        return m.to_bytes(self.size, "big")
-
-    def sign_pkcs1(self, payload: bytes) -> bytes:
-        if len(payload) > self.size - 11:
-            raise CKRError(C.CKR_DATA_LEN_RANGE, "payload too long for PKCS#1 v1.5")
-        block = b"\x00\x01" + b"\xff" * (self.size - 3 - len(payload)) + b"\x00" + payload
-        return self.private(block)
 
 
 def rsa_public_raw(key: rsa.RSAPublicKey, block: bytes) -> bytes:
@@ -254,7 +227,7 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
         if m == C.CKM_RSA_X_509:
             raw = RsaRaw(key)
             return _Buffered(
-                lambda block: raw.private(block.rjust(size, b"\x00")) if len(block) <= size else _too_long(), size
+                lambda block: raw.sign(block.rjust(size, b"\x00")) if len(block) <= size else _too_long(), size
             )
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -292,6 +265,8 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
     if isinstance(key, bytes):
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key signs with an HMAC mechanism")
+        if mech.param is not None:
+            raise _bad_param("HMAC mechanisms take no parameter")
         return _HmacSigner(key, HMACS[m])
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot sign")
 
@@ -440,6 +415,8 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
     if isinstance(key, ed25519.Ed25519PublicKey):
         if m != C.CKM_EDDSA:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an Ed25519 key verifies with CKM_EDDSA")
+        if mech.param is not None and (getattr(mech.param, "prehash", False) or getattr(mech.param, "context", b"")):
+            raise _bad_param("Ed25519ph and Ed25519ctx are not supported")
 
         def check_ed(d: bytes, s: bytes) -> None:
             if len(s) != 64:
@@ -450,6 +427,8 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
     if isinstance(key, bytes):
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key verifies with an HMAC mechanism")
+        if mech.param is not None:
+            raise _bad_param("HMAC mechanisms take no parameter")
         signer = _HmacSigner(key, HMACS[m])
 
         def check_mac(d: bytes, s: bytes) -> None:
@@ -533,6 +512,8 @@ def _gcm(mech: Mechanism) -> GcmParams:
         raise _bad_param("AES-GCM needs CK_GCM_PARAMS")
     if not p.iv or p.tag_bits not in (96, 104, 112, 120, 128):
         raise _bad_param("AES-GCM needs an IV and a tag of 96 to 128 bits")
+    if not 8 <= len(p.iv) <= 128:  # what OpenSSL (through `cryptography`) takes
+        raise _bad_param("AES-GCM IVs have 8 to 128 bytes")
     return p
 
 
@@ -615,7 +596,7 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
             def raw_decrypt(d: bytes) -> bytes:
                 if len(d) != size:
                     raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "ciphertext length differs from the modulus")
-                return raw.private(d)
+                return raw.decrypt(d)
 
             return Cipherer(raw_decrypt)
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an RSA key")
@@ -632,10 +613,17 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
                 except ValueError as exc:
                     raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "bad padding") from exc
 
+            def cbc_pad_final() -> bytes:
+                try:
+                    last = ctx.finalize()
+                except ValueError as exc:  # the parts added up to no whole number of blocks
+                    raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "ciphertext is not whole blocks") from exc
+                return unpad_final(last)
+
             return Cipherer(
                 lambda d: unpad_final(ctx.update(_enc_aligned(d)) + ctx.finalize()),
                 lambda d: unpadder.update(ctx.update(d)),
-                lambda: unpad_final(ctx.finalize()),
+                cbc_pad_final,
             )
         return Cipherer(
             lambda d: ctx.update(_enc_aligned(d)) + ctx.finalize(),
@@ -675,6 +663,8 @@ def aes_wrap(m: int, key: bytes, data: bytes) -> bytes:
         if len(data) < 16 or len(data) % 8:
             raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap needs a multiple of 8 bytes, at least 16")
         return keywrap.aes_key_wrap(key, data)
+    if not data:
+        raise CKRError(C.CKR_DATA_LEN_RANGE, "AES key wrap with padding needs at least one byte")
     return keywrap.aes_key_wrap_with_padding(key, data)
 
 
