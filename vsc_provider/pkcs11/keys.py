@@ -16,7 +16,8 @@ from vsc_provider.token import objects as O
 
 
 def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes]) -> Any:
-    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519)."""
+    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519,
+    ML-DSA-44/65/87, ML-KEM-768/1024)."""
     # `cryptography` loads at the first use, not at C_Initialize
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -42,6 +43,14 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
             raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
         return ec.generate_private_key(O.ec_curve(oid))
+    if mech.type in (C.CKM_ML_DSA_KEY_PAIR_GEN, C.CKM_ML_KEM_KEY_PAIR_GEN):
+        from vsc_provider.token import pqc
+
+        key_type = pqc.KEY_TYPE_OF_GEN[mech.type]
+        chosen = T.ulong(pub_t, C.CKA_PARAMETER_SET)
+        if chosen is None:
+            chosen = T.ulong(priv_t, C.CKA_PARAMETER_SET)
+        return pqc.generate(pqc.parameter_set(key_type, chosen))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not generate key pairs")
 
 

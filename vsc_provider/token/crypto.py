@@ -293,6 +293,10 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key signs with an HMAC mechanism")
         return _HmacSigner(key, HMACS[m])
+    from vsc_provider.token import pqc  # post-quantum keys: their own module
+
+    if pqc.is_pq(key):
+        return pqc.make_signer(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot sign")
 
 
@@ -460,6 +464,10 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
                 raise CKRError(C.CKR_SIGNATURE_INVALID, "HMAC does not verify")
 
         return Verifier(check_mac, None, None)
+    from vsc_provider.token import pqc
+
+    if pqc.is_pq(key):
+        return pqc.make_verifier(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot verify")
 
 
