@@ -361,3 +361,64 @@ def test_mechanisms_listed(card_env: CardEnv) -> None:
     info = slot.get_mechanism_info(Mechanism.ML_KEM)
     assert int(info.flags) & (C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE) == C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE
     assert int(slot.get_mechanism_info(Mechanism.ML_DSA).flags) & C.CKF_SIGN
+
+
+def test_kem_calls_refuse_bad_input(raw: RawModule, card_env: CardEnv, session: pkcs11.Session) -> None:
+    pub, priv = _ml_kem(session, MLKEMParameterSet.ML_KEM_768)
+    dsa_pub, dsa_priv = _ml_dsa(session, MLDSAParameterSet.ML_DSA_44)
+    table = _table(raw, (3, 2))
+    args = (CK_ULONG, CK_ULONG, ctypes.c_void_p, CK_ULONG, ctypes.c_void_p, CK_ULONG)
+    encapsulate = ctypes.CFUNCTYPE(*args, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+        _entry(table, "C_EncapsulateKey")
+    )
+    decapsulate = ctypes.CFUNCTYPE(*args, ctypes.c_void_p, CK_ULONG, ctypes.c_void_p)(_entry(table, "C_DecapsulateKey"))
+    kem = CK_MECHANISM(C.CKM_ML_KEM, None, 0)
+    h = raw.open(int(card_env.slot().slot_id))
+    n, hk = CK_ULONG(), CK_ULONG()
+    buf = ctypes.create_string_buffer(2000)
+    try:
+
+        def enc(mech: object, key: int) -> int:
+            n.value = 2000
+            return int(encapsulate(h, mech, key, None, 0, buf, ctypes.byref(n), ctypes.byref(hk)))
+
+        def dec(mech: object, key: int, data: bytes | None, length: int) -> int:
+            return int(decapsulate(h, mech, key, None, 0, data, length, ctypes.byref(hk)))
+
+        assert enc(None, pub.handle) == C.CKR_ARGUMENTS_BAD
+        assert enc(ctypes.byref(kem), 0x7FFF0000) == C.CKR_KEY_HANDLE_INVALID
+        assert enc(ctypes.byref(CK_MECHANISM(C.CKM_RSA_PKCS, None, 0)), pub.handle) == C.CKR_MECHANISM_INVALID
+        assert enc(ctypes.byref(kem), priv.handle) == C.CKR_KEY_TYPE_INCONSISTENT
+        assert enc(ctypes.byref(kem), dsa_pub.handle) == C.CKR_KEY_FUNCTION_NOT_PERMITTED
+        param = ctypes.create_string_buffer(8)
+        with_param = CK_MECHANISM(C.CKM_ML_KEM, ctypes.cast(param, ctypes.c_void_p), 8)
+        assert enc(ctypes.byref(with_param), pub.handle) == C.CKR_MECHANISM_PARAM_INVALID
+        assert dec(ctypes.byref(kem), priv.handle, None, 1088) == C.CKR_ARGUMENTS_BAD
+        assert dec(ctypes.byref(kem), pub.handle, bytes(1088), 1088) == C.CKR_KEY_TYPE_INCONSISTENT
+        assert dec(ctypes.byref(kem), dsa_priv.handle, bytes(1088), 1088) == C.CKR_KEY_FUNCTION_NOT_PERMITTED
+        # ML-KEM keys do not sign, ML-DSA keys sign only with CKM_ML_DSA
+        assert raw.C_SignInit(h, ctypes.byref(CK_MECHANISM(C.CKM_ML_DSA, None, 0)), priv.handle) == (
+            C.CKR_KEY_FUNCTION_NOT_PERMITTED
+        )
+        sha = CK_MECHANISM(C.CKM_SHA256_RSA_PKCS, None, 0)
+        assert raw.C_SignInit(h, ctypes.byref(sha), dsa_priv.handle) == C.CKR_KEY_TYPE_INCONSISTENT
+        # A forged ciphertext of the right length decapsulates (implicit rejection) to a different secret.
+        ciphertext, mine = pub.encapsulate_key(KeyType.GENERIC_SECRET, template=EXTRACTABLE)
+        forged = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
+        other = priv.decapsulate_key(forged, KeyType.GENERIC_SECRET, template=EXTRACTABLE)
+        assert other[Attribute.VALUE] != mine[Attribute.VALUE]
+    finally:
+        raw.C_CloseSession(h)
+
+
+def test_kem_without_login(card_env: CardEnv) -> None:
+    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
+        _ml_kem(s, MLKEMParameterSet.ML_KEM_768, store=True, label="kem-login")
+    reinitialize(card_env.lib)  # every session gone: the card is logged out
+    with card_env.token().open(rw=True) as s:
+        key = s.get_key(label="kem-login", object_class=ObjectClass.PUBLIC_KEY)
+        assert key[Attribute.ENCAPSULATE]
+        # the private key is out of reach, and the new secret key would be a private object
+        assert not list(s.get_objects({Attribute.LABEL: "kem-login", Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        with pytest.raises(pkcs11.exceptions.UserNotLoggedIn):
+            key.encapsulate_key(KeyType.GENERIC_SECRET)
