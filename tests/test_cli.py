@@ -93,13 +93,6 @@ def test_clear_one_line_errors(vsc_home, card):
     assert no_pin.returncode != 0 and "needed" in no_pin.stderr
 
 
-def test_module_path_and_p11kit_file(vsc_home, module_path, tmp_path):
-    assert run_vsc("module", "path").stdout.strip() == module_path
-    target = tmp_path / "modules" / "vsc.module"
-    run_vsc("module", "p11-kit", "--write", str(target))
-    assert f"module: {module_path}" in target.read_text()
-
-
 def test_post_quantum_keys(vsc_home, card):
     made = {}
     for kind in ("ml-dsa-65", "ml-kem-768"):
@@ -125,3 +118,10 @@ def test_post_quantum_keys(vsc_home, card):
         "key", "generate", "--card", card, "--type", "ml-kem-512", "--label", "x", "--pin", USER_PIN, check=False
     )
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_module_path_and_p11kit_file(vsc_home, module_path, tmp_path):
+    assert run_vsc("module", "path").stdout.strip() == module_path
+    target = tmp_path / "modules" / "vsc.module"
+    run_vsc("module", "p11-kit", "--write", str(target))
+    assert f"module: {module_path}" in target.read_text()

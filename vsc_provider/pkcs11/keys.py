@@ -16,8 +16,7 @@ from vsc_provider.token import objects as O
 
 
 def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes]) -> Any:
-    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519,
-    ML-DSA-44/65/87, ML-KEM-768/1024)."""
+    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519)."""
     # `cryptography` loads at the first use, not at C_Initialize
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 

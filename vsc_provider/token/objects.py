@@ -63,6 +63,9 @@ class TokenObject:
         return True
 
 
+# Post-quantum key types (PKCS#11 3.2), whose algorithms live in vsc_provider.token.pqc.
+PQ_KEY_TYPES = frozenset({C.CKK_ML_DSA, C.CKK_ML_KEM})
+
 # Attributes a caller may never read back, whatever the object says.
 NEVER_READABLE = frozenset(
     {
@@ -103,9 +106,6 @@ MODIFIABLE = frozenset(
         C.CKA_DECAPSULATE,
     }
 )
-
-# Post-quantum key types (PKCS#11 3.2), whose algorithms live in vsc_provider.token.pqc.
-PQ_KEY_TYPES = frozenset({C.CKK_ML_DSA, C.CKK_ML_KEM})
 
 # Named curves by OID, with the name `cryptography` gives them (EllipticCurve.name).
 EC_CURVES = {
