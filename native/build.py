@@ -18,7 +18,7 @@ import cffi
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from functions import NOT_PARALLEL, NOT_SUPPORTED, V2, V3, Param, python_functions  # noqa: E402
+from functions import NOT_PARALLEL, NOT_SUPPORTED, V2, V3, V32, Param, python_functions  # noqa: E402
 
 MODULE = "vsc_provider._pkcs11"
 
@@ -51,7 +51,7 @@ def _cdef() -> str:
 def _source() -> str:
     decls = "".join(f"static CK_RV py_{name}({_signature(p)});\n" for name, p in python_functions())
     wrappers = []
-    for name, params in [*V2, *V3]:
+    for name, params in [*V2, *V3, *V32]:
         body = None
         if name in NOT_SUPPORTED:
             body = "return CKR_FUNCTION_NOT_SUPPORTED;"
@@ -73,11 +73,12 @@ def _source() -> str:
             fields.append(f"    {target},")
         return "\n".join(fields)
 
-    struct_fields = "".join(f"    CK_RV (*{name})({_signature(p)});\n" for name, p in [*V2, *V3])
+    struct_fields = "".join(f"    CK_RV (*{name})({_signature(p)});\n" for name, p in [*V2, *V3, *V32])
     tables = (
         f"typedef struct VSC_FUNCTION_LIST {{\n    CK_VERSION version;\n{struct_fields}}} VSC_FUNCTION_LIST;\n"
         f"static VSC_FUNCTION_LIST vsc_functions_2_40 = {{\n    {{2, 40}},\n{table(V2)}\n}};\n"
         f"static VSC_FUNCTION_LIST vsc_functions_3_0 = {{\n    {{3, 0}},\n{table([*V2, *V3])}\n}};\n"
+        f"static VSC_FUNCTION_LIST vsc_functions_3_2 = {{\n    {{3, 2}},\n{table([*V2, *V3, *V32])}\n}};\n"
     )
     shim = (HERE / "shim.c").read_text()
     shim = shim.replace("VSC_PY_DECLS", decls).replace("VSC_WRAPPERS", "\n".join(wrappers))

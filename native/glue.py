@@ -13,11 +13,20 @@ import sys as _sys
 from vsc_provider import log as _vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError, rv_name
-from vsc_provider.ck.params import EddsaParams, Ecdh1Params, GcmParams, Mechanism, OaepParams, PssParams
+from vsc_provider.ck.params import (
+    EddsaParams,
+    Ecdh1Params,
+    GcmParams,
+    Mechanism,
+    OaepParams,
+    PssParams,
+    SignContextParams,
+)
 from vsc_provider.pkcs11 import (
     digest as _digest,
     encryption as _enc,
     general as _general,
+    kem as _kem,
     keys as _keys,
     objects as _objects,
     random as _random,
@@ -167,6 +176,9 @@ def _mechanism(p_mech):
     if mtype == C.CKM_EDDSA:
         p = _struct("CK_EDDSA_PARAMS", p_mech)
         return Mechanism(mtype, EddsaParams(bool(p.phFlag), _bytes(p.pContextData, p.ulContextDataLen)))
+    if mtype == C.CKM_ML_DSA:
+        p = _struct("CK_SIGN_ADDITIONAL_CONTEXT", p_mech)
+        return Mechanism(mtype, SignContextParams(p.hedgeVariant, _bytes(p.pContext, p.ulContextLen)))
     return Mechanism(mtype, _bytes(p_mech.pParameter, n))
 
 
@@ -658,6 +670,38 @@ def C_DeriveKey(h, p_mech, h_base, p_template, count, ph_key):
     if ph_key == NULL:
         return BAD
     return _handle_out(ph_key, _keys.derive_key(h, _mechanism(p_mech), h_base, _template(p_template, count)))
+
+
+# --- key encapsulation (3.2) -----------------------------------------------------------------
+
+
+@_entry
+def C_EncapsulateKey(h, p_mech, h_public, p_template, count, p_out, pul_out, ph_key):
+    if pul_out == NULL or ph_key == NULL:
+        return BAD
+    mech = _mechanism(p_mech)
+    template = _template(p_template, count)
+    made = []
+
+    def compute(query, capacity):
+        ciphertext, handle = _kem.encapsulate_key(h, mech, h_public, template, query, capacity)
+        made.append(handle)
+        return ciphertext
+
+    rv = _deliver(compute, p_out, pul_out)
+    if rv == OK and made and made[0]:
+        ph_key[0] = made[0]
+    return rv
+
+
+@_entry
+def C_DecapsulateKey(h, p_mech, h_private, p_template, count, p_ciphertext, ciphertext_len, ph_key):
+    if ph_key == NULL:
+        return BAD
+    handle = _kem.decapsulate_key(
+        h, _mechanism(p_mech), h_private, _template(p_template, count), _bytes(p_ciphertext, ciphertext_len)
+    )
+    return _handle_out(ph_key, handle)
 
 
 # --- random ----------------------------------------------------------------------------------

@@ -150,3 +150,10 @@ typedef struct CK_EDDSA_PARAMS {
     CK_ULONG ulContextDataLen;
     CK_BYTE_PTR pContextData;
 } CK_EDDSA_PARAMS;
+
+/* 3.2: the parameter of CKM_ML_DSA (hedging and a context string). */
+typedef struct CK_SIGN_ADDITIONAL_CONTEXT {
+    CK_ULONG hedgeVariant;
+    CK_BYTE_PTR pContext;
+    CK_ULONG ulContextLen;
+} CK_SIGN_ADDITIONAL_CONTEXT;

@@ -272,8 +272,13 @@ CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION *pVersion, void 
 
 VSC_TABLES
 
-static CK_INTERFACE vsc_interfaces[2] = {
+/* The first entry is what a caller asking for no particular version gets: 3.0, as before 3.2 existed here
+ * (p11-kit, OpenSC and NSS know the 3.0 table). A caller that wants the KEM functions asks for 3.2 by
+ * version, as python-pkcs11 does. */
+#define VSC_INTERFACES 3
+static CK_INTERFACE vsc_interfaces[VSC_INTERFACES] = {
     {(CK_CHAR *)"PKCS 11", &vsc_functions_3_0, 0},
+    {(CK_CHAR *)"PKCS 11", &vsc_functions_3_2, 0},
     {(CK_CHAR *)"PKCS 11", &vsc_functions_2_40, 0},
 };
 
@@ -290,15 +295,15 @@ __attribute__((visibility("default"))) CK_RV C_GetInterfaceList(void *pInterface
     if (!pulCount)
         return CKR_ARGUMENTS_BAD;
     if (!pInterfacesList) {
-        *pulCount = 2;
+        *pulCount = VSC_INTERFACES;
         return CKR_OK;
     }
-    if (*pulCount < 2) {
-        *pulCount = 2;
+    if (*pulCount < VSC_INTERFACES) {
+        *pulCount = VSC_INTERFACES;
         return CKR_BUFFER_TOO_SMALL;
     }
     memcpy(pInterfacesList, vsc_interfaces, sizeof(vsc_interfaces));
-    *pulCount = 2;
+    *pulCount = VSC_INTERFACES;
     return CKR_OK;
 }
 
@@ -310,7 +315,7 @@ __attribute__((visibility("default"))) CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInt
         return CKR_ARGUMENTS_BAD;
     if (pInterfaceName && strcmp((const char *)pInterfaceName, "PKCS 11") != 0)
         return CKR_ARGUMENTS_BAD;
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < VSC_INTERFACES; i++) {
         CK_VERSION *v = (CK_VERSION *)vsc_interfaces[i].pFunctionList;
         if (pVersion && (pVersion->major != v->major || pVersion->minor != v->minor))
             continue;

@@ -93,6 +93,33 @@ def test_clear_one_line_errors(vsc_home, card):
     assert no_pin.returncode != 0 and "needed" in no_pin.stderr
 
 
+def test_post_quantum_keys(vsc_home, card):
+    made = {}
+    for kind in ("ml-dsa-65", "ml-kem-768"):
+        keys = json.loads(
+            run_vsc(
+                "key", "generate", "--card", card, "--type", kind, "--label", kind, "--pin", USER_PIN, "--json"
+            ).stdout
+        )
+        assert {k["kind"] for k in keys} == {"public", "private"}
+        made[kind] = keys
+    assert {k["details"]["parameter_set"] for k in made["ml-dsa-65"]} == {"ML-DSA-65"}
+    assert {k["key_type"] for k in made["ml-kem-768"]} == {"ML-KEM"}
+    listed = json.loads(run_vsc("key", "list", "--card", card, "--pin", USER_PIN, "--json").stdout)
+    assert sorted((k["label"], k["kind"], k["key_type"]) for k in listed) == [
+        ("ml-dsa-65", "private", "ML-DSA"),
+        ("ml-dsa-65", "public", "ML-DSA"),
+        ("ml-kem-768", "private", "ML-KEM"),
+        ("ml-kem-768", "public", "ML-KEM"),
+    ]
+    human = run_vsc("key", "list", "--card", card, "--pin", USER_PIN).stdout
+    assert "ML-DSA" in human and "ML-KEM" in human
+    bad = run_vsc(
+        "key", "generate", "--card", card, "--type", "ml-kem-512", "--label", "x", "--pin", USER_PIN, check=False
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
 def test_module_path_and_p11kit_file(vsc_home, module_path, tmp_path):
     assert run_vsc("module", "path").stdout.strip() == module_path
     target = tmp_path / "modules" / "vsc.module"

@@ -32,6 +32,18 @@ KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
     "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.2.840.10045.3.1.7")}),
     "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.3.132.0.34")}),
     "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(O.ED25519_OID)}),
+    "ml-dsa-44": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_44}),
+    "ml-dsa-65": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_65}),
+    "ml-dsa-87": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_87}),
+    "ml-kem-768": (C.CKM_ML_KEM_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_KEM_768}),
+    "ml-kem-1024": (C.CKM_ML_KEM_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_KEM_1024}),
+}
+PARAMETER_SET_NAMES: dict[tuple[int | None, int | None], str] = {
+    (C.CKK_ML_DSA, C.CKP_ML_DSA_44): "ML-DSA-44",
+    (C.CKK_ML_DSA, C.CKP_ML_DSA_65): "ML-DSA-65",
+    (C.CKK_ML_DSA, C.CKP_ML_DSA_87): "ML-DSA-87",
+    (C.CKK_ML_KEM, C.CKP_ML_KEM_768): "ML-KEM-768",
+    (C.CKK_ML_KEM, C.CKP_ML_KEM_1024): "ML-KEM-1024",
 }
 CLASS_NAMES = {
     C.CKO_DATA: "data",
@@ -46,6 +58,8 @@ KEY_TYPE_NAMES = {
     C.CKK_EC_EDWARDS: "EdDSA",
     C.CKK_AES: "AES",
     C.CKK_GENERIC_SECRET: "generic",
+    C.CKK_ML_DSA: "ML-DSA",
+    C.CKK_ML_KEM: "ML-KEM",
 }
 
 
@@ -134,6 +148,8 @@ def describe(card: Card, token: str, obj: Any) -> ObjectInfo:
         details["bits"] = A.get_ulong(attrs, C.CKA_MODULUS_BITS)
     if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS) and C.CKA_EC_PARAMS in attrs:
         details["curve"] = O.curve_from_params(attrs[C.CKA_EC_PARAMS])
+    if C.CKA_PARAMETER_SET in attrs:
+        details["parameter_set"] = PARAMETER_SET_NAMES.get((key_type, A.get_ulong(attrs, C.CKA_PARAMETER_SET)))
     if obj.klass == C.CKO_CERTIFICATE:
         cert = x509.load_der_x509_certificate(attrs[C.CKA_VALUE])
         details["subject"] = cert.subject.rfc4514_string()

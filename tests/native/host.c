@@ -134,7 +134,7 @@ int main(int argc, char **argv)
         fn_iface gi = (fn_iface)dlsym(h, "C_GetInterface");
         fn_ifacelist gl = (fn_ifacelist)dlsym(h, "C_GetInterfaceList");
         CK_INTERFACE *iface = NULL, list[4];
-        CK_VERSION v3 = {3, 0}, v2 = {2, 40}, v9 = {9, 9};
+        CK_VERSION v3 = {3, 0}, v32 = {3, 2}, v2 = {2, 40}, v9 = {9, 9};
         CK_ULONG count = 0;
         rv = gl(NULL, &count);
         printf("list-count %lu %lu\n", rv, count);
@@ -145,13 +145,17 @@ int main(int argc, char **argv)
         rv = gl(list, &count);
         printf("list-full %lu %lu\n", rv, count);
         rv = gi((unsigned char *)"PKCS 11", NULL, &iface, 0);
-        printf("default %lu %d %d\n", rv, iface != NULL, iface ? ((CK_VERSION *)iface->list)->major : -1);
+        printf("default %lu %d %d %d\n", rv, iface != NULL, iface ? ((CK_VERSION *)iface->list)->major : -1,
+               iface ? ((CK_VERSION *)iface->list)->minor : -1);
         iface = NULL;
         rv = gi(NULL, &v2, &iface, 0);
         printf("v240 %lu %d %d\n", rv, iface != NULL, iface ? ((CK_VERSION *)iface->list)->minor : -1);
         iface = NULL;
         rv = gi((unsigned char *)"PKCS 11", &v3, &iface, 0);
         printf("v30 %lu %d\n", rv, iface != NULL);
+        iface = NULL;
+        rv = gi((unsigned char *)"PKCS 11", &v32, &iface, 0);
+        printf("v32 %lu %d %d\n", rv, iface != NULL, iface ? ((CK_VERSION *)iface->list)->minor : -1);
         printf("unknown-name %lu\n", gi((unsigned char *)"Vendor X", NULL, &iface, 0));
         printf("unknown-version %lu\n", gi((unsigned char *)"PKCS 11", &v9, &iface, 0));
         printf("fork-safe %lu\n", gi((unsigned char *)"PKCS 11", NULL, &iface, 1));

@@ -47,12 +47,13 @@ def test_starts_python_in_a_c_host_and_refuses_a_second_initialize(host, module_
 
 def test_interfaces(host, module_path, vsc_home):
     out, _ = run(host, module_path, "interfaces")
-    assert out["list-count"] == ["0", "2"]
-    assert out["list-short"] == [str(0x150), "2"]
-    assert out["list-full"] == ["0", "2"]
-    assert out["default"] == ["0", "1", "3"]
+    assert out["list-count"] == ["0", "3"]
+    assert out["list-short"] == [str(0x150), "3"]
+    assert out["list-full"] == ["0", "3"]
+    assert out["default"] == ["0", "1", "3", "0"]  # a caller asking for no version still gets 3.0
     assert out["v240"] == ["0", "1", "40"]
     assert out["v30"] == ["0", "1"]
+    assert out["v32"] == ["0", "1", "2"]
     for name in ("unknown-name", "unknown-version", "fork-safe", "null-out"):
         assert out[name] != ["0"], name  # never CKR_OK without an interface
 

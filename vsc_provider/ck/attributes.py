@@ -39,6 +39,8 @@ BOOL_ATTRS = frozenset(
         C.CKA_DESTROYABLE,
         C.CKA_ALWAYS_AUTHENTICATE,
         C.CKA_WRAP_WITH_TRUSTED,
+        C.CKA_ENCAPSULATE,
+        C.CKA_DECAPSULATE,
     }
 )
 ULONG_ATTRS = frozenset(
@@ -55,6 +57,7 @@ ULONG_ATTRS = frozenset(
         C.CKA_KEY_GEN_MECHANISM,
         C.CKA_HW_FEATURE_TYPE,
         C.CKA_PROFILE_ID,
+        C.CKA_PARAMETER_SET,
     }
 )
 STRING_ATTRS = frozenset({C.CKA_LABEL, C.CKA_APPLICATION, C.CKA_URL, C.CKA_UNIQUE_ID})

@@ -35,7 +35,14 @@ class EddsaParams(NamedTuple):
     context: bytes
 
 
-Param = None | bytes | PssParams | OaepParams | GcmParams | Ecdh1Params | EddsaParams
+class SignContextParams(NamedTuple):
+    """CK_SIGN_ADDITIONAL_CONTEXT (3.2): the hedging the caller wants and the context string."""
+
+    hedge: int
+    context: bytes
+
+
+Param = None | bytes | PssParams | OaepParams | GcmParams | Ecdh1Params | EddsaParams | SignContextParams
 
 
 class Mechanism(NamedTuple):

@@ -45,6 +45,14 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
             raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
         return ec.generate_private_key(O.ec_curve(oid))
+    if mech.type in (C.CKM_ML_DSA_KEY_PAIR_GEN, C.CKM_ML_KEM_KEY_PAIR_GEN):
+        from vsc_provider.token import pqc
+
+        key_type = pqc.KEY_TYPE_OF_GEN[mech.type]
+        chosen = T.ulong(pub_t, C.CKA_PARAMETER_SET)
+        if chosen is None:
+            chosen = T.ulong(priv_t, C.CKA_PARAMETER_SET)
+        return pqc.generate(pqc.parameter_set(key_type, chosen))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not generate key pairs")
 
 

@@ -46,6 +46,8 @@ SETTABLE = frozenset(
         C.CKA_URL,
         C.CKA_WRAP_WITH_TRUSTED,
         C.CKA_ALLOWED_MECHANISMS,
+        C.CKA_ENCAPSULATE,
+        C.CKA_DECAPSULATE,
     }
 )
 # Attributes that define key material: consumed to build the key, never stored as given.
@@ -75,6 +77,8 @@ VALUE_DEFINING = frozenset(
         C.CKA_HASH_OF_ISSUER_PUBLIC_KEY,
         C.CKA_JAVA_MIDP_SECURITY_DOMAIN,
         C.CKA_NAME_HASH_ALGORITHM,
+        C.CKA_PARAMETER_SET,
+        C.CKA_SEED,
     }
 )
 
@@ -95,6 +99,7 @@ def overrides(
                     C.CKA_MODULUS_BITS,
                     C.CKA_EC_PARAMS,
                     C.CKA_VALUE_LEN,
+                    C.CKA_PARAMETER_SET,
                 )
             ):
                 raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"attribute 0x{attr:x} disagrees with the key")
@@ -154,6 +159,10 @@ def public_key_from(template: dict[int, bytes]) -> Any:
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PublicKey.from_public_bytes(point)
             return ec.EllipticCurvePublicKey.from_encoded_point(O.ec_curve(oid), point)
+        if key_type in O.PQ_KEY_TYPES:
+            from vsc_provider.token import pqc
+
+            return pqc.public_from_value(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_VALUE))
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
     raise CKRError(
@@ -190,6 +199,10 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PrivateKey.from_private_bytes(value)
             return ec.derive_private_key(int.from_bytes(value, "big"), O.ec_curve(oid))
+        if key_type in O.PQ_KEY_TYPES:  # imported from the seed, the form `cryptography` reads
+            from vsc_provider.token import pqc
+
+            return pqc.private_from_seed(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_SEED))
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc
     raise CKRError(

@@ -268,6 +268,10 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
         if mech.param is not None:
             raise _bad_param("HMAC mechanisms take no parameter")
         return _HmacSigner(key, HMACS[m])
+    from vsc_provider.token import pqc  # post-quantum keys: their own module
+
+    if pqc.is_pq(key):
+        return pqc.make_signer(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot sign")
 
 
@@ -439,6 +443,10 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
                 raise CKRError(C.CKR_SIGNATURE_INVALID, "HMAC does not verify")
 
         return Verifier(check_mac, None, None)
+    from vsc_provider.token import pqc
+
+    if pqc.is_pq(key):
+        return pqc.make_verifier(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot verify")
 
 

@@ -70,4 +70,9 @@ MECHANISMS: dict[int, tuple[int, int, int]] = {
     C.CKM_GENERIC_SECRET_KEY_GEN: (1, 512, C.CKF_GENERATE),
     **{m: (0, 0, C.CKF_DIGEST) for m in DIGEST_MECHS},
     **{m: (1, 512, C.CKF_SIGN | C.CKF_VERIFY) for m in HMACS},
+    # Post-quantum (3.2): key sizes are the public keys' lengths in bytes (ML-DSA-44..87, ML-KEM-768..1024).
+    C.CKM_ML_DSA_KEY_PAIR_GEN: (1312, 2592, C.CKF_GENERATE_KEY_PAIR),
+    C.CKM_ML_DSA: (1312, 2592, C.CKF_SIGN | C.CKF_VERIFY),
+    C.CKM_ML_KEM_KEY_PAIR_GEN: (1184, 1568, C.CKF_GENERATE_KEY_PAIR),
+    C.CKM_ML_KEM: (1184, 1568, C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE),
 }

@@ -63,6 +63,9 @@ class TokenObject:
         return True
 
 
+# Post-quantum key types (PKCS#11 3.2), whose algorithms live in vsc_provider.token.pqc.
+PQ_KEY_TYPES = frozenset({C.CKK_ML_DSA, C.CKK_ML_KEM})
+
 # Attributes a caller may never read back, whatever the object says.
 NEVER_READABLE = frozenset(
     {
@@ -72,6 +75,7 @@ NEVER_READABLE = frozenset(
         C.CKA_EXPONENT_1,
         C.CKA_EXPONENT_2,
         C.CKA_COEFFICIENT,
+        C.CKA_SEED,  # of ML-DSA and ML-KEM private keys (sensitive)
     }
 )
 
@@ -98,6 +102,8 @@ MODIFIABLE = frozenset(
         C.CKA_CERTIFICATE_CATEGORY,
         C.CKA_TRUSTED,  # only the SO may set it (checked by the engine)
         C.CKA_WRAP_WITH_TRUSTED,  # only false -> true
+        C.CKA_ENCAPSULATE,
+        C.CKA_DECAPSULATE,
     }
 )
 
@@ -261,6 +267,10 @@ def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
             C.CKA_EC_POINT: octet_string(raw),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
+    from vsc_provider.token import pqc
+
+    if pqc.is_pq(public_key):
+        return pqc.key_values(public_key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "unsupported public key type")
 
 
@@ -274,7 +284,7 @@ def public_key_attrs(
     values.update(
         {
             C.CKA_ENCRYPT: can_encrypt,
-            C.CKA_VERIFY: True,
+            C.CKA_VERIFY: key_type != C.CKK_ML_KEM,
             C.CKA_VERIFY_RECOVER: False,
             C.CKA_WRAP: can_encrypt,
             C.CKA_TRUSTED: False,
@@ -282,6 +292,11 @@ def public_key_attrs(
         }
     )
     values.update(specific)
+    if key_type in PQ_KEY_TYPES:
+        from vsc_provider.token import pqc
+
+        values[C.CKA_VALUE] = pqc.public_value(public_key)
+        values[C.CKA_ENCAPSULATE] = key_type == C.CKK_ML_KEM
     return A.make(values)
 
 
@@ -296,7 +311,7 @@ def private_key_attrs(
         {
             C.CKA_SENSITIVE: True,
             C.CKA_DECRYPT: can_decrypt,
-            C.CKA_SIGN: True,
+            C.CKA_SIGN: key_type != C.CKK_ML_KEM,
             C.CKA_SIGN_RECOVER: False,
             C.CKA_UNWRAP: can_decrypt,
             C.CKA_EXTRACTABLE: False,
@@ -308,6 +323,8 @@ def private_key_attrs(
         }
     )
     values.update(specific)
+    if key_type in PQ_KEY_TYPES:
+        values[C.CKA_DECAPSULATE] = key_type == C.CKK_ML_KEM
     return A.make(values)
 
 
@@ -412,5 +429,9 @@ def key_id_for(public_key: Any) -> bytes:
 
     from asn1crypto import keys as asn1_keys
 
+    from vsc_provider.token import pqc
+
+    if pqc.is_pq(public_key):  # asn1crypto does not know their algorithms; the bits are the raw key
+        return hashlib.sha1(pqc.public_value(public_key)).digest()  # noqa: S324 - an identifier
     info = asn1_keys.PublicKeyInfo.load(spki(public_key))
     return hashlib.sha1(bytes(info["public_key"].contents[1:])).digest()  # noqa: S324 - an identifier
