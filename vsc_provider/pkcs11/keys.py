@@ -9,6 +9,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Ecdh1Params, Mechanism
+from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, check_allowed, find_object, writable
 from vsc_provider.token import mechanisms
@@ -146,6 +147,7 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key has CKA_EXTRACTABLE false")
     if target.bool(C.CKA_WRAP_WITH_TRUSTED) and not wrapper.bool(C.CKA_TRUSTED):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key has CKA_WRAP_WITH_TRUSTED: the wrapping key must be trusted")
+    key_rules.check_wrap(s.card, wrapper, target)
     material = LIB.require().material(s.card, target)
     try:
         from vsc_provider.token import crypto
@@ -169,7 +171,9 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
     if not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     template = A.template(pairs)
-    _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID, mech.type)
+    unwrapper, unwrapping_key = _wrapping_crypto(
+        s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID, mech.type
+    )
     try:
         from vsc_provider.token import crypto
 
@@ -205,6 +209,7 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
         material = value
     else:
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "only keys can be unwrapped")
+    key_rules.check_unwrap(unwrapper, attrs)
     token = A.get_bool(attrs, C.CKA_TOKEN)
     writable(s, token, True)
     return engine.add_object(s.card, attrs, material, token, 0 if token else s.handle).handle

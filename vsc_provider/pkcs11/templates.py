@@ -46,6 +46,11 @@ SETTABLE = frozenset(
         C.CKA_URL,
         C.CKA_WRAP_WITH_TRUSTED,
         C.CKA_ALLOWED_MECHANISMS,
+        # Certificates keep these as given (key objects drop them with the value-defining attributes).
+        C.CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+        C.CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+        C.CKA_JAVA_MIDP_SECURITY_DOMAIN,
+        C.CKA_NAME_HASH_ALGORITHM,
     }
 )
 # Attributes that define key material: consumed to build the key, never stored as given.
@@ -112,6 +117,16 @@ def overrides(
         out[C.CKA_SENSITIVE] = A.TRUE
         out[C.CKA_EXTRACTABLE] = A.FALSE
     return out
+
+
+def check_value(template: dict[int, bytes], computed: bytes) -> bytes:
+    """CKA_CHECK_VALUE to store: a caller's value must equal the computed one; an empty one asks for none."""
+    given = template.get(C.CKA_CHECK_VALUE)
+    if given is None:
+        return computed
+    if given and given != computed:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_CHECK_VALUE does not match the object's value")
+    return given
 
 
 def ulong(template: dict[int, bytes], attr: int) -> int | None:
@@ -251,6 +266,7 @@ def secret_object(
         gen_mech=gen_mech,
     )
     attrs = overrides(template, built)
+    attrs[C.CKA_CHECK_VALUE] = check_value(template, built[C.CKA_CHECK_VALUE])
     attrs[C.CKA_ALWAYS_SENSITIVE] = A.encode(C.CKA_ALWAYS_SENSITIVE, local and A.get_bool(attrs, C.CKA_SENSITIVE))
     attrs[C.CKA_NEVER_EXTRACTABLE] = A.encode(
         C.CKA_NEVER_EXTRACTABLE, local and not A.get_bool(attrs, C.CKA_EXTRACTABLE)

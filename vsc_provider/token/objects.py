@@ -299,6 +299,17 @@ def aes_check_value(key: bytes) -> bytes:
     return (encryptor.update(b"\x00" * 16) + encryptor.finalize())[:3]
 
 
+def _secret_check_value(key_type: int, value: bytes) -> bytes:
+    """AES: the first 3 bytes of an encrypted zero block; generic secrets: the first 3 bytes of SHA-1."""
+    import hashlib
+
+    if key_type == C.CKK_AES:
+        return aes_check_value(value)
+    if key_type == C.CKK_GENERIC_SECRET:
+        return hashlib.sha1(value).digest()[:3]  # noqa: S324 - defined by the standard
+    return b""
+
+
 def secret_key_attrs(
     key_type: int, value: bytes, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
 ) -> dict[int, bytes]:
@@ -320,7 +331,7 @@ def secret_key_attrs(
             C.CKA_WRAP_WITH_TRUSTED: False,
             C.CKA_TRUSTED: False,
             C.CKA_VALUE_LEN: len(value),
-            C.CKA_CHECK_VALUE: aes_check_value(value) if key_type == C.CKK_AES else b"",
+            C.CKA_CHECK_VALUE: _secret_check_value(key_type, value),
         }
     )
     return A.make(values)
