@@ -278,10 +278,6 @@ V3: list[tuple[str, list[Param]]] = [
 NOT_SUPPORTED = {
     "C_GetOperationState",
     "C_SetOperationState",
-    "C_SignRecoverInit",
-    "C_SignRecover",
-    "C_VerifyRecoverInit",
-    "C_VerifyRecover",
     "C_DigestEncryptUpdate",
     "C_DecryptDigestUpdate",
     "C_SignEncryptUpdate",

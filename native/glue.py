@@ -21,6 +21,7 @@ from vsc_provider.pkcs11 import (
     keys as _keys,
     objects as _objects,
     random as _random,
+    recover as _recover,
     sessions as _sessions,
     signing as _signing,
     slots as _slots,
@@ -599,6 +600,30 @@ def C_VerifyUpdate(h, p_data, data_len):
 def C_VerifyFinal(h, p_sig, sig_len):
     _signing.verify_final(h, _bytes(p_sig, sig_len))
     return OK
+
+
+@_entry
+def C_SignRecoverInit(h, p_mech, h_key):
+    _recover.sign_recover_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_SignRecover(h, p_data, data_len, p_sig, pul_sig):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _recover.sign_recover(h, data, q, cap), p_sig, pul_sig)
+
+
+@_entry
+def C_VerifyRecoverInit(h, p_mech, h_key):
+    _recover.verify_recover_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_VerifyRecover(h, p_sig, sig_len, p_data, pul_data):
+    signature = _bytes(p_sig, sig_len)
+    return _deliver(lambda q, cap: _recover.verify_recover(h, signature, q, cap), p_data, pul_data)
 
 
 # --- keys ------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ MODIFIABLE = frozenset(
         C.CKA_DECRYPT,
         C.CKA_SIGN,
         C.CKA_VERIFY,
+        C.CKA_SIGN_RECOVER,
+        C.CKA_VERIFY_RECOVER,
         C.CKA_WRAP,
         C.CKA_UNWRAP,
         C.CKA_DERIVE,
