@@ -13,7 +13,17 @@ import sys as _sys
 from vsc_provider import log as _vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError, rv_name
-from vsc_provider.ck.params import EddsaParams, Ecdh1Params, GcmParams, Mechanism, OaepParams, PssParams
+from vsc_provider.ck.params import (
+    AesCbcEncryptDataParams,
+    AesCtrParams,
+    EddsaParams,
+    Ecdh1Params,
+    GcmParams,
+    HkdfParams,
+    Mechanism,
+    OaepParams,
+    PssParams,
+)
 from vsc_provider.pkcs11 import (
     digest as _digest,
     encryption as _enc,
@@ -154,7 +164,51 @@ def _mechanism(p_mech):
     if mtype == C.CKM_EDDSA:
         p = _struct("CK_EDDSA_PARAMS", p_mech)
         return Mechanism(mtype, EddsaParams(bool(p.phFlag), _bytes(p.pContextData, p.ulContextDataLen)))
+    param = _param(mtype, p_mech)
+    if param is not None:
+        return Mechanism(mtype, param)
     return Mechanism(mtype, _buffer(p_mech.pParameter, n)[:])
+
+
+# Parameters that are one CK_ULONG: a MAC length, a key handle, a bit index.
+_ULONG_PARAM = frozenset(
+    {C.CKM_AES_MAC_GENERAL, C.CKM_AES_CMAC_GENERAL, C.CKM_CONCATENATE_BASE_AND_KEY, C.CKM_EXTRACT_KEY_FROM_KEY}
+)
+_STRING_DATA = frozenset(
+    {
+        C.CKM_AES_ECB_ENCRYPT_DATA,
+        C.CKM_CONCATENATE_BASE_AND_DATA,
+        C.CKM_CONCATENATE_DATA_AND_BASE,
+        C.CKM_XOR_BASE_AND_DATA,
+    }
+)
+
+
+def _param(mtype, p_mech):
+    """The AES, derivation and HKDF parameters; None for a mechanism whose parameter is plain bytes."""
+    if mtype in _ULONG_PARAM:
+        return int(_struct("CK_ULONG", p_mech))
+    if mtype in _STRING_DATA:
+        p = _struct("CK_KEY_DERIVATION_STRING_DATA", p_mech)
+        return _bytes(p.pData, p.ulLen)
+    if mtype == C.CKM_AES_CTR:
+        p = _struct("CK_AES_CTR_PARAMS", p_mech)
+        return AesCtrParams(p.ulCounterBits, _buffer(p.cb, 16)[:])
+    if mtype == C.CKM_AES_CBC_ENCRYPT_DATA:
+        p = _struct("CK_AES_CBC_ENCRYPT_DATA_PARAMS", p_mech)
+        return AesCbcEncryptDataParams(_buffer(p.iv, 16)[:], _bytes(p.pData, p.length))
+    if mtype == C.CKM_HKDF_DERIVE:
+        p = _struct("CK_HKDF_PARAMS", p_mech)
+        return HkdfParams(
+            bool(p.bExtract),
+            bool(p.bExpand),
+            p.prfHashMechanism,
+            p.ulSaltType,
+            _bytes(p.pSalt, p.ulSaltLen),
+            p.hSaltKey,
+            _bytes(p.pInfo, p.ulInfoLen),
+        )
+    return None
 
 
 def _handle_out(ptr, value):

@@ -35,7 +35,39 @@ class EddsaParams(NamedTuple):
     context: bytes
 
 
-Param = None | bytes | PssParams | OaepParams | GcmParams | Ecdh1Params | EddsaParams
+class AesCtrParams(NamedTuple):
+    counter_bits: int
+    counter_block: bytes
+
+
+class AesCbcEncryptDataParams(NamedTuple):
+    iv: bytes
+    data: bytes
+
+
+class HkdfParams(NamedTuple):
+    extract: bool
+    expand: bool
+    prf: int
+    salt_type: int
+    salt: bytes
+    salt_key: int
+    info: bytes
+
+
+Param = (
+    None
+    | bytes
+    | int
+    | PssParams
+    | OaepParams
+    | GcmParams
+    | Ecdh1Params
+    | EddsaParams
+    | AesCtrParams
+    | AesCbcEncryptDataParams
+    | HkdfParams
+)
 
 
 class Mechanism(NamedTuple):

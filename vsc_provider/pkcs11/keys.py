@@ -217,6 +217,11 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
 
 def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
+    if mech.type in mechanisms.SECRET_DERIVATIONS:
+        from vsc_provider.pkcs11.derive import derive_secret
+
+        base_obj, _ = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
+        return derive_secret(s, mech, base_obj, pairs)
     if mech.type != C.CKM_ECDH1_DERIVE:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not derive")
     params = mech.param

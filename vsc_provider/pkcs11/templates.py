@@ -230,6 +230,11 @@ SECRET_KEY_TYPES = frozenset(
         C.CKK_SHA256_HMAC,
         C.CKK_SHA384_HMAC,
         C.CKK_SHA512_HMAC,
+        C.CKK_SHA3_224_HMAC,
+        C.CKK_SHA3_256_HMAC,
+        C.CKK_SHA3_384_HMAC,
+        C.CKK_SHA3_512_HMAC,
+        C.CKK_HKDF,
     }
 )
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
+from vsc_provider.token import aes_modes
 from vsc_provider.token import mechanisms as M
 
 HashFactory = Callable[[], hashes.HashAlgorithm]
@@ -30,6 +31,10 @@ DIGESTS: dict[int, HashFactory] = {
     C.CKM_SHA256: hashes.SHA256,
     C.CKM_SHA384: hashes.SHA384,
     C.CKM_SHA512: hashes.SHA512,
+    C.CKM_SHA3_224: hashes.SHA3_224,
+    C.CKM_SHA3_256: hashes.SHA3_256,
+    C.CKM_SHA3_384: hashes.SHA3_384,
+    C.CKM_SHA3_512: hashes.SHA3_512,
 }
 MGF_HASHES: dict[int, HashFactory] = {
     C.CKG_MGF1_SHA1: hashes.SHA1,
@@ -215,6 +220,8 @@ class _Buffered(Signer):
 
 def make_signer(mech: Mechanism, key: Any) -> Signer:
     m = mech.type
+    if m in M.AES_MACS:
+        return aes_modes.AesMac(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPrivateKey):
         size = (key.key_size + 7) // 8
         if m in RSA_PKCS_HASHED:
@@ -368,6 +375,8 @@ def _invalid(fn: Callable[[], object]) -> None:
 def make_verifier(mech: Mechanism, key: Any) -> Verifier:
     """Verify with a public key (or HMAC secret); the same mechanisms as make_signer."""
     m = mech.type
+    if m in M.AES_MACS:
+        return aes_modes.AesMacVerifier(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPublicKey):
         size = (key.key_size + 7) // 8
 
@@ -538,6 +547,8 @@ def _gcm(mech: Mechanism) -> GcmParams:
 
 def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
     m = mech.type
+    if m == C.CKM_AES_CTR:
+        return aes_modes.CtrCipher(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPublicKey):
         if m == C.CKM_RSA_PKCS:
             pad: padding.AsymmetricPadding = padding.PKCS1v15()
@@ -592,6 +603,8 @@ def _rsa_encrypt(key: rsa.RSAPublicKey, data: bytes, pad: padding.AsymmetricPadd
 
 def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
     m = mech.type
+    if m == C.CKM_AES_CTR:
+        return aes_modes.CtrCipher(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPrivateKey):
         size = (key.key_size + 7) // 8
 

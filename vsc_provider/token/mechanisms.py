@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from vsc_provider.ck import constants as C
 
-DIGEST_MECHS = (C.CKM_SHA_1, C.CKM_SHA224, C.CKM_SHA256, C.CKM_SHA384, C.CKM_SHA512)
+DIGEST_MECHS = (
+    C.CKM_SHA_1,
+    C.CKM_SHA224,
+    C.CKM_SHA256,
+    C.CKM_SHA384,
+    C.CKM_SHA512,
+    C.CKM_SHA3_224,
+    C.CKM_SHA3_256,
+    C.CKM_SHA3_384,
+    C.CKM_SHA3_512,
+)
 
 # Combined mechanisms -> the digest mechanism they hash with.
 RSA_PKCS_HASHED = {
@@ -40,7 +50,29 @@ HMACS = {
     C.CKM_SHA256_HMAC: C.CKM_SHA256,
     C.CKM_SHA384_HMAC: C.CKM_SHA384,
     C.CKM_SHA512_HMAC: C.CKM_SHA512,
+    C.CKM_SHA3_224_HMAC: C.CKM_SHA3_224,
+    C.CKM_SHA3_256_HMAC: C.CKM_SHA3_256,
+    C.CKM_SHA3_384_HMAC: C.CKM_SHA3_384,
+    C.CKM_SHA3_512_HMAC: C.CKM_SHA3_512,
 }
+# AES MACs -> (default MAC length in bytes, takes a CK_MAC_GENERAL_PARAMS length)
+AES_MACS = {
+    C.CKM_AES_MAC: (8, False),
+    C.CKM_AES_MAC_GENERAL: (8, True),
+    C.CKM_AES_CMAC: (16, False),
+    C.CKM_AES_CMAC_GENERAL: (16, True),
+}
+# Secret-key derivations (besides ECDH), see vsc_provider.token.derive
+SECRET_DERIVATIONS = (
+    C.CKM_AES_ECB_ENCRYPT_DATA,
+    C.CKM_AES_CBC_ENCRYPT_DATA,
+    C.CKM_CONCATENATE_BASE_AND_KEY,
+    C.CKM_CONCATENATE_BASE_AND_DATA,
+    C.CKM_CONCATENATE_DATA_AND_BASE,
+    C.CKM_XOR_BASE_AND_DATA,
+    C.CKM_EXTRACT_KEY_FROM_KEY,
+    C.CKM_HKDF_DERIVE,
+)
 
 _F_RSA = C.CKF_SIGN | C.CKF_VERIFY
 _F_RECOVER = C.CKF_SIGN_RECOVER | C.CKF_VERIFY_RECOVER
@@ -66,6 +98,9 @@ MECHANISMS: dict[int, tuple[int, int, int]] = {
     C.CKM_AES_CBC: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
     C.CKM_AES_CBC_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
     C.CKM_AES_GCM: (16, 32, _F_AES),
+    C.CKM_AES_CTR: (16, 32, _F_AES),
+    **{m: (16, 32, C.CKF_SIGN | C.CKF_VERIFY) for m in AES_MACS},
+    **{m: (1, 512, C.CKF_DERIVE) for m in SECRET_DERIVATIONS},
     C.CKM_AES_KEY_WRAP: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
     C.CKM_AES_KEY_WRAP_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
     C.CKM_GENERIC_SECRET_KEY_GEN: (1, 512, C.CKF_GENERATE),
