@@ -17,9 +17,9 @@ from vsc_provider.token import objects as O
 
 
 def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes]) -> Any:
-    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519)."""
+    """Generate the private key a C_GenerateKeyPair call asks for (RSA 2048-4096, P-256/384/521, Ed25519, Ed448)."""
     # `cryptography` loads at the first use, not at C_Initialize
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     if mech.type == C.CKM_RSA_PKCS_KEY_PAIR_GEN:
         bits = T.ulong(pub_t, C.CKA_MODULUS_BITS)
@@ -40,6 +40,8 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
         oid = O.curve_from_params(params)
         if oid == O.ED25519_OID:
             return ed25519.Ed25519PrivateKey.generate()
+        if oid == O.ED448_OID:
+            return ed448.Ed448PrivateKey.generate()
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
             raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
         return ec.generate_private_key(O.ec_curve(oid))
@@ -235,8 +237,13 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "ECDH needs an EC private key")
+    point = params.public_data
+    # A bare uncompressed point (04 || X || Y) can also parse as a DER OCTET STRING when X's first byte
+    # happens to equal the rest's length: a point of exactly the curve's size is taken as it is.
+    if len(point) != 1 + 2 * ((private.curve.key_size + 7) // 8):
+        point = O.unwrap_octet_string(point)
     try:
-        peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, O.unwrap_octet_string(params.public_data))
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, point)
     except ValueError as exc:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
     secret = private.exchange(ec.ECDH(), peer)

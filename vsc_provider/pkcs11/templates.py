@@ -156,7 +156,7 @@ def _int(template: dict[int, bytes], attr: int) -> int:
 
 def public_key_from(template: dict[int, bytes]) -> Any:
     # `cryptography` loads at the first use, not at C_Initialize
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
@@ -169,6 +169,8 @@ def public_key_from(template: dict[int, bytes]) -> Any:
             point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PublicKey.from_public_bytes(point)
+            if oid == O.ED448_OID:
+                return ed448.Ed448PublicKey.from_public_bytes(point)
             return ec.EllipticCurvePublicKey.from_encoded_point(O.ec_curve(oid), point)
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
@@ -178,7 +180,7 @@ def public_key_from(template: dict[int, bytes]) -> Any:
 
 
 def private_key_from(template: dict[int, bytes]) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
@@ -205,6 +207,8 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             value = require(template, C.CKA_VALUE)
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PrivateKey.from_private_bytes(value)
+            if oid == O.ED448_OID:
+                return ed448.Ed448PrivateKey.from_private_bytes(value)
             return ec.derive_private_key(int.from_bytes(value, "big"), O.ec_curve(oid))
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac, keywrap
 from cryptography.hazmat.primitives import padding as sym_padding
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from vsc_provider.ck import constants as C
@@ -290,12 +290,12 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
 
             return _Buffered(sign_ecdsa, 2 * size)
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an EC key")
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         if m != C.CKM_EDDSA:
-            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an Ed25519 key signs with CKM_EDDSA")
+            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an EdDSA key signs with CKM_EDDSA")
         if mech.param is not None and (getattr(mech.param, "prehash", False) or getattr(mech.param, "context", b"")):
-            raise _bad_param("Ed25519ph and Ed25519ctx are not supported")
-        return _Buffered(key.sign, 64)
+            raise _bad_param("EdDSA with pre-hashing or a context (Ed25519ph/ctx, Ed448ph) is not supported")
+        return _Buffered(key.sign, 64 if isinstance(key, ed25519.Ed25519PrivateKey) else 114)
     if isinstance(key, bytes):
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key signs with an HMAC mechanism")
@@ -446,13 +446,16 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
 
             return Verifier(check_ecdsa, None, None)
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an EC key")
-    if isinstance(key, ed25519.Ed25519PublicKey):
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         if m != C.CKM_EDDSA:
-            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an Ed25519 key verifies with CKM_EDDSA")
+            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an EdDSA key verifies with CKM_EDDSA")
+        if mech.param is not None and (getattr(mech.param, "prehash", False) or getattr(mech.param, "context", b"")):
+            raise _bad_param("EdDSA with pre-hashing or a context (Ed25519ph/ctx, Ed448ph) is not supported")
+        sig_len = 64 if isinstance(key, ed25519.Ed25519PublicKey) else 114
 
         def check_ed(d: bytes, s: bytes) -> None:
-            if len(s) != 64:
-                raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, "Ed25519 signatures are 64 bytes")
+            if len(s) != sig_len:
+                raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, "EdDSA signature of the wrong length")
             _invalid(lambda: key.verify(s, d))
 
         return Verifier(check_ed, None, None)

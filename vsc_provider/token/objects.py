@@ -110,6 +110,8 @@ EC_CURVES = {
     "1.3.132.0.35": "secp521r1",
 }
 ED25519_OID = "1.3.101.112"
+ED448_OID = "1.3.101.113"
+EDWARDS_OIDS = (ED25519_OID, ED448_OID)
 CURVE_NAMES = {
     "secp256r1": "1.2.840.10045.3.1.7",
     "prime256v1": "1.2.840.10045.3.1.7",
@@ -117,6 +119,8 @@ CURVE_NAMES = {
     "secp521r1": "1.3.132.0.35",
     "edwards25519": ED25519_OID,
     "ed25519": ED25519_OID,
+    "edwards448": ED448_OID,
+    "ed448": ED448_OID,
 }
 
 
@@ -147,7 +151,7 @@ def curve_from_params(params: bytes) -> str:
         parsed = asn1_keys.ECDomainParameters.load(params)
         if parsed.name == "named":
             oid = parsed.chosen.dotted
-            if oid in EC_CURVES or oid == ED25519_OID:
+            if oid in EC_CURVES or oid in EDWARDS_OIDS:
                 return oid
     except (ValueError, TypeError):
         pass
@@ -159,7 +163,7 @@ def curve_from_params(params: bytes) -> str:
         pass
     try:
         oid = asn1_core.ObjectIdentifier.load(params).dotted
-        if oid in EC_CURVES or oid == ED25519_OID:
+        if oid in EC_CURVES or oid in EDWARDS_OIDS:
             return oid
     except (ValueError, TypeError):
         pass
@@ -220,7 +224,7 @@ def _key_common(key_type: int, key_id: bytes, local: bool, gen_mech: int | None)
 def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
     """(CKK_ type, type-specific attributes) of a public key, shared by public and private key objects."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers = public_key.public_numbers()
@@ -237,10 +241,11 @@ def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
             C.CKA_EC_POINT: octet_string(point),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
+    if isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        oid = ED25519_OID if isinstance(public_key, ed25519.Ed25519PublicKey) else ED448_OID
         return C.CKK_EC_EDWARDS, {
-            C.CKA_EC_PARAMS: oid_der(ED25519_OID),
+            C.CKA_EC_PARAMS: oid_der(oid),
             C.CKA_EC_POINT: octet_string(raw),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
