@@ -15,7 +15,17 @@ import pytest
 from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
-from p11_support import CK_MECHANISM, USER_PIN, CardEnv, RawModule, make_template, ulong
+from p11_support import (
+    CK_MECHANISM,
+    USER_PIN,
+    CardEnv,
+    RawModule,
+    call_out,
+    make_template,
+    mechanism,
+    secret_key,
+    ulong,
+)
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 
 from vsc_provider.ck import constants as C
@@ -65,39 +75,11 @@ def raw(card_env: CardEnv, session: pkcs11.Session, module_path: str) -> Iterato
 
 
 def _key(raw: tuple[RawModule, int], value: bytes, key_type: int = C.CKK_AES, **flags: bool) -> int:
-    m, h = raw
-    pairs = [
-        (C.CKA_CLASS, ulong(C.CKO_SECRET_KEY)),
-        (C.CKA_KEY_TYPE, ulong(key_type)),
-        (C.CKA_VALUE, value),
-        (C.CKA_SENSITIVE, FALSE),
-        (C.CKA_EXTRACTABLE, TRUE),
-        *((getattr(C, "CKA_" + name.upper()), TRUE if on else FALSE) for name, on in flags.items()),
-    ]
-    attrs, keep = make_template(pairs)
-    handle = CK_ULONG()
-    rv = m.C_CreateObject(h, attrs, len(pairs), ctypes.byref(handle))
-    assert rv == C.CKR_OK, hex(rv)
-    del keep
-    return handle.value
+    return secret_key(raw[0], raw[1], value, key_type, **flags)
 
 
-def _mech(mech_type: int, param: Any = None) -> CK_MECHANISM:
-    if param is None:
-        return CK_MECHANISM(mech_type, None, 0)
-    mech = CK_MECHANISM(mech_type, ctypes.cast(ctypes.byref(param), ctypes.c_void_p), ctypes.sizeof(param))
-    mech.keep = param  # the pointer above does not keep the parameter alive
-    return mech
-
-
-def _out(fn: Any, *args: Any) -> tuple[int, bytes]:
-    n = CK_ULONG()
-    rv = fn(*args, None, ctypes.byref(n))
-    if rv != C.CKR_OK:
-        return int(rv), b""
-    buf = (ctypes.c_ubyte * max(1, n.value))()
-    rv = fn(*args, buf, ctypes.byref(n))
-    return int(rv), bytes(buf[: n.value])
+_mech = mechanism
+_out = call_out
 
 
 def _value(raw: tuple[RawModule, int], handle: int) -> bytes:

@@ -26,6 +26,28 @@ def _aes_key(key: Any) -> bytes:
     return key
 
 
+# --- ECB and CBC, multi-part --------------------------------------------------------------------
+
+
+class BlockStream:
+    """Multi-part ECB/CBC without padding: parts of any length, whole blocks only in total (checked at the
+    final step with the mechanism's CKR, where `cryptography` would raise a plain ValueError)."""
+
+    def __init__(self, ctx: Any, error_rv: int) -> None:
+        self._ctx = ctx
+        self._rv = error_rv
+        self._count = 0
+
+    def update(self, data: bytes) -> bytes:
+        self._count += len(data)
+        return bytes(self._ctx.update(data))
+
+    def final(self) -> bytes:
+        if self._count % BLOCK:
+            raise CKRError(self._rv, "the data is not a whole number of 16-byte blocks")
+        return bytes(self._ctx.finalize())
+
+
 # --- CTR ---------------------------------------------------------------------------------------
 
 

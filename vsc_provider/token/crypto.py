@@ -576,11 +576,8 @@ def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
                 lambda d: ctx.update(padder.update(d)),
                 lambda: ctx.update(padder.finalize()) + ctx.finalize(),
             )
-        return Cipherer(
-            lambda d: ctx.update(_block_aligned(d)) + ctx.finalize(),
-            lambda d: ctx.update(_block_aligned(d)),
-            ctx.finalize,
-        )
+        stream = aes_modes.BlockStream(ctx, C.CKR_DATA_LEN_RANGE)
+        return Cipherer(lambda d: ctx.update(_block_aligned(d)) + ctx.finalize(), stream.update, stream.final)
     if m == C.CKM_AES_GCM:
         aes = _aes_key(key)
         p = _gcm(mech)
@@ -648,16 +645,14 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
                 except ValueError as exc:
                     raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "bad padding") from exc
 
+            padded = aes_modes.BlockStream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE)
             return Cipherer(
                 lambda d: unpad_final(ctx.update(_enc_aligned(d)) + ctx.finalize()),
-                lambda d: unpadder.update(ctx.update(d)),
-                lambda: unpad_final(ctx.finalize()),
+                lambda d: unpadder.update(padded.update(d)),
+                lambda: unpad_final(padded.final()),
             )
-        return Cipherer(
-            lambda d: ctx.update(_enc_aligned(d)) + ctx.finalize(),
-            lambda d: ctx.update(_enc_aligned(d)),
-            ctx.finalize,
-        )
+        stream = aes_modes.BlockStream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE)
+        return Cipherer(lambda d: ctx.update(_enc_aligned(d)) + ctx.finalize(), stream.update, stream.final)
     if m == C.CKM_AES_GCM:
         aes = _aes_key(key)
         p = _gcm(mech)
