@@ -588,7 +588,7 @@ def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
             return ctx.finalize() + ctx.tag[: p.tag_bits // 8]
 
         return Cipherer(lambda d: ctx.update(d) + gcm_final(), ctx.update, gcm_final)
-    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD):
+    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD, C.CKM_AES_KEY_WRAP_KWP):
         aes = _aes_key(key)
         return Cipherer(lambda d: aes_wrap(m, aes, d))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{m:x} cannot encrypt with this key")
@@ -669,7 +669,7 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
                 raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "GCM tag does not verify") from exc
 
         return Cipherer(gcm_decrypt)  # multi-part buffers: nothing is released before the tag checks
-    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD):
+    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD, C.CKM_AES_KEY_WRAP_KWP):
         aes = _aes_key(key)
         return Cipherer(lambda d: aes_unwrap(m, aes, d))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{m:x} cannot decrypt with this key")

@@ -103,6 +103,7 @@ MECHANISMS: dict[int, tuple[int, int, int]] = {
     **{m: (1, 512, C.CKF_DERIVE) for m in SECRET_DERIVATIONS},
     C.CKM_AES_KEY_WRAP: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
     C.CKM_AES_KEY_WRAP_PAD: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
+    C.CKM_AES_KEY_WRAP_KWP: (16, 32, _F_AES | C.CKF_WRAP | C.CKF_UNWRAP),
     C.CKM_GENERIC_SECRET_KEY_GEN: (1, 512, C.CKF_GENERATE),
     **{m: (0, 0, C.CKF_DIGEST) for m in DIGEST_MECHS},
     **{m: (1, 512, C.CKF_SIGN | C.CKF_VERIFY) for m in HMACS},
