@@ -174,15 +174,18 @@ def test_wrap_then_decrypt_with_the_same_key_is_refused(session: pkcs11.Session)
     readable = _secret(session, os.urandom(16), SENSITIVE=False, EXTRACTABLE=True)
     assert both.wrap_key(readable, mechanism=Mechanism.AES_KEY_WRAP)
 
-    # Wrap with a wrap-only key, then try to give it (or a copy) the power to decrypt.
-    value = os.urandom(16)
-    wrap_only = _secret(session, value, WRAP=True, DECRYPT=False)
+    # Wrap with a wrap-only key, then try to give it (or a copy) the power to decrypt, also after
+    # dropping CKA_WRAP first.
+    wrap_only = _secret(session, os.urandom(16), WRAP=True, DECRYPT=False)
     wrapped = wrap_only.wrap_key(sensitive, mechanism=Mechanism.AES_KEY_WRAP)
     assert len(wrapped) == 24
-    with pytest.raises(pkcs11.TemplateInconsistent):
+    with pytest.raises(pkcs11.AttributeReadOnly):
         wrap_only[Attribute.DECRYPT] = True
-    with pytest.raises(pkcs11.TemplateInconsistent):
+    with pytest.raises(pkcs11.AttributeReadOnly):
         wrap_only.copy({Attribute.DECRYPT: True})
+    wrap_only[Attribute.WRAP] = False
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        wrap_only[Attribute.DECRYPT] = True
     assert not wrap_only[Attribute.DECRYPT]
 
 
@@ -193,6 +196,13 @@ def test_wrap_under_a_public_key_whose_private_key_decrypts_is_refused(session: 
     oaep = (Mechanism.SHA_1, pkcs11.MGF.SHA1, None)
     with pytest.raises(pkcs11.KeyNotWrappable):
         pub.wrap_key(sensitive, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep)
+    # Wrap while the private key cannot decrypt, then let it (or a copy of it) decrypt: refused.
+    priv[Attribute.DECRYPT] = False
+    assert pub.wrap_key(sensitive, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep)
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        priv[Attribute.DECRYPT] = True
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        priv.copy({Attribute.DECRYPT: True})
 
 
 def test_unwrap_a_known_key_as_sensitive_is_refused(session: pkcs11.Session) -> None:
@@ -211,8 +221,14 @@ def test_unwrap_a_known_key_as_sensitive_is_refused(session: pkcs11.Session) -> 
         template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
     )
     assert readable[Attribute.VALUE] == known
-    with pytest.raises(pkcs11.TemplateInconsistent):  # nor may an unwrapping key learn to encrypt later
-        _secret(session, os.urandom(16), UNWRAP=True, ENCRYPT=False)[Attribute.ENCRYPT] = True
+    # Encrypt, then drop CKA_ENCRYPT to pass as a plain unwrapping key: refused; nor may an encrypting key
+    # learn to unwrap.
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        both[Attribute.ENCRYPT] = False
+    encrypt_only = _secret(session, os.urandom(16), ENCRYPT=True, UNWRAP=False)
+    encrypt_only[Attribute.ENCRYPT] = False
+    with pytest.raises(pkcs11.AttributeReadOnly):
+        encrypt_only[Attribute.UNWRAP] = True
     unwrap_only = _secret(session, value := os.urandom(16), UNWRAP=True, ENCRYPT=False)
     sealed = unwrap_only.unwrap_key(
         ObjectClass.SECRET_KEY,

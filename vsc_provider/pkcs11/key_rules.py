@@ -1,6 +1,6 @@
 """Rules against the key-management attacks published for PKCS#11 (Clulow 2003; Delaune, Kremer and Steel
 2008; Bortolozzo et al. 2010): a key must not both wrap and decrypt a sensitive key, nor unwrap what its
-holder could have encrypted into a key that claims to be sensitive, nor gain such a pair of functions later.
+holder could have encrypted into a key that claims to be sensitive, nor gain such a function later.
 """
 
 from __future__ import annotations
@@ -11,18 +11,23 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.token.engine import Card
 from vsc_provider.token.objects import TokenObject
 
-# A key with both functions of a pair turns one into the inverse of the other.
-CONFLICTING = ((C.CKA_WRAP, C.CKA_DECRYPT), (C.CKA_UNWRAP, C.CKA_ENCRYPT))
 
+def check_changes(obj: TokenObject, after: dict[int, bytes]) -> None:
+    """What C_SetAttributeValue and C_CopyObject may change in a key's functions.
 
-def no_new_conflict(before: dict[int, bytes], after: dict[int, bytes]) -> None:
-    """C_SetAttributeValue and C_CopyObject may not give a key a pair of functions it did not have: a key
-    that wrapped a sensitive key could otherwise decrypt the result (keys may be created with both, but
-    then never wrap a sensitive key, see `check_wrap`)."""
-    for first, second in CONFLICTING:
-        had = A.get_bool(before, first) and A.get_bool(before, second)
-        if A.get_bool(after, first) and A.get_bool(after, second) and not had:
-            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"a key may not gain both 0x{first:x} and 0x{second:x}")
+    CKA_DECRYPT and CKA_UNWRAP never go from false to true after creation: a key (or the private key of a
+    pair) that wrapped a sensitive key while it could not decrypt must never open the result, and a key that
+    encrypted values of the caller's choice must never unwrap them as sensitive keys, whatever was cleared
+    in between. A key that can unwrap keeps CKA_ENCRYPT: clearing it would hide from `check_unwrap` that
+    the caller may have made the wrapped values himself. A key created with both functions of a pair is
+    held by `check_wrap` and `check_unwrap` instead.
+    """
+    before = obj.attrs
+    for attr, name in ((C.CKA_DECRYPT, "CKA_DECRYPT"), (C.CKA_UNWRAP, "CKA_UNWRAP")):
+        if A.get_bool(after, attr) and not A.get_bool(before, attr):
+            raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, f"{name} cannot be set after the key was created")
+    if A.get_bool(before, C.CKA_UNWRAP) and A.get_bool(before, C.CKA_ENCRYPT) and not A.get_bool(after, C.CKA_ENCRYPT):
+        raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "a key that can unwrap keeps CKA_ENCRYPT")
 
 
 def _can_decrypt(card: Card, wrapping: TokenObject) -> bool:

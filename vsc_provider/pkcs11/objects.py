@@ -113,7 +113,7 @@ def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
     if obj.klass in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
         attrs[C.CKA_PRIVATE] = A.TRUE
     attrs.pop(C.CKA_UNIQUE_ID, None)
-    key_rules.no_new_conflict(obj.attrs, attrs)
+    key_rules.check_changes(obj, attrs)
     token = A.get_bool(attrs, C.CKA_TOKEN)
     writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     engine = LIB.require()
@@ -194,7 +194,7 @@ def set_attribute_value(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> 
         if obj.klass == C.CKO_PRIVATE_KEY and attr in (C.CKA_SENSITIVE, C.CKA_EXTRACTABLE):
             if (attr == C.CKA_SENSITIVE) != (value == A.TRUE):
                 raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "private keys stay sensitive and unextractable")
-    key_rules.no_new_conflict(obj.attrs, {**obj.attrs, **template})
+    key_rules.check_changes(obj, {**obj.attrs, **template})
     LIB.require().update_attrs(s.card, obj, template)
     s.card.keys.pop(obj.handle, None)
 
