@@ -349,10 +349,6 @@ V32_IN_PYTHON = {"C_EncapsulateKey", "C_DecapsulateKey"}
 NOT_SUPPORTED = {
     "C_GetOperationState",
     "C_SetOperationState",
-    "C_SignRecoverInit",
-    "C_SignRecover",
-    "C_VerifyRecoverInit",
-    "C_VerifyRecover",
     "C_DigestEncryptUpdate",
     "C_DecryptDigestUpdate",
     "C_SignEncryptUpdate",

@@ -14,9 +14,12 @@ from vsc_provider import log as _vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError, rv_name
 from vsc_provider.ck.params import (
+    AesCbcEncryptDataParams,
+    AesCtrParams,
     EddsaParams,
     Ecdh1Params,
     GcmParams,
+    HkdfParams,
     Mechanism,
     OaepParams,
     PssParams,
@@ -30,6 +33,7 @@ from vsc_provider.pkcs11 import (
     keys as _keys,
     objects as _objects,
     random as _random,
+    recover as _recover,
     sessions as _sessions,
     signing as _signing,
     slots as _slots,
@@ -179,7 +183,51 @@ def _mechanism(p_mech):
     if mtype == C.CKM_ML_DSA:
         p = _struct("CK_SIGN_ADDITIONAL_CONTEXT", p_mech)
         return Mechanism(mtype, SignContextParams(p.hedgeVariant, _bytes(p.pContext, p.ulContextLen)))
+    param = _param(mtype, p_mech)
+    if param is not None:
+        return Mechanism(mtype, param)
     return Mechanism(mtype, _bytes(p_mech.pParameter, n))
+
+
+# Parameters that are one CK_ULONG: a MAC length, a key handle, a bit index.
+_ULONG_PARAM = frozenset(
+    {C.CKM_AES_MAC_GENERAL, C.CKM_AES_CMAC_GENERAL, C.CKM_CONCATENATE_BASE_AND_KEY, C.CKM_EXTRACT_KEY_FROM_KEY}
+)
+_STRING_DATA = frozenset(
+    {
+        C.CKM_AES_ECB_ENCRYPT_DATA,
+        C.CKM_CONCATENATE_BASE_AND_DATA,
+        C.CKM_CONCATENATE_DATA_AND_BASE,
+        C.CKM_XOR_BASE_AND_DATA,
+    }
+)
+
+
+def _param(mtype, p_mech):
+    """The AES, derivation and HKDF parameters; None for a mechanism whose parameter is plain bytes."""
+    if mtype in _ULONG_PARAM:
+        return int(_struct("CK_ULONG", p_mech))
+    if mtype in _STRING_DATA:
+        p = _struct("CK_KEY_DERIVATION_STRING_DATA", p_mech)
+        return _bytes(p.pData, p.ulLen)
+    if mtype == C.CKM_AES_CTR:
+        p = _struct("CK_AES_CTR_PARAMS", p_mech)
+        return AesCtrParams(p.ulCounterBits, _buffer(p.cb, 16)[:])
+    if mtype == C.CKM_AES_CBC_ENCRYPT_DATA:
+        p = _struct("CK_AES_CBC_ENCRYPT_DATA_PARAMS", p_mech)
+        return AesCbcEncryptDataParams(_buffer(p.iv, 16)[:], _bytes(p.pData, p.length))
+    if mtype == C.CKM_HKDF_DERIVE:
+        p = _struct("CK_HKDF_PARAMS", p_mech)
+        return HkdfParams(
+            bool(p.bExtract),
+            bool(p.bExpand),
+            p.prfHashMechanism,
+            p.ulSaltType,
+            _bytes(p.pSalt, p.ulSaltLen),
+            p.hSaltKey,
+            _bytes(p.pInfo, p.ulInfoLen),
+        )
+    return None
 
 
 def _handle_out(ptr, value):
@@ -625,6 +673,30 @@ def C_VerifyUpdate(h, p_data, data_len):
 def C_VerifyFinal(h, p_sig, sig_len):
     _signing.verify_final(h, _bytes(p_sig, sig_len))
     return OK
+
+
+@_entry
+def C_SignRecoverInit(h, p_mech, h_key):
+    _recover.sign_recover_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_SignRecover(h, p_data, data_len, p_sig, pul_sig):
+    data = _bytes(p_data, data_len)
+    return _deliver(lambda q, cap: _recover.sign_recover(h, data, q, cap), p_sig, pul_sig)
+
+
+@_entry
+def C_VerifyRecoverInit(h, p_mech, h_key):
+    _recover.verify_recover_init(h, _mechanism(p_mech), h_key)
+    return OK
+
+
+@_entry
+def C_VerifyRecover(h, p_sig, sig_len, p_data, pul_data):
+    signature = _bytes(p_sig, sig_len)
+    return _deliver(lambda q, cap: _recover.verify_recover(h, signature, q, cap), p_data, pul_data)
 
 
 # --- keys ------------------------------------------------------------------------------------

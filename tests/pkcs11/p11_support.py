@@ -274,3 +274,53 @@ def make_template(pairs: list[tuple[int, bytes]]) -> tuple[Any, list[Any]]:
         attrs[i].pValue = ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None
         attrs[i].ulValueLen = len(value)
     return attrs, keep
+
+
+def mechanism(mech_type: int, param: Any = None) -> CK_MECHANISM:
+    """A CK_MECHANISM over a ctypes parameter (kept alive by the mechanism object)."""
+    if param is None:
+        return CK_MECHANISM(mech_type, None, 0)
+    mech = CK_MECHANISM(mech_type, ctypes.cast(ctypes.byref(param), ctypes.c_void_p), ctypes.sizeof(param))
+    mech.keep = param  # the pointer alone does not keep the parameter alive
+    return mech
+
+
+def call_out(fn: Any, *args: Any) -> tuple[int, bytes]:
+    """The two-call convention for a function whose last two arguments are (buffer, length pointer): the
+    length query, then the call with a buffer of that size. Returns (CK_RV, output)."""
+    n = CK_ULONG()
+    rv = fn(*args, None, ctypes.byref(n))
+    if rv != 0:
+        return int(rv), b""
+    buf = (ctypes.c_ubyte * max(1, n.value))()
+    rv = fn(*args, buf, ctypes.byref(n))
+    return int(rv), bytes(buf[: n.value])
+
+
+def secret_key(raw: RawModule, h: int, value: bytes, key_type: int, **flags: bool) -> int:
+    """A readable secret key (CKA_SENSITIVE false) made with C_CreateObject; flags name CKA_ booleans."""
+    pairs = [
+        (0x0, ulong(0x4)),  # CKA_CLASS: CKO_SECRET_KEY
+        (0x100, ulong(key_type)),  # CKA_KEY_TYPE
+        (0x11, value),  # CKA_VALUE
+        (0x103, b"\x00"),  # CKA_SENSITIVE
+        (0x162, b"\x01"),  # CKA_EXTRACTABLE
+        *((BOOL_ATTRS[name], b"\x01" if on else b"\x00") for name, on in flags.items()),
+    ]
+    attrs, keep = make_template(pairs)
+    handle = CK_ULONG()
+    rv = raw.C_CreateObject(h, attrs, len(pairs), ctypes.byref(handle))
+    assert rv == 0, hex(rv)
+    del keep
+    return handle.value
+
+
+BOOL_ATTRS = {
+    "encrypt": 0x104,
+    "decrypt": 0x105,
+    "wrap": 0x106,
+    "unwrap": 0x107,
+    "sign": 0x108,
+    "verify": 0x10A,
+    "derive": 0x10C,
+}

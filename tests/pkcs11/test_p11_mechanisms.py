@@ -407,6 +407,7 @@ def test_aes_key_wrap_and_unwrap(session: pkcs11.Session, aes_key: pkcs11.Secret
     assert wrapped == keywrap.aes_key_wrap(aes_value, target_value)
     padded = aes_key.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP_PAD)
     assert padded == keywrap.aes_key_wrap_with_padding(aes_value, target_value)
+    assert aes_key.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP_KWP) == padded  # the 3.0 name of RFC 5649
     unwrapped = aes_key.unwrap_key(
         ObjectClass.SECRET_KEY,
         KeyType.AES,

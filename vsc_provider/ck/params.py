@@ -42,7 +42,40 @@ class SignContextParams(NamedTuple):
     context: bytes
 
 
-Param = None | bytes | PssParams | OaepParams | GcmParams | Ecdh1Params | EddsaParams | SignContextParams
+class AesCtrParams(NamedTuple):
+    counter_bits: int
+    counter_block: bytes
+
+
+class AesCbcEncryptDataParams(NamedTuple):
+    iv: bytes
+    data: bytes
+
+
+class HkdfParams(NamedTuple):
+    extract: bool
+    expand: bool
+    prf: int
+    salt_type: int
+    salt: bytes
+    salt_key: int
+    info: bytes
+
+
+Param = (
+    None
+    | bytes
+    | int
+    | PssParams
+    | OaepParams
+    | GcmParams
+    | Ecdh1Params
+    | EddsaParams
+    | AesCtrParams
+    | AesCbcEncryptDataParams
+    | HkdfParams
+    | SignContextParams
+)
 
 
 class Mechanism(NamedTuple):

@@ -9,6 +9,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Ecdh1Params, Mechanism
+from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, check_allowed, find_object, writable
 from vsc_provider.token import mechanisms
@@ -18,9 +19,9 @@ from vsc_provider.token.policy import CardPolicy
 
 def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, bytes], policy: CardPolicy) -> Any:
     """Generate the private key a C_GenerateKeyPair call asks for, of a size and curve the card's policy
-    allows (strict: RSA 2048-4096, P-256/384/521, Ed25519; compatible: RSA from 1024, every curve)."""
+    allows (strict: RSA 2048-4096, P-256/384/521, Ed25519, Ed448; compatible: RSA from 1024, every curve)."""
     # `cryptography` loads at the first use, not at C_Initialize
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     if mech.type == C.CKM_RSA_PKCS_KEY_PAIR_GEN:
         bits = T.ulong(pub_t, C.CKA_MODULUS_BITS)
@@ -42,6 +43,8 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
         policy.check_curve(oid)
         if oid == O.ED25519_OID:
             return ed25519.Ed25519PrivateKey.generate()
+        if oid == O.ED448_OID:
+            return ed448.Ed448PrivateKey.generate()
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
             raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
         return ec.generate_private_key(O.ec_curve(oid))
@@ -157,6 +160,7 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
         raise CKRError(C.CKR_KEY_UNEXTRACTABLE, "key has CKA_EXTRACTABLE false")
     if target.bool(C.CKA_WRAP_WITH_TRUSTED) and not wrapper.bool(C.CKA_TRUSTED):
         raise CKRError(C.CKR_KEY_NOT_WRAPPABLE, "key has CKA_WRAP_WITH_TRUSTED: the wrapping key must be trusted")
+    key_rules.check_wrap(s.card, wrapper, target)
     material = LIB.require().material(s.card, target)
     try:
         from vsc_provider.token import crypto
@@ -180,7 +184,9 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
     if not s.card.user and not s.card.policy.public_keys:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
     template = A.template(pairs)
-    _, unwrapping_key = _wrapping_crypto(s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID, mech.type)
+    unwrapper, unwrapping_key = _wrapping_crypto(
+        s, unwrapping, C.CKA_UNWRAP, C.CKR_UNWRAPPING_KEY_HANDLE_INVALID, mech.type
+    )
     try:
         from vsc_provider.token import crypto
 
@@ -217,6 +223,7 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
     else:
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "only keys can be unwrapped")
     attrs = s.card.policy.settle(attrs)
+    key_rules.check_unwrap(unwrapper, attrs)
     token = A.get_bool(attrs, C.CKA_TOKEN)
     writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     return engine.add_object(s.card, attrs, material, token, 0 if token else s.handle).handle
@@ -224,6 +231,11 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
 
 def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
+    if mech.type in mechanisms.SECRET_DERIVATIONS:
+        from vsc_provider.pkcs11.derive import derive_secret
+
+        base_obj, _ = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
+        return derive_secret(s, mech, base_obj, pairs)
     if mech.type != C.CKM_ECDH1_DERIVE:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not derive")
     params = mech.param
@@ -237,8 +249,13 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "ECDH needs an EC private key")
+    point = params.public_data
+    # A bare uncompressed point (04 || X || Y) can also parse as a DER OCTET STRING when X's first byte
+    # happens to equal the rest's length: a point of exactly the curve's size is taken as it is.
+    if len(point) != 1 + 2 * ((private.curve.key_size + 7) // 8):
+        point = O.unwrap_octet_string(point)
     try:
-        peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, O.unwrap_octet_string(params.public_data))
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, point)
     except ValueError as exc:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
     secret = private.exchange(ec.ECDH(), peer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, find_object, writable
 from vsc_provider.token import objects as O
@@ -32,8 +33,11 @@ def build_object(s: Session, template: dict[int, bytes]) -> tuple[dict[int, byte
         built = O.certificate_attrs(
             value, key_id=key_id, label=label, token=token, user_cert=_has_private_key(s.card, key_id)
         )
-        consumed = T.VALUE_DEFINING - {C.CKA_CHECK_VALUE}
-        return T.overrides(template, built, frozenset(consumed)), None
+        kept = {C.CKA_HASH_OF_SUBJECT_PUBLIC_KEY, C.CKA_HASH_OF_ISSUER_PUBLIC_KEY}
+        kept |= {C.CKA_JAVA_MIDP_SECURITY_DOMAIN, C.CKA_NAME_HASH_ALGORITHM}
+        attrs = T.overrides(template, built, T.VALUE_DEFINING - kept)
+        attrs[C.CKA_CHECK_VALUE] = T.check_value(template, built[C.CKA_CHECK_VALUE])
+        return attrs, None
     if klass == C.CKO_PUBLIC_KEY:
         public = T.public_key_from(template)
         built = O.public_key_attrs(public, key_id=key_id, label=label, token=token, local=False, gen_mech=None)
@@ -109,6 +113,7 @@ def copy_object(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> int:
         attrs[attr] = value
     attrs = s.card.policy.settle(attrs)
     attrs.pop(C.CKA_UNIQUE_ID, None)
+    key_rules.check_changes(obj, attrs)
     token = A.get_bool(attrs, C.CKA_TOKEN)
     writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     engine = LIB.require()
@@ -189,6 +194,7 @@ def set_attribute_value(h: int, handle: int, pairs: list[tuple[int, bytes]]) -> 
         if obj.klass == C.CKO_PRIVATE_KEY and attr in (C.CKA_SENSITIVE, C.CKA_EXTRACTABLE):
             if (attr == C.CKA_SENSITIVE) != (value == A.TRUE):
                 raise CKRError(C.CKR_ATTRIBUTE_READ_ONLY, "private keys stay sensitive and unextractable")
+    key_rules.check_changes(obj, {**obj.attrs, **template})
     LIB.require().update_attrs(s.card, obj, template)
     s.card.keys.pop(obj.handle, None)
 

@@ -96,7 +96,7 @@ def _load_operation_modules() -> None:
 
 
 def _context_login(s: Session, card: Card, pin: bytes) -> None:
-    ops = [op for op in (s.sign, s.decrypt) if op is not None and op.needs_auth and not op.authed]
+    ops = [op for op in (s.sign, s.decrypt, s.sign_recover) if op is not None and op.needs_auth and not op.authed]
     if not ops:
         raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED, "no operation waits for a context-specific login")
     if not card.user:
@@ -119,3 +119,4 @@ def logout(h: int) -> None:
         LIB.require().logout(card)
         for other in LIB.card_sessions(card):
             other.sign = other.decrypt = other.encrypt = other.verify = None
+            other.sign_recover = other.verify_recover = None

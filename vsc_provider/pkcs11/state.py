@@ -30,7 +30,19 @@ class Operation:
 
 
 class Session:
-    __slots__ = ("card", "decrypt", "digest", "encrypt", "find", "handle", "rw", "sign", "verify")
+    __slots__ = (
+        "card",
+        "decrypt",
+        "digest",
+        "encrypt",
+        "find",
+        "handle",
+        "rw",
+        "sign",
+        "sign_recover",
+        "verify",
+        "verify_recover",
+    )
 
     def __init__(self, handle: int, card: Card, rw: bool) -> None:
         self.handle = handle
@@ -42,6 +54,8 @@ class Session:
         self.encrypt: Operation | None = None
         self.decrypt: Operation | None = None
         self.digest: Operation | None = None
+        self.sign_recover: Operation | None = None
+        self.verify_recover: Operation | None = None
 
     def state(self) -> int:
         card = self.card

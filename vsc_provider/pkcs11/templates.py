@@ -48,6 +48,11 @@ SETTABLE = frozenset(
         C.CKA_ALLOWED_MECHANISMS,
         C.CKA_ENCAPSULATE,
         C.CKA_DECAPSULATE,
+        # Certificates keep these as given (key objects drop them with the value-defining attributes).
+        C.CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+        C.CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+        C.CKA_JAVA_MIDP_SECURITY_DOMAIN,
+        C.CKA_NAME_HASH_ALGORITHM,
     }
 )
 # Attributes that define key material: consumed to build the key, never stored as given.
@@ -118,6 +123,16 @@ def overrides(
     return out
 
 
+def check_value(template: dict[int, bytes], computed: bytes) -> bytes:
+    """CKA_CHECK_VALUE to store: a caller's value must equal the computed one; an empty one asks for none."""
+    given = template.get(C.CKA_CHECK_VALUE)
+    if given is None:
+        return computed
+    if given and given != computed:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_CHECK_VALUE does not match the object's value")
+    return given
+
+
 def ulong(template: dict[int, bytes], attr: int) -> int | None:
     raw = template.get(attr)
     return None if raw is None else int(A.decode(attr, raw))  # type: ignore[arg-type]
@@ -145,7 +160,7 @@ def _int(template: dict[int, bytes], attr: int) -> int:
 
 def public_key_from(template: dict[int, bytes]) -> Any:
     # `cryptography` loads at the first use, not at C_Initialize
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
@@ -158,6 +173,8 @@ def public_key_from(template: dict[int, bytes]) -> Any:
             point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PublicKey.from_public_bytes(point)
+            if oid == O.ED448_OID:
+                return ed448.Ed448PublicKey.from_public_bytes(point)
             return ec.EllipticCurvePublicKey.from_encoded_point(O.ec_curve(oid), point)
         if key_type in O.PQ_KEY_TYPES:
             from vsc_provider.token import pqc
@@ -171,7 +188,7 @@ def public_key_from(template: dict[int, bytes]) -> Any:
 
 
 def private_key_from(template: dict[int, bytes]) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     key_type = ulong(template, C.CKA_KEY_TYPE)
     try:
@@ -198,6 +215,8 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             value = require(template, C.CKA_VALUE)
             if oid == O.ED25519_OID:
                 return ed25519.Ed25519PrivateKey.from_private_bytes(value)
+            if oid == O.ED448_OID:
+                return ed448.Ed448PrivateKey.from_private_bytes(value)
             return ec.derive_private_key(int.from_bytes(value, "big"), O.ec_curve(oid))
         if key_type in O.PQ_KEY_TYPES:  # imported from the seed, the form `cryptography` reads
             from vsc_provider.token import pqc
@@ -227,6 +246,11 @@ SECRET_KEY_TYPES = frozenset(
         C.CKK_SHA256_HMAC,
         C.CKK_SHA384_HMAC,
         C.CKK_SHA512_HMAC,
+        C.CKK_SHA3_224_HMAC,
+        C.CKK_SHA3_256_HMAC,
+        C.CKK_SHA3_384_HMAC,
+        C.CKK_SHA3_512_HMAC,
+        C.CKK_HKDF,
     }
 )
 
@@ -263,6 +287,7 @@ def secret_object(
         gen_mech=gen_mech,
     )
     attrs = overrides(template, built)
+    attrs[C.CKA_CHECK_VALUE] = check_value(template, built[C.CKA_CHECK_VALUE])
     attrs[C.CKA_ALWAYS_SENSITIVE] = A.encode(C.CKA_ALWAYS_SENSITIVE, local and A.get_bool(attrs, C.CKA_SENSITIVE))
     attrs[C.CKA_NEVER_EXTRACTABLE] = A.encode(
         C.CKA_NEVER_EXTRACTABLE, local and not A.get_bool(attrs, C.CKA_EXTRACTABLE)

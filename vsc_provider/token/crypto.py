@@ -14,12 +14,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac, keywrap
 from cryptography.hazmat.primitives import padding as sym_padding
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
+from vsc_provider.token import aes_modes
 from vsc_provider.token import mechanisms as M
 from vsc_provider.token.rsa_raw import RsaRaw
 
@@ -31,6 +32,10 @@ DIGESTS: dict[int, HashFactory] = {
     C.CKM_SHA256: hashes.SHA256,
     C.CKM_SHA384: hashes.SHA384,
     C.CKM_SHA512: hashes.SHA512,
+    C.CKM_SHA3_224: hashes.SHA3_224,
+    C.CKM_SHA3_256: hashes.SHA3_256,
+    C.CKM_SHA3_384: hashes.SHA3_384,
+    C.CKM_SHA3_512: hashes.SHA3_512,
 }
 MGF_HASHES: dict[int, HashFactory] = {
     C.CKG_MGF1_SHA1: hashes.SHA1,
@@ -188,6 +193,8 @@ class _Buffered(Signer):
 
 def make_signer(mech: Mechanism, key: Any) -> Signer:
     m = mech.type
+    if m in M.AES_MACS:
+        return aes_modes.AesMac(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPrivateKey):
         size = (key.key_size + 7) // 8
         if m in RSA_PKCS_HASHED:
@@ -256,12 +263,12 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
 
             return _Buffered(sign_ecdsa, 2 * size)
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an EC key")
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         if m != C.CKM_EDDSA:
-            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an Ed25519 key signs with CKM_EDDSA")
+            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an EdDSA key signs with CKM_EDDSA")
         if mech.param is not None and (getattr(mech.param, "prehash", False) or getattr(mech.param, "context", b"")):
-            raise _bad_param("Ed25519ph and Ed25519ctx are not supported")
-        return _Buffered(key.sign, 64)
+            raise _bad_param("EdDSA with pre-hashing or a context (Ed25519ph/ctx, Ed448ph) is not supported")
+        return _Buffered(key.sign, 64 if isinstance(key, ed25519.Ed25519PrivateKey) else 114)
     if isinstance(key, bytes):
         if m not in HMACS:
             raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a secret key signs with an HMAC mechanism")
@@ -347,6 +354,8 @@ def _invalid(fn: Callable[[], object]) -> None:
 def make_verifier(mech: Mechanism, key: Any) -> Verifier:
     """Verify with a public key (or HMAC secret); the same mechanisms as make_signer."""
     m = mech.type
+    if m in M.AES_MACS:
+        return aes_modes.AesMacVerifier(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPublicKey):
         size = (key.key_size + 7) // 8
 
@@ -416,15 +425,16 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
 
             return Verifier(check_ecdsa, None, None)
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit an EC key")
-    if isinstance(key, ed25519.Ed25519PublicKey):
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         if m != C.CKM_EDDSA:
-            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an Ed25519 key verifies with CKM_EDDSA")
+            raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "an EdDSA key verifies with CKM_EDDSA")
         if mech.param is not None and (getattr(mech.param, "prehash", False) or getattr(mech.param, "context", b"")):
-            raise _bad_param("Ed25519ph and Ed25519ctx are not supported")
+            raise _bad_param("EdDSA with pre-hashing or a context (Ed25519ph/ctx, Ed448ph) is not supported")
+        sig_len = 64 if isinstance(key, ed25519.Ed25519PublicKey) else 114
 
         def check_ed(d: bytes, s: bytes) -> None:
-            if len(s) != 64:
-                raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, "Ed25519 signatures are 64 bytes")
+            if len(s) != sig_len:
+                raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, "EdDSA signature of the wrong length")
             _invalid(lambda: key.verify(s, d))
 
         return Verifier(check_ed, None, None)
@@ -527,6 +537,8 @@ def _gcm(mech: Mechanism) -> GcmParams:
 
 def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
     m = mech.type
+    if m == C.CKM_AES_CTR:
+        return aes_modes.CtrCipher(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPublicKey):
         if m == C.CKM_RSA_PKCS:
             pad: padding.AsymmetricPadding = padding.PKCS1v15()
@@ -551,11 +563,8 @@ def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
                 lambda d: ctx.update(padder.update(d)),
                 lambda: ctx.update(padder.finalize()) + ctx.finalize(),
             )
-        return Cipherer(
-            lambda d: ctx.update(_block_aligned(d)) + ctx.finalize(),
-            lambda d: ctx.update(_block_aligned(d)),
-            ctx.finalize,
-        )
+        stream = aes_modes.BlockStream(ctx, C.CKR_DATA_LEN_RANGE)
+        return Cipherer(lambda d: ctx.update(_block_aligned(d)) + ctx.finalize(), stream.update, stream.final)
     if m == C.CKM_AES_GCM:
         aes = _aes_key(key)
         p = _gcm(mech)
@@ -566,7 +575,7 @@ def make_encryptor(mech: Mechanism, key: Any) -> Cipherer:
             return ctx.finalize() + ctx.tag[: p.tag_bits // 8]
 
         return Cipherer(lambda d: ctx.update(d) + gcm_final(), ctx.update, gcm_final)
-    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD):
+    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD, C.CKM_AES_KEY_WRAP_KWP):
         aes = _aes_key(key)
         return Cipherer(lambda d: aes_wrap(m, aes, d))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{m:x} cannot encrypt with this key")
@@ -581,6 +590,8 @@ def _rsa_encrypt(key: rsa.RSAPublicKey, data: bytes, pad: padding.AsymmetricPadd
 
 def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
     m = mech.type
+    if m == C.CKM_AES_CTR:
+        return aes_modes.CtrCipher(mech, key)  # type: ignore[return-value]
     if isinstance(key, rsa.RSAPrivateKey):
         size = (key.key_size + 7) // 8
 
@@ -621,23 +632,14 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
                 except ValueError as exc:
                     raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "bad padding") from exc
 
-            def cbc_pad_final() -> bytes:
-                try:
-                    last = ctx.finalize()
-                except ValueError as exc:  # the parts added up to no whole number of blocks
-                    raise CKRError(C.CKR_ENCRYPTED_DATA_LEN_RANGE, "ciphertext is not whole blocks") from exc
-                return unpad_final(last)
-
+            padded = aes_modes.BlockStream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE)
             return Cipherer(
                 lambda d: unpad_final(ctx.update(_enc_aligned(d)) + ctx.finalize()),
-                lambda d: unpadder.update(ctx.update(d)),
-                cbc_pad_final,
+                lambda d: unpadder.update(padded.update(d)),
+                lambda: unpad_final(padded.final()),
             )
-        return Cipherer(
-            lambda d: ctx.update(_enc_aligned(d)) + ctx.finalize(),
-            lambda d: ctx.update(_enc_aligned(d)),
-            ctx.finalize,
-        )
+        stream = aes_modes.BlockStream(ctx, C.CKR_ENCRYPTED_DATA_LEN_RANGE)
+        return Cipherer(lambda d: ctx.update(_enc_aligned(d)) + ctx.finalize(), stream.update, stream.final)
     if m == C.CKM_AES_GCM:
         aes = _aes_key(key)
         p = _gcm(mech)
@@ -654,7 +656,7 @@ def make_decryptor(mech: Mechanism, key: Any) -> Cipherer:
                 raise CKRError(C.CKR_ENCRYPTED_DATA_INVALID, "GCM tag does not verify") from exc
 
         return Cipherer(gcm_decrypt)  # multi-part buffers: nothing is released before the tag checks
-    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD):
+    if m in (C.CKM_AES_KEY_WRAP, C.CKM_AES_KEY_WRAP_PAD, C.CKM_AES_KEY_WRAP_KWP):
         aes = _aes_key(key)
         return Cipherer(lambda d: aes_unwrap(m, aes, d))
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{m:x} cannot decrypt with this key")

@@ -94,6 +94,8 @@ MODIFIABLE = frozenset(
         C.CKA_DECRYPT,
         C.CKA_SIGN,
         C.CKA_VERIFY,
+        C.CKA_SIGN_RECOVER,
+        C.CKA_VERIFY_RECOVER,
         C.CKA_WRAP,
         C.CKA_UNWRAP,
         C.CKA_DERIVE,
@@ -121,12 +123,16 @@ EC_CURVES = {
     "1.3.36.3.3.2.8.1.1.13": "brainpoolP512r1",
 }
 ED25519_OID = "1.3.101.112"
+ED448_OID = "1.3.101.113"
+EDWARDS_OIDS = (ED25519_OID, ED448_OID)
 CURVE_NAMES = {
     **{name: oid for oid, name in EC_CURVES.items()},
     "prime256v1": "1.2.840.10045.3.1.7",
     "prime192v1": "1.2.840.10045.3.1.1",
     "edwards25519": ED25519_OID,
     "ed25519": ED25519_OID,
+    "edwards448": ED448_OID,
+    "ed448": ED448_OID,
 }
 
 
@@ -170,7 +176,7 @@ def curve_from_params(params: bytes) -> str:
         parsed = asn1_keys.ECDomainParameters.load(params)
         if parsed.name == "named":
             oid = parsed.chosen.dotted
-            if oid in EC_CURVES or oid == ED25519_OID:
+            if oid in EC_CURVES or oid in EDWARDS_OIDS:
                 return oid
     except (ValueError, TypeError):
         pass
@@ -182,7 +188,7 @@ def curve_from_params(params: bytes) -> str:
         pass
     try:
         oid = asn1_core.ObjectIdentifier.load(params).dotted
-        if oid in EC_CURVES or oid == ED25519_OID:
+        if oid in EC_CURVES or oid in EDWARDS_OIDS:
             return oid
     except (ValueError, TypeError):
         pass
@@ -243,7 +249,7 @@ def _key_common(key_type: int, key_id: bytes, local: bool, gen_mech: int | None)
 def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
     """(CKK_ type, type-specific attributes) of a public key, shared by public and private key objects."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers = public_key.public_numbers()
@@ -260,10 +266,11 @@ def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
             C.CKA_EC_POINT: octet_string(point),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
+    if isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        oid = ED25519_OID if isinstance(public_key, ed25519.Ed25519PublicKey) else ED448_OID
         return C.CKK_EC_EDWARDS, {
-            C.CKA_EC_PARAMS: oid_der(ED25519_OID),
+            C.CKA_EC_PARAMS: oid_der(oid),
             C.CKA_EC_POINT: octet_string(raw),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
@@ -335,6 +342,17 @@ def aes_check_value(key: bytes) -> bytes:
     return (encryptor.update(b"\x00" * 16) + encryptor.finalize())[:3]
 
 
+def _secret_check_value(key_type: int, value: bytes) -> bytes:
+    """AES: the first 3 bytes of an encrypted zero block; generic secrets: the first 3 bytes of SHA-1."""
+    import hashlib
+
+    if key_type == C.CKK_AES:
+        return aes_check_value(value)
+    if key_type == C.CKK_GENERIC_SECRET:
+        return hashlib.sha1(value).digest()[:3]  # noqa: S324 - defined by the standard
+    return b""
+
+
 def secret_key_attrs(
     key_type: int, value: bytes, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
 ) -> dict[int, bytes]:
@@ -356,7 +374,7 @@ def secret_key_attrs(
             C.CKA_WRAP_WITH_TRUSTED: False,
             C.CKA_TRUSTED: False,
             C.CKA_VALUE_LEN: len(value),
-            C.CKA_CHECK_VALUE: aes_check_value(value) if key_type == C.CKK_AES else b"",
+            C.CKA_CHECK_VALUE: _secret_check_value(key_type, value),
         }
     )
     return A.make(values)

@@ -6,7 +6,7 @@ name, as every store written before policies existed has, is strict. The engine 
 end (PKCS#11, the CLI and Python API, provisioning).
 
 - strict: PINs of digits (6+, SO 8+) without runs or repeats, growing waiting periods after wrong tries,
-  blocked at the 10th; RSA keys of 2048 bits or more; P-256/384/521 and Ed25519; every private and secret
+  blocked at the 10th; RSA keys of 2048 bits or more; P-256/384/521, Ed25519 and Ed448; every private and secret
   key is CKA_PRIVATE, so nothing that holds key material is usable without the user's PIN.
 - compatible: what test rigs written for SoftHSM expect: PINs of 4 to 255 bytes of any kind, no waiting
   periods (still blocked at the 10th wrong try), RSA from 1024 bits, every curve `cryptography` offers, and
@@ -28,8 +28,8 @@ STRICT = "strict"
 COMPATIBLE = "compatible"
 NAMES = (STRICT, COMPATIBLE)
 
-STRICT_CURVES = frozenset({"1.2.840.10045.3.1.7", "1.3.132.0.34", "1.3.132.0.35", O.ED25519_OID})
-ALL_CURVES = frozenset({*O.EC_CURVES, O.ED25519_OID})
+STRICT_CURVES = frozenset({"1.2.840.10045.3.1.7", "1.3.132.0.34", "1.3.132.0.35", *O.EDWARDS_OIDS})
+ALL_CURVES = frozenset({*O.EC_CURVES, *O.EDWARDS_OIDS})
 STRICT_RSA_MIN = 2048
 
 COMPATIBLE_PIN = PinPolicy(min_length=4, max_length=255, so_min_length=4, digits_only=False, delays=False)
