@@ -31,7 +31,7 @@ def make_sign_recover(mech_type: int, key: Any) -> tuple[Callable[[bytes], bytes
         def sign_x509(block: bytes) -> bytes:
             if len(block) > size:
                 raise CKRError(C.CKR_DATA_LEN_RANGE, "input longer than the modulus")
-            return raw.private(block.rjust(size, b"\x00"))
+            return raw.sign(block.rjust(size, b"\x00"))
 
         return sign_x509, size
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} does not sign with recovery")
