@@ -246,9 +246,13 @@ def test_aes_encrypt_data_derivation(raw: tuple[RawModule, int]) -> None:
     assert _value(raw, new) == cbc[:16]
     bad, keep2 = _string_data(b"x" * 15)
     assert _derive(raw, _mech(C.CKM_AES_ECB_ENCRYPT_DATA, bad), base, []) == -C.CKR_MECHANISM_PARAM_INVALID
+    # 16 bytes of data cannot make a 32-byte AES key: the parameter is short (python-pkcs11's suite expects so)
+    short, keep3 = _string_data(b"y" * 16)
+    too_long = [(C.CKA_KEY_TYPE, ulong(C.CKK_AES)), (C.CKA_VALUE_LEN, ulong(32))]
+    assert _derive(raw, _mech(C.CKM_AES_ECB_ENCRYPT_DATA, short), base, too_long) == -C.CKR_MECHANISM_PARAM_INVALID
     no_derive = _key(raw, value)
     assert _derive(raw, _mech(C.CKM_AES_ECB_ENCRYPT_DATA, params), no_derive, []) == -C.CKR_KEY_FUNCTION_NOT_PERMITTED
-    del keep, keep2
+    del keep, keep2, keep3
 
 
 def test_concatenate_xor_and_extract(raw: tuple[RawModule, int]) -> None:

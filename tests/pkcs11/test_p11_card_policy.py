@@ -361,6 +361,8 @@ def test_mechanism_info_follows_the_policy(cards: Cards) -> None:
         assert strict.get_mechanism_info(mech).min_key_length == 256
         assert compat.get_mechanism_info(mech).max_key_length == 521
     assert compat.get_mechanism_info(Mechanism.AES_KEY_GEN).min_key_length == 16
+    edwards = compat.get_mechanism_info(Mechanism.EC_EDWARDS_KEY_PAIR_GEN)  # Ed25519 and Ed448 on every card
+    assert edwards.max_key_length == strict.get_mechanism_info(Mechanism.EC_EDWARDS_KEY_PAIR_GEN).max_key_length
 
 
 # --- keys usable without login -------------------------------------------------------------------
@@ -375,7 +377,9 @@ def test_public_private_key_signs_without_login_on_compatible(cards: Cards) -> N
             label="open key",
             store=True,
         )
-        secret = s.generate_key(KeyType.AES, 256, label="open aes", store=True, template={Attribute.PRIVATE: False})
+        secret = s.generate_key(
+            KeyType.AES, 256, label="open aes", store=True, template={Attribute.PRIVATE: False, Attribute.DERIVE: True}
+        )
         assert secret[Attribute.PRIVATE] is False
     reinitialize(cards.lib)  # a fresh engine: the keys come from the store, sealed
     with cards.token(cards.compat).open() as s:  # no login
@@ -388,6 +392,15 @@ def test_public_private_key_signs_without_login_on_compatible(cards: Cards) -> N
         iv = b"\x01" * 16
         ciphertext = aes.encrypt(b"sixteen byte msg", mechanism_param=iv)
         assert aes.decrypt(ciphertext, mechanism_param=iv) == b"sixteen byte msg"
+        # A key derived from it without login is a public session object too (as C_DeriveKey allows there).
+        derived = aes.derive_key(
+            KeyType.AES,
+            128,
+            mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=b"0" * 16,
+            template={Attribute.PRIVATE: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+        )
+        assert derived[Attribute.PRIVATE] is False and len(derived[Attribute.VALUE]) == 16
 
 
 def test_strict_keys_stay_private_whatever_the_template_says(cards: Cards) -> None:

@@ -7,11 +7,12 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import HkdfParams, Mechanism
 from vsc_provider.pkcs11 import templates as T
-from vsc_provider.pkcs11.state import LIB, Session, find_object, writable
+from vsc_provider.pkcs11.state import LIB, Session, add_new_key, find_object
 from vsc_provider.token.objects import TokenObject
 
 # Mechanisms that move the base key's bits into the new key: it inherits their protection (PKCS#11 says so
 # for the concatenations; without it, XOR with known data would read out a sensitive key).
+_ENCRYPT_DATA = frozenset({C.CKM_AES_ECB_ENCRYPT_DATA, C.CKM_AES_CBC_ENCRYPT_DATA})
 _BITWISE = frozenset(
     {
         C.CKM_CONCATENATE_BASE_AND_KEY,
@@ -49,7 +50,9 @@ def derive_secret(s: Session, mech: Mechanism, base_obj: TokenObject, pairs: lis
     value = derive.derive(mech, base, other, length)
     if length is not None:
         if not 0 < length <= len(value):
-            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN is longer than the derived value")
+            # The data of ECB/CBC_ENCRYPT_DATA is the key's source: too little of it is a parameter error.
+            code = C.CKR_MECHANISM_PARAM_INVALID if mech.type in _ENCRYPT_DATA else C.CKR_TEMPLATE_INCONSISTENT
+            raise CKRError(code, "CKA_VALUE_LEN is longer than the derived value")
         value = value[:length]
     attrs = T.secret_object(template, key_type, value, local=False, gen_mech=None)
     if mech.type in _BITWISE:
@@ -62,6 +65,4 @@ def derive_secret(s: Session, mech: Mechanism, base_obj: TokenObject, pairs: lis
     never = all(o.bool(C.CKA_NEVER_EXTRACTABLE) for o in sources) and not A.get_bool(attrs, C.CKA_EXTRACTABLE)
     attrs[C.CKA_ALWAYS_SENSITIVE] = A.encode(C.CKA_ALWAYS_SENSITIVE, always)
     attrs[C.CKA_NEVER_EXTRACTABLE] = A.encode(C.CKA_NEVER_EXTRACTABLE, never)
-    token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, True)
-    return LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle).handle
+    return add_new_key(s, attrs, value)

@@ -12,7 +12,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import templates as T
-from vsc_provider.pkcs11.state import LIB, Session, check_allowed, find_object, writable
+from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object
 from vsc_provider.token import mechanisms
 
 _KEM_FLAGS = C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE
@@ -45,10 +45,7 @@ def _new_secret(s: Session, pairs: list[tuple[int, bytes]], secret: bytes) -> in
     if length > len(secret):
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN is longer than the shared secret")
     value = secret[:length]
-    attrs = s.card.policy.settle(T.secret_object(template, key_type, value, local=False, gen_mech=None))
-    token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
-    return LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle).handle
+    return add_new_key(s, T.secret_object(template, key_type, value, local=False, gen_mech=None), value)
 
 
 def encapsulate_key(

@@ -11,7 +11,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Ecdh1Params, Mechanism
 from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
-from vsc_provider.pkcs11.state import LIB, Session, check_allowed, find_object, writable
+from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object, writable
 from vsc_provider.token import mechanisms
 from vsc_provider.token import objects as O
 from vsc_provider.token.policy import CardPolicy
@@ -198,7 +198,6 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
             raise CKRError(C.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, exc.reason) from exc
         raise
     klass = T.ulong(template, C.CKA_CLASS)
-    engine = LIB.require()
     if klass == C.CKO_PRIVATE_KEY:
         try:
             from cryptography.hazmat.primitives import serialization
@@ -222,11 +221,8 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
         material = value
     else:
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "only keys can be unwrapped")
-    attrs = s.card.policy.settle(attrs)
     key_rules.check_unwrap(unwrapper, attrs)
-    token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
-    return engine.add_object(s.card, attrs, material, token, 0 if token else s.handle).handle
+    return add_new_key(s, attrs, material)
 
 
 def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]]) -> int:
@@ -264,7 +260,4 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     if length > len(secret):
         raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN is longer than the shared secret")
     value = secret[:length]
-    attrs = s.card.policy.settle(T.secret_object(template, key_type, value, local=False, gen_mech=None))
-    token = A.get_bool(attrs, C.CKA_TOKEN)
-    writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
-    return LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle).handle
+    return add_new_key(s, T.secret_object(template, key_type, value, local=False, gen_mech=None), value)

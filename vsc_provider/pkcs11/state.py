@@ -207,3 +207,12 @@ def writable(session: Session, token: bool, private: bool) -> None:
         raise CKRError(C.CKR_SESSION_READ_ONLY, "token objects need a read/write session")
     if private and not session.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private objects need the user to log in")
+
+
+def add_new_key(session: Session, attrs: dict[int, bytes], material: Any) -> int:
+    """Store a key a call made (derived, unwrapped, decapsulated) under the card's policy, with the access
+    rules of its session; returns its handle (a session object belongs to this session)."""
+    attrs = session.card.policy.settle(attrs)
+    token = A.get_bool(attrs, C.CKA_TOKEN)
+    writable(session, token, A.get_bool(attrs, C.CKA_PRIVATE))
+    return LIB.require().add_object(session.card, attrs, material, token, 0 if token else session.handle).handle

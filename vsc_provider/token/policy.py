@@ -102,5 +102,5 @@ class CardPolicy(NamedTuple):
         if low == STRICT_RSA_MIN:  # the RSA mechanisms are those whose strict minimum is the RSA minimum
             return self.rsa_min_bits, high, flags
         if flags & C.CKF_EC_F_P:
-            return min(O.curve_bits(oid) for oid in self.curves if oid != O.ED25519_OID), high, flags
+            return min(O.curve_bits(oid) for oid in self.curves if oid not in O.EDWARDS_OIDS), high, flags
         return info
