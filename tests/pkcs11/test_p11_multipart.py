@@ -134,3 +134,37 @@ def test_length_queries_and_short_buffers_mid_stream(raw: tuple[RawModule, int],
     assert m.C_DecryptFinal(h, tiny, ctypes.byref(n)) == C.CKR_BUFFER_TOO_SMALL and n.value == 8
     rv, tail = call_out(m.C_DecryptFinal, h)
     assert rv == C.CKR_OK and plain + tail == data
+
+
+class CK_GCM_PARAMS(ctypes.Structure):
+    _fields_ = [
+        ("pIv", ctypes.c_void_p),
+        ("ulIvLen", CK_ULONG),
+        ("ulIvBits", CK_ULONG),
+        ("pAAD", ctypes.c_void_p),
+        ("ulAADLen", CK_ULONG),
+        ("ulTagBits", CK_ULONG),
+    ]
+
+
+def test_gcm_decryption_releases_nothing_before_the_tag(raw: tuple[RawModule, int], aes: tuple[int, bytes]) -> None:
+    """PyKCS11's pattern: each update is a length query and then a call with a buffer of that length. The
+    update's output is empty, yet the query answers a length that is not 0, so the host passes a buffer and
+    the second update is not mistaken for a repeat of the first."""
+    m, h = raw
+    key, value = aes
+    iv, data = os.urandom(12), os.urandom(40)
+    encryptor = Cipher(algorithms.AES(value), modes.GCM(iv)).encryptor()
+    encryptor.authenticate_additional_data(b"aad")
+    sealed = encryptor.update(data) + encryptor.finalize() + encryptor.tag
+    iv_buf, aad = ctypes.create_string_buffer(iv, 12), ctypes.create_string_buffer(b"aad", 3)
+    params = CK_GCM_PARAMS(ctypes.addressof(iv_buf), 12, 96, ctypes.addressof(aad), 3, 128)
+    assert m.C_DecryptInit(h, ctypes.byref(mechanism(C.CKM_AES_GCM, params)), key) == C.CKR_OK
+    for part in (sealed[:30], sealed[30:]):
+        n = CK_ULONG()
+        assert m.C_DecryptUpdate(h, part, len(part), None, ctypes.byref(n)) == C.CKR_OK and n.value > 0
+        buf = (ctypes.c_ubyte * n.value)()
+        assert m.C_DecryptUpdate(h, part, len(part), buf, ctypes.byref(n)) == C.CKR_OK
+        assert n.value == 0  # no plaintext before the tag is checked
+    rv, plain = call_out(m.C_DecryptFinal, h)
+    assert rv == C.CKR_OK and plain == data

@@ -42,6 +42,9 @@ def _op(h: int, attr: str) -> tuple[Session, Operation]:
     return s, op
 
 
+_NO_OUTPUT_BOUND = bytes(16)
+
+
 class _UpdateOutput(bytes):
     """A C_*Update output kept for the caller's retry after CKR_BUFFER_TOO_SMALL (a final or one-shot result is
     plain bytes): a call of the other kind in between ends the operation instead of handing over the wrong one."""
@@ -74,7 +77,11 @@ def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes
             setattr(s, attr, None)
             raise
     if query:
-        return out
+        # No output (an AEAD decryption holds everything back until the tag checks): answer a length that is
+        # not 0, as the standard allows a query to exceed the need. A host that passes a NULL buffer for a
+        # zero length (PyKCS11) would otherwise send its real call as a second query, and the output it
+        # never collects would block the operation.
+        return out or _NO_OUTPUT_BOUND
     if capacity < len(out):
         from vsc_provider.ck.errors import BufferTooSmall
 
