@@ -27,6 +27,18 @@ fi
 # compat mode: a plain path entry, so processes that load the module do not import setuptools' finder
 .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 echo "installed: $(.venv/bin/vsc module path)"
+# The test suites of the Python PKCS#11 libraries the tests use, from their source releases (the versions
+# installed above), run unmodified against a compatible card by tests/e2e/test_upstream_suites.py.
+upstream=.cache/upstream
+if ! ls "$upstream"/python_pkcs11-*.tar.gz "$upstream"/pykcs11-*.tar.gz >/dev/null 2>&1; then
+  mkdir -p "$upstream"
+  pkcs11_v=$(.venv/bin/python -c 'from importlib.metadata import version; print(version("python-pkcs11"))')
+  pykcs11_v=$(.venv/bin/python -c 'from importlib.metadata import version; print(version("PyKCS11"))')
+  get=(.venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$upstream")
+  "${get[@]}" "python-pkcs11==$pkcs11_v"
+  # PyKCS11's isolated metadata step would build swig from source: the venv's setuptools and wheel do
+  "${get[@]}" --no-build-isolation "PyKCS11==$pykcs11_v"
+fi
 # Byte-compile now: a host that loads the module as another user may not be able to write __pycache__, and
 # compiling the sources again in every process would add tens of ms to each C_Initialize.
 .venv/bin/python -m compileall -q vsc_provider >/dev/null
