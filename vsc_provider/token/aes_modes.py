@@ -120,7 +120,7 @@ class _CbcMac:
 
 
 class AesMac:
-    """A sign/verify worker (the `crypto.Signer` interface) for the AES MACs."""
+    """A sign/verify worker (the `operation.Signer` interface) for the AES MACs."""
 
     def __init__(self, mech: Mechanism, key: Any) -> None:
         self._key = _aes_key(key)
@@ -152,7 +152,7 @@ class AesMac:
 
 
 class AesMacVerifier:
-    """The `crypto.Verifier` interface over AesMac, comparing in constant time."""
+    """The `operation.Verifier` interface over AesMac, comparing in constant time."""
 
     def __init__(self, mech: Mechanism, key: Any) -> None:
         self._mac = AesMac(mech, key)

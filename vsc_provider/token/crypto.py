@@ -6,12 +6,11 @@ algorithms, the loaded key), so the per-call work is the `cryptography` call its
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac, keywrap
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils
@@ -22,9 +21,9 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
 from vsc_provider.token import aes_modes
 from vsc_provider.token import mechanisms as M
+from vsc_provider.token.operation import HashFactory, Signer, Verifier
+from vsc_provider.token.operation import signature_checked as _invalid
 from vsc_provider.token.rsa_raw import RsaRaw
-
-HashFactory = Callable[[], hashes.HashAlgorithm]
 
 DIGESTS: dict[int, HashFactory] = {
     C.CKM_SHA_1: hashes.SHA1,
@@ -128,33 +127,6 @@ def rsa_public_raw(key: rsa.RSAPublicKey, block: bytes) -> bytes:
 
 
 # --- signing -----------------------------------------------------------------------------------
-
-
-class Signer:
-    """A sign operation: one-shot `sign`, or `update`... then `final`."""
-
-    length: int
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self._hash: hashes.Hash | None = None
-
-    def sign(self, data: bytes) -> bytes:
-        raise NotImplementedError
-
-    def update(self, part: bytes) -> None:
-        self._parts.append(part)
-
-    def final(self) -> bytes:
-        return self.sign(b"".join(self._parts))
-
-    def fresh(self) -> Signer:
-        """A copy with its own multi-part state; the prepared keys, paddings and hashes are shared, so one
-        prepared signer serves every operation on its key and mechanism."""
-        other = copy.copy(self)
-        other._parts = []
-        other._hash = None
-        return other
 
 
 class _HashThenSign(Signer):
@@ -310,45 +282,6 @@ class _HmacSigner(Signer):
         assert isinstance(other, _HmacSigner)
         other._ctx = hmac.HMAC(self._key, self._alg())
         return other
-
-
-class Verifier:
-    def __init__(
-        self,
-        check: Callable[[bytes, bytes], None],
-        hash_alg: HashFactory | None,
-        prehashed_check: Callable[[bytes, bytes], None] | None,
-    ) -> None:
-        self._check = check
-        self._hash_alg = hash_alg
-        self._prehashed = prehashed_check
-        self._parts: list[bytes] = []
-        self._hash: hashes.Hash | None = None
-
-    def verify(self, data: bytes, signature: bytes) -> None:
-        self._check(data, signature)
-
-    def update(self, part: bytes) -> None:
-        if self._hash_alg is not None and self._prehashed is not None:
-            if self._hash is None:
-                self._hash = hashes.Hash(self._hash_alg())
-            self._hash.update(part)
-        else:
-            self._parts.append(part)
-
-    def final(self, signature: bytes) -> None:
-        if self._prehashed is not None and self._hash_alg is not None:
-            digest = (self._hash or hashes.Hash(self._hash_alg())).finalize()
-            self._prehashed(digest, signature)
-        else:
-            self._check(b"".join(self._parts), signature)
-
-
-def _invalid(fn: Callable[[], object]) -> None:
-    try:
-        fn()
-    except InvalidSignature as exc:
-        raise CKRError(C.CKR_SIGNATURE_INVALID, "signature does not verify") from exc
 
 
 def make_verifier(mech: Mechanism, key: Any) -> Verifier:

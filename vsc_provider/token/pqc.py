@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism, SignContextParams
-from vsc_provider.token.crypto import Signer, Verifier, _invalid
+from vsc_provider.token.operation import Signer, Verifier
+from vsc_provider.token.operation import signature_checked as _invalid
 
 
 class ParameterSet(NamedTuple):
