@@ -21,23 +21,12 @@ from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import general, keys, objects, sessions, slots
 from vsc_provider.pkcs11.state import LIB
 from vsc_provider.token import objects as O
+from vsc_provider.token import service
 from vsc_provider.token.engine import Card
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
 
-KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
-    "rsa2048": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 2048}),
-    "rsa3072": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 3072}),
-    "rsa4096": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 4096}),
-    "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.2.840.10045.3.1.7")}),
-    "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.3.132.0.34")}),
-    "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(O.ED25519_OID)}),
-    "ml-dsa-44": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_44}),
-    "ml-dsa-65": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_65}),
-    "ml-dsa-87": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_87}),
-    "ml-kem-768": (C.CKM_ML_KEM_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_KEM_768}),
-    "ml-kem-1024": (C.CKM_ML_KEM_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_KEM_1024}),
-}
+KEY_KINDS = service.KEY_KINDS
 PARAMETER_SET_NAMES: dict[tuple[int | None, int | None], str] = {
     (C.CKK_ML_DSA, C.CKP_ML_DSA_44): "ML-DSA-44",
     (C.CKK_ML_DSA, C.CKP_ML_DSA_65): "ML-DSA-65",
@@ -259,20 +248,9 @@ def load_certificate(data: bytes) -> x509.Certificate:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "not a PEM or DER X.509 certificate") from exc
 
 
-def store_certificate(h: int, der: bytes, key_id: bytes, label: str) -> int:
-    """A public token certificate object in the session's card (C_CreateObject, so every object rule applies)."""
-    template = A.make(
-        {
-            C.CKA_CLASS: C.CKO_CERTIFICATE,
-            C.CKA_CERTIFICATE_TYPE: C.CKC_X_509,
-            C.CKA_TOKEN: True,
-            C.CKA_PRIVATE: False,
-            C.CKA_LABEL: label,
-            C.CKA_ID: key_id,
-            C.CKA_VALUE: der,
-        }
-    )
-    return objects.create_object(h, list(template.items()))
+def store_certificate(card: Card, der: bytes, key_id: bytes, label: str) -> int:
+    """A public token certificate on the card, with the CKA_ID of its key (through the card service)."""
+    return service.store_certificate(engine(), card, der, key_id, label).handle
 
 
 @dataclass
@@ -295,7 +273,7 @@ def import_certificate(
     cert = load_certificate(data)
     der = cert.public_bytes(serialization.Encoding.DER)
     token = uri.token_uri(card.label, card.serial)
-    with session(card, pin=pin) as h:
+    with session(card, pin=pin):
         for obj in card.objects.values():
             if obj.klass == C.CKO_CERTIFICATE and obj.attrs.get(C.CKA_VALUE) == der:
                 return Imported(describe(card, token, obj), new=False)
@@ -314,7 +292,7 @@ def import_certificate(
         if label is None:
             names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
             label = key_label or (str(names[0].value) if names else "certificate")
-        handle = store_certificate(h, der, key_id, label)
+        handle = store_certificate(card, der, key_id, label)
         return Imported(describe(card, token, card.get(handle)), new=True)
 
 

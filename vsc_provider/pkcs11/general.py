@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11.state import LIB, InitArgs
+from vsc_provider.provisioning.online import ServerPinCheck
 from vsc_provider.token.engine import Engine
 
 log = vlog.get("vsc.pkcs11")
@@ -21,7 +20,6 @@ def initialize(args: InitArgs | None) -> None:
             raise CKRError(C.CKR_ARGUMENTS_BAD, "mutex functions must be all given or none")
         # Every locking case is fine: the engine locks with OS primitives of its own and starts no threads.
     with LIB.lock:
-        pid = os.getpid()
         if LIB.engine is not None and not LIB.forked:
             raise CKRError(C.CKR_CRYPTOKI_ALREADY_INITIALIZED)
         # A forked child inherits the parent's state: drop it without touching the parent's store handle.
@@ -36,8 +34,10 @@ def initialize(args: InitArgs | None) -> None:
         except Exception as exc:
             log.exception("cannot open the card store")
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store: {exc}") from exc
+        # Server-checked PINs (provisioned cards) reach their server through provisioning: its HTTP and JOSE
+        # load at the first such PIN, so a host with local cards only never imports them.
+        engine.online = ServerPinCheck()
         LIB.engine = engine
-        LIB.pid = pid
         LIB.forked = False
         LIB.seen_slots = frozenset(engine.cards)
         LIB.finalized.clear()

@@ -76,7 +76,6 @@ class Library:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.engine: Engine | None = None
-        self.pid = 0
         self.forked = False  # set in a forked child until it initialises again
         self.sessions: dict[int, Session] = {}
         self.next_handle = 0

@@ -6,7 +6,6 @@ certificate, the device id, the sealed device key and the ids of the keys the se
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 import time
@@ -17,31 +16,18 @@ from vsc_provider import api
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.provisioning import device, wire
+from vsc_provider.provisioning import card_keys, device, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
-from vsc_provider.token import keywrap
+from vsc_provider.provisioning.online import pin_verifier
+from vsc_provider.token import service
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import weakness
-from vsc_provider.token.store import CardRecord
 
 log = vlog.get("vsc.provisioning")
-
-PIN_VERIFIER_KDF = keywrap.KdfParams()
 
 
 class CardWiped(Exception):
     """The server deleted (or migrated away) the card's identity; the card was wiped here."""
-
-
-def pin_verifier(pin: bytes, salt: bytes) -> bytes:
-    """What the server keeps to check PIN proofs: scrypt of the PIN under its own salt and purpose."""
-    return keywrap.derive(b"vsc-pin-verifier:" + pin, salt, PIN_VERIFIER_KDF)
-
-
-def _set_binding(eng: Engine, card: Card, binding: dict[str, Any]) -> None:
-    with eng.store.transaction() as db:
-        eng.store.update_card(db, card.slot_id, server=binding)
-    eng.refresh(force=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -142,8 +128,8 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
         )
         sent = False
         try:
-            with api.session(card, pin=pin) as h:
-                made, entries = _generate_requests(h, card, profile["keys"], offer["user"])
+            with api.session(card, pin=pin):
+                made, entries = _generate_requests(eng, card, profile["keys"], offer["user"])
                 pv_salt = secrets.token_bytes(16)
                 pending.update(
                     device_key=dev.seal(eng.device_key, card.serial),
@@ -151,12 +137,12 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
                     pin_salt=pv_salt.hex(),
                     made=[{"id": k.request_id, "kind": k.kind, "key_id": k.key_id.hex()} for k in made],
                 )
-                _set_binding(eng, card, pending)  # from here on a killed activation can resume
+                eng.set_binding(card.slot_id, pending)  # from here on a killed activation can resume
                 sent = True
                 result = client.call(
                     "POST", "/v1/activate", _activation_request(client, link, dev, offer, pin, pv_salt, entries)
                 )
-                binding = _finish_activation(eng, card, h, client, link, dev, offer, pin, pv_salt, made, result)
+                binding = _finish_activation(eng, card, client, link, dev, offer, pin, pv_salt, made, result)
         except BaseException as exc:
             refused = isinstance(exc, ServerError) and 400 <= exc.status < 500
             if not sent or refused:
@@ -180,14 +166,16 @@ def _claim_interrupted(eng: Engine, link: wire.ActivationLink) -> int | None:
         binding = rec.server or {}
         if binding.get("link") != wanted or "device_key" not in binding:
             continue
-        with eng.store.transaction() as db:
-            current = eng.store.card(db, rec.id)
-            now = (current.server if current else None) or {}
-            if now.get("state") != "activating" or _pid_alive(int(now.get("pid", 0))):
-                continue
-            eng.store.update_card(db, rec.id, server={**now, "pid": os.getpid()})
-        return rec.id
+        if eng.edit_binding(rec.id, _claim):
+            return rec.id
     return None
+
+
+def _claim(now: dict[str, Any]) -> dict[str, Any] | None:
+    """An unfinished activation's binding taken over by this process, unless its own process still runs."""
+    if now.get("state") != "activating" or _pid_alive(int(now.get("pid", 0))):
+        return None
+    return {**now, "pid": os.getpid()}
 
 
 def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> api.CardInfo | None:
@@ -206,21 +194,22 @@ def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> a
         return None
     log.info("card %s: resuming the interrupted activation with %s", card.serial, link.server)
     try:
-        with PinnedClient(link.server, link.pin) as client, api.session(card, pin=pin) as h:
+        with PinnedClient(link.server, link.pin) as client, api.session(card, pin=pin):
             try:
                 made = [
-                    device.existing_key(card, m["id"], m["kind"], bytes.fromhex(m["key_id"])) for m in pending["made"]
+                    card_keys.existing_key(card, m["id"], m["kind"], bytes.fromhex(m["key_id"]))
+                    for m in pending["made"]
                 ]
             except StopIteration:
                 log.warning("card %s: the interrupted activation's keys are gone; starting afresh", card.serial)
                 eng.delete_card(slot_id)
                 return None
-            device.keep_only(h, card, [k.key_id for k in made])  # what a half-done install left goes
-            entries = [{"id": k.request_id, "csr": wire.b64u(device.csr(h, k, offer["user"]))} for k in made]
+            service.keep_only(eng, card, [k.key_id for k in made])  # what a half-done install left goes
+            entries = [{"id": k.request_id, "csr": wire.b64u(card_keys.csr(eng, card, k, offer["user"]))} for k in made]
             pv_salt = bytes.fromhex(pending["pin_salt"])
             body = _activation_request(client, link, dev, offer, pin, pv_salt, entries)
             result = client.call("POST", "/v1/activate", body)
-            binding = _finish_activation(eng, card, h, client, link, dev, offer, pin, pv_salt, made, result)
+            binding = _finish_activation(eng, card, client, link, dev, offer, pin, pv_salt, made, result)
             _confirm(client, binding, dev)
     except CKRError as exc:
         if exc.rv == C.CKR_PIN_INCORRECT:
@@ -239,15 +228,15 @@ def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> a
 
 
 def _generate_requests(
-    h: int, card: Card, requests: list[dict[str, Any]], user: str
-) -> tuple[list[device.CardKey], list[dict[str, str]]]:
+    eng: Engine, card: Card, requests: list[dict[str, Any]], user: str
+) -> tuple[list[card_keys.CardKey], list[dict[str, str]]]:
     made, entries = [], []
     for req in requests:
         if req["format"] == "imported":
             continue
-        key = device.generate(h, card, req["id"], req["type"], f"{user} {req['id']}"[:64])
+        key = card_keys.generate(eng, card, req["id"], req["type"], f"{user} {req['id']}"[:64])
         made.append(key)
-        entries.append({"id": req["id"], "csr": wire.b64u(device.csr(h, key, user))})
+        entries.append({"id": req["id"], "csr": wire.b64u(card_keys.csr(eng, card, key, user))})
     return made, entries
 
 
@@ -271,18 +260,23 @@ def _activation_request(
 
 
 def _install(
-    h: int, card: Card, dev: device.DeviceKey, made: list[device.CardKey], issued: list[dict[str, Any]], user: str
+    eng: Engine,
+    card: Card,
+    dev: device.DeviceKey,
+    made: list[card_keys.CardKey],
+    issued: list[dict[str, Any]],
+    user: str,
 ) -> list[dict[str, Any]]:
     by_id = {k.request_id: k for k in made}
     recorded = []
     for entry in issued:
         label = f"{user} {entry['id']}"[:64]
         if entry.get("format") == "imported":
-            key_id = device.import_private_key(h, dev.open(entry["key"]), label)
+            key_id = card_keys.import_private_key(eng, card, dev.open(entry["key"]), label)
         else:
             key_id = by_id[entry["id"]].key_id
         if "certificate" in entry:
-            api.store_certificate(h, wire.unb64u(entry["certificate"]), key_id, label)
+            api.store_certificate(card, wire.unb64u(entry["certificate"]), key_id, label)
         recorded.append(
             {"id": entry["id"], "usage": entry.get("usage"), "format": entry.get("format"), "key_id": key_id.hex()}
         )
@@ -292,19 +286,18 @@ def _install(
 def _finish_activation(
     eng: Engine,
     card: Card,
-    h: int,
     client: PinnedClient,
     link: wire.ActivationLink,
     dev: device.DeviceKey,
     offer: dict[str, Any],
     pin: str,
     pv_salt: bytes,
-    made: list[device.CardKey],
+    made: list[card_keys.CardKey],
     result: dict[str, Any],
 ) -> dict[str, Any]:
     """Certificates and imported keys onto the card, then the binding turns active (for an online profile
     in the same transaction as the data key's re-wrap under the server secret)."""
-    recorded = _install(h, card, dev, made, result["keys"], offer["user"])
+    recorded = _install(eng, card, dev, made, result["keys"], offer["user"])
     online = "secret" in result
     binding = {
         "url": link.server,
@@ -324,7 +317,7 @@ def _finish_activation(
     if online:
         eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]), server=binding)
     else:
-        _set_binding(eng, card, binding)
+        eng.set_binding(card.slot_id, binding)
     return binding
 
 
@@ -358,23 +351,8 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
         renew(ref, pin)
         result["renewed"] = True
     elif wanted != bool((card.record.server or {}).get("renew_requested")):
-        mark_renewal(eng, card.slot_id, wanted)
+        eng.mark_renewal(card.slot_id, wanted)
     return result
-
-
-def mark_renewal(eng: Engine, slot_id: int, wanted: bool) -> None:
-    """Record (or clear) the server's renewal request in the card's binding."""
-    with eng.store.transaction() as db:
-        rec = eng.store.card(db, slot_id)
-        if rec is None or not rec.server:
-            return
-        binding = dict(rec.server)
-        if wanted:
-            binding["renew_requested"] = True
-        else:
-            binding.pop("renew_requested", None)
-        eng.store.update_card(db, slot_id, server=binding)
-    eng.refresh(force=True)
 
 
 def renew_if_requested(ref: str, pin: str) -> bool:
@@ -412,33 +390,34 @@ def renew(ref: str, pin: str) -> api.CardInfo:
     dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
     with (
         PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client,
-        api.session(card, pin=pin) as h,
+        api.session(card, pin=pin),
     ):
         current = [k for k in binding["keys"] if k["format"] != "imported"]
         kinds = {k["id"]: _kind_of(card, k) for k in current}
-        old_keys = [device.existing_key(card, k["id"], kinds[k["id"]], bytes.fromhex(k["key_id"])) for k in current]
+        old_keys = [card_keys.existing_key(card, k["id"], kinds[k["id"]], bytes.fromhex(k["key_id"])) for k in current]
         offer_keys = [{"id": k["id"], "type": kinds[k["id"]], "format": k["format"]} for k in current]
-        made, entries = _generate_requests(h, card, offer_keys, binding["user"])
+        made, entries = _generate_requests(eng, card, offer_keys, binding["user"])
         nonce = client.nonce()
         # the new CSRs travel inside a JWS by the current card keys: the server checks it against the
         # certificates it issued, so a stolen device key alone cannot renew
-        possession = device.possession_jws(h, old_keys, {"nonce": nonce, "device": binding["device"], "keys": entries})
+        claim = {"nonce": nonce, "device": binding["device"], "keys": entries}
+        possession = card_keys.possession_jws(eng, card, old_keys, claim)
         body = dev.sign(binding["url"] + "/v1/renew", nonce, {"renewal": possession}, kid=binding["device"])
         try:
             result = client.call("POST", "/v1/renew", body)
         except BaseException:
             for key in made:
-                device.destroy_key_id(h, card, key.key_id)
+                service.destroy_key_id(eng, card, key.key_id)
             raise
-        recorded = _install(h, card, dev, made, result["keys"], binding["user"])
+        recorded = _install(eng, card, dev, made, result["keys"], binding["user"])
         old = {k["id"]: k for k in binding["keys"]}
         kept = [k for k in binding["keys"] if k["format"] == "imported"]
         for entry in recorded:
-            device.destroy_key_id(h, card, bytes.fromhex(old[entry["id"]]["key_id"]))
+            service.destroy_key_id(eng, card, bytes.fromhex(old[entry["id"]]["key_id"]))
         binding["keys"] = kept + recorded
         binding["renewed"] = time.time()
         binding.pop("renew_requested", None)
-    _set_binding(eng, card, binding)
+    eng.set_binding(card.slot_id, binding)
     return api.card_info(eng.cards[card.slot_id])
 
 
@@ -467,15 +446,15 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
     card = api.find_card(ref)
     binding = dict(card.record.server or {})
     target_url = target_url.rstrip("/")
-    with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin) as h:
+    with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin):
         info = target.call("GET", "/v1/server")
         ticket = _device_call(
             card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng
         )["ticket"]
         dev = device.DeviceKey.generate()
         moved = [k for k in binding["keys"] if k["format"] != "imported"]
-        made = [device.existing_key(card, k["id"], _kind_of(card, k), bytes.fromhex(k["key_id"])) for k in moved]
-        entries = [{"id": k.request_id, "csr": wire.b64u(device.csr(h, k, binding["user"]))} for k in made]
+        made = [card_keys.existing_key(card, k["id"], _kind_of(card, k), bytes.fromhex(k["key_id"])) for k in moved]
+        entries = [{"id": k.request_id, "csr": wire.b64u(card_keys.csr(eng, card, k, binding["user"]))} for k in made]
         pv_salt = secrets.token_bytes(16)
         payload: dict[str, Any] = {
             "ticket": ticket,
@@ -488,12 +467,8 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
             payload["attestation"] = attestation
         result = target.call("POST", "/v1/activate", dev.sign(target_url + "/v1/activate", nonce, payload))
         for k in made:  # the old server's certificates go; the keys stay
-            for obj in list(card.objects.values()):
-                if obj.klass == C.CKO_CERTIFICATE and obj.attrs.get(C.CKA_ID) == k.key_id:
-                    from vsc_provider.pkcs11 import objects as P
-
-                    P.destroy_object(h, obj.handle)
-        recorded = _install(h, card, dev, made, result["keys"], result["user"])
+            service.destroy_key_id(eng, card, k.key_id, C.CKO_CERTIFICATE)
+        recorded = _install(eng, card, dev, made, result["keys"], result["user"])
         online = "secret" in result
         eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]) if online else None)
     old = {k: binding[k] for k in ("url", "pin", "cert", "device", "device_key")}
@@ -512,7 +487,7 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
         release={**old, "receipt": result["receipt"]},
     )
     binding.pop("renew_requested", None)
-    _set_binding(eng, card, binding)
+    eng.set_binding(card.slot_id, binding)
     with PinnedClient(target_url, target_pin, target.cert_der) as confirming:
         _confirm(confirming, binding, dev)
     _finish_release(eng, eng.cards[card.slot_id])
@@ -536,86 +511,4 @@ def _finish_release(eng: Engine, card: Card) -> None:
             return
         log.warning("card %s: the old server %s refused the migration receipt: %s", card.serial, release["url"], exc)
     binding.pop("release", None)
-    _set_binding(eng, card, binding)
-
-
-# --- PIN change for server-checked cards ---------------------------------------------------------------
-
-
-def change_server_pin(eng: Engine, card: Card, old_pin: bytes, new_pin: bytes) -> None:
-    """C_SetPIN for a card whose PIN the server checks (the caller already verified the old PIN, so
-    card.data_key is set). The server takes the new verifier with a proof of the old PIN (a wrong one is
-    counted), the data key is re-wrapped under the new PIN, and a proof by the new PIN confirms the change
-    on the server. The server accepts both PINs until that confirmation, so a crash in between leaves a
-    card that opens with the PIN its store is wrapped under."""
-    binding = card.record.server or {}
-    dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
-    salt = bytes.fromhex(binding["pin_salt"])
-    try:
-        with PinnedClient(
-            binding["url"], binding["pin"], bytes.fromhex(binding["cert"]), timeout=_LOGIN_TIMEOUT
-        ) as client:
-            info = client.call("GET", "/v1/server")
-            nonce = client.nonce()
-            proof = hmac.new(pin_verifier(old_pin, salt), b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
-            payload = {
-                "proof": wire.b64u(proof),
-                "pin_verifier": device.jwe_to_server(info["jwks"], pin_verifier(new_pin, salt)),
-            }
-            body = dev.sign(binding["url"] + "/v1/pin/change", nonce, payload, kid=binding["device"])
-            result = client.call("POST", "/v1/pin/change", body)
-    except ServerError as exc:
-        raise _pin_error(card.record, exc) from None
-    eng.bind_server_secret(card, new_pin, dev.open(result["secret"]))
-    with eng.store.transaction() as db:
-        eng.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
-    eng.refresh(force=True)
-    server_secret(eng.cards[card.slot_id].record, new_pin, eng.device_key)  # confirms the new verifier
-
-
-# --- the engine's hook for server-checked PINs -------------------------------------------------------
-
-
-def server_secret(record: CardRecord, pin: bytes, device_file_key: bytes) -> bytes:
-    """Prove the PIN to the card's server (HMAC over a fresh nonce, never the PIN) and get the secret
-    that is one layer of the card's data key. Raises CKRError with the PKCS#11 meaning of the answer.
-
-    A renewal flag in the answer is recorded on the card, never acted on here: keys do not change under
-    a PKCS#11 application in the middle of its session."""
-    binding = record.server or {}
-    try:
-        dev = device.DeviceKey.unseal(binding["device_key"], device_file_key, record.serial)
-        verifier = pin_verifier(pin, bytes.fromhex(binding["pin_salt"]))
-        with PinnedClient(
-            binding["url"], binding["pin"], bytes.fromhex(binding["cert"]), timeout=_LOGIN_TIMEOUT
-        ) as client:
-            nonce = client.nonce()
-            proof = hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
-            body = dev.sign(binding["url"] + "/v1/pin", nonce, {"proof": wire.b64u(proof)}, kid=binding["device"])
-            result = client.call("POST", "/v1/pin", body)
-    except ServerError as exc:
-        raise _pin_error(record, exc) from None
-    if bool(result.get("renew")) != bool(binding.get("renew_requested")):
-        from vsc_provider.pkcs11.state import LIB
-
-        try:
-            mark_renewal(LIB.require(), record.id, bool(result.get("renew")))
-        except CKRError as exc:  # an engine used without the PKCS#11 layer: the flag waits for `status`
-            log.info("card %s: renewal request not recorded: %s", record.serial, exc)
-    return dev.open(result["secret"])
-
-
-def _pin_error(record: CardRecord, exc: ServerError) -> CKRError:
-    if exc.error == "pin_incorrect":
-        return CKRError(C.CKR_PIN_INCORRECT, f"wrong PIN ({exc.body.get('tries_left')} tries left on the server)")
-    if exc.error == "pin_blocked":
-        return CKRError(C.CKR_PIN_LOCKED, "the server blocked the PIN: ask its administrator to unblock it")
-    if exc.error == "pin_wait":
-        return CKRError(C.CKR_FUNCTION_FAILED, f"too many wrong PINs: wait {exc.body.get('retry_after', 0):.0f}s")
-    log.error("server PIN check for card %s failed: %s", record.serial, exc)
-    return CKRError(C.CKR_DEVICE_ERROR, f"the card's server cannot check the PIN: {exc}")
-
-
-import httpx  # noqa: E402
-
-_LOGIN_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+    eng.set_binding(card.slot_id, binding)

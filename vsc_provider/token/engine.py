@@ -23,6 +23,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import keywrap
 from vsc_provider.token.objects import TokenObject, profile_attrs
+from vsc_provider.token.online import OnlinePinCheck
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
 from vsc_provider.token.store import CardRecord, ObjectRecord, Store
@@ -93,13 +94,6 @@ def _server_checked(rec: CardRecord) -> bool:
 def _provisioning(rec: CardRecord) -> bool:
     """A card whose activation has not finished: hidden from every process but the activating one."""
     return (rec.server or {}).get("state") == "activating"
-
-
-def _server_secret(rec: CardRecord, pin: bytes, device_key: bytes) -> bytes:
-    """The one call from the token into provisioning (issue 5): a server-checked PIN's extra key layer."""
-    from vsc_provider.provisioning.client import server_secret
-
-    return server_secret(rec, pin, device_key)
 
 
 class Card:
@@ -211,6 +205,8 @@ class Engine:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             culprit = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store {where}: {reason}{culprit}") from None
+        # The server side of server-checked PINs, installed by whoever starts the engine (token/online.py).
+        self.online: OnlinePinCheck | None = None
         self.cards: dict[int, Card] = {}
         self.hidden: dict[int, CardRecord] = {}  # cards another process is still activating
         self._activating: set[int] = set()  # cards this process is activating
@@ -384,7 +380,7 @@ class Engine:
         """Re-wrap the user's copy of the data key with (or, given None, without) a server-held layer.
 
         The caller (vsc_provider.provisioning) marks the card's server binding `pin_check: server`, after
-        which verify_pin asks the server for that layer: see _server_secret. Given `server`, that binding is
+        which verify_pin asks the server for that layer: see _online_secret. Given `server`, that binding is
         stored in the same transaction, so no crash leaves the key wrapping and the binding disagreeing.
         """
         if card.data_key is None:
@@ -397,6 +393,33 @@ class Engine:
             binding = {} if server is None else {"server": server}
             self.store.update_card(db, card.slot_id, user_salt=salt, user_wrapped=wrapped, **binding)
         self.refresh(force=True)
+
+    def set_binding(self, slot_id: int, binding: dict[str, Any]) -> None:
+        """Store a card's server binding (the provisioning state: server, device, keys it knows)."""
+        self.edit_binding(slot_id, lambda _: binding)
+
+    def edit_binding(self, slot_id: int, edit: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Change a card's binding in one write transaction: `edit` gets the stored binding ({} for none)
+        and returns the new one, or None to leave it. False when the card is gone or nothing changed."""
+        with self.store.transaction() as db:
+            rec = self.store.card(db, slot_id)
+            new = None if rec is None else edit(dict(rec.server or {}))
+            if new is not None:
+                self.store.update_card(db, slot_id, server=new)
+        if new is not None:
+            self.refresh(force=True)
+        return new is not None
+
+    def mark_renewal(self, slot_id: int, wanted: bool) -> None:
+        """Record (or clear) the server's request for new keys in a card's binding."""
+
+        def edit(binding: dict[str, Any]) -> dict[str, Any] | None:
+            if not binding:
+                return None
+            binding.pop("renew_requested", None)
+            return {**binding, "renew_requested": True} if wanted else binding
+
+        self.edit_binding(slot_id, edit)
 
     # --- PINs ---------------------------------------------------------------------------------
 
@@ -413,7 +436,7 @@ class Engine:
         malformed = not policy.may_be(pin, so=so)
         server_secret = None
         if not so and not malformed and _server_checked(card.record):
-            server_secret = _server_secret(card.record, pin, self.device_key)  # raises on a refused PIN
+            server_secret = self._online_secret(card.record, pin)  # raises on a refused PIN
         now = time.time()
         with self.store.transaction() as db:
             rec = self.store.card(db, card.slot_id)
@@ -486,11 +509,34 @@ class Engine:
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
         if _server_checked(card.record) and old_pin is not None:
-            from vsc_provider.provisioning.client import change_server_pin
-
-            change_server_pin(self, card, old_pin, new_pin)
+            self._change_online_pin(card, old_pin, new_pin)
             return
         self._rewrap(card, "user", card.data_key, new_pin)
+
+    def _online(self) -> OnlinePinCheck:
+        if self.online is None:
+            raise CKRError(C.CKR_DEVICE_ERROR, "the card's PIN is checked by its server: no server link here")
+        return self.online
+
+    def _online_secret(self, rec: CardRecord, pin: bytes) -> bytes:
+        """A server-checked PIN's extra key layer, from the card's server. A renewal flag in the answer is
+        recorded on the card, never acted on here: keys do not change under an application mid-session."""
+        answer = self._online().check(rec, pin, self.device_key)
+        if answer.renew != bool((rec.server or {}).get("renew_requested")):
+            self.mark_renewal(rec.id, answer.renew)
+        return answer.secret
+
+    def _change_online_pin(self, card: Card, old_pin: bytes, new_pin: bytes) -> None:
+        """SetPIN on a server-checked card (the old PIN was verified, so card.data_key is set): the server
+        takes the new PIN, the data key is re-wrapped under it, and a check with the new PIN confirms the
+        change on the server, which accepts both until then (a crash in between leaves a card that opens
+        with the PIN its store is wrapped under)."""
+        secret = self._online().change(card.record, old_pin, new_pin, self.device_key)
+        self.bind_server_secret(card, new_pin, secret)
+        with self.store.transaction() as db:
+            self.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
+        self.refresh(force=True)
+        self._online_secret(self.cards[card.slot_id].record, new_pin)
 
     def set_so_pin(self, card: Card, new_pin: bytes) -> None:
         card.policy.pin.check(new_pin, so=True)
