@@ -5,47 +5,16 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import click
 
 from vsc_provider import api, module
-from vsc_provider.ck.errors import CKRError, rv_name
-from vsc_provider.token.pin import PinPolicy
+from vsc_provider.cli_support import ask, friendly, new_pin, server_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_MESSAGES = {
-    "CKR_PIN_INCORRECT": "wrong PIN",
-    "CKR_PIN_LOCKED": "the PIN is blocked: the security officer must reset it (vsc pin reset)",
-    "CKR_PIN_LEN_RANGE": "PIN length out of range",
-    "CKR_PIN_INVALID": "PIN not allowed",
-    "CKR_SLOT_ID_INVALID": "no such card",
-}
-
-
-def friendly(fn: F) -> F:
-    """One-line messages and a non-zero exit code instead of tracebacks."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CKRError as exc:
-            name = rv_name(exc.rv)
-            text = exc.reason or _MESSAGES.get(name, name)
-            if exc.reason and name in _MESSAGES and _MESSAGES[name] not in text:
-                text = f"{_MESSAGES[name]}: {exc.reason}"
-            raise click.ClickException(f"{text} ({name})") from None
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
-
 
 _CARD_HELP = "card serial, slot number or label"
 _JSON_HELP = "print JSON (for scripts)"
@@ -60,27 +29,6 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 def _pin_option(name: str = "--pin", help_text: str = "user PIN (asked for when omitted)") -> Callable[[F], F]:
     return click.option(name, help=help_text, default=None)
-
-
-def _ask(value: str | None, prompt: str, confirm: bool = False) -> str:
-    if value is not None:
-        return value
-    if not sys.stdin.isatty():
-        raise click.ClickException(f"{prompt} needed: pass it as an option when not on a terminal")
-    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
-
-
-def _new_pin(value: str | None, prompt: str, so: bool = False, strict: bool = True) -> str:
-    """A new PIN that the card's policy accepts: strict's rules here, with a clear message; the engine checks
-    every PIN again against the card's own policy."""
-    pin = _ask(value, prompt, confirm=True)
-    if not strict:
-        return pin
-    try:
-        PinPolicy().check(pin.encode(), so=so)
-    except CKRError as exc:
-        raise click.ClickException(exc.reason or rv_name(exc.rv)) from None
-    return pin
 
 
 class LazyGroup(click.Group):
@@ -139,8 +87,8 @@ def card() -> None:
 def card_create(label: str, pin: str | None, so_pin: str | None, card_policy: str, as_json: bool) -> None:
     """Create a local virtual card (its policy is fixed for good)."""
     strict = card_policy == "strict"
-    user = _new_pin(pin, "New user PIN", strict=strict)
-    so = _new_pin(so_pin, "New SO PIN", so=True, strict=strict)
+    user = new_pin(pin, "New user PIN", strict=strict)
+    so = new_pin(so_pin, "New SO PIN", so=True, strict=strict)
     info = api.create_card(label, user, so, policy=api.default_policy_from_env(), card_policy=card_policy)
     emit(info.to_json(), as_json, lambda: click.echo(f"created card {info.label!r} serial {info.serial}\n  {info.uri}"))
 
@@ -201,7 +149,7 @@ def card_delete(card_ref: str, yes: bool, force: bool) -> None:
     if target.record.server:
         from vsc_provider.provisioning import client
 
-        with _server_errors():
+        with server_errors():
             client.delete(target.serial, force)
     else:
         api.delete_card(card_ref)
@@ -216,20 +164,9 @@ def card_renew(card_ref: str, pin: str | None) -> None:
     """New keys and certificates from the card's server; the old keys are destroyed afterwards."""
     from vsc_provider.provisioning import client
 
-    with _server_errors():
-        info = client.renew(card_ref, _ask(pin, "User PIN"))
+    with server_errors():
+        info = client.renew(card_ref, ask(pin, "User PIN"))
     click.echo(f"renewed card {info.label!r} ({info.serial})")
-
-
-@contextmanager
-def _server_errors() -> Iterator[None]:
-    """Errors from the identity server or the network as one-line messages."""
-    from vsc_provider.provisioning.http import ServerError
-
-    try:
-        yield
-    except ServerError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 # --- keys and certificates --------------------------------------------------------------------
@@ -254,7 +191,7 @@ def key_generate(
     card_ref: str, kind: str, label: str, always_authenticate: bool, pin: str | None, as_json: bool
 ) -> None:
     """Generate a key pair on the card (the private key never leaves it)."""
-    objs = api.generate_key(card_ref, kind, label, _ask(pin, "User PIN"), always_authenticate)
+    objs = api.generate_key(card_ref, kind, label, ask(pin, "User PIN"), always_authenticate)
 
     def human() -> None:
         for o in objs:
@@ -288,7 +225,7 @@ def key_list(card_ref: str, pin: str | None, as_json: bool) -> None:
 def key_delete(card_ref: str, selector: str, pin: str | None) -> None:
     """Delete the objects (keys, certificate) labelled SELECTOR or with that hex id."""
     api.check_objects(card_ref, selector)
-    count = api.delete_objects(card_ref, selector, _ask(pin, "User PIN"))
+    count = api.delete_objects(card_ref, selector, ask(pin, "User PIN"))
     click.echo(f"deleted {count} object(s)")
 
 
@@ -313,7 +250,7 @@ def cert_import(
     done = api.import_certificate(
         card_ref,
         path.read_bytes(),
-        _ask(pin, "User PIN"),
+        ask(pin, "User PIN"),
         label,
         bytes.fromhex(key_id) if key_id else None,
         no_key_ok,
@@ -344,7 +281,7 @@ def cert_request(card_ref: str, key_label: str, subject: str | None, out: Path |
     """Make a PKCS#10 certificate request (CSR) signed by the card's key, for a CA to sign."""
     from vsc_provider import certify
 
-    _write_pem(certify.request(card_ref, key_label, subject or key_label, _ask(pin, "User PIN")), out)
+    _write_pem(certify.request(card_ref, key_label, subject or key_label, ask(pin, "User PIN")), out)
 
 
 @cert.command("self-sign")
@@ -361,7 +298,7 @@ def cert_self_sign(
     """Make a self-signed certificate for the card's key (then `vsc cert import` it)."""
     from vsc_provider import certify
 
-    _write_pem(certify.self_sign(card_ref, key_label, subject or key_label, _ask(pin, "User PIN"), days), out)
+    _write_pem(certify.self_sign(card_ref, key_label, subject or key_label, ask(pin, "User PIN"), days), out)
 
 
 @cert.command("export")
@@ -397,7 +334,7 @@ def pin() -> None:
 def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
     """Change the user PIN, knowing the current one (the card's policy decides which PINs are allowed)."""
     strict = api.find_card(card_ref).policy.name == "strict"
-    api.change_pin(card_ref, _ask(old, "Current PIN"), _new_pin(new, "New PIN", strict=strict))
+    api.change_pin(card_ref, ask(old, "Current PIN"), new_pin(new, "New PIN", strict=strict))
     click.echo("PIN changed")
 
 
@@ -409,7 +346,7 @@ def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
 def pin_reset(card_ref: str, so_pin: str | None, new: str | None) -> None:
     """Set a new user PIN with the SO PIN (unblocks a blocked card)."""
     strict = api.find_card(card_ref).policy.name == "strict"
-    api.reset_pin(card_ref, _ask(so_pin, "SO PIN"), _new_pin(new, "New user PIN", strict=strict))
+    api.reset_pin(card_ref, ask(so_pin, "SO PIN"), new_pin(new, "New user PIN", strict=strict))
     click.echo("user PIN reset")
 
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from vsc_provider.cli_support import ask, friendly, new_pin
 from vsc_provider.provisioning import client
 from vsc_provider.provisioning.http import ServerError
 
@@ -16,30 +17,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _server_errors(fn: F) -> F:
-    """Server refusals as one-line messages; PKCS#11 errors go through the main CLI's `friendly`."""
+    """Server refusals as one-line messages; PKCS#11 errors as the rest of the CLI words them."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vsc_provider.cli import friendly  # vsc_provider.cli imports this module: bind late
-
         try:
             return friendly(fn)(*args, **kwargs)
         except (ServerError, client.CardWiped) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _new_pin(value: str | None, prompt: str) -> str:
-    from vsc_provider.cli import _new_pin as ask_new
-
-    return ask_new(value, prompt)
-
-
-def _ask(value: str | None, prompt: str) -> str:
-    from vsc_provider.cli import _ask as ask
-
-    return ask(value, prompt)
 
 
 @click.command("activate")
@@ -50,7 +37,7 @@ def _ask(value: str | None, prompt: str) -> str:
 @_server_errors
 def activate(link: str, pin: str | None, label: str | None, as_json: bool) -> None:
     """Activate a card from a personal://activate?... link: keys are generated here, certified by the server."""
-    info = client.activate(link, _new_pin(pin, "New PIN for the card"), label)
+    info = client.activate(link, new_pin(pin, "New PIN for the card"), label)
     if as_json:
         click.echo(json.dumps(info.to_json(), indent=2))
     else:
@@ -78,7 +65,7 @@ def status(card_ref: str, pin: str | None) -> None:
 @_server_errors
 def renew(card_ref: str, pin: str | None) -> None:
     """New keys and certificates; the old keys are destroyed afterwards."""
-    info = client.renew(card_ref, _ask(pin, "User PIN"))
+    info = client.renew(card_ref, ask(pin, "User PIN"))
     click.echo(f"renewed card {info.label!r} ({info.serial})")
 
 
@@ -100,5 +87,5 @@ def delete(card_ref: str, force: bool) -> None:
 @_server_errors
 def migrate(card_ref: str, target: str, target_pin: str, pin: str | None) -> None:
     """Move the card to another server; the keys stay on the device."""
-    info = client.migrate(card_ref, _ask(pin, "User PIN"), target, target_pin)
+    info = client.migrate(card_ref, ask(pin, "User PIN"), target, target_pin)
     click.echo(f"card {info.label!r} now belongs to {info.server}")
