@@ -1,4 +1,4 @@
-"""Fixtures for the review tests: the pure-Python PKCS#11 layer on a fresh store, no native code.
+"""Fixtures for tests of the in-process PKCS#11 layer (its rules, with no native code) on a fresh store.
 
 The layer's state (LIB) is process-wide and may have been initialised by the python-pkcs11 tests that ran
 before in this process; each test finalises it, points VSC_HOME at its own store and initialises again.
