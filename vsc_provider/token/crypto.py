@@ -6,7 +6,6 @@ algorithms, the loaded key), so the per-call work is the `cryptography` call its
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -633,7 +632,3 @@ def make_digest(mech: Mechanism) -> hashes.Hash:
 
 def digest_size(mech_type: int) -> int:
     return DIGESTS[mech_type]().digest_size
-
-
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)

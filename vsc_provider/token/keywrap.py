@@ -56,12 +56,3 @@ def wrap_layers(data_key: bytes, layers: list[bytes], aad: bytes) -> bytes:
     for key in layers:
         blob = seal(key, blob, aad)
     return blob
-
-
-def unwrap_layers(blob: bytes, layers: list[bytes], aad: bytes) -> bytes | None:
-    for key in reversed(layers):
-        opened = unseal(key, blob, aad)
-        if opened is None:
-            return None
-        blob = opened
-    return blob

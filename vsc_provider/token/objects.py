@@ -51,10 +51,6 @@ class TokenObject:
     def is_token(self) -> builtins.bool:
         return self.owner == 0
 
-    @property
-    def key_type(self) -> int | None:
-        return self.ulong(C.CKA_KEY_TYPE)
-
     def matches(self, template: dict[int, bytes]) -> builtins.bool:
         attrs = self.attrs
         for attr, value in template.items():
