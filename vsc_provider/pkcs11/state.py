@@ -191,7 +191,7 @@ def operation_key(
     if getattr(session, attr) is not None:
         raise CKRError(C.CKR_OPERATION_ACTIVE)
     if mech_type not in mechanisms.MECHANISMS:
-        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
+        session.card.policy.check_mechanism(mech_type)  # DSA on compatible cards
     obj = find_object(session, handle, C.CKR_KEY_HANDLE_INVALID)
     if obj.klass not in classes:
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"{what} needs another class of key")

@@ -275,10 +275,12 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
         if mech.param is not None:
             raise _bad_param("HMAC mechanisms take no parameter")
         return _HmacSigner(key, HMACS[m])
-    from vsc_provider.token import pqc  # post-quantum keys: their own module
+    from vsc_provider.token import dsa_dh, pqc  # post-quantum, DSA: their own modules
 
     if pqc.is_pq(key):
         return pqc.make_signer(mech, key)
+    if dsa_dh.is_dsa_dh(key):
+        return dsa_dh.make_signer(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot sign")
 
 
@@ -453,10 +455,12 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
                 raise CKRError(C.CKR_SIGNATURE_INVALID, "HMAC does not verify")
 
         return Verifier(check_mac, None, None)
-    from vsc_provider.token import pqc
+    from vsc_provider.token import dsa_dh, pqc
 
     if pqc.is_pq(key):
         return pqc.make_verifier(mech, key)
+    if dsa_dh.is_dsa_dh(key):
+        return dsa_dh.make_verifier(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot verify")
 
 
