@@ -201,6 +201,19 @@ def operation_key(
     return obj
 
 
+def active_operation(h: int, attr: str) -> tuple[Session, Operation]:
+    """The session and its operation of that kind (`attr`: "decrypt", "sign_recover", ...). A key that needs
+    a context-specific login per use and has none ends the operation."""
+    s = LIB.session(h)
+    op = getattr(s, attr)
+    if op is None:
+        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
+    if op.needs_auth and not op.authed:
+        setattr(s, attr, None)
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each use")
+    return s, op
+
+
 def writable(session: Session, token: bool, private: bool) -> None:
     """Access rules for creating, changing or destroying an object."""
     if token and not session.rw:
