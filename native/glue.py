@@ -2,13 +2,13 @@
 # Python values, calls vsc_provider.pkcs11, and writes results back. No token logic lives here.
 # Every entry point returns an explicit CKR value: an uncaught exception would otherwise become 0 (CKR_OK).
 
-from vsc_provider._pkcs11 import ffi, lib  # type: ignore[import-not-found]
-
 # CPython's _hashlib initialises the system libcrypto (config and default provider) in this process, as a C
 # module such as SoftHSM does by linking libcrypto. Some hosts rely on that: pkcs11-tool (OpenSC 0.23) only
 # tries to load the legacy provider itself and then fails to build EC keys ("cannot create EVP_PKEY").
 import _hashlib  # noqa: F401
 import sys as _sys
+
+from vsc_provider._pkcs11 import ffi, lib  # type: ignore[import-not-found]
 
 from vsc_provider import log as _vlog
 from vsc_provider.ck import constants as C
@@ -16,8 +16,8 @@ from vsc_provider.ck.errors import BufferTooSmall, CKRError, rv_name
 from vsc_provider.ck.params import (
     AesCbcEncryptDataParams,
     AesCtrParams,
-    EddsaParams,
     Ecdh1Params,
+    EddsaParams,
     GcmParams,
     HkdfParams,
     Mechanism,
@@ -27,15 +27,35 @@ from vsc_provider.ck.params import (
 )
 from vsc_provider.pkcs11 import (
     digest as _digest,
+)
+from vsc_provider.pkcs11 import (
     encryption as _enc,
+)
+from vsc_provider.pkcs11 import (
     general as _general,
+)
+from vsc_provider.pkcs11 import (
     kem as _kem,
+)
+from vsc_provider.pkcs11 import (
     keys as _keys,
+)
+from vsc_provider.pkcs11 import (
     objects as _objects,
+)
+from vsc_provider.pkcs11 import (
     random as _random,
+)
+from vsc_provider.pkcs11 import (
     recover as _recover,
+)
+from vsc_provider.pkcs11 import (
     sessions as _sessions,
+)
+from vsc_provider.pkcs11 import (
     signing as _signing,
+)
+from vsc_provider.pkcs11 import (
     slots as _slots,
 )
 from vsc_provider.token import mechanisms as _token_mechanisms
@@ -144,7 +164,7 @@ _PSS = frozenset(
         C.CKM_SHA512_RSA_PKCS_PSS,
     }
 )
-_mech_cache = {}
+_mech_cache: dict[int, Mechanism] = {}
 _OFFERED = _token_mechanisms.MECHANISMS
 
 
@@ -257,7 +277,8 @@ def C_Finalize(p_reserved):
     return OK
 
 
-_info_cache = {}
+_info_cache: dict[tuple, bytes] = {}
+_INFO_CACHE_MAX = 256  # answers change with session counts and labels: bounded, refilled on demand
 
 
 def _fill_cached(ctype, p_info, key, fill):
@@ -267,6 +288,8 @@ def _fill_cached(ctype, p_info, key, fill):
     key = (ctype, key)
     raw = _info_cache.get(key)
     if raw is None:
+        if len(_info_cache) >= _INFO_CACHE_MAX:
+            _info_cache.clear()
         s = ffi.new(ctype + " *")
         fill(s)
         raw = _info_cache[key] = _buffer(s)[:]

@@ -53,6 +53,8 @@ ULONG_ATTRS = frozenset(
         C.CKA_KEY_TYPE,
         C.CKA_MODULUS_BITS,
         C.CKA_VALUE_BITS,
+        C.CKA_PRIME_BITS,
+        C.CKA_SUB_PRIME_BITS,
         C.CKA_VALUE_LEN,
         C.CKA_KEY_GEN_MECHANISM,
         C.CKA_HW_FEATURE_TYPE,

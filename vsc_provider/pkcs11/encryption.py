@@ -5,7 +5,7 @@ from __future__ import annotations
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, operation_key
+from vsc_provider.pkcs11.state import LIB, Operation, Session, active_operation, deliver, operation_key
 
 
 def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
@@ -31,17 +31,6 @@ def decrypt_init(h: int, mech: Mechanism, key: int) -> None:
     s.decrypt = Operation(worker, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE))
 
 
-def _op(h: int, attr: str) -> tuple[Session, Operation]:
-    s = LIB.session(h)
-    op = getattr(s, attr)
-    if op is None:
-        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
-    if op.needs_auth and not op.authed:
-        setattr(s, attr, None)
-        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each use")
-    return s, op
-
-
 _NO_OUTPUT_BOUND = bytes(16)
 
 
@@ -57,7 +46,7 @@ def _pending_of_another_call(s: Session, attr: str, op: Operation, update: bool)
 
 
 def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
-    s, op = _op(h, attr)
+    s, op = active_operation(h, attr)
     _pending_of_another_call(s, attr, op, update=False)
     if op.multipart:
         setattr(s, attr, None)
@@ -66,7 +55,7 @@ def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> byt
 
 
 def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
-    s, op = _op(h, attr)
+    s, op = active_operation(h, attr)
     _pending_of_another_call(s, attr, op, update=True)
     op.multipart = True
     out = op.result
@@ -91,7 +80,7 @@ def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes
 
 
 def _final(h: int, attr: str, query: bool, capacity: int) -> bytes:
-    s, op = _op(h, attr)
+    s, op = active_operation(h, attr)
     _pending_of_another_call(s, attr, op, update=False)
     return deliver(s, attr, op, op.worker.final, query, capacity)
 

@@ -56,6 +56,11 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
         if chosen is None:
             chosen = T.ulong(priv_t, C.CKA_PARAMETER_SET)
         return pqc.generate(pqc.parameter_set(key_type, chosen))
+    if mech.type in (C.CKM_DSA_KEY_PAIR_GEN, C.CKM_DH_PKCS_KEY_PAIR_GEN):
+        from vsc_provider.token import dsa_dh
+
+        policy.check_mechanism(mech.type)  # compatible cards only
+        return dsa_dh.generate(mech.type, pub_t, priv_t)
     raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not generate key pairs")
 
 
@@ -112,6 +117,8 @@ def generate_key_pair(
 def generate_key(h: int, mech: Mechanism, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
     template = A.template(pairs)
+    if mech.type in (C.CKM_DSA_PARAMETER_GEN, C.CKM_DH_PKCS_PARAMETER_GEN):
+        return _generate_domain_parameters(s, mech, template)
     _key_class_check(template, C.CKO_SECRET_KEY)
     if mech.type == C.CKM_AES_KEY_GEN:
         key_type = T.secret_key_type(template, C.CKK_AES)
@@ -134,6 +141,26 @@ def generate_key(h: int, mech: Mechanism, pairs: list[tuple[int, bytes]]) -> int
     writable(s, token, A.get_bool(attrs, C.CKA_PRIVATE))
     obj = LIB.require().add_object(s.card, attrs, value, token, 0 if token else s.handle)
     return obj.handle
+
+
+def _generate_domain_parameters(s: Session, mech: Mechanism, template: dict[int, bytes]) -> int:
+    """CKM_DSA_PARAMETER_GEN / CKM_DH_PKCS_PARAMETER_GEN (compatible cards only): a CKO_DOMAIN_PARAMETERS
+    object with a new prime of CKA_PRIME_BITS bits."""
+    from vsc_provider.token import dsa_dh
+
+    s.card.policy.check_mechanism(mech.type)
+    _key_class_check(template, C.CKO_DOMAIN_PARAMETERS)
+    key_type = dsa_dh.PARAMETER_GEN[mech.type]
+    if T.ulong(template, C.CKA_KEY_TYPE) not in (None, key_type):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_KEY_TYPE disagrees with the mechanism")
+    if mech.param is not None:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "domain parameter generation takes no parameter")
+    token = T.flag(template, C.CKA_TOKEN, False)
+    writable(s, token, False)
+    made = A.make(dsa_dh.generate_parameters(mech.type, T.ulong(template, C.CKA_PRIME_BITS)))
+    built = dsa_dh.domain_attrs(key_type, made, label=T.text(template, C.CKA_LABEL), token=token, local=True)
+    attrs = s.card.policy.settle(T.overrides(template, built))
+    return LIB.require().add_object(s.card, attrs, None, token, 0 if token else s.handle).handle
 
 
 def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int, mech_type: int) -> tuple[Any, Any]:
@@ -232,6 +259,12 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
 
         base_obj, _ = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
         return derive_secret(s, mech, base_obj, pairs)
+    if mech.type == C.CKM_DH_PKCS_DERIVE:
+        from vsc_provider.token import dsa_dh
+
+        s.card.policy.check_mechanism(mech.type)  # compatible cards only
+        _, private = _wrapping_crypto(s, base, C.CKA_DERIVE, C.CKR_KEY_HANDLE_INVALID, mech.type)
+        return _shared_secret_key(s, A.template(pairs), dsa_dh.shared_secret(private, mech.param))
     if mech.type != C.CKM_ECDH1_DERIVE:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not derive")
     params = mech.param
@@ -254,7 +287,11 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
         peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, point)
     except ValueError as exc:
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
-    secret = private.exchange(ec.ECDH(), peer)
+    return _shared_secret_key(s, template, private.exchange(ec.ECDH(), peer))
+
+
+def _shared_secret_key(s: Session, template: dict[int, bytes], secret: bytes) -> int:
+    """The secret key an ECDH or DH derivation makes: CKA_VALUE_LEN leading bytes of the shared secret."""
     key_type = T.secret_key_type(template, C.CKK_GENERIC_SECRET)
     length = T.ulong(template, C.CKA_VALUE_LEN) or (32 if key_type == C.CKK_AES else len(secret))
     if length > len(secret):

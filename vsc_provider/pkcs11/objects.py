@@ -52,6 +52,17 @@ def build_object(s: Session, template: dict[int, bytes]) -> tuple[dict[int, byte
         key_type = T.secret_key_type(template)
         value = T.require(template, C.CKA_VALUE)
         return T.secret_object(template, key_type, value, local=False, gen_mech=None), value
+    if klass == C.CKO_DOMAIN_PARAMETERS:
+        from vsc_provider.token import dsa_dh
+
+        params_type = T.ulong(template, C.CKA_KEY_TYPE)
+        if params_type is None:
+            raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE is required")
+        if params_type not in O.DSA_DH_KEY_TYPES:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "domain parameters are of CKK_DSA or CKK_DH")
+        # the card's policy refuses them on strict cards (CardPolicy.settle)
+        built = dsa_dh.domain_attrs(params_type, template, label=label, token=token, local=False)
+        return T.overrides(template, built), None
     if klass == C.CKO_DATA:
         built = O.data_attrs(
             template.get(C.CKA_VALUE, b""),

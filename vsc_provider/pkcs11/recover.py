@@ -5,7 +5,7 @@ from __future__ import annotations
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, operation_key
+from vsc_provider.pkcs11.state import LIB, Operation, Session, active_operation, deliver, operation_key
 
 RECOVER_MECHS = (C.CKM_RSA_PKCS, C.CKM_RSA_X_509)
 
@@ -43,13 +43,7 @@ def verify_recover_init(h: int, mech: Mechanism, key: int) -> None:
 
 
 def _run(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
-    s = LIB.session(h)
-    op = getattr(s, attr)
-    if op is None:
-        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
-    if op.needs_auth and not op.authed:
-        setattr(s, attr, None)
-        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each use")
+    s, op = active_operation(h, attr)
     if op.result is None and query and attr == "sign_recover":
         return b"\x00" * op.length  # the length is known without signing
     return deliver(s, attr, op, lambda: op.worker(data), query, capacity)

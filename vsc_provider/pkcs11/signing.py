@@ -125,7 +125,7 @@ def verify_init(h: int, mech: Mechanism, key: int) -> None:
     if s.verify is not None:
         raise CKRError(C.CKR_OPERATION_ACTIVE)
     if mech.type not in mechanisms.MECHANISMS:
-        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} is not supported")
+        s.card.policy.check_mechanism(mech.type)  # DSA on compatible cards
     obj = find_object(s, key, C.CKR_KEY_HANDLE_INVALID)
     check_allowed(obj, mech.type)
     engine = LIB.require()

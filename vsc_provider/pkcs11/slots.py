@@ -10,7 +10,6 @@ from typing import NamedTuple
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11.state import LIB
-from vsc_provider.token import mechanisms
 from vsc_provider.token.engine import Card
 
 MANUFACTURER = "vsc-provider"
@@ -117,18 +116,22 @@ def get_token_info(slot_id: int) -> TokenInfo:
     return info
 
 
-_MECHANISM_LIST = sorted(mechanisms.MECHANISMS)
+_MECHANISM_LISTS: dict[bool, list[int]] = {}  # by CardPolicy.legacy: built once
 
 
 def get_mechanism_list(slot_id: int) -> list[int]:
-    LIB.require().card(slot_id)
-    return _MECHANISM_LIST
+    """The card's mechanisms: a compatible card adds DSA and Diffie-Hellman to the strict list."""
+    policy = LIB.require().card(slot_id).policy
+    found = _MECHANISM_LISTS.get(policy.legacy)
+    if found is None:
+        found = _MECHANISM_LISTS[policy.legacy] = sorted(policy.mechanisms)
+    return found
 
 
 def get_mechanism_info(slot_id: int, mech_type: int) -> tuple[int, int, int]:
     """The mechanism's key sizes as this card's policy allows them (RSA from 1024 bits on compatible cards)."""
     card = LIB.require().card(slot_id)
-    info = mechanisms.MECHANISMS.get(mech_type)
+    info = card.policy.mechanisms.get(mech_type)
     if info is None:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
     return card.policy.mechanism_info(info)

@@ -190,7 +190,7 @@ def operation_key(
     if getattr(session, attr) is not None:
         raise CKRError(C.CKR_OPERATION_ACTIVE)
     if mech_type not in mechanisms.MECHANISMS:
-        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported")
+        session.card.policy.check_mechanism(mech_type)  # DSA on compatible cards
     obj = find_object(session, handle, C.CKR_KEY_HANDLE_INVALID)
     if obj.klass not in classes:
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"{what} needs another class of key")
@@ -198,6 +198,19 @@ def operation_key(
         raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"key has {_USAGE_NAMES.get(usage, hex(usage))} false")
     check_allowed(obj, mech_type)
     return obj
+
+
+def active_operation(h: int, attr: str) -> tuple[Session, Operation]:
+    """The session and its operation of that kind (`attr`: "decrypt", "sign_recover", ...). A key that needs
+    a context-specific login per use and has none ends the operation."""
+    s = LIB.session(h)
+    op = getattr(s, attr)
+    if op is None:
+        raise CKRError(C.CKR_OPERATION_NOT_INITIALIZED)
+    if op.needs_auth and not op.authed:
+        setattr(s, attr, None)
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs C_Login(CKU_CONTEXT_SPECIFIC) for each use")
+    return s, op
 
 
 def writable(session: Session, token: bool, private: bool) -> None:

@@ -84,6 +84,12 @@ VALUE_DEFINING = frozenset(
         C.CKA_NAME_HASH_ALGORITHM,
         C.CKA_PARAMETER_SET,
         C.CKA_SEED,
+        C.CKA_PRIME,  # DSA and DH domain parameters
+        C.CKA_SUBPRIME,
+        C.CKA_BASE,
+        C.CKA_PRIME_BITS,
+        C.CKA_SUB_PRIME_BITS,
+        C.CKA_VALUE_BITS,
     }
 )
 
@@ -180,6 +186,10 @@ def public_key_from(template: dict[int, bytes]) -> Any:
             from vsc_provider.token import pqc
 
             return pqc.public_from_value(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_VALUE))
+        if key_type in O.DSA_DH_KEY_TYPES:
+            from vsc_provider.token import dsa_dh
+
+            return dsa_dh.public_from(key_type, template)
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
     raise CKRError(
@@ -222,6 +232,10 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             from vsc_provider.token import pqc
 
             return pqc.private_from_seed(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_SEED))
+        if key_type in O.DSA_DH_KEY_TYPES:
+            from vsc_provider.token import dsa_dh
+
+            return dsa_dh.private_from(key_type, template)
     except ValueError as exc:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc
     raise CKRError(

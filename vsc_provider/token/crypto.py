@@ -20,21 +20,13 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import GcmParams, Mechanism, OaepParams, PssParams
 from vsc_provider.token import aes_modes
 from vsc_provider.token import mechanisms as M
-from vsc_provider.token.operation import HashFactory, Signer, Verifier
+from vsc_provider.token.operation import DIGESTS, HashFactory, Signer, Verifier
+from vsc_provider.token.operation import PREHASH_BY_SIZE as _PREHASH_BY_SIZE
+from vsc_provider.token.operation import Buffered as _Buffered
+from vsc_provider.token.operation import HashThenSign as _HashThenSign
 from vsc_provider.token.operation import signature_checked as _invalid
 from vsc_provider.token.rsa_raw import RsaRaw
 
-DIGESTS: dict[int, HashFactory] = {
-    C.CKM_SHA_1: hashes.SHA1,
-    C.CKM_SHA224: hashes.SHA224,
-    C.CKM_SHA256: hashes.SHA256,
-    C.CKM_SHA384: hashes.SHA384,
-    C.CKM_SHA512: hashes.SHA512,
-    C.CKM_SHA3_224: hashes.SHA3_224,
-    C.CKM_SHA3_256: hashes.SHA3_256,
-    C.CKM_SHA3_384: hashes.SHA3_384,
-    C.CKM_SHA3_512: hashes.SHA3_512,
-}
 MGF_HASHES: dict[int, HashFactory] = {
     C.CKG_MGF1_SHA1: hashes.SHA1,
     C.CKG_MGF1_SHA224: hashes.SHA224,
@@ -88,15 +80,6 @@ def _ec_der(sig: bytes, size: int) -> bytes:
     return utils.encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
 
 
-_PREHASH_BY_SIZE: dict[int, HashFactory] = {
-    20: hashes.SHA1,
-    28: hashes.SHA224,
-    32: hashes.SHA256,
-    48: hashes.SHA384,
-    64: hashes.SHA512,
-}
-
-
 def _ecdsa_prehashed(data: bytes, order_bytes: int) -> tuple[bytes, ec.ECDSA]:
     """CKM_ECDSA takes a hash of any length: present it to OpenSSL as a pre-hashed value of a known size."""
     if not data:
@@ -126,40 +109,6 @@ def rsa_public_raw(key: rsa.RSAPublicKey, block: bytes) -> bytes:
 
 
 # --- signing -----------------------------------------------------------------------------------
-
-
-class _HashThenSign(Signer):
-    """Hash-and-sign mechanisms: one-shot hands the data to OpenSSL; multi-part hashes incrementally."""
-
-    def __init__(
-        self,
-        one_shot: Callable[[bytes], bytes],
-        prehashed: Callable[[bytes], bytes],
-        algorithm: HashFactory,
-        length: int,
-    ) -> None:
-        super().__init__()
-        self.sign = one_shot  # type: ignore[method-assign,assignment]
-        self._prehashed = prehashed
-        self._algorithm = algorithm
-        self.length = length
-
-    def update(self, part: bytes) -> None:
-        if self._hash is None:
-            self._hash = hashes.Hash(self._algorithm())
-        self._hash.update(part)
-
-    def final(self) -> bytes:
-        if self._hash is None:
-            self._hash = hashes.Hash(self._algorithm())
-        return self._prehashed(self._hash.finalize())
-
-
-class _Buffered(Signer):
-    def __init__(self, fn: Callable[[bytes], bytes], length: int) -> None:
-        super().__init__()
-        self.sign = fn  # type: ignore[method-assign,assignment]
-        self.length = length
 
 
 def make_signer(mech: Mechanism, key: Any) -> Signer:
@@ -246,10 +195,12 @@ def make_signer(mech: Mechanism, key: Any) -> Signer:
         if mech.param is not None:
             raise _bad_param("HMAC mechanisms take no parameter")
         return _HmacSigner(key, HMACS[m])
-    from vsc_provider.token import pqc  # post-quantum keys: their own module
+    from vsc_provider.token import dsa_dh, pqc  # post-quantum, DSA: their own modules
 
     if pqc.is_pq(key):
         return pqc.make_signer(mech, key)
+    if dsa_dh.is_dsa_dh(key):
+        return dsa_dh.make_signer(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot sign")
 
 
@@ -385,10 +336,12 @@ def make_verifier(mech: Mechanism, key: Any) -> Verifier:
                 raise CKRError(C.CKR_SIGNATURE_INVALID, "HMAC does not verify")
 
         return Verifier(check_mac, None, None)
-    from vsc_provider.token import pqc
+    from vsc_provider.token import dsa_dh, pqc
 
     if pqc.is_pq(key):
         return pqc.make_verifier(mech, key)
+    if dsa_dh.is_dsa_dh(key):
+        return dsa_dh.make_verifier(mech, key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key cannot verify")
 
 

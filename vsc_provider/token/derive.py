@@ -4,25 +4,16 @@ the caller picks the length the new key keeps."""
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives import hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import AesCbcEncryptDataParams, HkdfParams, Mechanism
+from vsc_provider.token.crypto import DIGESTS
 
-_HKDF_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
-    C.CKM_SHA_1: hashes.SHA1,
-    C.CKM_SHA224: hashes.SHA224,
-    C.CKM_SHA256: hashes.SHA256,
-    C.CKM_SHA384: hashes.SHA384,
-    C.CKM_SHA512: hashes.SHA512,
-    C.CKM_SHA3_224: hashes.SHA3_224,
-    C.CKM_SHA3_256: hashes.SHA3_256,
-    C.CKM_SHA3_384: hashes.SHA3_384,
-    C.CKM_SHA3_512: hashes.SHA3_512,
-}
+_HKDF_HASHES = DIGESTS  # the PRFs HKDF takes are the digests the card offers
 
 
 def _bad(what: str) -> CKRError:

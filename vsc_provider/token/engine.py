@@ -22,7 +22,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import keywrap
-from vsc_provider.token.objects import TokenObject, profile_attrs
+from vsc_provider.token.objects import DSA_DH_KEY_TYPES, TokenObject, profile_attrs
 from vsc_provider.token.online import OnlinePinCheck
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
@@ -723,6 +723,8 @@ class Engine:
             return key
         from cryptography.hazmat.primitives import serialization
 
+        if obj.key_type in DSA_DH_KEY_TYPES:
+            from vsc_provider.token import dsa_dh  # noqa: F401 - quiets `cryptography`'s FFDH warning
         if obj.klass == C.CKO_PRIVATE_KEY:
             key = serialization.load_der_private_key(self.material(card, obj), password=None)
         elif obj.klass == C.CKO_SECRET_KEY:

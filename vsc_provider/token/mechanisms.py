@@ -113,3 +113,22 @@ MECHANISMS: dict[int, tuple[int, int, int]] = {
     C.CKM_ML_KEM_KEY_PAIR_GEN: (1184, 1568, C.CKF_GENERATE_KEY_PAIR),
     C.CKM_ML_KEM: (1184, 1568, C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE),
 }
+
+# DSA and PKCS #3 Diffie-Hellman: offered on compatible cards only (CardPolicy.legacy), for test rigs that
+# exercise them; strict cards neither list them nor accept them. Key sizes are the prime's bits.
+DSA_HASHED = {
+    C.CKM_DSA_SHA1: C.CKM_SHA_1,
+    C.CKM_DSA_SHA224: C.CKM_SHA224,
+    C.CKM_DSA_SHA256: C.CKM_SHA256,
+    C.CKM_DSA_SHA384: C.CKM_SHA384,
+    C.CKM_DSA_SHA512: C.CKM_SHA512,
+}
+LEGACY_MECHANISMS: dict[int, tuple[int, int, int]] = {
+    C.CKM_DSA_PARAMETER_GEN: (1024, 4096, C.CKF_GENERATE),
+    C.CKM_DSA_KEY_PAIR_GEN: (1024, 4096, C.CKF_GENERATE_KEY_PAIR),
+    C.CKM_DSA: (1024, 4096, C.CKF_SIGN | C.CKF_VERIFY),
+    **{m: (1024, 4096, C.CKF_SIGN | C.CKF_VERIFY) for m in DSA_HASHED},
+    C.CKM_DH_PKCS_PARAMETER_GEN: (512, 4096, C.CKF_GENERATE),
+    C.CKM_DH_PKCS_KEY_PAIR_GEN: (512, 4096, C.CKF_GENERATE_KEY_PAIR),
+    C.CKM_DH_PKCS_DERIVE: (512, 4096, C.CKF_DERIVE),
+}

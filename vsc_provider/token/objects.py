@@ -51,6 +51,10 @@ class TokenObject:
     def is_token(self) -> builtins.bool:
         return self.owner == 0
 
+    @property
+    def key_type(self) -> int | None:
+        return self.ulong(C.CKA_KEY_TYPE)
+
     def matches(self, template: dict[int, bytes]) -> builtins.bool:
         attrs = self.attrs
         for attr, value in template.items():
@@ -61,6 +65,8 @@ class TokenObject:
 
 # Post-quantum key types (PKCS#11 3.2), whose algorithms live in vsc_provider.token.pqc.
 PQ_KEY_TYPES = frozenset({C.CKK_ML_DSA, C.CKK_ML_KEM})
+# DSA and Diffie-Hellman (compatible cards only), in vsc_provider.token.dsa_dh.
+DSA_DH_KEY_TYPES = frozenset({C.CKK_DSA, C.CKK_DH})
 
 # Attributes a caller may never read back, whatever the object says.
 NEVER_READABLE = frozenset(
@@ -270,10 +276,12 @@ def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
             C.CKA_EC_POINT: octet_string(raw),
             C.CKA_PUBLIC_KEY_INFO: spki(public_key),
         }
-    from vsc_provider.token import pqc
+    from vsc_provider.token import dsa_dh, pqc
 
     if pqc.is_pq(public_key):
         return pqc.key_values(public_key)
+    if dsa_dh.is_dsa_dh(public_key):
+        return dsa_dh.key_values(public_key)
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "unsupported public key type")
 
 
@@ -287,11 +295,11 @@ def public_key_attrs(
     values.update(
         {
             C.CKA_ENCRYPT: can_encrypt,
-            C.CKA_VERIFY: key_type != C.CKK_ML_KEM,
+            C.CKA_VERIFY: key_type not in (C.CKK_ML_KEM, C.CKK_DH),
             C.CKA_VERIFY_RECOVER: False,
             C.CKA_WRAP: can_encrypt,
             C.CKA_TRUSTED: False,
-            C.CKA_DERIVE: key_type == C.CKK_EC,
+            C.CKA_DERIVE: key_type in (C.CKK_EC, C.CKK_DH),
         }
     )
     values.update(specific)
@@ -300,6 +308,10 @@ def public_key_attrs(
 
         values[C.CKA_VALUE] = pqc.public_value(public_key)
         values[C.CKA_ENCAPSULATE] = key_type == C.CKK_ML_KEM
+    if key_type in DSA_DH_KEY_TYPES:
+        from vsc_provider.token import dsa_dh
+
+        values[C.CKA_VALUE] = dsa_dh.public_value(public_key)
     return A.make(values)
 
 
@@ -314,7 +326,7 @@ def private_key_attrs(
         {
             C.CKA_SENSITIVE: True,
             C.CKA_DECRYPT: can_decrypt,
-            C.CKA_SIGN: key_type != C.CKK_ML_KEM,
+            C.CKA_SIGN: key_type not in (C.CKK_ML_KEM, C.CKK_DH),
             C.CKA_SIGN_RECOVER: False,
             C.CKA_UNWRAP: can_decrypt,
             C.CKA_EXTRACTABLE: False,
@@ -322,7 +334,7 @@ def private_key_attrs(
             C.CKA_NEVER_EXTRACTABLE: local,
             C.CKA_WRAP_WITH_TRUSTED: False,
             C.CKA_ALWAYS_AUTHENTICATE: False,
-            C.CKA_DERIVE: key_type == C.CKK_EC,
+            C.CKA_DERIVE: key_type in (C.CKK_EC, C.CKK_DH),
         }
     )
     values.update(specific)
@@ -443,9 +455,11 @@ def key_id_for(public_key: Any) -> bytes:
 
     from asn1crypto import keys as asn1_keys
 
-    from vsc_provider.token import pqc
+    from vsc_provider.token import dsa_dh, pqc
 
     if pqc.is_pq(public_key):  # asn1crypto does not know their algorithms; the bits are the raw key
         return hashlib.sha1(pqc.public_value(public_key)).digest()  # noqa: S324 - an identifier
+    if dsa_dh.is_dsa_dh(public_key):  # nor PKCS #3 DH's: the public value y, as for DSA its bits hold
+        return hashlib.sha1(dsa_dh.public_value(public_key)).digest()  # noqa: S324 - an identifier
     info = asn1_keys.PublicKeyInfo.load(spki(public_key))
     return hashlib.sha1(bytes(info["public_key"].contents[1:])).digest()  # noqa: S324 - an identifier

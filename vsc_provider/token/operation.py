@@ -1,5 +1,6 @@
-"""The shapes every sign and verify operation has (one-shot, or parts then a final step), apart from the
-mechanisms that build them (crypto.py, pqc.py), so that both can use them without importing each other."""
+"""The shapes every sign and verify operation has (one-shot, or parts then a final step) and the digest
+tables they share, apart from the mechanisms that build them (crypto.py, pqc.py, dsa_dh.py), so that
+those can use them without importing each other."""
 
 from __future__ import annotations
 
@@ -13,6 +14,26 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 
 HashFactory = Callable[[], hashes.HashAlgorithm]
+
+DIGESTS: dict[int, HashFactory] = {
+    C.CKM_SHA_1: hashes.SHA1,
+    C.CKM_SHA224: hashes.SHA224,
+    C.CKM_SHA256: hashes.SHA256,
+    C.CKM_SHA384: hashes.SHA384,
+    C.CKM_SHA512: hashes.SHA512,
+    C.CKM_SHA3_224: hashes.SHA3_224,
+    C.CKM_SHA3_256: hashes.SHA3_256,
+    C.CKM_SHA3_384: hashes.SHA3_384,
+    C.CKM_SHA3_512: hashes.SHA3_512,
+}
+# A pre-hashed payload's hash, by the payload's length (ECDSA and DSA over a bare digest).
+PREHASH_BY_SIZE: dict[int, HashFactory] = {
+    20: hashes.SHA1,
+    28: hashes.SHA224,
+    32: hashes.SHA256,
+    48: hashes.SHA384,
+    64: hashes.SHA512,
+}
 
 
 class Signer:
@@ -79,3 +100,39 @@ def signature_checked(fn: Callable[[], object]) -> None:
         fn()
     except InvalidSignature as exc:
         raise CKRError(C.CKR_SIGNATURE_INVALID, "signature does not verify") from exc
+
+
+class HashThenSign(Signer):
+    """Hash-and-sign mechanisms: one-shot hands the data to OpenSSL; multi-part hashes incrementally."""
+
+    def __init__(
+        self,
+        one_shot: Callable[[bytes], bytes],
+        prehashed: Callable[[bytes], bytes],
+        algorithm: HashFactory,
+        length: int,
+    ) -> None:
+        super().__init__()
+        self.sign = one_shot  # type: ignore[method-assign,assignment]
+        self._prehashed = prehashed
+        self._algorithm = algorithm
+        self.length = length
+
+    def update(self, part: bytes) -> None:
+        if self._hash is None:
+            self._hash = hashes.Hash(self._algorithm())
+        self._hash.update(part)
+
+    def final(self) -> bytes:
+        if self._hash is None:
+            self._hash = hashes.Hash(self._algorithm())
+        return self._prehashed(self._hash.finalize())
+
+
+class Buffered(Signer):
+    """One-shot signing by a function; multi-part input is collected, then signed once."""
+
+    def __init__(self, fn: Callable[[bytes], bytes], length: int) -> None:
+        super().__init__()
+        self.sign = fn  # type: ignore[method-assign,assignment]
+        self.length = length

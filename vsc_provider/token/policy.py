@@ -10,7 +10,8 @@ end (PKCS#11, the CLI and Python API, provisioning).
   key is CKA_PRIVATE, so nothing that holds key material is usable without the user's PIN.
 - compatible: what test rigs written for SoftHSM expect: PINs of 4 to 255 bytes of any kind, no waiting
   periods (still blocked at the 10th wrong try), RSA from 1024 bits, every curve `cryptography` offers, and
-  private or secret keys with CKA_PRIVATE false usable without login. Such keys are sealed under the card's
+  private or secret keys with CKA_PRIVATE false usable without login, and DSA and PKCS #3 Diffie-Hellman
+  (mechanisms.LEGACY_MECHANISMS), which strict cards neither list nor accept. Such keys are sealed under the card's
   public-object key (see Engine.public_object_key), so they are encrypted at rest all the same.
 """
 
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import mechanisms as M
 from vsc_provider.token import objects as O
 from vsc_provider.token.pin import PinPolicy
 
@@ -35,6 +37,9 @@ STRICT_RSA_MIN = 2048
 COMPATIBLE_PIN = PinPolicy(min_length=4, max_length=255, so_min_length=4, digits_only=False, delays=False)
 
 
+_WITH_LEGACY = {**M.MECHANISMS, **M.LEGACY_MECHANISMS}
+
+
 class CardPolicy(NamedTuple):
     name: str = STRICT
     pin: PinPolicy = PinPolicy()
@@ -47,6 +52,17 @@ class CardPolicy(NamedTuple):
     # C_Logout without a login answers CKR_OK, as SoftHSM does (PyKCS11's tests log out unconditionally);
     # strict cards answer CKR_USER_NOT_LOGGED_IN as the standard lists.
     lenient_logout: bool = False
+    legacy: bool = False  # DSA and DH (mechanisms.LEGACY_MECHANISMS) offered
+
+    @property
+    def mechanisms(self) -> dict[int, tuple[int, int, int]]:
+        """The mechanism table of a card with this policy (the strict table, plus DSA and DH if legacy)."""
+        return _WITH_LEGACY if self.legacy else M.MECHANISMS
+
+    def check_mechanism(self, mech_type: int) -> None:
+        """CKR_MECHANISM_INVALID for a mechanism this card does not offer."""
+        if mech_type not in M.MECHANISMS and not (self.legacy and mech_type in M.LEGACY_MECHANISMS):
+            raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech_type:x} is not supported on {self.name} cards")
 
     @classmethod
     def named(cls, name: str, pin: PinPolicy | None = None) -> CardPolicy:
@@ -55,7 +71,14 @@ class CardPolicy(NamedTuple):
             return cls(STRICT, pin or PinPolicy())
         if name == COMPATIBLE:
             return cls(
-                COMPATIBLE, COMPATIBLE_PIN, 1024, ALL_CURVES, public_keys=True, profile=False, lenient_logout=True
+                COMPATIBLE,
+                COMPATIBLE_PIN,
+                1024,
+                ALL_CURVES,
+                public_keys=True,
+                profile=False,
+                lenient_logout=True,
+                legacy=True,
             )
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"unknown card policy {name!r} (strict or compatible)")
 
@@ -82,6 +105,8 @@ class CardPolicy(NamedTuple):
         curves checked (CKR_ATTRIBUTE_VALUE_INVALID, CKR_CURVE_NOT_SUPPORTED). Returns a new dict."""
         out = dict(attrs)
         klass = A.get_ulong(out, C.CKA_CLASS)
+        if A.get_ulong(out, C.CKA_KEY_TYPE) in O.DSA_DH_KEY_TYPES and not self.legacy:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"DSA and DH keys are not allowed on {self.name} cards")
         if klass not in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY, C.CKO_PUBLIC_KEY):
             return out
         if klass != C.CKO_PUBLIC_KEY and self.private_flag(A.get_bool(out, C.CKA_PRIVATE, True)):
