@@ -6,7 +6,6 @@ certificate, the device id, the sealed device key and the ids of the keys the se
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 import time
@@ -557,7 +556,7 @@ def change_server_pin(eng: Engine, card: Card, old_pin: bytes, new_pin: bytes) -
         ) as client:
             info = client.call("GET", "/v1/server")
             nonce = client.nonce()
-            proof = hmac.new(pin_verifier(old_pin, salt), b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
+            proof = wire.pin_proof(pin_verifier(old_pin, salt), nonce)
             payload = {
                 "proof": wire.b64u(proof),
                 "pin_verifier": device.jwe_to_server(info["jwks"], pin_verifier(new_pin, salt)),
@@ -590,7 +589,7 @@ def server_secret(record: CardRecord, pin: bytes, device_file_key: bytes) -> byt
             binding["url"], binding["pin"], bytes.fromhex(binding["cert"]), timeout=_LOGIN_TIMEOUT
         ) as client:
             nonce = client.nonce()
-            proof = hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
+            proof = wire.pin_proof(verifier, nonce)
             body = dev.sign(binding["url"] + "/v1/pin", nonce, {"proof": wire.b64u(proof)}, kid=binding["device"])
             result = client.call("POST", "/v1/pin", body)
     except ServerError as exc:
