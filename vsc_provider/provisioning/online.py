@@ -28,14 +28,6 @@ def pin_verifier(pin: bytes, salt: bytes) -> bytes:
     return keywrap.derive(b"vsc-pin-verifier:" + pin, salt, PIN_VERIFIER_KDF)
 
 
-def _proof(verifier: bytes, nonce: str) -> bytes:
-    """Proof of the PIN for one server nonce: an HMAC keyed by the verifier (the PIN never travels)."""
-    import hmac
-    from hashlib import sha256
-
-    return hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), sha256).digest()
-
-
 def _client(binding: dict[str, Any]) -> PinnedClient:
     import httpx
 
@@ -58,7 +50,7 @@ class ServerPinCheck:
             verifier = pin_verifier(pin, bytes.fromhex(binding["pin_salt"]))
             with _client(binding) as client:
                 nonce = client.nonce()
-                payload = {"proof": wire.b64u(_proof(verifier, nonce))}
+                payload = {"proof": wire.b64u(wire.pin_proof(verifier, nonce))}
                 body = dev.sign(binding["url"] + "/v1/pin", nonce, payload, kid=binding["device"])
                 result = client.call("POST", "/v1/pin", body)
         except ServerError as exc:
@@ -77,7 +69,7 @@ class ServerPinCheck:
                 info = client.call("GET", "/v1/server")
                 nonce = client.nonce()
                 payload = {
-                    "proof": wire.b64u(_proof(pin_verifier(old_pin, salt), nonce)),
+                    "proof": wire.b64u(wire.pin_proof(pin_verifier(old_pin, salt), nonce)),
                     "pin_verifier": device.jwe_to_server(info["jwks"], pin_verifier(new_pin, salt)),
                 }
                 body = dev.sign(binding["url"] + "/v1/pin/change", nonce, payload, kid=binding["device"])

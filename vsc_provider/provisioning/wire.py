@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,13 @@ def unb64u(text: str) -> bytes:
 
 def canonical(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+def pin_proof(verifier: bytes, nonce: str) -> bytes:
+    """The online PIN check's proof: HMAC-SHA256 keyed with the PIN verifier over the server's nonce.
+
+    The device computes it from the PIN; the server, from the verifier it stores. The PIN never travels."""
+    return hmac.new(verifier, b"vsc-pin-proof:" + nonce.encode(), hashlib.sha256).digest()
 
 
 def spki_pin(spki_der: bytes) -> str:

@@ -54,7 +54,8 @@ def run(data: Path, host: str, port: int, public_url: str | None) -> None:
     """Serve until interrupted; creates the CA, TLS certificate and admin token on first start."""
     import uvicorn
 
-    from vsc_provider.server.app import IdentityServer, create_app
+    from vsc_provider.server.app import create_app
+    from vsc_provider.server.state import IdentityServer
 
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

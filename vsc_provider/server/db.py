@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS activations(
@@ -71,6 +71,18 @@ class Device:
     pin_verifier_next: bytes | None = None
     created: float = 0.0
     confirmed: float | None = None  # the first request signed with its kid; None while only activated
+
+
+class NewKey(NamedTuple):
+    """A key row to store: what the server certified (or generated and escrowed) for a device."""
+
+    device: str
+    key_id: str
+    usage: str
+    format: str
+    spki: bytes
+    cert: bytes | None
+    escrow: bytes | None = None
 
 
 _DEVICE_COLUMNS = (
@@ -138,7 +150,8 @@ class Database:
             ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def use_activation(self, db: sqlite3.Connection, code: str, device: str) -> bool:
+    @staticmethod
+    def _use_activation(db: sqlite3.Connection, code: str, device: str) -> bool:
         cur = db.execute(
             "UPDATE activations SET used = ?, device = ? WHERE code_hash = ? AND used IS NULL AND expires >= ?",
             (time.time(), device, code_hash(code), time.time()),
@@ -156,7 +169,29 @@ class Database:
 
     # --- devices ------------------------------------------------------------------------------
 
-    def insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
+    def register_device(
+        self, dev: Device, attested: bool, keys: list[NewKey], code: str | None = None, ticket: str | None = None
+    ) -> bool:
+        """Store an activated device and its keys, using its activation code or migration ticket once:
+        False (and nothing stored) when the code or ticket was used meanwhile."""
+        with self.transaction() as db:
+            if code is not None:
+                if not self._use_activation(db, code, dev.id):
+                    return False
+            elif db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket,)).fetchone():
+                return False
+            else:
+                db.execute(
+                    "INSERT INTO tickets(id, device, target, created) VALUES (?, ?, 'received', ?)",
+                    (ticket, dev.id, time.time()),
+                )
+            self._insert_device(db, dev, attested)
+            for key in keys:
+                self._insert_key(db, key)
+        return True
+
+    @staticmethod
+    def _insert_device(db: sqlite3.Connection, dev: Device, attested: bool) -> None:
         db.execute(
             "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -225,26 +260,49 @@ class Database:
                 )
             ]
             for device_id in ids:
-                db.execute("UPDATE devices SET state = 'deleted' WHERE id = ?", (device_id,))
-                db.execute("UPDATE keys SET active = 0 WHERE device = ?", (device_id,))
+                self._retire(db, device_id, "deleted")
         return ids
 
-    def insert_key(
-        self,
-        db: sqlite3.Connection,
-        device: str,
-        key_id: str,
-        usage: str,
-        fmt: str,
-        spki: bytes,
-        cert: bytes | None,
-        escrow: bytes | None = None,
-    ) -> None:
+    @staticmethod
+    def _retire(db: sqlite3.Connection, device_id: str, state: str) -> None:
+        db.execute("UPDATE devices SET state = ? WHERE id = ?", (state, device_id))
+        db.execute("UPDATE keys SET active = 0 WHERE device = ?", (device_id,))
+
+    def end_device(self, device_id: str, state: str) -> None:
+        """The device leaves the 'active' state (deleted, migrated): its keys are retired with it."""
+        with self.transaction() as db:
+            self._retire(db, device_id, state)
+
+    def pin_try(self, device_id: str, max_tries: int, now: float) -> tuple[int, float]:
+        """(wrong tries so far, blocked until) of a device; the try is counted unless the PIN is blocked
+        (max_tries reached) or in a waiting period, in one transaction so concurrent tries all count."""
+        with self.transaction() as db:
+            failures, blocked_until = db.execute(
+                "SELECT pin_failures, pin_blocked_until FROM devices WHERE id = ?", (device_id,)
+            ).fetchone()
+            if failures < max_tries and now >= blocked_until:
+                db.execute("UPDATE devices SET pin_failures = ? WHERE id = ?", (failures + 1, device_id))
+        return int(failures), float(blocked_until)
+
+    @staticmethod
+    def _insert_key(db: sqlite3.Connection, key: NewKey) -> None:
         db.execute(
             "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, key_id, usage, fmt, spki, cert, escrow, time.time()),
+            (*key, time.time()),
         )
+
+    def renew_keys(self, device_id: str, keys: list[NewKey]) -> None:
+        """The renewed keys replace the device's generated ones (imported keys stay); the renew flag is cleared."""
+        with self.transaction() as db:
+            db.execute("UPDATE keys SET active = 0 WHERE device = ? AND format != 'imported'", (device_id,))
+            for key in keys:
+                self._insert_key(db, key)
+            db.execute("UPDATE devices SET renew = 0 WHERE id = ?", (device_id,))
+
+    def set_escrow(self, rowid: int, blob: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE keys SET escrow = ? WHERE rowid = ?", (blob, rowid))
 
     def escrow_rows(self) -> list[tuple[int, str, str, bytes]]:
         """(rowid, device, key id, blob) of every escrowed key."""
@@ -260,6 +318,22 @@ class Database:
                 "SELECT device, target, target_key, state FROM tickets WHERE id = ?", (ticket_id,)
             ).fetchone()
         return None if row is None else {"device": row[0], "target": row[1], "target_key": row[2], "state": row[3]}
+
+    def add_ticket(self, ticket_id: str, device: str, target: str, target_key: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO tickets(id, device, target, created, target_key, state) VALUES (?, ?, ?, ?, ?, 'issued')",
+                (ticket_id, device, target, time.time(), target_key),
+            )
+
+    def complete_ticket(self, ticket_id: str, device_id: str) -> bool:
+        """Close an issued migration ticket once and mark its device migrated; False if it was closed already."""
+        with self.transaction() as db:
+            done = db.execute("UPDATE tickets SET state = 'done' WHERE id = ? AND state = 'issued'", (ticket_id,))
+            if done.rowcount != 1:
+                return False
+            self._retire(db, device_id, "migrated")
+        return True
 
     def active_keys(self, device: str) -> list[dict[str, Any]]:
         with self._lock:

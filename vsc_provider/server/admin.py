@@ -1,0 +1,54 @@
+"""The administrator's API (/admin/...), behind the bearer token in admin.json: activation links, the
+device list, and delete / renew / unblock of one device."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+
+from vsc_provider.provisioning import wire
+from vsc_provider.server.activation import ACTIVATION_TTL, drop_unconfirmed
+from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.state import IdentityServer
+
+
+def check_admin(srv: IdentityServer, request: Request) -> None:
+    auth = request.headers.get("authorization", "")
+    if not auth.startswith("Bearer ") or not hmac.compare_digest(auth[7:].encode(), srv.admin_token.encode()):
+        raise ProtocolError(401, "unauthorized", "admin requests carry the bearer token from admin.json")
+
+
+def create_activation(srv: IdentityServer, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ProtocolError(400, "malformed", "expected a JSON object")
+    user, profile = body.get("user"), body.get("profile", "default")
+    if not isinstance(user, str) or not 1 <= len(user) <= 64 or not user.isprintable():
+        raise ProtocolError(400, "bad_user", "user is 1 to 64 printable characters")
+    if profile not in srv.profiles:
+        raise ProtocolError(400, "bad_profile", f"profile is one of {', '.join(sorted(srv.profiles))}")
+    code = secrets.token_urlsafe(18)
+    srv.db.add_activation(code, user, profile, ACTIVATION_TTL)
+    link = wire.ActivationLink(srv.public_url(), code, srv.authority.tls_pin)
+    return {"link": str(link), "user": user, "profile": profile, "expires_in": ACTIVATION_TTL}
+
+
+def devices(srv: IdentityServer) -> list[dict[str, Any]]:
+    drop_unconfirmed(srv)
+    return srv.db.devices()
+
+
+def device_action(srv: IdentityServer, device_id: str, action: str) -> dict[str, Any]:
+    if srv.db.device(device_id) is None:
+        raise ProtocolError(404, "unknown_device", "no such device")
+    if action == "delete":
+        srv.db.end_device(device_id, "deleted")
+    elif action == "renew":
+        srv.db.set_device(device_id, renew=1)
+    elif action == "unblock":
+        srv.db.set_device(device_id, pin_failures=0, pin_blocked_until=0.0)
+    else:
+        raise ProtocolError(404, "unknown_action", "actions: delete, renew, unblock")
+    return {"device": device_id, "done": action}

@@ -1,0 +1,119 @@
+"""What every handler shares: the data directory, CA, database, escrow, profiles and protocol key, and the
+checks every signed device request passes (JWS by the device key, this endpoint's url, a fresh nonce)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jwcrypto import jwk as jose_jwk
+
+from vsc_provider.server import jose
+from vsc_provider.server.ca import Authority
+from vsc_provider.server.db import Database, Device
+from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.escrow import EscrowVault
+from vsc_provider.server.profiles import load as load_profiles
+
+
+@dataclass
+class Verified:
+    """A device request whose JWS checked out: its protected header, payload, signing key and device
+    (None for a new device key)."""
+
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    key: jose_jwk.JWK
+    device: Device | None
+
+
+class IdentityServer:
+    """State shared by the handlers: data directory, CA, database, protocol key, profiles."""
+
+    def __init__(self, data: Path, hosts: list[str]) -> None:
+        self.data = data
+        self.authority = Authority.load_or_create(data, hosts)
+        self.db = Database(data / "server.sqlite")
+        self.escrow = EscrowVault(data)
+        self._seal_legacy_escrow()
+        self.profiles = load_profiles(data)
+        self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
+        self.admin_token = self._admin_token()
+
+    def _seal_legacy_escrow(self) -> None:
+        """Escrowed keys stored in clear by earlier versions are sealed in place at start-up."""
+        for rowid, device_id, key_id, blob in self.db.escrow_rows():
+            if not EscrowVault.is_sealed(blob):
+                self.db.set_escrow(rowid, self.escrow.seal(device_id, key_id, blob))
+
+    def _admin_token(self) -> str:
+        path = self.data / "admin.json"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"token": secrets.token_urlsafe(32)}, f)
+        return str(json.loads(path.read_text())["token"])
+
+    def public_url(self) -> str:
+        path = self.data / "server.json"
+        return str(json.loads(path.read_text())["url"]) if path.exists() else ""
+
+    def attestation_keys(self) -> list[jose_jwk.JWK]:
+        folder = self.data / "attestation"
+        if not folder.is_dir():
+            return []
+        return [jose_jwk.JWK.from_pem(p.read_bytes()) for p in sorted(folder.glob("*.pem"))]
+
+    def public_jwks(self) -> dict[str, Any]:
+        return {"keys": [self.protocol_key.export_public(as_dict=True)]}
+
+    def jwe_open(self, compact: Any) -> bytes:
+        return jose.jwe_open(self.protocol_key, compact)
+
+    def verify(self, body: Any, path: str, new_key: bool) -> Verified:
+        """A flattened JWS: allowed alg, RSA >= 2048, good signature, url of this endpoint, fresh nonce."""
+        header = jose.protected_header(body)
+        device = None
+        if new_key:
+            if "kid" in header or not isinstance(header.get("jwk"), dict):
+                raise ProtocolError(400, "bad_key", "a new device key is sent as 'jwk' (and no 'kid')")
+            key = jose.rsa_public_jwk(header["jwk"])
+        else:
+            kid = header.get("kid")
+            if "jwk" in header or not isinstance(kid, str):
+                raise ProtocolError(400, "bad_key", "a registered device signs with 'kid' (and no 'jwk')")
+            device = self.db.device(kid)
+            if device is None:
+                raise ProtocolError(401, "unknown_key", "no device is registered with this kid")
+            key = jose_jwk.JWK(**device.jwk)
+        payload = jose.verified_payload(body, key, header["alg"])
+        url = header.get("url")
+        if not isinstance(url, str) or urlsplit(url).path != path:
+            raise ProtocolError(400, "bad_url", f"the protected header's url must name {path}")
+        nonce = header.get("nonce")
+        if not isinstance(nonce, str) or not self.db.spend_nonce(nonce):
+            raise ProtocolError(400, "bad_nonce", "unknown, expired or already used nonce: get a new one")
+        claims = jose.json_object(payload)
+        if device is not None and device.confirmed is None:
+            # the device knows its id, so it has its activation answer: that answer is not replayed any more
+            self.db.confirm_device(device.id)
+        return Verified(header, claims, key, device)
+
+    def verify_active(self, body: Any, path: str) -> tuple[Verified, Device]:
+        """A request by a registered device that is still active here (410 for a deleted or migrated one)."""
+        v = self.verify(body, path, new_key=False)
+        return v, active(v)
+
+
+def active(v: Verified) -> Device:
+    """The device of a verified request, refused (410) unless it is active here."""
+    dev = v.device
+    assert dev is not None
+    if dev.state != "active":
+        raise ProtocolError(410, f"device_{dev.state}", f"this device is {dev.state} on the server: wipe the card")
+    return dev

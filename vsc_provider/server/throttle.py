@@ -1,0 +1,47 @@
+"""Wrong server-checked PINs: each try is counted before its proof is checked, waits grow after the third
+wrong one (the token's PinPolicy formula, so card and server throttle alike), and the tenth blocks the PIN
+until the administrator unblocks it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from vsc_provider.server.db import Database
+from vsc_provider.server.errors import ProtocolError
+from vsc_provider.token.pin import PinPolicy
+
+
+def policy() -> PinPolicy:
+    """The server's PIN policy: VSC_SERVER_PIN_DELAY (seconds, default 1) is the first wait; tests shorten it."""
+    base = float(os.environ.get("VSC_SERVER_PIN_DELAY", "1.0"))
+    return PinPolicy(max_tries=10, delay_from_try=3, delay_base=base, delay_max=3600.0)
+
+
+def _blocked() -> ProtocolError:
+    return ProtocolError(423, "pin_blocked", "the PIN is blocked: ask the administrator to unblock it")
+
+
+class PinTry:
+    """One counted try of a device's PIN: refused up front while blocked or waiting, then settled as right
+    (the count starts again) or wrong (a wait, or the block)."""
+
+    def __init__(self, db: Database, device_id: str) -> None:
+        self.db, self.device_id, self.policy, self.started = db, device_id, policy(), time.time()
+        failures, blocked_until = db.pin_try(device_id, self.policy.max_tries, self.started)
+        if failures >= self.policy.max_tries:
+            raise _blocked()
+        if self.started < blocked_until:
+            wait = blocked_until - self.started
+            raise ProtocolError(429, "pin_wait", "too many wrong PINs: wait", retry_after=wait)
+        self.counted = failures + 1
+
+    def right(self) -> None:
+        self.db.set_device(self.device_id, pin_failures=0, pin_blocked_until=0.0)
+
+    def wrong(self) -> ProtocolError:
+        """Start the wait this try earned; the refusal to raise."""
+        self.db.set_device(self.device_id, pin_blocked_until=self.started + self.policy.delay_after(self.counted))
+        if self.counted >= self.policy.max_tries:
+            return _blocked()
+        return ProtocolError(403, "pin_incorrect", "wrong PIN", tries_left=self.policy.max_tries - self.counted)
