@@ -24,8 +24,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# compat mode: a plain path entry, so processes that load the module do not import setuptools' finder
-.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+# An editable install of the src/ layout is a plain path entry to src/ (no import hook that processes loading
+# the module would run); the PKCS#11 library is built into src/vsc_provider at install time.
+.venv/bin/python -m pip install -q -e '.[test]'
 echo "installed: $(.venv/bin/vsc module path)"
 # The test suites of the Python PKCS#11 libraries the tests use, from their source releases (the versions
 # installed above), run unmodified against a compatible card by tests/e2e/test_upstream_suites.py.
@@ -41,4 +42,4 @@ if ! ls "$upstream"/python_pkcs11-*.tar.gz "$upstream"/pykcs11-*.tar.gz >/dev/nu
 fi
 # Byte-compile now: a host that loads the module as another user may not be able to write __pycache__, and
 # compiling the sources again in every process would add tens of ms to each C_Initialize.
-.venv/bin/python -m compileall -q vsc_provider >/dev/null
+.venv/bin/python -m compileall -q src/vsc_provider >/dev/null

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install.sh
-.venv/bin/ruff check vsc_provider tests benchmarks softhsm-config native
-.venv/bin/ruff format --check vsc_provider tests benchmarks softhsm-config native
+.venv/bin/ruff check src tests benchmarks softhsm-config native
+.venv/bin/ruff format --check src tests benchmarks softhsm-config native
 .venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 if [ -d benchmarks ] && ls benchmarks/test_*.py >/dev/null 2>&1; then

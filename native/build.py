@@ -25,7 +25,7 @@ MODULE = "vsc_provider._pkcs11"
 
 def _library_version() -> tuple[str, str]:
     """major.minor of the package, read from its source so the build needs no import of it."""
-    text = (HERE.parent / "vsc_provider" / "__init__.py").read_text()
+    text = (HERE.parent / "src" / "vsc_provider" / "__init__.py").read_text()
     version = text.split('__version__ = "', 1)[1].split('"', 1)[0]
     major, minor = version.split(".")[:2]
     return major, minor
@@ -92,9 +92,9 @@ def _c_string(value: str) -> str:
 
 def _site_dirs() -> list[str]:
     dirs = list(site.getsitepackages())
-    here_pkg = str(HERE.parent)
-    if (HERE.parent / "vsc_provider").is_dir():
-        dirs.append(here_pkg)
+    source = HERE.parent / "src"  # an editable install imports the package from here
+    if (source / "vsc_provider").is_dir():
+        dirs.append(str(source))
     return [d for d in dirs if os.path.isdir(d)]
 
 
