@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pkcs11"))
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from p11_support import (
+    CK_GCM_PARAMS,
     CK_MECHANISM,
     CK_ULONG,
     SIGNATURES,
@@ -62,17 +63,6 @@ class CK_RSA_PKCS_OAEP_PARAMS(ctypes.Structure):
         ("source", CK_ULONG),
         ("pSourceData", ctypes.c_void_p),
         ("ulSourceDataLen", CK_ULONG),
-    ]
-
-
-class CK_GCM_PARAMS(ctypes.Structure):
-    _fields_ = [
-        ("pIv", ctypes.c_void_p),
-        ("ulIvLen", CK_ULONG),
-        ("ulIvBits", CK_ULONG),
-        ("pAAD", ctypes.c_void_p),
-        ("ulAADLen", CK_ULONG),
-        ("ulTagBits", CK_ULONG),
     ]
 
 

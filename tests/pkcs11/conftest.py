@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pkcs11
 import pytest
-from p11_support import CardEnv, make_card, reinitialize
+from p11_support import CardEnv, make_card, store_loaded
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +19,5 @@ def card_env(p11lib: pkcs11.lib, tmp_path_factory: pytest.TempPathFactory) -> It
     """A fresh store with one card ('Test card', the standard PINs), loaded by the library."""
     home = tmp_path_factory.mktemp("vsc-home")
     serial = make_card(home)
-    previous = os.environ.get("VSC_HOME")
-    os.environ["VSC_HOME"] = str(home)
-    reinitialize(p11lib)
-    yield CardEnv(p11lib, home, serial)
-    if previous is None:
-        os.environ.pop("VSC_HOME", None)
-    else:
-        os.environ["VSC_HOME"] = previous
+    with store_loaded(p11lib, home):
+        yield CardEnv(p11lib, home, serial)

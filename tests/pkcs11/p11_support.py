@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,9 @@ def reinitialize(lib: pkcs11.lib) -> None:
     lib.initialize()
 
 
-def vsc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real `vsc` command on the store at `home`."""
-    env = {**os.environ, "VSC_HOME": str(home), "VSC_PIN_DELAY_BASE": "0.05"}
+def vsc(home: Path, *args: str, delay: str = "0.05", check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The real `vsc` command on the store at `home` (PIN waiting periods of `delay` seconds)."""
+    env = {**os.environ, "VSC_HOME": str(home), "VSC_PIN_DELAY_BASE": delay}
     result = subprocess.run(
         [sys.executable, "-m", "vsc_provider.cli", *args],
         capture_output=True,
@@ -53,9 +55,24 @@ def vsc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise AssertionError(f"vsc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@contextmanager
+def store_loaded(lib: pkcs11.lib, home: Path) -> Iterator[None]:
+    """VSC_HOME points at `home` and the library is initialised again on it; the old value comes back after."""
+    previous = os.environ.get("VSC_HOME")
+    os.environ["VSC_HOME"] = str(home)
+    reinitialize(lib)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("VSC_HOME", None)
+        else:
+            os.environ["VSC_HOME"] = previous
 
 
 def make_card(home: Path, label: str = "Test card") -> str:
@@ -97,6 +114,17 @@ class CK_ATTRIBUTE(ctypes.Structure):
 
 class CK_MECHANISM(ctypes.Structure):
     _fields_ = [("mechanism", CK_ULONG), ("pParameter", ctypes.c_void_p), ("ulParameterLen", CK_ULONG)]
+
+
+class CK_GCM_PARAMS(ctypes.Structure):
+    _fields_ = [
+        ("pIv", ctypes.c_void_p),
+        ("ulIvLen", CK_ULONG),
+        ("ulIvBits", CK_ULONG),
+        ("pAAD", ctypes.c_void_p),
+        ("ulAADLen", CK_ULONG),
+        ("ulTagBits", CK_ULONG),
+    ]
 
 
 class CK_C_INITIALIZE_ARGS(ctypes.Structure):

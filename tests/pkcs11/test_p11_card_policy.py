@@ -19,7 +19,18 @@ from asn1crypto import core as asn1_core
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from p11_support import CK_MECHANISM, SO_PIN, USER_PIN, RawModule, make_template, public_key_of, reinitialize, ulong
+from p11_support import (
+    CK_MECHANISM,
+    SO_PIN,
+    USER_PIN,
+    RawModule,
+    make_template,
+    public_key_of,
+    reinitialize,
+    store_loaded,
+    ulong,
+    vsc,
+)
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from vsc_provider.ck import constants as C
@@ -31,28 +42,13 @@ SECP256K1 = "1.3.132.0.10"
 BRAINPOOL_P384 = "1.3.36.3.3.2.8.1.1.11"
 
 
-def _vsc(home: Path, *args: str, delay: str = "0.05", check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VSC_HOME": str(home), "VSC_PIN_DELAY_BASE": delay}
-    result = subprocess.run(
-        [sys.executable, "-m", "vsc_provider.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"vsc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def _create(home: Path, label: str, policy: str, delay: str = "0.05") -> str:
     pins = (
         ("--pin", COMPAT_PIN, "--so-pin", COMPAT_SO_PIN)
         if policy == "compatible"
         else ("--pin", USER_PIN, "--so-pin", SO_PIN)
     )
-    out = _vsc(home, "card", "create", "--label", label, *pins, "--policy", policy, "--json", delay=delay)
+    out = vsc(home, "card", "create", "--label", label, *pins, "--policy", policy, "--json", delay=delay)
     created = json.loads(out.stdout)
     assert created["policy"] == policy
     return str(created["serial"])
@@ -80,15 +76,9 @@ class Cards:
 @pytest.fixture(scope="module")
 def cards(p11lib: pkcs11.lib, module_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cards]:
     home = tmp_path_factory.mktemp("vsc-policy")
-    previous = os.environ.get("VSC_HOME")
-    os.environ["VSC_HOME"] = str(home)
     made = Cards(p11lib, RawModule(module_path), home)
-    reinitialize(p11lib)
-    yield made
-    if previous is None:
-        os.environ.pop("VSC_HOME", None)
-    else:
-        os.environ["VSC_HOME"] = previous
+    with store_loaded(p11lib, home):
+        yield made
 
 
 @pytest.fixture(autouse=True)
@@ -127,12 +117,12 @@ def _login_rv(raw: RawModule, h: int, pin: bytes, user_type: int = C.CKU_USER) -
 
 
 def test_policy_is_shown_and_token_info_follows_it(cards: Cards) -> None:
-    shown = json.loads(_vsc(cards.home, "card", "show", cards.compat, "--json").stdout)
+    shown = json.loads(vsc(cards.home, "card", "show", cards.compat, "--json").stdout)
     assert shown["policy"] == "compatible"
-    assert json.loads(_vsc(cards.home, "card", "show", cards.strict, "--json").stdout)["policy"] == "strict"
-    listed = {c["serial"]: c["policy"] for c in json.loads(_vsc(cards.home, "card", "list", "--json").stdout)}
+    assert json.loads(vsc(cards.home, "card", "show", cards.strict, "--json").stdout)["policy"] == "strict"
+    listed = {c["serial"]: c["policy"] for c in json.loads(vsc(cards.home, "card", "list", "--json").stdout)}
     assert listed == {cards.strict: "strict", cards.compat: "compatible"}
-    human = _vsc(cards.home, "card", "show", cards.compat).stdout
+    human = vsc(cards.home, "card", "show", cards.compat).stdout
     assert "compatible policy" in human
     for serial, lengths in ((cards.compat, (4, 255)), (cards.strict, (6, 32))):
         info = CK_TOKEN_INFO()
@@ -152,7 +142,7 @@ def test_new_compatible_card_holds_no_object(cards: Cards) -> None:
 
 
 def test_cli_refuses_an_unknown_policy_and_defaults_to_strict(cards: Cards) -> None:
-    bad = _vsc(
+    bad = vsc(
         cards.home,
         "card",
         "create",
@@ -167,13 +157,13 @@ def test_cli_refuses_an_unknown_policy_and_defaults_to_strict(cards: Cards) -> N
         check=False,
     )
     assert bad.returncode != 0 and "lax" in bad.stderr
-    out = _vsc(cards.home, "card", "create", "--label", "Default card", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json")
+    out = vsc(cards.home, "card", "create", "--label", "Default card", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json")
     serial = json.loads(out.stdout)["serial"]
     assert json.loads(out.stdout)["policy"] == "strict"
     # A compatible card's CLI takes a short PIN that a strict card refuses with a one-line error.
-    short = _vsc(cards.home, "card", "create", "--label", "y", "--pin", "1234", "--so-pin", "5678", check=False)
+    short = vsc(cards.home, "card", "create", "--label", "y", "--pin", "1234", "--so-pin", "5678", check=False)
     assert short.returncode != 0 and "Traceback" not in short.stderr
-    _vsc(cards.home, "card", "delete", serial, "--yes")
+    vsc(cards.home, "card", "delete", serial, "--yes")
 
 
 def test_init_token_keeps_the_policy(cards: Cards) -> None:
@@ -190,13 +180,13 @@ def test_init_token_keeps_the_policy(cards: Cards) -> None:
         expected = C.CKR_OK if policy == "compatible" else C.CKR_PIN_LEN_RANGE
         assert raw.C_InitPIN(h, short, len(short)) == expected
         raw.C_CloseAllSessions(slot)
-        shown = json.loads(_vsc(cards.home, "card", "show", serial, "--json").stdout)
+        shown = json.loads(vsc(cards.home, "card", "show", serial, "--json").stdout)
         assert shown["policy"] == policy
     # No command sets a policy: `vsc card` offers create, list, show, delete and the like, none with --policy.
-    helps = _vsc(cards.home, "card", "--help").stdout
+    helps = vsc(cards.home, "card", "--help").stdout
     for command in [line.split()[0] for line in helps.split("Commands:")[1].splitlines() if line.strip()]:
         if command != "create":
-            assert "--policy" not in _vsc(cards.home, "card", command, "--help").stdout
+            assert "--policy" not in vsc(cards.home, "card", command, "--help").stdout
 
 
 # --- PINs ------------------------------------------------------------------------------------------

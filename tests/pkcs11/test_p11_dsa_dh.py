@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,18 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dh, dsa, utils
-from p11_support import SO_PIN, USER_PIN, RawModule, make_template, mechanism, public_key_of, reinitialize, ulong, vsc
+from p11_support import (
+    SO_PIN,
+    USER_PIN,
+    RawModule,
+    make_template,
+    mechanism,
+    public_key_of,
+    reinitialize,
+    store_loaded,
+    ulong,
+    vsc,
+)
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from vsc_provider.ck import constants as C
@@ -63,15 +73,9 @@ class Cards:
 @pytest.fixture(scope="module")
 def cards(p11lib: pkcs11.lib, module_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cards]:
     home = tmp_path_factory.mktemp("vsc-dsa")
-    previous = os.environ.get("VSC_HOME")
-    os.environ["VSC_HOME"] = str(home)
     made = Cards(p11lib, RawModule(module_path), home)
-    reinitialize(p11lib)
-    yield made
-    if previous is None:
-        os.environ.pop("VSC_HOME", None)
-    else:
-        os.environ["VSC_HOME"] = previous
+    with store_loaded(p11lib, home):
+        yield made
 
 
 @pytest.fixture

@@ -13,7 +13,16 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from p11_support import CK_MECHANISM, CK_ULONG, USER_PIN, CardEnv, RawModule, make_template, public_key_of
+from p11_support import (
+    CK_GCM_PARAMS,
+    CK_MECHANISM,
+    CK_ULONG,
+    USER_PIN,
+    CardEnv,
+    RawModule,
+    make_template,
+    public_key_of,
+)
 from pkcs11 import KDF, MGF, Attribute, KeyType, Mechanism, ObjectClass, exceptions
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -66,17 +75,6 @@ def test_cbc_pad_decrypt_of_a_partial_block_is_encrypted_data_len_range(aes, ses
         b"the operation ended: a new one starts", mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv
     )
     assert key.decrypt(ciphertext, mechanism=Mechanism.AES_CBC_PAD, mechanism_param=iv).startswith(b"the operation")
-
-
-class CK_GCM_PARAMS(ctypes.Structure):
-    _fields_ = [
-        ("pIv", ctypes.c_void_p),
-        ("ulIvLen", CK_ULONG),
-        ("ulIvBits", CK_ULONG),
-        ("pAAD", ctypes.c_void_p),
-        ("ulAADLen", CK_ULONG),
-        ("ulTagBits", CK_ULONG),
-    ]
 
 
 def _gcm(raw: RawModule, h: int, key: int, iv: bytes, data: bytes, decrypt: bool = False) -> tuple[int, bytes]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from p11_support import USER_PIN, CardEnv, RawModule, call_out, mechanism, secret_key
+from p11_support import CK_GCM_PARAMS, USER_PIN, CardEnv, RawModule, call_out, mechanism, secret_key
 
 from vsc_provider.ck import constants as C
 
@@ -134,17 +134,6 @@ def test_length_queries_and_short_buffers_mid_stream(raw: tuple[RawModule, int],
     assert m.C_DecryptFinal(h, tiny, ctypes.byref(n)) == C.CKR_BUFFER_TOO_SMALL and n.value == 8
     rv, tail = call_out(m.C_DecryptFinal, h)
     assert rv == C.CKR_OK and plain + tail == data
-
-
-class CK_GCM_PARAMS(ctypes.Structure):
-    _fields_ = [
-        ("pIv", ctypes.c_void_p),
-        ("ulIvLen", CK_ULONG),
-        ("ulIvBits", CK_ULONG),
-        ("pAAD", ctypes.c_void_p),
-        ("ulAADLen", CK_ULONG),
-        ("ulTagBits", CK_ULONG),
-    ]
 
 
 def test_gcm_decryption_releases_nothing_before_the_tag(raw: tuple[RawModule, int], aes: tuple[int, bytes]) -> None:
