@@ -3,7 +3,6 @@ published key-management attacks refused, and session objects as the spec's sess
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import os
 from collections.abc import Iterator
@@ -11,14 +10,13 @@ from collections.abc import Iterator
 import pkcs11
 import pkcs11.attributes
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, keywrap, serialization
+from cryptography.hazmat.primitives import keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
 from p11_support import USER_PIN, CardEnv, ulong
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
+from tests.test_cli_support import self_signed
 from vsc_provider.ck import constants as C
 
 pkcs11.attributes.ATTRIBUTE_TYPES[Attribute.JAVA_MIDP_SECURITY_DOMAIN] = (bytes, bytes)  # type: ignore[index]
@@ -33,19 +31,7 @@ def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
 
 
 def _certificate_der() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conformance")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(ec.generate_private_key(ec.SECP256R1()), "conformance")
     return cert.public_bytes(serialization.Encoding.DER)
 
 
