@@ -27,8 +27,8 @@ def logout(engine: Engine, card: Card) -> None:
 
 
 def change_pin(engine: Engine, card: Card, old: bytes, new: bytes) -> None:
-    """The user's new PIN, proved by the old one (the old one's try is counted like a login's); a
-    server-checked PIN changes on its server too. Nobody needs to be logged in."""
+    """A new PIN proved by the old one (its try counted like a login's): the SO's while the SO is logged in,
+    else the user's, which on a server-checked card changes on its server too (C_SetPIN's rules)."""
     so = card.so
     card.policy.pin.check(new, so=so)
     data_key = engine.verify_pin(card, so, old)
