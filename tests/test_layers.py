@@ -139,3 +139,20 @@ def test_the_token_layer_imports_no_front_end() -> None:
         if any(target == b or target.startswith(b + ".") for b in banned)
     )
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_python_api_and_provisioning_use_the_card_service_not_pkcs11() -> None:
+    # api.py, certify.py (under the CLI) and provisioning/ reach cards through token/service.py and
+    # token/access.py: no PKCS#11 sessions, handles or output buffers
+    users = (f"{ROOT}.api", f"{ROOT}.certify", f"{ROOT}.provisioning")
+    banned = f"{ROOT}.pkcs11"
+    edges = graph()
+    assert "vsc_provider.token.access" in edges[f"{ROOT}.api"]
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in edges.items()
+        if any(module == u or module.startswith(u + ".") for u in users)
+        for target in targets
+        if target == banned or target.startswith(banned + ".")
+    )
+    assert not wrong, "; ".join(wrong)

@@ -1,5 +1,9 @@
-"""The Python API over the cards: what the `vsc` CLI does, in-process, through the same PKCS#11 layer
-that the C module fronts, so every rule (PIN policy, lockout, object rules) applies the same way.
+"""The Python API over the cards: what the `vsc` CLI does, in-process, through the card service
+(token/service.py, token/access.py) that the PKCS#11 layer fronts too, so every rule (PIN policy, lockout,
+object rules) applies the same way.
+
+This process's engine is its own (one per card store): cards, objects and PIN counters are shared with other
+processes and with a PKCS#11 module loaded here through the store and its change signal, login state is not.
 """
 
 from __future__ import annotations
@@ -13,16 +17,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from vsc_provider import uri
+from vsc_provider import config, uri
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11 import general, keys, objects, sessions, slots
-from vsc_provider.pkcs11.state import LIB
+from vsc_provider.provisioning.online import ServerPinCheck
+from vsc_provider.token import access, service
 from vsc_provider.token import objects as O
-from vsc_provider.token import service
-from vsc_provider.token.engine import Card
+from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
 
@@ -86,16 +88,21 @@ class CardInfo:
         return data
 
 
-def _ensure_initialized() -> None:
-    try:
-        LIB.require()
-    except CKRError:
-        general.initialize(None)
+_engines: dict[str, Engine] = {}
 
 
-def engine() -> Any:
-    _ensure_initialized()
-    return LIB.require()
+def engine() -> Engine:
+    """This process's engine over the card store at VSC_HOME (a new one when VSC_HOME names another store)."""
+    where = str(config.store_path())
+    eng = _engines.get(where)
+    if eng is None:
+        eng = Engine()
+        # Server-checked PINs (provisioned cards) reach their server through provisioning: its HTTP and JOSE
+        # load at the first such PIN.
+        eng.online = ServerPinCheck()
+        _engines.clear()
+        _engines[where] = eng
+    return eng
 
 
 def find_card(ref: str) -> Card:
@@ -115,16 +122,19 @@ def find_card(ref: str) -> Card:
 
 
 @contextmanager
-def session(card: Card, pin: str | None = None, so_pin: str | None = None, rw: bool = True) -> Iterator[int]:
-    h = sessions.open_session(card.slot_id, C.CKF_SERIAL_SESSION | (C.CKF_RW_SESSION if rw else 0))
+def session(card: Card, pin: str | None = None, so_pin: str | None = None) -> Iterator[Card]:
+    """The card with the user (or the SO) logged in for the block, logged out after it."""
+    eng = engine()
+    eng.poll()  # take in what other processes committed
+    if so_pin is not None:
+        access.login(eng, card, so_pin.encode(), so=True)
+    elif pin is not None:
+        access.login(eng, card, pin.encode())
     try:
-        if so_pin is not None:
-            sessions.login(h, C.CKU_SO, so_pin.encode())
-        elif pin is not None:
-            sessions.login(h, C.CKU_USER, pin.encode())
-        yield h
+        yield card
     finally:
-        sessions.close_session(h)
+        if so_pin is not None or pin is not None:
+            access.logout(eng, card)
 
 
 def describe(card: Card, token: str, obj: Any) -> ObjectInfo:
@@ -212,8 +222,8 @@ def list_objects(ref: str, pin: str | None = None) -> CardInfo:
 
 def delete_card(ref: str) -> None:
     card = find_card(ref)
-    if LIB.card_sessions(card):
-        raise CKRError(C.CKR_SESSION_EXISTS, "close the card's sessions first")
+    if card.user or card.so:
+        raise CKRError(C.CKR_SESSION_EXISTS, "log out of the card first")
     engine().delete_card(card.slot_id)
 
 
@@ -221,13 +231,10 @@ def generate_key(ref: str, kind: str, label: str, pin: str, always_authenticate:
     if kind not in KEY_KINDS:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"key type is one of {', '.join(KEY_KINDS)}")
     card = find_card(ref)
-    mech_type, pub_extra = KEY_KINDS[kind]
-    pub = A.make({C.CKA_TOKEN: True, C.CKA_LABEL: label, **pub_extra})
-    priv = A.make({C.CKA_TOKEN: True, C.CKA_LABEL: label, C.CKA_ALWAYS_AUTHENTICATE: always_authenticate})
-    with session(card, pin=pin) as h:
-        pub_h, priv_h = keys.generate_key_pair(h, Mechanism(mech_type), list(pub.items()), list(priv.items()))
+    with session(card, pin=pin):
+        pub, priv = service.generate(engine(), card, kind, None, label, always_authenticate)
         token = uri.token_uri(card.label, card.serial)
-        return [describe(card, token, card.get(pub_h)), describe(card, token, card.get(priv_h))]
+        return [describe(card, token, pub), describe(card, token, priv)]
 
 
 def _matching_key(card: Card, cert: x509.Certificate) -> tuple[bytes, str] | None:
@@ -327,28 +334,26 @@ def check_objects(ref: str, selector: str) -> None:
 def delete_objects(ref: str, selector: str, pin: str) -> int:
     """Delete every object (key pair and certificate) whose label or hex id is `selector`."""
     card = find_card(ref)
-    with session(card, pin=pin) as h:
-        doomed = _selected(card, selector)
-        for handle in doomed:
-            objects.destroy_object(h, handle)
+    with session(card, pin=pin):
+        doomed = service.destroy_named(engine(), card, selector)
     if not doomed:
         raise CKRError(
             C.CKR_OBJECT_HANDLE_INVALID, f"no such key: nothing labelled {selector!r} on card {card.label!r}"
         )
-    return len(doomed)
+    return doomed
 
 
 def change_pin(ref: str, old: str, new: str) -> None:
     card = find_card(ref)
-    with session(card) as h:
-        slots.set_pin(h, old.encode(), new.encode())
+    engine().poll()
+    access.change_pin(engine(), card, old.encode(), new.encode())
 
 
 def reset_pin(ref: str, so_pin: str, new: str) -> None:
     """The SO sets a new user PIN (also unblocks a card blocked by wrong PINs)."""
     card = find_card(ref)
-    with session(card, so_pin=so_pin) as h:
-        slots.init_pin(h, new.encode())
+    engine().poll()
+    access.reset_pin(engine(), card, so_pin.encode(), new.encode())
 
 
 def default_policy_from_env() -> PinPolicy | None:

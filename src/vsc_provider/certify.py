@@ -1,8 +1,8 @@
-"""Certificate requests and self-signed certificates for a key on a card, signed through the PKCS#11 layer.
+"""Certificate requests and self-signed certificates for a key on a card, signed through the card service.
 
 `cryptography` builds the to-be-signed part (it signs only with keys it holds, so it signs with a throw-away
 key of the same type, which fixes the signature algorithm field); the card then signs those bytes with
-C_Sign and asn1crypto swaps the signature in.
+the card service (as C_Sign would) and asn1crypto swaps the signature in.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11 import objects, signing
+from vsc_provider.token import service
 from vsc_provider.token.engine import Card
 
 
@@ -36,27 +36,21 @@ def parse_subject(text: str) -> x509.Name:
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"subject {text!r}: {exc}") from None
 
 
-def _find_key(h: int, card: Card, label: str) -> tuple[int, Any]:
-    """The private key labelled `label` (or with that hex CKA_ID) and its public key as `cryptography` sees it."""
-    found: list[int] = []
-    wanted: list[tuple[int, A.Value]] = [(C.CKA_LABEL, label)]
-    if _is_hex(label):
-        wanted.append((C.CKA_ID, bytes.fromhex(label)))
-    for attr, value in wanted:
-        pairs = list(A.make({C.CKA_CLASS: C.CKO_PRIVATE_KEY, attr: value}).items())
-        objects.find_objects_init(h, pairs)
-        found = objects.find_objects(h, 2)
-        objects.find_objects_final(h)
-        if found:
-            break
+def _find_key(card: Card, label: str) -> tuple[bytes, Any]:
+    """The CKA_ID of the private key labelled `label` (or with that hex CKA_ID) and its public key as
+    `cryptography` sees it."""
+    privates = [o for o in card.objects.values() if o.klass == C.CKO_PRIVATE_KEY and card.visible(o)]
+    found = [o for o in privates if A.decode(C.CKA_LABEL, o.attrs.get(C.CKA_LABEL, b"")) == label]
+    if not found and _is_hex(label):
+        found = [o for o in privates if o.attrs.get(C.CKA_ID, b"") == bytes.fromhex(label)]
     if not found:
         raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"no private key {label!r} on card {card.label!r}")
     if len(found) > 1:
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"several keys are labelled {label!r}: give the hex id instead")
-    key_id = card.get(found[0]).attrs.get(C.CKA_ID, b"")  # type: ignore[union-attr]
+    key_id = found[0].attrs.get(C.CKA_ID, b"")
     for obj in card.objects.values():
         if obj.klass == C.CKO_PUBLIC_KEY and obj.attrs.get(C.CKA_ID, b"") == key_id:
-            return found[0], serialization.load_der_public_key(obj.attrs[C.CKA_PUBLIC_KEY_INFO])
+            return key_id, serialization.load_der_public_key(obj.attrs[C.CKA_PUBLIC_KEY_INFO])
     raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"key {label!r} has no public key object on the card")
 
 
@@ -81,10 +75,9 @@ def _scheme(public: Any) -> tuple[Any, hashes.SHA256 | hashes.SHA384 | None, int
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "this key type cannot sign certificates")
 
 
-def _card_sign(h: int, key: int, mechanism: int, tbs: bytes) -> bytes:
-    signing.sign_init(h, Mechanism(mechanism), key)
-    signature = signing.sign(h, tbs, False, 1024)
-    if mechanism in (C.CKM_ECDSA_SHA256, C.CKM_ECDSA_SHA384):  # PKCS#11 gives r || s, X.509 wants DER
+def _card_sign(card: Card, key_id: bytes, mechanism: int, tbs: bytes) -> bytes:
+    signature = service.sign(api.engine(), card, key_id, Mechanism(mechanism), tbs)
+    if mechanism in (C.CKM_ECDSA_SHA256, C.CKM_ECDSA_SHA384):  # the card gives r || s, X.509 wants DER
         half = len(signature) // 2
         signature = encode_dss_signature(int.from_bytes(signature[:half]), int.from_bytes(signature[half:]))
     return signature
@@ -93,14 +86,14 @@ def _card_sign(h: int, key: int, mechanism: int, tbs: bytes) -> bytes:
 def request(ref: str, key_label: str, subject: str, pin: str) -> bytes:
     """A PEM certificate signing request (PKCS#10) for the card's key."""
     card = api.find_card(ref)
-    with api.session(card, pin=pin) as h:
-        key, public = _find_key(h, card, key_label)
+    with api.session(card, pin=pin):
+        key, public = _find_key(card, key_label)
         throwaway, digest, mechanism = _scheme(public)
         draft = x509.CertificateSigningRequestBuilder().subject_name(parse_subject(subject)).sign(throwaway, digest)
         signed = asn1_csr.CertificationRequest.load(draft.public_bytes(serialization.Encoding.DER))
         info = signed["certification_request_info"]
         info["subject_pk_info"] = asn1_x509.PublicKeyInfo.load(_spki(public))
-        signed["signature"] = _card_sign(h, key, mechanism, info.dump(force=True))
+        signed["signature"] = _card_sign(card, key, mechanism, info.dump(force=True))
         der = signed.dump(force=True)
     return x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
 
@@ -116,8 +109,8 @@ def self_sign(ref: str, key_label: str, subject: str, pin: str, days: int = 365)
     card = api.find_card(ref)
     name = parse_subject(subject)
     now = datetime.datetime.now(datetime.UTC)
-    with api.session(card, pin=pin) as h:
-        key, public = _find_key(h, card, key_label)
+    with api.session(card, pin=pin):
+        key, public = _find_key(card, key_label)
         throwaway, digest, mechanism = _scheme(public)
         usage = x509.ExtendedKeyUsage(
             [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
@@ -136,6 +129,6 @@ def self_sign(ref: str, key_label: str, subject: str, pin: str, days: int = 365)
             .sign(throwaway, digest)
         )
         signed = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
-        signed["signature_value"] = _card_sign(h, key, mechanism, draft.tbs_certificate_bytes)
+        signed["signature_value"] = _card_sign(card, key, mechanism, draft.tbs_certificate_bytes)
         der = signed.dump(force=True)
     return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11 import encryption, general, signing
+from vsc_provider.pkcs11 import encryption, general, sessions, signing
+from vsc_provider.pkcs11.state import LIB
 
 
 @pytest.fixture
@@ -36,6 +38,22 @@ def inproc(vsc_home: Path) -> Iterator[None]:
         general.finalize()
     except CKRError:
         pass
+
+
+@contextmanager
+def p11_session(serial: str, pin: str | None = None) -> Iterator[int]:
+    """A read/write session of the in-process PKCS#11 layer on the card, the user logged in with `pin`."""
+    try:
+        LIB.require()
+    except CKRError:
+        general.initialize(None)
+    h = sessions.open_session(api.find_card(serial).slot_id, C.CKF_SERIAL_SESSION | C.CKF_RW_SESSION)
+    try:
+        if pin is not None:
+            sessions.login(h, C.CKU_USER, pin.encode())
+        yield h
+    finally:
+        sessions.close_session(h)
 
 
 def activate(link: str, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -59,7 +77,7 @@ def certs_of(serial: str) -> dict[str, x509.Certificate]:
 
 def sign_with(serial: str, key_id: str, data: bytes, pin: str = USER_PIN) -> bytes:
     card = api.find_card(serial)
-    with api.session(card, pin=pin) as h:
+    with p11_session(serial, pin) as h:
         priv = next(
             o
             for o in card.objects.values()
@@ -146,7 +164,7 @@ def test_renewal_replaces_keys_and_certificates(id_server: IdServer, inproc: Non
 def test_escrowed_key_import_is_stored_non_extractable(id_server: IdServer, inproc: None) -> None:
     info = activate(id_server.link("dave", "escrow"))
     card = api.find_card(info["serial"])
-    with api.session(card, pin=USER_PIN) as h:
+    with p11_session(info["serial"], USER_PIN) as h:
         privs = [o for o in card.objects.values() if o.klass == C.CKO_PRIVATE_KEY]
         enc = next(o for o in privs if A.get_ulong(o.attrs, C.CKA_KEY_TYPE) == C.CKK_RSA)
         assert A.get_bool(enc.attrs, C.CKA_SENSITIVE) and not A.get_bool(enc.attrs, C.CKA_EXTRACTABLE)

@@ -15,7 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tests.conftest import USER_PIN, run_vsc
-from tests.provisioning.test_activation import activate, cards, certs_of, inproc, sign_with, verify  # noqa: F401
+from tests.provisioning.test_activation import (  # noqa: F401
+    activate,
+    cards,
+    certs_of,
+    inproc,
+    p11_session,
+    sign_with,
+    verify,
+)
 from tests.provisioning.test_online_pin import failures, login
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from vsc_provider import api
@@ -225,8 +233,7 @@ def test_pin_change_on_a_server_checked_card(id_server: IdServer, inproc: None) 
     login(serial, new_pin)
     assert failures(id_server, "paula") == 0
     # C_SetPIN in-process takes the same path
-    card = api.find_card(serial)
-    with api.session(card) as h:
+    with p11_session(serial) as h:
         from vsc_provider.pkcs11 import slots
 
         slots.set_pin(h, new_pin.encode(), USER_PIN.encode())

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11.state import LIB
+from vsc_provider.token import access
 from vsc_provider.token.engine import Card
 
 MANUFACTURER = "vsc-provider"
@@ -171,20 +172,7 @@ def set_pin(h: int, old: bytes | None, new: bytes | None) -> None:
         raise CKRError(C.CKR_ARGUMENTS_BAD, "old and new PINs are needed")
     if not s.rw:
         raise CKRError(C.CKR_SESSION_READ_ONLY)
-    engine = LIB.require()
-    card = s.card
-    so = card.so
-    card.policy.pin.check(new, so=so)
-    data_key = engine.verify_pin(card, so, old)
-    saved = card.data_key
-    card.data_key = data_key
-    try:
-        if so:
-            engine.set_so_pin(card, new)
-        else:
-            engine.set_user_pin(card, new, old_pin=old)
-    finally:
-        card.data_key = saved if (card.user or card.so) else None
+    access.change_pin(LIB.require(), s.card, old, new)
 
 
 def wait_for_slot_event(flags: int) -> int:

@@ -84,6 +84,27 @@ def destroy_key_id(engine: Engine, card: Card, key_id: bytes, klass: int | None 
         destroy(engine, card, obj)
 
 
+def named(card: Card, selector: str) -> list[TokenObject]:
+    """The card's token objects whose label or hex CKA_ID is `selector`, as this login state sees them."""
+    return [
+        o
+        for o in list(card.objects.values())
+        if card.visible(o)
+        and selector in (A.decode(C.CKA_LABEL, o.attrs.get(C.CKA_LABEL, b"")), o.attrs.get(C.CKA_ID, b"").hex())
+    ]
+
+
+def destroy_named(engine: Engine, card: Card, selector: str) -> int:
+    """Destroy every object (key pair and certificate) whose label or hex CKA_ID is `selector`; how many.
+    The user logs in first, so that a key pair goes as a whole, never its public half alone."""
+    _must_write(card)
+    engine.poll()
+    doomed = named(card, selector)
+    for obj in doomed:
+        destroy(engine, card, obj)
+    return len(doomed)
+
+
 def keep_only(engine: Engine, card: Card, key_ids: list[bytes]) -> None:
     """Destroy every object of the card but the key pairs with these ids (a half-done install's leftovers)."""
     engine.poll()
@@ -129,15 +150,29 @@ def new_private_key(kind: str, policy: CardPolicy) -> Any:
     return pqc.generate(pqc.parameter_set(pqc.KEY_TYPE_OF_GEN[mech], int(shape[C.CKA_PARAMETER_SET])))  # type: ignore[arg-type]
 
 
-def generate(engine: Engine, card: Card, kind: str, key_id: bytes, label: str) -> tuple[TokenObject, TokenObject]:
+def generate(
+    engine: Engine,
+    card: Card,
+    kind: str,
+    key_id: bytes | None,
+    label: str,
+    always_authenticate: bool = False,
+) -> tuple[TokenObject, TokenObject]:
     """A key pair of a named kind made on the card as token objects (public, private), as C_GenerateKeyPair
-    makes it: CKA_LOCAL, sensitive, never extractable, the private key settled by the card's policy."""
+    makes it: CKA_LOCAL, sensitive, never extractable, the private key settled by the card's policy. With no
+    key id, the id is the one clients match by (O.key_id_for); `always_authenticate` makes the private key
+    want its PIN again for every signature (CKA_ALWAYS_AUTHENTICATE)."""
     _must_write(card)
+    engine.poll()
     private = new_private_key(kind, card.policy)
     mech = KEY_KINDS[kind][0]
     public = private.public_key()
+    if key_id is None:
+        key_id = O.key_id_for(public)
     pub = O.public_key_attrs(public, key_id=key_id, label=label, token=True, local=True, gen_mech=mech)
     priv = O.private_key_attrs(public, key_id=key_id, label=label, token=True, local=True, gen_mech=mech)
+    if always_authenticate:
+        priv = {**priv, **A.make({C.CKA_ALWAYS_AUTHENTICATE: True})}
     pub_obj, priv_obj = engine.add_objects(card, [(pub, None), (card.policy.settle(priv), _pkcs8(private))], True, 0)
     card.keys[priv_obj.handle] = private
     return pub_obj, priv_obj
