@@ -29,16 +29,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from vsc_provider.token import curves
+
 HERE = Path(__file__).resolve().parent
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 USER_PIN = "482915"
 SO_PIN = "19283746"
 KEY_TYPES = ("rsa2048", "rsa3072", "p256", "p384", "ed25519")
 CURVES: dict[str, tuple[ec.EllipticCurve, str]] = {
-    "p256": (ec.SECP256R1(), "1.2.840.10045.3.1.7"),
-    "p384": (ec.SECP384R1(), "1.3.132.0.34"),
+    kind: (curves.ec_curve(curves.KINDS[kind]), curves.KINDS[kind]) for kind in ("p256", "p384")
 }
-ED25519_OID = "1.3.101.112"
+ED25519_OID = curves.ED25519_OID
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 

@@ -16,6 +16,7 @@ from vsc_provider.server.db import NewKey
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.profiles import KeyRequest
 from vsc_provider.server.state import IdentityServer, Verified
+from vsc_provider.token import curves
 
 
 def public_der(key: Any) -> bytes:
@@ -31,7 +32,7 @@ def key_matches(public_key: Any, kind: str) -> bool:
     if kind.startswith("rsa"):
         return isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size == int(kind[3:])
     if kind in ("p256", "p384"):
-        want = "secp256r1" if kind == "p256" else "secp384r1"
+        want = curves.kind_name(kind)
         return isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == want
     return kind == "ed25519" and isinstance(public_key, ed25519.Ed25519PublicKey)
 

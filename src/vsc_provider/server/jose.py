@@ -19,9 +19,15 @@ from jwcrypto import jws as jose_jws
 
 from vsc_provider.provisioning import wire
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.token import curves
 
 # what a JWS by a card key may use, by key kind (RFC 7518); ECDSA signatures are r||s of these sizes
-_CARD_KEY_ALGS = {"rsa": ("RS256", "RS512"), "secp256r1": ("ES256",), "secp384r1": ("ES384",), "ed25519": ("EdDSA",)}
+_CARD_KEY_ALGS = {
+    "rsa": ("RS256", "RS512"),
+    curves.kind_name("p256"): ("ES256",),
+    curves.kind_name("p384"): ("ES384",),
+    "ed25519": ("EdDSA",),
+}
 _ECDSA_SIZES = {"ES256": 64, "ES384": 96}
 ATTESTATION_ALGS = ("RS256", "RS512", "ES256", "ES384")
 

@@ -15,6 +15,14 @@ from typing import Any
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.token.curves import (
+    CURVE_NAMES,
+    EC_CURVES,
+    ED448_OID,
+    ED25519_OID,
+    EDWARDS_OIDS,
+    ec_curve,  # noqa: F401 - the curve table moved; callers still use O.ec_curve
+)
 
 
 class TokenObject:
@@ -69,17 +77,11 @@ PQ_KEY_TYPES = frozenset({C.CKK_ML_DSA, C.CKK_ML_KEM})
 DSA_DH_KEY_TYPES = frozenset({C.CKK_DSA, C.CKK_DH})
 
 # Attributes a caller may never read back, whatever the object says.
-NEVER_READABLE = frozenset(
-    {
-        C.CKA_PRIVATE_EXPONENT,
-        C.CKA_PRIME_1,
-        C.CKA_PRIME_2,
-        C.CKA_EXPONENT_1,
-        C.CKA_EXPONENT_2,
-        C.CKA_COEFFICIENT,
-        C.CKA_SEED,  # of ML-DSA and ML-KEM private keys (sensitive)
-    }
+# The private parts of an RSA key.
+RSA_PRIVATE_PARTS = frozenset(
+    {C.CKA_PRIVATE_EXPONENT, C.CKA_PRIME_1, C.CKA_PRIME_2, C.CKA_EXPONENT_1, C.CKA_EXPONENT_2, C.CKA_COEFFICIENT}
 )
+NEVER_READABLE = frozenset({*RSA_PRIVATE_PARTS, C.CKA_SEED})  # CKA_SEED: of ML-DSA and ML-KEM private keys
 
 # Attributes that may change after creation (C_SetAttributeValue), by class.
 MODIFIABLE = frozenset(
@@ -110,57 +112,6 @@ MODIFIABLE = frozenset(
         C.CKA_DECAPSULATE,
     }
 )
-
-# Named curves by OID, with the name `cryptography` gives them (EllipticCurve.name): every curve it offers.
-# Which of them a card accepts is its policy's choice (vsc_provider.token.policy).
-EC_CURVES = {
-    "1.2.840.10045.3.1.7": "secp256r1",
-    "1.3.132.0.34": "secp384r1",
-    "1.3.132.0.35": "secp521r1",
-    "1.2.840.10045.3.1.1": "secp192r1",
-    "1.3.132.0.33": "secp224r1",
-    "1.3.132.0.10": "secp256k1",
-    "1.3.36.3.3.2.8.1.1.7": "brainpoolP256r1",
-    "1.3.36.3.3.2.8.1.1.11": "brainpoolP384r1",
-    "1.3.36.3.3.2.8.1.1.13": "brainpoolP512r1",
-}
-ED25519_OID = "1.3.101.112"
-ED448_OID = "1.3.101.113"
-EDWARDS_OIDS = (ED25519_OID, ED448_OID)
-CURVE_NAMES = {
-    **{name: oid for oid, name in EC_CURVES.items()},
-    "prime256v1": "1.2.840.10045.3.1.7",
-    "prime192v1": "1.2.840.10045.3.1.1",
-    "edwards25519": ED25519_OID,
-    "ed25519": ED25519_OID,
-    "edwards448": ED448_OID,
-    "ed448": ED448_OID,
-}
-
-
-def ec_curve(oid: str) -> Any:
-    """The `cryptography` curve object for a supported named-curve OID."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    curves: dict[str, type[ec.EllipticCurve]] = {
-        "secp256r1": ec.SECP256R1,
-        "secp384r1": ec.SECP384R1,
-        "secp521r1": ec.SECP521R1,
-        "secp192r1": ec.SECP192R1,
-        "secp224r1": ec.SECP224R1,
-        "secp256k1": ec.SECP256K1,
-        "brainpoolP256r1": ec.BrainpoolP256R1,
-        "brainpoolP384r1": ec.BrainpoolP384R1,
-        "brainpoolP512r1": ec.BrainpoolP512R1,
-    }
-    return curves[EC_CURVES[oid]]()
-
-
-def curve_bits(oid: str) -> int:
-    """The size of a named curve, from its name (secp384r1 -> 384), without loading `cryptography`."""
-    import re
-
-    return int(re.findall(r"\d{3}", EC_CURVES[oid])[0])
 
 
 def oid_der(oid: str) -> bytes:
@@ -285,24 +236,30 @@ def public_key_values(public_key: Any) -> tuple[int, dict[int, A.Value]]:
     raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "unsupported public key type")
 
 
+def _key_pair_half(
+    public_key: Any, private: bool, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
+) -> tuple[int, dict[int, A.Value]]:
+    """What both objects of a key pair have, with what each may do by key type: an RSA key encrypts and
+    wraps, every type but ML-KEM and DH signs, EC and DH keys derive."""
+    key_type, specific = public_key_values(public_key)
+    values = _storage(C.CKO_PRIVATE_KEY if private else C.CKO_PUBLIC_KEY, token, private, label)
+    values.update(_key_common(key_type, key_id, local, gen_mech))
+    if private:
+        uses = (C.CKA_DECRYPT, C.CKA_SIGN, C.CKA_SIGN_RECOVER, C.CKA_UNWRAP)
+    else:
+        uses = (C.CKA_ENCRYPT, C.CKA_VERIFY, C.CKA_VERIFY_RECOVER, C.CKA_WRAP)
+    rsa_key = key_type == C.CKK_RSA
+    values.update(zip(uses, (rsa_key, key_type not in (C.CKK_ML_KEM, C.CKK_DH), False, rsa_key), strict=True))
+    values[C.CKA_DERIVE] = key_type in (C.CKK_EC, C.CKK_DH)
+    values.update(specific)
+    return key_type, values
+
+
 def public_key_attrs(
     public_key: Any, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
 ) -> dict[int, bytes]:
-    key_type, specific = public_key_values(public_key)
-    values = _storage(C.CKO_PUBLIC_KEY, token, False, label)
-    values.update(_key_common(key_type, key_id, local, gen_mech))
-    can_encrypt = key_type == C.CKK_RSA
-    values.update(
-        {
-            C.CKA_ENCRYPT: can_encrypt,
-            C.CKA_VERIFY: key_type not in (C.CKK_ML_KEM, C.CKK_DH),
-            C.CKA_VERIFY_RECOVER: False,
-            C.CKA_WRAP: can_encrypt,
-            C.CKA_TRUSTED: False,
-            C.CKA_DERIVE: key_type in (C.CKK_EC, C.CKK_DH),
-        }
-    )
-    values.update(specific)
+    key_type, values = _key_pair_half(public_key, False, key_id, label, token, local, gen_mech)
+    values[C.CKA_TRUSTED] = False
     if key_type in PQ_KEY_TYPES:
         from vsc_provider.token import pqc
 
@@ -318,28 +275,19 @@ def public_key_attrs(
 def private_key_attrs(
     public_key: Any, *, key_id: bytes, label: str, token: bool, local: bool, gen_mech: int | None
 ) -> dict[int, bytes]:
-    key_type, specific = public_key_values(public_key)
-    values = _storage(C.CKO_PRIVATE_KEY, token, True, label)
-    values.update(_key_common(key_type, key_id, local, gen_mech))
-    can_decrypt = key_type == C.CKK_RSA
+    key_type, values = _key_pair_half(public_key, True, key_id, label, token, local, gen_mech)
+    if key_type in PQ_KEY_TYPES:
+        values[C.CKA_DECAPSULATE] = key_type == C.CKK_ML_KEM
     values.update(
         {
             C.CKA_SENSITIVE: True,
-            C.CKA_DECRYPT: can_decrypt,
-            C.CKA_SIGN: key_type not in (C.CKK_ML_KEM, C.CKK_DH),
-            C.CKA_SIGN_RECOVER: False,
-            C.CKA_UNWRAP: can_decrypt,
             C.CKA_EXTRACTABLE: False,
             C.CKA_ALWAYS_SENSITIVE: local,
             C.CKA_NEVER_EXTRACTABLE: local,
             C.CKA_WRAP_WITH_TRUSTED: False,
             C.CKA_ALWAYS_AUTHENTICATE: False,
-            C.CKA_DERIVE: key_type in (C.CKK_EC, C.CKK_DH),
         }
     )
-    values.update(specific)
-    if key_type in PQ_KEY_TYPES:
-        values[C.CKA_DECAPSULATE] = key_type == C.CKK_ML_KEM
     return A.make(values)
 
 

@@ -24,14 +24,15 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import mechanisms as M
 from vsc_provider.token import objects as O
+from vsc_provider.token.curves import EC_CURVES, EDWARDS_OIDS, P256, P384, P521, curve_bits
 from vsc_provider.token.pin import PinPolicy
 
 STRICT = "strict"
 COMPATIBLE = "compatible"
 NAMES = (STRICT, COMPATIBLE)
 
-STRICT_CURVES = frozenset({"1.2.840.10045.3.1.7", "1.3.132.0.34", "1.3.132.0.35", *O.EDWARDS_OIDS})
-ALL_CURVES = frozenset({*O.EC_CURVES, *O.EDWARDS_OIDS})
+STRICT_CURVES = frozenset({P256, P384, P521, *EDWARDS_OIDS})
+ALL_CURVES = frozenset({*EC_CURVES, *EDWARDS_OIDS})
 STRICT_RSA_MIN = 2048
 
 COMPATIBLE_PIN = PinPolicy(min_length=4, max_length=255, so_min_length=4, digits_only=False, delays=False)
@@ -127,5 +128,5 @@ class CardPolicy(NamedTuple):
         if low == STRICT_RSA_MIN:  # the RSA mechanisms are those whose strict minimum is the RSA minimum
             return self.rsa_min_bits, high, flags
         if flags & C.CKF_EC_F_P:
-            return min(O.curve_bits(oid) for oid in self.curves if oid not in O.EDWARDS_OIDS), high, flags
+            return min(curve_bits(oid) for oid in self.curves if oid not in EDWARDS_OIDS), high, flags
         return info

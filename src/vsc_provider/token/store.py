@@ -266,3 +266,7 @@ class Store:
 
     def object_exists(self, db: sqlite3.Connection, object_id: int) -> bool:
         return db.execute("SELECT 1 FROM objects WHERE id = ?", (object_id,)).fetchone() is not None
+
+    def delete_objects(self, db: sqlite3.Connection, card_id: int) -> None:
+        """Every token object of a card (C_InitToken)."""
+        db.execute("DELETE FROM objects WHERE card_id = ?", (card_id,))
