@@ -19,7 +19,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning import card_keys, device, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
 from vsc_provider.provisioning.online import pin_verifier
-from vsc_provider.token import service
+from vsc_provider.token import curves, service
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import weakness
 
@@ -433,7 +433,7 @@ def _kind_of(card: Card, recorded: dict[str, Any]) -> str:
             if key_type == C.CKK_RSA:
                 return f"rsa{A.get_ulong(obj.attrs, C.CKA_MODULUS_BITS)}"
             curve = O.curve_from_params(obj.attrs[C.CKA_EC_PARAMS])
-            return {"1.2.840.10045.3.1.7": "p256", "1.3.132.0.34": "p384"}.get(curve, "ed25519")
+            return next((kind for kind, oid in curves.KINDS.items() if oid == curve), "ed25519")
     raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"key {recorded['id']} is missing from the card")
 
 

@@ -11,7 +11,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import mechanisms
+from vsc_provider.token import curves, mechanisms
 from vsc_provider.token import objects as O
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
@@ -23,8 +23,8 @@ KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
     "rsa2048": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 2048}),
     "rsa3072": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 3072}),
     "rsa4096": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 4096}),
-    "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.2.840.10045.3.1.7")}),
-    "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der("1.3.132.0.34")}),
+    "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(curves.P256)}),
+    "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(curves.P384)}),
     "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(O.ED25519_OID)}),
     "ml-dsa-44": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_44}),
     "ml-dsa-65": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_65}),
