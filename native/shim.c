@@ -54,6 +54,9 @@ static void vsc_log(const char *what, const char *detail)
 static __thread int vsc_depth = 0;
 static int vsc_gc_calls = 0;
 static int vsc_gc_was_on = 0;
+/* A child forked while other threads were inside calls: their count is void there; the GC they turned off
+ * goes back on at once when the forking thread holds the GIL (os.fork), else at the child's first call. */
+static int vsc_gc_on_in_child = 0;
 
 typedef struct { PyGILState_STATE gil; int gc; } vsc_call;
 
@@ -62,8 +65,10 @@ static void vsc_gc_hold(vsc_call *c)
     c->gc = !vsc_own_python;
     if (c->gc) {
         c->gil = PyGILState_Ensure();
-        if (vsc_gc_calls++ == 0)
-            vsc_gc_was_on = PyGC_Disable();
+        if (vsc_gc_calls++ == 0) {
+            vsc_gc_was_on = PyGC_Disable() || vsc_gc_on_in_child;
+            vsc_gc_on_in_child = 0;
+        }
     }
 }
 
@@ -137,6 +142,15 @@ static void vsc_after_fork_parent(void)
 static void vsc_after_fork_child(void)
 {
     vsc_live = 0;
+    if (vsc_gc_calls) { /* only ever non-zero in a Python host */
+        vsc_gc_calls = 0;
+        if (vsc_gc_was_on) {
+            if (PyGILState_Check())
+                PyGC_Enable();
+            else
+                vsc_gc_on_in_child = 1;
+        }
+    }
     if (vsc_own_python) {
         PyOS_AfterFork_Child();
         PyGILState_Release(vsc_fork_gil);

@@ -248,7 +248,58 @@ def signal_host(module: str) -> dict[str, Any]:
     }
 
 
-HOSTS = {"raw": raw_host, "signal": signal_host, "pykcs11": pykcs11_host, "python-pkcs11": python_pkcs11_host}
+def fork_host(module: str) -> dict[str, Any]:
+    """A thread logs in and out without a pause (each login is a long call: scrypt) while the main thread
+    forks: the GC that the thread's call turned off must be on in the child, where that call does not exist."""
+    import os
+    import threading
+    import time
+
+    m = RawModule(module)
+    assert m.C_Initialize(None) == CKR_OK
+    n = CK_ULONG(4)
+    slots = (CK_ULONG * 4)()
+    assert m.C_GetSlotList(1, slots, ctypes.byref(n)) == CKR_OK
+    h = m.open(slots[0])
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            m.login(h, USER_PIN)
+            m.C_Logout(h)
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    children: list[dict[str, bool]] = []
+    try:
+        for _ in range(8):
+            time.sleep(0.05)
+            parent_on = gc.isenabled()  # off while the thread is inside a call
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.write(write, b"1" if gc.isenabled() else b"0")
+                os._exit(0)
+            os.close(write)
+            child_on = os.read(read, 1) == b"1"
+            os.close(read)
+            os.waitpid(pid, 0)
+            children.append({"parent_on": parent_on, "child_on": child_on})
+    finally:
+        stop.set()
+        worker.join(30)
+    final_sign = sign_once(m, h)
+    m.C_Finalize(None)
+    return {"children": children, "parent_on_after": gc.isenabled(), "final_sign": final_sign}
+
+
+HOSTS = {
+    "raw": raw_host,
+    "signal": signal_host,
+    "fork": fork_host,
+    "pykcs11": pykcs11_host,
+    "python-pkcs11": python_pkcs11_host,
+}
 
 if __name__ == "__main__":
     print(json.dumps(HOSTS[sys.argv[1]](sys.argv[2])), flush=True)

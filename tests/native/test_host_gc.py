@@ -59,3 +59,11 @@ def test_reentrant_call_from_a_signal_handler_is_refused_at_once(ec_card: str, m
     out = run_host("signal", module_path)
     assert out["reentered"] >= 20, out  # CKR_FUNCTION_FAILED, without waiting on the outer call
     assert set(out["codes"]) <= {0, 0x6}, out
+
+
+def test_a_child_forked_during_another_threads_call_has_its_gc_on(ec_card: str, module_path: str) -> None:
+    out = run_host("fork", module_path)
+    children = out["children"]
+    assert any(not c["parent_on"] for c in children), children  # some forks did land inside a call
+    assert all(c["child_on"] for c in children), children
+    assert out["parent_on_after"], out
