@@ -98,6 +98,21 @@ def describe(benchmark: Any, op: str, client: str, impl: str, unit: str = "us", 
         benchmark.extra_info["value"] = value
 
 
+def python_client(impl: str) -> str:
+    """Who made a python-side figure: `cryptography` itself for the raw floor, else python-pkcs11."""
+    return "cryptography" if impl == "raw" else "python-pkcs11"
+
+
+def report_rounds(benchmark: Any, figures: dict[tuple[str, str], list[float]], client: Callable[[str], str]) -> None:
+    """Record each (op, impl)'s best round (its smallest median in us) with every round, for the report."""
+    records = [
+        {"op": op, "client": client(impl), "impl": impl, "unit": "us", "value": min(values), "rounds": values}
+        for (op, impl), values in figures.items()
+    ]
+    benchmark.extra_info.update(records[0])
+    benchmark.extra_info["more"] = records[1:]
+
+
 def smoke(benchmark: Any) -> bool:
     """True in the smoke run (--benchmark-disable): run each case once with tiny iteration counts."""
     return bool(getattr(benchmark, "disabled", False))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks.cases import SIGN_CASES, SignCase
-from benchmarks.common import MODULES, ROUNDS, Env, describe, median_us, run_json, smoke
+from benchmarks.common import MODULES, ROUNDS, Env, describe, median_us, report_rounds, run_json, smoke
 
 # Every single-part case, plus the NULL-buffer length query followed by the real call on RSA-2048 and P-256.
 DRIVER_RUNS = [(c, False) for c in SIGN_CASES.values() if "multi-part" not in c.mech] + [
@@ -48,12 +48,7 @@ def test_driver_sign(benchmark: Any, bench_env: Env, driver: Path, raw_keys: dic
                 measure(case, query)
 
     benchmark.pedantic(run, rounds=1)
-    records = [
-        {"op": op, "client": "C", "impl": impl, "unit": "us", "value": min(values), "rounds": values}
-        for (op, impl), values in figures.items()
-    ]
-    benchmark.extra_info.update(records[0])
-    benchmark.extra_info["more"] = records[1:]
+    report_rounds(benchmark, figures, lambda impl: "C")
 
 
 @pytest.mark.parametrize("impl", MODULES)

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
 
 from benchmarks.cases import MESSAGE
-from benchmarks.common import ROUNDS, median_us, smoke
+from benchmarks.common import ROUNDS, median_us, python_client, report_rounds, smoke
 
 SIGN = "sign ML-DSA-65 ML_DSA"
 VERIFY = "verify ML-DSA-65 ML_DSA"
@@ -88,16 +88,4 @@ def test_pqc(benchmark: Any, sessions: dict[str, Any]) -> None:
                 obj.destroy()
             except pkcs11.PKCS11Error:
                 pass
-    records = [
-        {
-            "op": op,
-            "client": "cryptography" if impl == "raw" else "python-pkcs11",
-            "impl": impl,
-            "unit": "us",
-            "value": min(values),
-            "rounds": values,
-        }
-        for (op, impl), values in figures.items()
-    ]
-    benchmark.extra_info.update(records[0])
-    benchmark.extra_info["more"] = records[1:]
+    report_rounds(benchmark, figures, python_client)

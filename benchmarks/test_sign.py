@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from benchmarks.cases import RAW_RSA_CASES, SIGN_CASES, SignCase
-from benchmarks.common import IMPLS, ROUNDS, median_us, smoke
+from benchmarks.common import IMPLS, ROUNDS, median_us, python_client, report_rounds, smoke
 
 
 def test_sign(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any]) -> None:
@@ -49,16 +49,4 @@ def _measure(benchmark: Any, sessions: dict[str, Any], raw_keys: dict[str, Any],
                 figures.setdefault((op, impl), []).append(median_us(call, iterations))
 
     benchmark.pedantic(run, rounds=1)
-    records = [
-        {
-            "op": op,
-            "client": "cryptography" if impl == "raw" else "python-pkcs11",
-            "impl": impl,
-            "unit": "us",
-            "value": min(values),
-            "rounds": values,
-        }
-        for (op, impl), values in figures.items()
-    ]
-    benchmark.extra_info.update(records[0])
-    benchmark.extra_info["more"] = records[1:]
+    report_rounds(benchmark, figures, python_client)
