@@ -64,19 +64,20 @@ def token_flags(card: Card) -> int:
     flags = C.CKF_RNG | C.CKF_LOGIN_REQUIRED | C.CKF_TOKEN_INITIALIZED
     if rec.user_wrapped is not None:
         flags |= C.CKF_USER_PIN_INITIALIZED
-    if rec.user_failures >= policy.max_tries:
-        flags |= C.CKF_USER_PIN_LOCKED
-    elif rec.user_failures == policy.max_tries - 1:
-        flags |= C.CKF_USER_PIN_FINAL_TRY | C.CKF_USER_PIN_COUNT_LOW
-    elif rec.user_failures > 0:
-        flags |= C.CKF_USER_PIN_COUNT_LOW
-    if rec.so_failures >= policy.max_tries:
-        flags |= C.CKF_SO_PIN_LOCKED
-    elif rec.so_failures == policy.max_tries - 1:
-        flags |= C.CKF_SO_PIN_FINAL_TRY | C.CKF_SO_PIN_COUNT_LOW
-    elif rec.so_failures > 0:
-        flags |= C.CKF_SO_PIN_COUNT_LOW
+    user = (C.CKF_USER_PIN_LOCKED, C.CKF_USER_PIN_FINAL_TRY, C.CKF_USER_PIN_COUNT_LOW)
+    so = (C.CKF_SO_PIN_LOCKED, C.CKF_SO_PIN_FINAL_TRY, C.CKF_SO_PIN_COUNT_LOW)
+    flags |= _pin_count_flags(rec.user_failures, policy.max_tries, *user)
+    flags |= _pin_count_flags(rec.so_failures, policy.max_tries, *so)
     return flags
+
+
+def _pin_count_flags(failures: int, max_tries: int, locked: int, final_try: int, count_low: int) -> int:
+    """One PIN's try-counter flags: locked, on its final try (and low), or low after any wrong try."""
+    if failures >= max_tries:
+        return locked
+    if failures == max_tries - 1:
+        return final_try | count_low
+    return count_low if failures > 0 else 0
 
 
 # Hosts poll C_GetTokenInfo (NSS does, for every slot): other processes' changes are taken in through the

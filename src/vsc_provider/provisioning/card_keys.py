@@ -22,25 +22,15 @@ from vsc_provider.provisioning import wire
 from vsc_provider.token import service
 from vsc_provider.token.engine import Card, Engine
 
-# how each key kind signs its CSR through the token: mechanism, asn1crypto signature algorithm
-CSR_SIGNING = {
-    "rsa2048": (C.CKM_SHA256_RSA_PKCS, "sha256_rsa"),
-    "rsa3072": (C.CKM_SHA256_RSA_PKCS, "sha256_rsa"),
-    "rsa4096": (C.CKM_SHA256_RSA_PKCS, "sha256_rsa"),
-    "p256": (C.CKM_ECDSA_SHA256, "sha256_ecdsa"),
-    "p384": (C.CKM_ECDSA_SHA384, "sha384_ecdsa"),
-    "ed25519": (C.CKM_EDDSA, "ed25519"),
-}
-
-
-# how each key kind signs a JWS through the token: mechanism, JWS alg (RFC 7518: ECDSA as r||s, as PKCS#11 gives it)
-JWS_SIGNING = {
-    "rsa2048": (C.CKM_SHA256_RSA_PKCS, "RS256"),
-    "rsa3072": (C.CKM_SHA256_RSA_PKCS, "RS256"),
-    "rsa4096": (C.CKM_SHA256_RSA_PKCS, "RS256"),
-    "p256": (C.CKM_ECDSA_SHA256, "ES256"),
-    "p384": (C.CKM_ECDSA_SHA384, "ES384"),
-    "ed25519": (C.CKM_EDDSA, "EdDSA"),
+# How each key kind signs through the token: the mechanism, the asn1crypto signature algorithm of its CSR and
+# the JWS alg (RFC 7518: ECDSA as r||s, as PKCS#11 gives it).
+SIGNING = {
+    "rsa2048": (C.CKM_SHA256_RSA_PKCS, "sha256_rsa", "RS256"),
+    "rsa3072": (C.CKM_SHA256_RSA_PKCS, "sha256_rsa", "RS256"),
+    "rsa4096": (C.CKM_SHA256_RSA_PKCS, "sha256_rsa", "RS256"),
+    "p256": (C.CKM_ECDSA_SHA256, "sha256_ecdsa", "ES256"),
+    "p384": (C.CKM_ECDSA_SHA384, "sha384_ecdsa", "ES384"),
+    "ed25519": (C.CKM_EDDSA, "ed25519", "EdDSA"),
 }
 
 
@@ -71,7 +61,7 @@ def csr(eng: Engine, card: Card, key: CardKey, common_name: str) -> bytes:
             "attributes": [],
         }
     )
-    mech, algorithm = CSR_SIGNING[key.kind]
+    mech, algorithm, _ = SIGNING[key.kind]
     signature = service.sign(eng, card, key.key_id, Mechanism(mech), info.dump())
     if algorithm.endswith("ecdsa"):
         signature = a_algos.DSASignature.from_p1363(signature).dump()
@@ -97,7 +87,7 @@ def possession_jws(eng: Engine, card: Card, signers: list[CardKey], payload: dic
     body = wire.b64u(wire.canonical(payload))
     signatures = []
     for key in signers:
-        mech, alg = JWS_SIGNING[key.kind]
+        mech, _, alg = SIGNING[key.kind]
         protected = wire.b64u(json.dumps({"alg": alg, "kid": key.request_id}, sort_keys=True).encode())
         signature = service.sign(eng, card, key.key_id, Mechanism(mech), f"{protected}.{body}".encode())
         signatures.append({"protected": protected, "signature": wire.b64u(signature)})
