@@ -10,7 +10,7 @@ import os
 import secrets
 import time
 from hashlib import sha256
-from typing import Any
+from typing import Any, NamedTuple
 
 from vsc_provider import api
 from vsc_provider import log as vlog
@@ -139,10 +139,9 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
                 )
                 eng.set_binding(card.slot_id, pending)  # from here on a killed activation can resume
                 sent = True
-                result = client.call(
-                    "POST", "/v1/activate", _activation_request(client, link, dev, offer, pin, pv_salt, entries)
-                )
-                binding = _finish_activation(eng, card, client, link, dev, offer, pin, pv_salt, made, result)
+                act = _Activation(client, link, dev, offer, pin, pv_salt)
+                result = client.call("POST", "/v1/activate", _activation_request(act, entries))
+                binding = _finish_activation(eng, card, act, made, result)
         except BaseException as exc:
             refused = isinstance(exc, ServerError) and 400 <= exc.status < 500
             if not sent or refused:
@@ -207,9 +206,9 @@ def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> a
             service.keep_only(eng, card, [k.key_id for k in made])  # what a half-done install left goes
             entries = [{"id": k.request_id, "csr": wire.b64u(card_keys.csr(eng, card, k, offer["user"]))} for k in made]
             pv_salt = bytes.fromhex(pending["pin_salt"])
-            body = _activation_request(client, link, dev, offer, pin, pv_salt, entries)
-            result = client.call("POST", "/v1/activate", body)
-            binding = _finish_activation(eng, card, client, link, dev, offer, pin, pv_salt, made, result)
+            act = _Activation(client, link, dev, offer, pin, pv_salt)
+            result = client.call("POST", "/v1/activate", _activation_request(act, entries))
+            binding = _finish_activation(eng, card, act, made, result)
             _confirm(client, binding, dev)
     except CKRError as exc:
         if exc.rv == C.CKR_PIN_INCORRECT:
@@ -240,15 +239,20 @@ def _generate_requests(
     return made, entries
 
 
-def _activation_request(
-    client: PinnedClient,
-    link: wire.ActivationLink,
-    dev: device.DeviceKey,
-    offer: dict[str, Any],
-    pin: str,
-    pv_salt: bytes,
-    entries: list[dict[str, str]],
-) -> dict[str, Any]:
+class _Activation(NamedTuple):
+    """What one activation (or its resumption) talks with: the server, the link, the new device key, the
+    server's offer, the PIN and the salt of the PIN verifier the server keeps."""
+
+    client: PinnedClient
+    link: wire.ActivationLink
+    dev: device.DeviceKey
+    offer: dict[str, Any]
+    pin: str
+    pv_salt: bytes
+
+
+def _activation_request(act: _Activation, entries: list[dict[str, str]]) -> dict[str, Any]:
+    client, link, dev, offer, pin, pv_salt = act
     payload: dict[str, Any] = {"code": link.code, "keys": entries}
     if not offer["profile"].get("offline", True):
         payload["pin_verifier"] = device.jwe_to_server(offer["server"]["jwks"], pin_verifier(pin.encode(), pv_salt))
@@ -284,19 +288,11 @@ def _install(
 
 
 def _finish_activation(
-    eng: Engine,
-    card: Card,
-    client: PinnedClient,
-    link: wire.ActivationLink,
-    dev: device.DeviceKey,
-    offer: dict[str, Any],
-    pin: str,
-    pv_salt: bytes,
-    made: list[card_keys.CardKey],
-    result: dict[str, Any],
+    eng: Engine, card: Card, act: _Activation, made: list[card_keys.CardKey], result: dict[str, Any]
 ) -> dict[str, Any]:
     """Certificates and imported keys onto the card, then the binding turns active (for an online profile
     in the same transaction as the data key's re-wrap under the server secret)."""
+    client, link, dev, offer, pin, pv_salt = act
     recorded = _install(eng, card, dev, made, result["keys"], offer["user"])
     online = "secret" in result
     binding = {

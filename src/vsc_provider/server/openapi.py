@@ -32,6 +32,12 @@ def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any
     return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
 
 
+def _json_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body: an object with these properties."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _jws_post(summary: str, errors: tuple[int, ...] = (400, 401, 410, 413)) -> dict[str, Any]:
     return {
         "post": {
@@ -63,18 +69,7 @@ SPEC: dict[str, Any] = {
         "/v1/offer": {
             "post": {
                 "summary": "what an activation code offers (does not use the code)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["code"],
-                                "properties": {"code": {"type": "string"}},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(["code"], {"code": {"type": "string"}}),
                 "responses": {"200": _ok("the offer"), **_errors(400, 404, 413)},
             }
         },
@@ -97,18 +92,7 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "create a one-time activation link (bearer token from admin.json)",
                 "security": [{"admin": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["user"],
-                                "properties": {"user": {"type": "string"}, "profile": {"type": "string"}},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(["user"], {"user": {"type": "string"}, "profile": {"type": "string"}}),
                 "responses": {"201": _ok("the link"), **_errors(400, 401, 413)},
             }
         },
