@@ -643,7 +643,7 @@ _sign = _signing.sign
 
 @_entry
 def C_Sign(h, p_data, data_len, p_sig, pul_sig):
-    # _deliver and _bytes written out: this is the hot path, and the closure and two calls cost ~0.3 us.
+    # _deliver and _bytes written out: this is the hot path (no closure and two fewer calls per signature).
     if pul_sig == NULL:
         return BAD
     if data_len:
