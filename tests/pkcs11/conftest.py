@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pkcs11
 import pytest
-from p11_support import CardEnv, make_card, store_loaded
+from p11_support import USER_PIN, CardEnv, make_card, store_loaded
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +21,10 @@ def card_env(p11lib: pkcs11.lib, tmp_path_factory: pytest.TempPathFactory) -> It
     serial = make_card(home)
     with store_loaded(p11lib, home):
         yield CardEnv(p11lib, home, serial)
+
+
+@pytest.fixture(scope="module")
+def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
+    """A user session on the module's card, logged in and read/write, for the whole test module."""
+    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
+        yield s

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from p11_support import (
     CK_MECHANISM,
-    USER_PIN,
     CardEnv,
     RawModule,
     call_out,
@@ -58,12 +57,6 @@ class CK_HKDF_PARAMS(ctypes.Structure):
         ("pInfo", ctypes.c_void_p),
         ("ulInfoLen", CK_ULONG),
     ]
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

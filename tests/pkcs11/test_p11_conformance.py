@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 
 import pkcs11
 import pkcs11.attributes
@@ -13,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from p11_support import USER_PIN, CardEnv, ulong
+from p11_support import ulong
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from tests.test_cli_support import self_signed
@@ -22,12 +21,6 @@ from vsc_provider.ck import constants as C
 pkcs11.attributes.ATTRIBUTE_TYPES[Attribute.JAVA_MIDP_SECURITY_DOMAIN] = (bytes, bytes)  # type: ignore[index]
 pkcs11.attributes.ATTRIBUTE_TYPES[Attribute.CERTIFICATE_CATEGORY] = (bytes, bytes)  # type: ignore[index]
 TRUE, FALSE = b"\x01", b"\x00"
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 def _certificate_der() -> bytes:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
 
 import pkcs11
-import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, utils
-from p11_support import CK_MECHANISM, USER_PIN, CardEnv, RawModule, public_key_of
+from p11_support import CK_MECHANISM, CardEnv, RawModule, public_key_of
 from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -17,12 +15,6 @@ from vsc_provider.ck import constants as C
 from vsc_provider.token.objects import ED448_OID, oid_der
 
 MESSAGE = b"curves beyond P-384 and Ed25519"
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 def test_p521_ecdsa_and_ecdh(session: pkcs11.Session) -> None:

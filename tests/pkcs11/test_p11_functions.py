@@ -6,21 +6,14 @@ import ctypes
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
 
 import pkcs11
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding
-from p11_support import CK_MECHANISM, USER_PIN, CardEnv, RawModule, public_key_of
+from p11_support import CK_MECHANISM, CardEnv, RawModule, public_key_of
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 
 from vsc_provider.ck import constants as C
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from p11_support import (
     CK_GCM_PARAMS,
     CK_MECHANISM,
     CK_ULONG,
-    USER_PIN,
     CardEnv,
     RawModule,
     make_template,
@@ -27,12 +26,6 @@ from pkcs11 import KDF, MGF, Attribute, KeyType, Mechanism, ObjectClass, excepti
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from vsc_provider.ck import constants as C
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

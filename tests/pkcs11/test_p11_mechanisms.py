@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from p11_support import CKA_PUBLIC_KEY_INFO, USER_PIN, CardEnv, public_key_of
+from p11_support import CKA_PUBLIC_KEY_INFO, CardEnv, public_key_of
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -60,12 +60,6 @@ HMACS = {
 DIGEST_INFO_SHA256 = bytes.fromhex("3031300d060960864801650304020105000420")
 MESSAGE = b"The quick brown fox jumps over the lazy dog" * 3
 PARTS = [MESSAGE[:10], MESSAGE[10:77], MESSAGE[77:]]  # Init/Update/Update/Update/Final, as Firefox signs
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-from collections.abc import Iterator
 
 import pkcs11
 import pytest
@@ -17,7 +16,6 @@ from cryptography.x509.oid import NameOID
 from p11_support import (
     CKA_CERTIFICATE_CATEGORY,
     CKA_PUBLIC_KEY_INFO,
-    USER_PIN,
     CardEnv,
     RawModule,
     make_template,
@@ -28,12 +26,6 @@ from pkcs11 import Attribute, CertificateType, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from vsc_provider.ck import constants as C
-
-
-@pytest.fixture(scope="module")
-def session(card_env: CardEnv) -> Iterator[pkcs11.Session]:
-    with card_env.token().open(rw=True, user_pin=USER_PIN) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
