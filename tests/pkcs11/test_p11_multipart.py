@@ -61,7 +61,7 @@ def test_parts_of_any_length_and_whole_blocks_in_total(raw: tuple[RawModule, int
 
 def test_final_errors_end_the_operation(raw: tuple[RawModule, int], aes: tuple[int, bytes]) -> None:
     m, h = raw
-    key, _ = aes
+    key, value = aes
     iv = ctypes.create_string_buffer(os.urandom(16), 16)
     for mech_type, fn_init, fn_update, fn_final, expected in (
         (C.CKM_AES_ECB, m.C_EncryptInit, m.C_EncryptUpdate, m.C_EncryptFinal, C.CKR_DATA_LEN_RANGE),
@@ -77,7 +77,9 @@ def test_final_errors_end_the_operation(raw: tuple[RawModule, int], aes: tuple[i
     # Bad padding at C_DecryptFinal: CKR_ENCRYPTED_DATA_INVALID, and the operation is over.
     pad_mech = mechanism(C.CKM_AES_CBC_PAD, iv)
     assert m.C_DecryptInit(h, ctypes.byref(pad_mech), key) == C.CKR_OK
-    assert _update(m, m.C_DecryptUpdate, h, b"\x00" * 32)[0] == C.CKR_OK
+    # A ciphertext whose plaintext ends in 0x00, never a valid pad byte (random bytes were valid 1 time in 256).
+    bad_pad = Cipher(algorithms.AES(value), modes.CBC(iv.raw)).encryptor().update(b"\x11" * 31 + b"\x00")
+    assert _update(m, m.C_DecryptUpdate, h, bad_pad)[0] == C.CKR_OK
     assert call_out(m.C_DecryptFinal, h)[0] == C.CKR_ENCRYPTED_DATA_INVALID
     assert _update(m, m.C_DecryptUpdate, h, b"\x00" * 16)[0] == C.CKR_OPERATION_NOT_INITIALIZED
     assert call_out(m.C_EncryptFinal, h)[0] == C.CKR_OPERATION_NOT_INITIALIZED
