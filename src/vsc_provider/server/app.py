@@ -54,9 +54,9 @@ async def _json_body(request: Request) -> Any:
         if len(body) > wire.MAX_BODY:
             raise ProtocolError(413, "too_large", f"bodies are at most {wire.MAX_BODY} bytes")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(400, "malformed", "the body is not JSON") from None
+        return wire.sound_json(json.loads(body))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError(400, "malformed", "the body is not JSON the protocol uses") from None
 
 
 def _error(_: Request, exc: Exception) -> Response:

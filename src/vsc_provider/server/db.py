@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS activations(
@@ -91,12 +91,24 @@ _DEVICE_COLUMNS = (
 )
 
 
+# a device's secrets held by the server: stored sealed (FieldSealer), never in clear
+SEALED_COLUMNS = ("pin_verifier", "server_secret", "pin_verifier_next")
+
+
+class FieldSealer(Protocol):
+    def seal_field(self, device: str, name: str, plain: bytes) -> bytes: ...
+
+    def unseal_field(self, device: str, name: str, blob: bytes) -> bytes: ...
+
+
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sealer: FieldSealer) -> None:
+        self._sealer = sealer
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA secure_delete=ON")  # a sealed-over or deleted secret leaves no copy in free pages
         with self.transaction() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -190,8 +202,29 @@ class Database:
                 self._insert_key(db, key)
         return True
 
-    @staticmethod
-    def _insert_device(db: sqlite3.Connection, dev: Device, attested: bool) -> None:
+    def _seal(self, device_id: str, name: str, value: bytes | None) -> bytes | None:
+        return None if value is None else self._sealer.seal_field(device_id, name, value)
+
+    def _unseal(self, device_id: str, name: str, value: bytes | None) -> bytes | None:
+        return None if value is None else self._sealer.unseal_field(device_id, name, bytes(value))
+
+    def seal_clear_fields(self) -> int:
+        """Seal the device secrets an earlier version stored in clear; how many were."""
+        done = 0
+        with self.transaction() as db:
+            for name in SEALED_COLUMNS:
+                rows = db.execute(f"SELECT id, {name} FROM devices WHERE {name} IS NOT NULL").fetchall()  # noqa: S608 - constant columns
+                for device_id, value in rows:
+                    if self._unseal(device_id, name, value) == bytes(value):  # not sealed yet
+                        sealed = self._seal(device_id, name, bytes(value))
+                        db.execute(f"UPDATE devices SET {name} = ? WHERE id = ?", (sealed, device_id))  # noqa: S608
+                        done += 1
+        if done:
+            with self._lock:  # the clear pages are gone from the log too
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return done
+
+    def _insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
         db.execute(
             "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -202,8 +235,8 @@ class Database:
                 json.dumps(dev.jwk),
                 time.time(),
                 int(attested),
-                dev.pin_verifier,
-                dev.server_secret,
+                self._seal(dev.id, "pin_verifier", dev.pin_verifier),
+                self._seal(dev.id, "server_secret", dev.server_secret),
             ),
         )
 
@@ -219,11 +252,11 @@ class Database:
             json.loads(row[3]),
             row[4],
             bool(row[5]),
-            row[6],
-            row[7],
+            self._unseal(row[0], "pin_verifier", row[6]),
+            self._unseal(row[0], "server_secret", row[7]),
             row[8],
             row[9],
-            row[10],
+            self._unseal(row[0], "pin_verifier_next", row[10]),
             row[11],
             row[12],
         )
@@ -237,7 +270,8 @@ class Database:
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def set_device(self, device_id: str, **fields: Any) -> bool:
-        """Update columns named by the code (never by a request)."""
+        """Update columns named by the code (never by a request); device secrets are sealed on the way."""
+        fields = {k: self._seal(device_id, k, v) if k in SEALED_COLUMNS else v for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
         with self.transaction() as db:
