@@ -1,4 +1,4 @@
-"""The server's SQLite file: activation codes, devices, certificates, nonces and migration tickets.
+"""The server's SQLite file: activation codes, devices, certificates, spent nonces and migration tickets.
 
 Every state change that must happen once (a code used, a nonce spent, a PIN try counted, a device
 confirmed) is a single conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent requests cannot
@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS keys(
     cert BLOB, escrow BLOB, created REAL NOT NULL, active INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS keys_by_device ON keys(device);
-CREATE TABLE IF NOT EXISTS nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
+DROP TABLE IF EXISTS nonces;
+CREATE TABLE IF NOT EXISTS spent_nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS spent_nonces_by_expiry ON spent_nonces(expires);
 CREATE TABLE IF NOT EXISTS tickets(
     id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL,
     target_key TEXT, state TEXT NOT NULL DEFAULT 'issued'
@@ -133,15 +135,26 @@ class Database:
 
     # --- nonces -------------------------------------------------------------------------------
 
-    def add_nonce(self, value: str, ttl: float) -> None:
-        now = time.time()
+    def spend_nonce(self, value: str, expires: float) -> bool:
+        """Record a (valid, unexpired) nonce as used; False if it was used already. Rows last until the
+        nonce would have expired anyway, so the table holds at most what signed requests spent recently."""
         with self.transaction() as db:
-            db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
-            db.execute("INSERT INTO nonces(value, expires) VALUES (?, ?)", (value, now + ttl))
+            db.execute("DELETE FROM spent_nonces WHERE expires < ?", (time.time(),))
+            return (
+                db.execute(
+                    "INSERT OR IGNORE INTO spent_nonces(value, expires) VALUES (?, ?)", (value, expires)
+                ).rowcount
+                == 1
+            )
 
-    def spend_nonce(self, value: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM nonces WHERE value = ? AND expires >= ?", (value, time.time())).rowcount == 1
+    def open_tickets(self, device_id: str, since: float) -> int:
+        """Migration tickets issued to a device since a time and not completed."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM tickets WHERE device = ? AND state = 'issued' AND created >= ?",
+                (device_id, since),
+            ).fetchone()
+        return int(row[0])
 
     # --- activation codes ---------------------------------------------------------------------
 

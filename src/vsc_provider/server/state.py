@@ -18,6 +18,7 @@ from vsc_provider.server.ca import Authority
 from vsc_provider.server.db import Database, Device
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
+from vsc_provider.server.limits import Limits
 from vsc_provider.server.profiles import load as load_profiles
 
 
@@ -59,6 +60,7 @@ class IdentityServer:
         self.authority = Authority.load_or_create(data, hosts)
         self.escrow = EscrowVault(data)
         self.db = Database(data / "server.sqlite", self.escrow)
+        self.limits = Limits(self.escrow.key)
         self._seal_legacy_escrow()
         self.db.seal_clear_fields()
         private_files(data)
@@ -120,7 +122,8 @@ class IdentityServer:
         if not isinstance(url, str) or url != (here + path if here else url) or urlsplit(url).path != path:
             raise ProtocolError(400, "bad_url", f"the protected header's url must be {here or '<this server>'}{path}")
         nonce = header.get("nonce")
-        if not isinstance(nonce, str) or not self.db.spend_nonce(nonce):
+        expires = self.limits.nonces.expiry(nonce) if isinstance(nonce, str) else None
+        if expires is None or not self.db.spend_nonce(str(nonce), expires):
             raise ProtocolError(400, "bad_nonce", "unknown, expired or already used nonce: get a new one")
         claims = jose.json_object(payload)
         if device is not None and device.confirmed is None:
