@@ -142,6 +142,7 @@ def test_list_shows_each_pending_request(serving: Serving) -> None:
     assert f'href="{base}requests/req-1"' in page and f'href="{base}requests/req-2"' in page
     # the request that expires first comes first
     assert page.index("Example Bank") < page.index("Payroll Portal")
+    assert '<meta http-equiv="refresh" content="10">' in page  # new requests show up without a script
 
 
 def test_empty_list_says_so(serving: Serving) -> None:
@@ -170,6 +171,7 @@ def test_detail_renders_every_metadata_kind(pdf_tools: None, serving: Serving) -
     for label in ("Contract summary", "Signature stamp", "Contract", "Payload"):
         assert f"<h3>{label}</h3>" in page
     assert 'name="pin"' in page and 'id="approve"' in page and 'id="reject"' in page
+    assert "http-equiv" not in page  # a page where the PIN is typed never reloads itself
 
 
 def test_raw_data_is_bounded(serving: Serving) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from vsc_provider.requests.model import MetadataItem, PendingRequest
 from vsc_provider.requests.pdf_pages import PdfRenderError, render_pdf
 
+LIST_REFRESH_S = 10
 HEX_LIMIT = 4096  # bytes of a raw item shown as hex; the rest is counted, not shown
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 _LOGO = re.compile(r"data:image/(png|jpeg|gif);base64,([A-Za-z0-9+/]*={0,2})")
@@ -113,10 +114,12 @@ def hex_view(data: bytes, limit: int = HEX_LIMIT) -> str:
     return "\n".join(lines)
 
 
-def _document(title: str, body: str, base: str, colour: str | None = None, branding: str = "") -> str:
+def _document(title: str, body: str, base: str, colour: str | None = None, branding: str = "", refresh: int = 0) -> str:
     brand_css = f'<link rel="stylesheet" href="{base}brand/{colour}.css">' if colour else ""
+    # the list reloads itself (no script needed) so that new requests show up; a request's page never does
+    reload = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{reload}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title>"
         f'<link rel="stylesheet" href="{base}style.css">{brand_css}</head>'
@@ -158,7 +161,7 @@ def list_page(base: str, requests: Iterable[PendingRequest], now: float) -> str:
         table = '<p class="note">No request is waiting.</p>'
     body = f'<h1>Pending requests</h1>{table}<p><a href="{base}">Refresh</a></p>'
     header, _ = _brand_header(None)
-    return _document("Pending requests", body, base, branding=header)
+    return _document("Pending requests", body, base, branding=header, refresh=LIST_REFRESH_S)
 
 
 def _item(index: int, item: MetadataItem) -> str:
