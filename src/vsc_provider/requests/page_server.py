@@ -25,15 +25,21 @@ class PageServerError(Exception):
     """The approval page could not be started."""
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 at a free port. IPPROTO_TCP is named because asyncio sets TCP_NODELAY only
+    on connections whose proto says TCP; with proto 0 every answer on a kept-alive connection waited ~40 ms for
+    a delayed ACK (Nagle)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def serve(source: RequestSource) -> tuple[str, Callable[[], None]]:
     """Start the page for `source`; returns its URL (`http://127.0.0.1:PORT/TOKEN/`) and a function that stops
     the server and waits for its thread."""
     token = secrets.token_urlsafe(32)
-    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; with proto 0 every answer
-    # on a kept-alive connection waited ~40 ms for a delayed ACK (Nagle)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         make_app(source, token),
