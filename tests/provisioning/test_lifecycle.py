@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -53,7 +54,9 @@ def test_renewal_must_be_signed_by_the_certified_old_keys(id_server: IdServer) -
     link = id_server.link("renata", "light")
     body, client = light_request(id_server, link, device=dev, keys=[{"id": "auth", "csr": software_csr(old)}])
     with client:
-        device_id = client.call("POST", "/v1/activate", body)["device"]
+        first = client.call("POST", "/v1/activate", body)
+    device_id = first["device"]
+    old_cert = x509.load_der_x509_certificate(wire.unb64u(first["keys"][0]["certificate"]))
 
     def renew(make: Any) -> dict[str, Any]:
         new = ec.generate_private_key(ec.SECP256R1())
@@ -82,6 +85,14 @@ def test_renewal_must_be_signed_by_the_certified_old_keys(id_server: IdServer) -
     assert result["device"] == device_id and len(result["keys"]) == 1
     # the old key is retired: it cannot prove possession for the next renewal
     assert refused(lambda inner: {"renewal": es256_jws({"auth": old}, inner)}) == "bad_possession"
+    # and its certificate is revoked as superseded; the new one is not
+    with id_server.client() as c:
+        crl = x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+    entry = crl.get_revoked_certificate_by_serial_number(old_cert.serial_number)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.superseded
+    new_cert = x509.load_der_x509_certificate(wire.unb64u(result["keys"][0]["certificate"]))
+    assert crl.get_revoked_certificate_by_serial_number(new_cert.serial_number) is None
 
 
 def test_server_renew_flag_is_recorded_then_acted_on_with_the_pin(id_server: IdServer, inproc: None) -> None:  # noqa: F811

@@ -51,7 +51,20 @@ ADDED_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("tickets", "state", "TEXT NOT NULL DEFAULT 'issued'", None),
     # devices activated before confirmation existed are in use: confirmed as of their activation
     ("devices", "confirmed", "REAL", "UPDATE devices SET confirmed = created"),
+    # when a key was retired (its certificate revoked); keys retired before: as of their creation
+    ("keys", "retired", "REAL", "UPDATE keys SET retired = created WHERE active = 0"),
+    # the certificate's serial number (hex), for OCSP; filled for older rows by fill_serials()
+    ("keys", "serial", "TEXT", None),
 )
+
+
+def cert_serial(der: bytes | None) -> str | None:
+    """A certificate's serial number as lower-case hex (what OCSP and the CRL name it by)."""
+    if der is None:
+        return None
+    from cryptography import x509
+
+    return format(x509.load_der_x509_certificate(der).serial_number, "x")
 
 
 def code_hash(code: str) -> str:
@@ -121,6 +134,7 @@ class Database:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
                     if backfill:
                         db.execute(backfill)
+            db.execute("CREATE INDEX IF NOT EXISTS keys_by_serial ON keys(serial)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -313,7 +327,7 @@ class Database:
     @staticmethod
     def _retire(db: sqlite3.Connection, device_id: str, state: str) -> None:
         db.execute("UPDATE devices SET state = ? WHERE id = ?", (state, device_id))
-        db.execute("UPDATE keys SET active = 0 WHERE device = ?", (device_id,))
+        db.execute("UPDATE keys SET active = 0, retired = ? WHERE device = ? AND active = 1", (time.time(), device_id))
 
     def end_device(self, device_id: str, state: str) -> None:
         """The device leaves the 'active' state (deleted, migrated): its keys are retired with it."""
@@ -334,15 +348,45 @@ class Database:
     @staticmethod
     def _insert_key(db: sqlite3.Connection, key: NewKey) -> None:
         db.execute(
-            "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, time.time()),
+            "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created, serial)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key, time.time(), cert_serial(key.cert)),
         )
+
+    # --- revocation ---------------------------------------------------------------------------
+
+    def fill_serials(self) -> None:
+        """Serial numbers for certificates stored before the column existed."""
+        with self.transaction() as db:
+            rows = db.execute("SELECT rowid, cert FROM keys WHERE cert IS NOT NULL AND serial IS NULL").fetchall()
+            for rowid, cert in rows:
+                db.execute("UPDATE keys SET serial = ? WHERE rowid = ?", (cert_serial(bytes(cert)), rowid))
+
+    def revoked(self) -> list[tuple[str, float, str]]:
+        """(serial hex, retired at, the device's state) of every certificate whose key is retired."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT k.serial, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device"
+                " WHERE k.active = 0 AND k.serial IS NOT NULL ORDER BY k.rowid"
+            ).fetchall()
+        return [(str(r[0]), float(r[1] or 0.0), str(r[2])) for r in rows]
+
+    def certificate_state(self, serial: str) -> tuple[bool, float, str] | None:
+        """(still active, retired at, the device's state) of the certificate with this serial; None if unknown."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT k.active, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device WHERE k.serial = ?",
+                (serial,),
+            ).fetchone()
+        return None if row is None else (bool(row[0]), float(row[1] or 0.0), str(row[2]))
 
     def renew_keys(self, device_id: str, keys: list[NewKey]) -> None:
         """The renewed keys replace the device's generated ones (imported keys stay); the renew flag is cleared."""
         with self.transaction() as db:
-            db.execute("UPDATE keys SET active = 0 WHERE device = ? AND format != 'imported'", (device_id,))
+            db.execute(
+                "UPDATE keys SET active = 0, retired = ? WHERE device = ? AND format != 'imported' AND active = 1",
+                (time.time(), device_id),
+            )
             for key in keys:
                 self._insert_key(db, key)
             db.execute("UPDATE devices SET renew = 0 WHERE id = ?", (device_id,))
