@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +76,49 @@ def test_an_unreachable_relay_is_a_relay_error() -> None:
     assert posted.value.status is None
     with pytest.raises(RelayError):
         next(listen(url, new_topic()))
+
+
+def test_a_server_that_is_no_relay_is_a_relay_error(tmp_path: Path) -> None:
+    # a plain web server answering 200 with a page: listen must say so, not wait for events that never come
+    topic = new_topic()
+    (tmp_path / "v1" / "topics").mkdir(parents=True)
+    (tmp_path / "v1" / "topics" / topic).write_text("<html>hello</html>")
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        began = time.monotonic()
+        with pytest.raises(RelayError, match="event stream"):
+            next(listen(f"http://127.0.0.1:{port}", topic))
+        assert time.monotonic() - began < 5
+    finally:
+        web.terminate()
+        web.wait(10)
+
+
+def test_head_answers_headers_and_takes_no_place(make_relay: Callable[..., Relay]) -> None:
+    relay = make_relay("--max-per-topic", "1")
+    topic = new_topic()
+    response = httpx.head(f"{relay.url}/v1/topics/{topic}")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert httpx.head(f"{relay.url}/v1/topics/nope").status_code == 400
+    assert relay.health()["listeners"] == 0
+    listener = Listener(relay.url, topic)
+    relay.wait_listeners(1)
+    listener.close()
+    assert listener.error is None
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -160,6 +205,15 @@ def test_the_cli_refuses_bad_options_in_one_line(tmp_path: Path, args: list[str]
     result = run_vsc("push-relay", "run", *[str(cert) if a == "CERT" else a for a in args], check=False, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tls_files_that_do_not_load_are_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    result = run_vsc("push-relay", "run", "--tls-cert", str(junk), "--tls-key", str(junk), check=False, timeout=60)
+    assert result.returncode == 1
+    assert "do not load as a PEM certificate and key" in result.stderr
     assert "Traceback" not in result.stderr
 
 

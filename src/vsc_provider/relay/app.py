@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from vsc_provider.relay import wire
-from vsc_provider.relay.hub import Hub, Limits, RelayFull, TopicFull
+from vsc_provider.relay.hub import Hub, Limits, Listener, RelayFull, TopicFull
 from vsc_provider.relay.stream import EventStream
 
 log = logging.getLogger("vsc.relay")
@@ -96,18 +96,26 @@ class _Stream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            topic = _topic(request)
-            try:
-                listener = self.hub.open(topic)
-            except TopicFull:
-                raise Refusal(429, "too_many_listeners", "this topic has as many listeners as it may") from None
-            except RelayFull:
-                raise Refusal(503, "relay_full", "the relay has as many listeners as it takes") from None
+            listener = self._open(request)
         except Refusal as exc:
             await _refused(request, exc)(scope, receive, send)
             return
+        if listener is None:  # HEAD, which Starlette routes with GET: the headers, and no place taken
+            await Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})(scope, receive, send)
+            return
         stream = EventStream(self.hub, listener, self.settings.keepalive, self.settings.lifetime)
         await stream(scope, receive, send)
+
+    def _open(self, request: Request) -> Listener | None:
+        topic = _topic(request)
+        if request.method == "HEAD":
+            return None
+        try:
+            return self.hub.open(topic)
+        except TopicFull:
+            raise Refusal(429, "too_many_listeners", "this topic has as many listeners as it may") from None
+        except RelayFull:
+            raise Refusal(503, "relay_full", "the relay has as many listeners as it takes") from None
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,14 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def _number(name: str, default: float, help_text: str) -> Callable[[F], F]:
     kind = click.IntRange(1) if isinstance(default, int) else click.FloatRange(0.1)
     return click.option(name, default=default, show_default=True, type=kind, help=help_text)
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """A one-line error for a certificate and key that do not load (uvicorn would print a traceback)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise click.ClickException(f"--tls-cert/--tls-key do not load as a PEM certificate and key: {exc}") from None
 
 
 @click.group("push-relay")
@@ -64,6 +73,8 @@ def run(
         raise click.UsageError("--tls-cert and --tls-key go together")
     if post_token is not None and not post_token.strip():
         raise click.UsageError("--post-token must not be empty")
+    if tls_cert is not None and tls_key is not None:
+        _check_tls(tls_cert, tls_key)
     settings = Settings(
         limits=Limits(max_listeners=max_listeners, max_per_topic=max_per_topic, queue=queue),
         post_token=post_token,

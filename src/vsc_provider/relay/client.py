@@ -90,6 +90,8 @@ def listen(url: str, topic: str, stop: threading.Event | None = None) -> Iterato
             if response.status_code != 200:
                 response.read()
                 raise _refusal(response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise RelayError(f"{url} answered something else than an event stream: is it a push relay?")
             guard = _StopGuard(stop, response)
             try:
                 for name, data in _events(response.iter_lines()):
