@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from jwcrypto import jwe as jwcrypto_jwe
@@ -89,3 +90,29 @@ def test_post_to_received_latency(relay: Relay) -> None:
     # the bound for push on loopback is 200 ms; the relay alone must be far inside it
     assert figures["median_ms"] < 50, figures
     assert figures["p99_ms"] < 200, figures
+
+
+def test_concurrent_posters_lose_nothing(relay: Relay) -> None:
+    # 4 posters at once, 25 posts each, to one topic with 8 listeners (the default cap): all 100 reach all 8
+    topic = new_topic()
+    base = relay.health()["listeners"]
+    listeners = [Listener(relay.url, topic) for _ in range(8)]
+    try:
+        relay.wait_listeners(base + 8)
+        sent = [[fake_jwe(f"{p}-{i}") for i in range(25)] for p in range(4)]
+
+        def poster(jwes: list[str]) -> list[int]:
+            return [post_notification(relay.url, topic, jwe) for jwe in jwes]
+
+        with ThreadPoolExecutor(4) as pool:
+            counts = [n for batch in pool.map(poster, sent) for n in batch]
+        assert counts == [8] * 100
+        expected = sorted(j for batch in sent for j in batch)
+        for listener in listeners:
+            got = [listener.next() for _ in range(100)]
+            assert sorted(got) == expected
+            for batch in sent:  # each poster's own posts arrive in the order it made them
+                assert [j for j in got if j in set(batch)] == batch
+    finally:
+        for listener in listeners:
+            listener.close()
