@@ -142,8 +142,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/topics/{topic}", stream, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
     ]
-    app = Starlette(
+    return Starlette(
         routes=routes, exception_handlers={Refusal: _refused, HTTPException: _http_error, Exception: _crash}
     )
-    app.state.hub = hub
-    return app

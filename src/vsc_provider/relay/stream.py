@@ -2,8 +2,8 @@
 keep-alive comment when idle, and ends after a fixed lifetime.
 
 A plain ASGI callable rather than Starlette's StreamingResponse: the listener must leave the hub the moment
-its client goes away (or it would hold a place under the caps until the next write fails), and whatever
-happens, including a client gone before the first byte.
+its client goes away (or it would hold a place under the caps until the next write failed), and must leave
+it whatever happens, even when the client is gone before the first byte.
 """
 
 from __future__ import annotations

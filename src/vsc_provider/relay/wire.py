@@ -52,8 +52,6 @@ def notification_problem(jwe: object) -> str | None:
         protected = json.loads(b64u_decode(header) or b"")
     except (ValueError, UnicodeDecodeError):
         protected = None
-    if not isinstance(protected, dict) or not isinstance(protected.get("alg"), str):
-        return "the JWE's protected header must be a JSON object with alg and enc"
-    if not isinstance(protected.get("enc"), str):
+    if not isinstance(protected, dict) or not all(isinstance(protected.get(k), str) for k in ("alg", "enc")):
         return "the JWE's protected header must be a JSON object with alg and enc"
     return None
