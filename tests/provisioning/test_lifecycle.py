@@ -265,3 +265,22 @@ def test_login_on_an_online_card_records_the_renew_flag_without_changing_keys(
     run_vsc("card", "renew", serial, "--pin", USER_PIN)
     assert next(c for c in cards() if c["serial"] == serial)["renewal_requested"] is False
     assert not set(certs_of(serial)) & set(before)
+
+
+def test_certificates_near_their_end_are_renewed_at_the_next_contact(
+    id_server: IdServer, tmp_path: Path, vsc_home: Path
+) -> None:
+    fresh = activate(id_server.link("yuri", "light"))["serial"]
+    assert json.loads(run_vsc("identity", "status", fresh).stdout)["renew"] is False  # a year left
+    server = start_server(tmp_path / "short", env={"VSC_SERVER_CERT_DAYS": "20"})  # inside the 30-day window
+    try:
+        serial = activate(server.link("eva", "light"))["serial"]
+        before = {k: c.serial_number for k, c in certs_of(serial).items()}
+        assert json.loads(run_vsc("identity", "status", serial).stdout)["renew"] is True
+        assert "renewal requested" in run_vsc("card", "list").stdout  # recorded until the PIN is at hand
+        result = json.loads(run_vsc("identity", "status", serial, "--pin", USER_PIN).stdout)
+        assert result["renewed"] is True
+        after = {k: c.serial_number for k, c in certs_of(serial).items()}
+        assert len(after) == len(before) and not set(after.values()) & set(before.values())
+    finally:
+        server.stop()

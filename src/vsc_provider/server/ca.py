@@ -20,6 +20,11 @@ from vsc_provider.provisioning import wire
 CERT_DAYS = 365
 
 
+def cert_days() -> int:
+    """How long card certificates last: VSC_SERVER_CERT_DAYS, default CERT_DAYS."""
+    return int(os.environ.get("VSC_SERVER_CERT_DAYS", str(CERT_DAYS)))
+
+
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -108,7 +113,7 @@ class Authority:
         return cls(ca_key, ca_cert, tls_cert_path, tls_key_path, wire.spki_pin(spki))
 
     def issue(
-        self, public_key: Any, user: str, usage: str, days: int = CERT_DAYS, server_url: str = ""
+        self, public_key: Any, user: str, usage: str, days: int | None = None, server_url: str = ""
     ) -> x509.Certificate:
         """A certificate for a device key: the subject is the server's user name, usage from the profile; with
         the server's URL, where its CRL and OCSP answers are (so relying parties can check revocation)."""
@@ -130,7 +135,7 @@ class Authority:
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_after(now + dt.timedelta(days=cert_days() if days is None else days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(ku, critical=True)
             .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
