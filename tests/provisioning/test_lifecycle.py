@@ -182,6 +182,12 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
         binding = api.find_card(serial).record.server or {}
         assert binding["url"] == target.url and "release" not in binding
         assert set(certs_of(serial)) == set(before)
+        # A's copy of the card's SO PIN moved to B: B's administrator can unblock the card
+        with sqlite3.connect(target.data / "server.sqlite") as db:
+            assert db.execute("SELECT so_pin IS NOT NULL FROM devices").fetchall() == [(1,)]
+        device = target.devices()[0]["id"]
+        target.admin("POST", f"/admin/devices/{device}/unblock")
+        assert json.loads(run_vsc("identity", "status", serial).stdout)["unblocked"] is True
     finally:
         target.stop()
 

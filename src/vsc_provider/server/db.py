@@ -55,6 +55,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("keys", "retired", "REAL", "UPDATE keys SET retired = created WHERE active = 0"),
     # the certificate's serial number (hex), for OCSP; filled for older rows by fill_serials()
     ("keys", "serial", "TEXT", None),
+    # the card's SO PIN (sealed), sent at activation, so that the administrator's unblock reaches the card
+    ("devices", "so_pin", "BLOB", None),
+    ("devices", "unblock", "INTEGER NOT NULL DEFAULT 0", None),
 )
 
 
@@ -86,6 +89,7 @@ class Device:
     pin_verifier_next: bytes | None = None
     created: float = 0.0
     confirmed: float | None = None  # the first request signed with its kid; None while only activated
+    so_pin: bytes | None = None  # stored at registration only (read with Database.so_pin)
 
 
 class NewKey(NamedTuple):
@@ -107,7 +111,7 @@ _DEVICE_COLUMNS = (
 
 
 # a device's secrets held by the server: stored sealed (FieldSealer), never in clear
-SEALED_COLUMNS = ("pin_verifier", "server_secret", "pin_verifier_next")
+SEALED_COLUMNS = ("pin_verifier", "server_secret", "pin_verifier_next", "so_pin")
 
 
 class FieldSealer(Protocol):
@@ -253,8 +257,8 @@ class Database:
 
     def _insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
         db.execute(
-            "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret, so_pin)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 dev.id,
                 dev.user,
@@ -264,6 +268,7 @@ class Database:
                 int(attested),
                 self._seal(dev.id, "pin_verifier", dev.pin_verifier),
                 self._seal(dev.id, "server_secret", dev.server_secret),
+                self._seal(dev.id, "so_pin", dev.so_pin),
             ),
         )
 
@@ -287,6 +292,17 @@ class Database:
             row[11],
             row[12],
         )
+
+    def so_pin(self, device_id: str) -> bytes | None:
+        """The card's SO PIN as its device sent it at activation (None for devices activated before)."""
+        with self._lock:
+            row = self._db.execute("SELECT so_pin FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return None if row is None else self._unseal(device_id, "so_pin", row[0])
+
+    def unblock_pending(self, device_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT unblock FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return bool(row and row[0])
 
     def devices(self) -> list[dict[str, Any]]:
         with self._lock:

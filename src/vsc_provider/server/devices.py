@@ -8,6 +8,7 @@ from typing import Any
 
 from cryptography import x509
 
+from vsc_provider.server import jose
 from vsc_provider.server.db import Device
 from vsc_provider.server.state import IdentityServer
 
@@ -32,8 +33,17 @@ def wants_renewal(srv: IdentityServer, dev: Device) -> bool:
 def status(srv: IdentityServer, body: Any) -> dict[str, Any]:
     v = srv.verify(body, "/v1/status", new_key=False)
     assert v.device is not None
-    renew = v.device.state == "active" and wants_renewal(srv, v.device)
-    return {"state": v.device.state, "renew": renew}
+    dev = v.device
+    renew = dev.state == "active" and wants_renewal(srv, dev)
+    answer: dict[str, Any] = {"state": dev.state, "renew": renew}
+    if dev.state == "active" and srv.db.unblock_pending(dev.id):
+        if v.payload.get("unblocked") is True:  # the card cleared its counter with what it got last time
+            srv.db.set_device(dev.id, unblock=0)
+        else:
+            so_pin = srv.db.so_pin(dev.id)
+            if so_pin is not None:
+                answer["unblock"] = jose.jwe_to(dev.jwk, so_pin)
+    return answer
 
 
 def delete(srv: IdentityServer, body: Any) -> dict[str, Any]:
