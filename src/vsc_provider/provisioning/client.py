@@ -6,6 +6,7 @@ certificate, the device id, the sealed device key and the ids of the keys the se
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -57,7 +58,7 @@ def purge_unfinished(eng: Engine) -> int:
 
 def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
     key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, serial)
-    with PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client:
+    with PinnedClient.for_binding(binding) as client:
         body = key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
         return client.call("POST", path, body)
 
@@ -318,6 +319,7 @@ def _finish_activation(
         "offline": not online,
         "pin_check": "server" if online else "local",
         "pin_salt": pv_salt.hex(),
+        "tls_ca": wire.unb64u(result["ca"]).hex(),  # the server's CA: it issues the server's next TLS keys
         "keys": recorded,
         "activated": time.time(),
     }
@@ -353,6 +355,7 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     if result.get("state") in ("deleted", "migrated"):
         wipe(eng, card)
         raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
+    _learn_tls(eng, card)
     if "unblock" in result:
         _unblock(eng, card, result["unblock"])
         result = _device_call(card, "/v1/status", {"unblocked": True}, eng)
@@ -364,6 +367,41 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     elif wanted != bool((card.record.server or {}).get("renew_requested")):
         eng.mark_renewal(card.slot_id, wanted)
     return result
+
+
+def _learn_tls(eng: Engine, card: Card) -> None:
+    """Remember the TLS keys the server announces (a JWS by its protocol key) and its CA, so the card still
+    reaches it after `vsc server rotate-tls --switch`, even if it is offline at that moment."""
+    binding = _active_binding(card)
+    with PinnedClient.for_binding(binding) as client:
+        info = client.call("GET", "/v1/server")
+    try:
+        pins = tls_pins(info)
+        ca = wire.unb64u(info["ca"]).hex()
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("card %s: the server's TLS announcement is not usable: %s", card.serial, exc)
+        return
+    if binding.get("tls_pins") != pins or binding.get("tls_ca") != ca:
+        eng.edit_binding(
+            card.slot_id, lambda b: {**b, "tls_pins": pins, "tls_ca": ca} if b.get("state") == "active" else None
+        )
+
+
+def tls_pins(info: dict[str, Any]) -> list[str]:
+    """The pins of a /v1/server answer's TLS announcement, checked with its protocol key."""
+    from jwcrypto import jwk, jws
+    from jwcrypto.common import JWException
+
+    token = jws.JWS()
+    try:
+        token.deserialize(info["tls"]["announcement"])
+        token.verify(jwk.JWK(**info["jwks"]["keys"][0]), alg="RS256")
+    except JWException as exc:
+        raise ValueError(f"the announcement does not verify: {exc}") from None
+    claims = json.loads(token.payload)
+    if claims.get("typ") != "vsc-tls-pins" or not all(isinstance(p, str) for p in claims.get("pins", [None])):
+        raise ValueError("not a TLS pin announcement")
+    return list(claims["pins"])
 
 
 def _unblock(eng: Engine, card: Card, sealed_so_pin: str) -> None:
@@ -409,7 +447,7 @@ def renew(ref: str, pin: str) -> api.CardInfo:
     binding = _active_binding(card)
     dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
     with (
-        PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client,
+        PinnedClient.for_binding(binding) as client,
         api.session(card, pin=pin),
     ):
         current = [k for k in binding["keys"] if k["format"] != "imported"]

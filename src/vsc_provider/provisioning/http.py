@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from vsc_provider.provisioning import wire
@@ -63,27 +64,53 @@ def fetch_certificate(url: str, pin: str, timeout: float = 10.0) -> bytes:
     return der
 
 
-def _context(cert_der: bytes) -> ssl.SSLContext:
+def _context(cert_der: bytes, ca_der: bytes | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = False  # the pinned certificate itself is the identity
+    ctx.check_hostname = False  # the pinned certificate (or the server's own CA) itself is the identity
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     ctx.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(cert_der))
+    if ca_der is not None:  # the server's CA: TLS keys it issues later (a rotation) are its keys too
+        ctx.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(ca_der))
     return ctx
+
+
+def _issued_by(der: bytes, ca_der: bytes) -> bool:
+    """A TLS server certificate issued by this CA (and for a server: EKU serverAuth)."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    cert, ca = x509.load_der_x509_certificate(der), x509.load_der_x509_certificate(ca_der)
+    try:
+        cert.verify_directly_issued_by(ca)
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in eku
 
 
 class PinnedClient:
     """JSON calls to one server; any other certificate, even a CA-trusted one, fails the handshake."""
 
-    def __init__(self, url: str, pin: str, cert_der: bytes | None = None, timeout: httpx.Timeout = TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        pin: str,
+        cert_der: bytes | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
+        ca_der: bytes | None = None,
+        pins: tuple[str, ...] = (),
+    ) -> None:
         self.url = url.rstrip("/")
         self.pin = pin
+        self.pins = {pin, *pins}  # the key seen at activation, and keys the server announced since
+        self.ca_der = ca_der
+        self.peer_pin = ""  # the pin of the key that answered last
         if cert_der is None or cert_pin(cert_der) != pin:
             cert_der = fetch_certificate(self.url, pin)
         self.cert_der = cert_der
         self._http = httpx.Client(
             base_url=self.url,
-            verify=_context(cert_der),
+            verify=_context(cert_der, ca_der),
             timeout=timeout,
             trust_env=False,
             event_hooks={"response": [self._check_peer]},  # at the headers, while the connection is open
@@ -104,8 +131,9 @@ class PinnedClient:
         stream = response.extensions.get("network_stream")
         tls = stream.get_extra_info("ssl_object") if stream is not None else None
         der = tls.getpeercert(True) if tls is not None else None
-        if not der or cert_pin(der) != self.pin:
+        if not der or not (cert_pin(der) in self.pins or (self.ca_der is not None and _issued_by(der, self.ca_der))):
             raise PinMismatch(f"{self.url} answered with a certificate that does not match the pin")
+        self.peer_pin = cert_pin(der)
 
     def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
@@ -130,6 +158,20 @@ class PinnedClient:
                 data,
             )
         return data
+
+    @classmethod
+    def for_binding(cls, binding: dict[str, Any], timeout: httpx.Timeout = TIMEOUT) -> PinnedClient:
+        """A client to a card's server: the key pinned at activation, the keys the server announced since
+        (`tls_pins`) and its CA (`tls_ca`), so a card offline across a TLS key rotation still connects."""
+        ca = binding.get("tls_ca")
+        return cls(
+            binding["url"],
+            binding["pin"],
+            bytes.fromhex(binding["cert"]),
+            timeout=timeout,
+            ca_der=bytes.fromhex(ca) if ca else None,
+            pins=tuple(binding.get("tls_pins", ())),
+        )
 
     def nonce(self) -> str:
         return str(self.call("GET", "/v1/nonce")["nonce"])

@@ -35,7 +35,7 @@ def _client(binding: dict[str, Any]) -> PinnedClient:
     from vsc_provider.provisioning.http import PinnedClient
 
     timeout = httpx.Timeout(LOGIN_TIMEOUT, connect=CONNECT_TIMEOUT)
-    return PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"]), timeout=timeout)
+    return PinnedClient.for_binding(binding, timeout=timeout)
 
 
 class ServerPinCheck:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -12,10 +11,10 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from vsc_provider.provisioning import wire
+from vsc_provider.server import tls
 
 CERT_DAYS = 365
 
@@ -84,33 +83,8 @@ class Authority:
         assert isinstance(ca_key, rsa.RSAPrivateKey)
         ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
         if not tls_key_path.exists():
-            tls_key = ec.generate_private_key(ec.SECP256R1())
-            sans: list[x509.GeneralName] = []
-            for host in hosts:
-                try:
-                    sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-                except ValueError:
-                    sans.append(x509.DNSName(host))
-            now = dt.datetime.now(dt.UTC)
-            tls = (
-                x509.CertificateBuilder()
-                .subject_name(_name(hosts[0]))
-                .issuer_name(ca_cert.subject)
-                .public_key(tls_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=CERT_DAYS * 2))
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256())
-            )
-            _write_private(tls_key_path, _pem_key(tls_key))
-            tls_cert_path.write_bytes(tls.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes())
-        tls_cert = x509.load_pem_x509_certificate(tls_cert_path.read_bytes())
-        spki = tls_cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return cls(ca_key, ca_cert, tls_cert_path, tls_key_path, wire.spki_pin(spki))
+            tls.write_leaf(data, "tls", ca_key, ca_cert, hosts)
+        return cls(ca_key, ca_cert, tls_cert_path, tls_key_path, tls.pin_of(tls_cert_path))
 
     def issue(
         self, public_key: Any, user: str, usage: str, days: int | None = None, server_url: str = ""

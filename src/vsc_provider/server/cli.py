@@ -77,6 +77,29 @@ def run(data: Path, host: str, port: int, public_url: str | None) -> None:
     )
 
 
+@server.command("rotate-tls")
+@_DATA
+@click.option("--switch", is_flag=True, help="present the announced key from the next start on")
+def rotate_tls(data: Path, switch: bool) -> None:
+    """Rotate the server's TLS key in two steps: announce the next key (cards learn it at their next contact),
+    later --switch to it and restart. Cards also trust keys the server's CA issues, so none is cut off."""
+    from vsc_provider.server import tls
+    from vsc_provider.server.ca import Authority
+
+    if not (data / "tls.pem").exists():
+        raise click.ClickException(f"no server has run with --data {data}")
+    if switch:
+        try:
+            pin = tls.switch(data)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"the server presents the key {pin} from its next start: restart it now")
+        return
+    authority = Authority.load_or_create(data, tls.hosts_of(data / "tls.pem"))
+    pin = tls.announce(data, authority.key, authority.cert)
+    click.echo(f"announced the next TLS key {pin}; cards learn it at their next contact; then run with --switch")
+
+
 @server.group("activation")
 def activation() -> None:
     """One-time activation links."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
 from vsc_provider.provisioning import wire
+from vsc_provider.server import jose, tls
 from vsc_provider.server.state import IdentityServer
 
 
@@ -17,7 +19,16 @@ def info(srv: IdentityServer) -> dict[str, Any]:
         "jwks": srv.public_jwks(),
         "ca": wire.b64u(srv.authority.cert.public_bytes(serialization.Encoding.DER)),
         "attestation_required": bool(srv.attestation_keys()),
+        "tls": {"announcement": tls_announcement(srv)},
     }
+
+
+def tls_announcement(srv: IdentityServer) -> str:
+    """The TLS keys cards should accept (the current one and one announced by `vsc server rotate-tls`), in a
+    compact JWS by the protocol key."""
+    announced = tls.next_pin(srv.data)  # read each time: `rotate-tls` runs beside a running server
+    pins = [srv.authority.tls_pin, *([announced] if announced else [])]
+    return jose.sign_compact(srv.protocol_key, {"typ": "vsc-tls-pins", "pins": pins, "iat": int(time.time())})
 
 
 def new_nonce(srv: IdentityServer) -> str:
