@@ -132,6 +132,11 @@ def test_setup_url_handler_registers_with_xdg_mime_and_undoes(tmp_path):
         return done.stdout.strip()
 
     assert query() == ""
+    # The user's own choices (and comments) in mimeapps.list are kept, through setup and undo.
+    mimeapps = home / "config" / "mimeapps.list"
+    mimeapps.parent.mkdir(parents=True)
+    mine = "# chosen by me\n[Default Applications]\ntext/html=firefox-esr.desktop\n"
+    mimeapps.write_text(mine)
     first = run_vsc("setup", "url-handler", env=env).stdout
     entry = home / "data" / "applications" / "vsc-personal.desktop"
     assert f"wrote {entry}" in first and "xdg-mime default" in first
@@ -153,6 +158,7 @@ def test_setup_url_handler_registers_with_xdg_mime_and_undoes(tmp_path):
     assert f"removed {entry}" in undone and "mimeapps.list" in undone
     assert not entry.exists()
     assert query() == ""
+    assert mimeapps.read_text().startswith(mine) and "personal" not in mimeapps.read_text()
     assert "nothing to change" in run_vsc("setup", "url-handler", "--undo", env=env).stdout
 
 

@@ -104,24 +104,30 @@ def _is_default() -> bool:
 
 
 def _forget_default() -> bool:
-    """Remove our entry as the default for personal:// from mimeapps.list (xdg-mime has no command for it)."""
+    """Remove our entry as the handler of personal:// from mimeapps.list (xdg-mime has no command for it),
+    editing only those lines so that the user's other choices and comments stay as they are."""
     path = mimeapps_list()
-    parser = _read_mimeapps(path)
+    if not path.exists():
+        return False
+    kept: list[str] = []
+    section = ""
     changed = False
-    for section in ("Default Applications", "Added Associations"):
-        if parser.has_option(section, MIME_TYPE):
-            old = [d for d in parser.get(section, MIME_TYPE).split(";") if d]
-            rest = [d for d in old if d != DESKTOP_FILE]
-            if rest == old:
+    for line in path.read_text().splitlines(keepends=True):
+        text = line.strip()
+        if text.startswith("["):
+            section = text
+        name, sep, value = text.partition("=")
+        if section in ("[Default Applications]", "[Added Associations]") and sep and name.strip() == MIME_TYPE:
+            entries = [d for d in value.split(";") if d.strip()]
+            rest = [d for d in entries if d.strip() != DESKTOP_FILE]
+            if rest != entries:
+                changed = True
+                if rest:
+                    kept.append(f"{MIME_TYPE}={';'.join(rest)};\n")
                 continue
-            if rest:
-                parser.set(section, MIME_TYPE, ";".join(rest) + ";")
-            else:
-                parser.remove_option(section, MIME_TYPE)
-            changed = True
+        kept.append(line)
     if changed:
-        with path.open("w") as out:
-            parser.write(out, space_around_delimiters=False)
+        path.write_text("".join(kept))
     return changed
 
 
