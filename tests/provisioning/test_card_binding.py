@@ -37,10 +37,11 @@ def strings(value: Any) -> list[str]:
 
 
 def test_card_show_json_has_the_binding_and_keys_but_no_secrets(id_server: IdServer, vsc_home: Path) -> None:
+    before = {d["id"] for d in id_server.devices()}
     activated = json.loads(run_vsc("activate", id_server.link("bob"), "--pin", USER_PIN, "--json").stdout)
     serial = activated["serial"]
     shown = json.loads(run_vsc("card", "show", serial, "--json").stdout)
-    device = next(d for d in id_server.devices() if d["user"] == "bob")
+    (device,) = [d for d in id_server.devices() if d["id"] not in before]
     binding = shown["binding"]
     assert binding["server"] == id_server.url
     assert binding["user"] == "bob" and binding["profile"] == "default"
