@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential python3-venv ca-certificates sqlite3
+  build-essential python3-venv ca-certificates sqlite3 xdg-utils desktop-file-utils
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin libnss3-tools
-  openssh-client openssh-server openvpn p11-kit curl firefox-esr xdg-utils desktop-file-utils
+  openssh-client openssh-server openvpn p11-kit curl firefox-esr
 )
 missing=()
 for p in "${packages[@]}"; do
