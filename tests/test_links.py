@@ -43,11 +43,11 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_request_link_prints_the_agents_page_without_a_desktop(vsc_home):
     write_agent_file(vsc_home, os.getpid())  # this test's process stands for a running agent
     out = run_vsc("open", "personal://request?id=req_7-AbC", env=NO_DESKTOP).stdout
-    assert out.strip() == AGENT_URL + "request/req_7-AbC"
+    assert out.strip() == AGENT_URL + "requests/req_7-AbC"
     # The agent's URL without its trailing slash still gives the same page.
     write_agent_file(vsc_home, os.getpid(), AGENT_URL.rstrip("/"))
     out = run_vsc("open", "personal://request?id=req_7-AbC", env=NO_DESKTOP).stdout
-    assert out.strip() == AGENT_URL + "request/req_7-AbC"
+    assert out.strip() == AGENT_URL + "requests/req_7-AbC"
 
 
 def test_request_link_without_a_running_agent(vsc_home):
@@ -101,7 +101,7 @@ def test_request_link_opens_the_page_with_xdg_open_on_a_desktop(vsc_home, tmp_pa
         "XDG_CONFIG_DIRS": str(tmp_path / "none"),
     }
     out = run_vsc("open", "personal://request?id=r1", env=env).stdout
-    page = AGENT_URL + "request/r1"
+    page = AGENT_URL + "requests/r1"
     assert out.strip() == f"opened {page}"
     deadline = time.monotonic() + 20
     while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 `personal://request?id=ID[&server=URL]` opens the running agent's approval page on that request.
 
 The agent says where its page is in `$VSC_HOME/agent.json`: `{"pid": <its pid>, "url":
-"http://127.0.0.1:PORT/TOKEN/"}`; the page of one request is `<url>request/<ID>`.
+"http://127.0.0.1:PORT/TOKEN/"}`; the page of one request is `<url>requests/<ID>`.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def agent_url() -> str:
 def request_page(link: RequestLink) -> str:
     if link.server is not None:
         _check_server(link.server)
-    return f"{agent_url()}request/{quote(link.id, safe='')}"
+    return f"{agent_url()}requests/{quote(link.id, safe='')}"
 
 
 def _check_server(server: str) -> None:

@@ -23,4 +23,4 @@ def test_activation_link_through_vsc_open(id_server: IdServer, vsc_home: Path) -
     # A request link for this card's server reaches the agent's page.
     (vsc_home / "agent.json").write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:1/t/"}))
     request = run_vsc("open", f"personal://request?id=r9&server={id_server.url}", env={"DISPLAY": ""}).stdout
-    assert request.strip() == "http://127.0.0.1:1/t/request/r9"
+    assert request.strip() == "http://127.0.0.1:1/t/requests/r9"
