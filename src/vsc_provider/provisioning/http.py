@@ -81,7 +81,13 @@ class PinnedClient:
         if cert_der is None or cert_pin(cert_der) != pin:
             cert_der = fetch_certificate(self.url, pin)
         self.cert_der = cert_der
-        self._http = httpx.Client(base_url=self.url, verify=_context(cert_der), timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.url,
+            verify=_context(cert_der),
+            timeout=timeout,
+            trust_env=False,
+            event_hooks={"response": [self._check_peer]},  # at the headers, while the connection is open
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -93,6 +99,8 @@ class PinnedClient:
         self.close()
 
     def _check_peer(self, response: httpx.Response) -> None:
+        """The pin, checked again on the connection that answered (the handshake trusted only the pinned
+        certificate already): run as the response's headers arrive, before the server may close it."""
         stream = response.extensions.get("network_stream")
         tls = stream.get_extra_info("ssl_object") if stream is not None else None
         der = tls.getpeercert(True) if tls is not None else None
@@ -108,7 +116,6 @@ class PinnedClient:
             raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
         except httpx.HTTPError as exc:
             raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
-        self._check_peer(response)
         try:
             data = response.json()
         except ValueError:
