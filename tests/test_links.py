@@ -167,3 +167,28 @@ def test_exec_quoting_follows_the_desktop_entry_rules():
     assert url_handler._exec_arg("/opt/my tools/vsc") == '"/opt/my tools/vsc"'
     assert url_handler._exec_arg('/a b/"q"$') == '"/a b/\\\\"q\\\\"\\\\$"'
     assert url_handler._exec_arg("/x/100%/vsc") == "/x/100%%/vsc"
+
+
+def test_request_link_reaches_the_real_approval_page(vsc_home):
+    """The page the link names is the approval page's own route: served here by page_server as the agent
+    serves it, over a request source holding one request."""
+    import httpx
+
+    from tests.requests.page_support import MemorySource, request
+    from vsc_provider.requests.model import MetadataItem
+    from vsc_provider.requests.page_server import serve
+
+    source = MemorySource.holding(request("req-42", (MetadataItem("text", "Transfer", b"250 EUR to Carol"),)))
+    url, stop = serve(source)
+    try:
+        write_agent_file(vsc_home, os.getpid(), url)
+        page = run_vsc("open", "personal://request?id=req-42", env=NO_DESKTOP).stdout.strip()
+        assert page == url + "requests/req-42"
+        shown = httpx.get(page, trust_env=False, timeout=30)
+        assert shown.status_code == 200, shown.text
+        assert "250 EUR to Carol" in shown.text and "Example Bank" in shown.text
+        # A link for a request that is not pending names a page that says so (not someone else's request).
+        gone = run_vsc("open", "personal://request?id=req-43", env=NO_DESKTOP).stdout.strip()
+        assert httpx.get(gone, trust_env=False, timeout=30).status_code == 404
+    finally:
+        stop()

@@ -14,7 +14,7 @@ from tests.conftest import USER_PIN, run_vsc
 from tests.server.idserver import IdServer
 from vsc_provider import api
 
-SECRET_FIELDS = {"device_key", "pin_salt", "secret", "link", "offer", "made", "cert", "pin", "pid"}
+SECRET_FIELDS = {"device_key", "pin_salt", "secret", "link", "offer", "made", "cert", "pin", "pid", "mac"}
 
 
 def walk(value: Any) -> list[tuple[str, Any]]:
@@ -51,7 +51,7 @@ def test_card_show_json_has_the_binding_and_keys_but_no_secrets(id_server: IdSer
     stored = api.find_card(serial).record.server or {}
     assert {k for k, _ in walk(shown)} & SECRET_FIELDS == set()
     text = json.dumps(shown)
-    for field in ("device_key", "pin_salt", "cert"):
+    for field in ("device_key", "pin_salt", "cert", "mac"):
         assert str(stored[field]) not in text, field
 
     # Every key the server issued is listed with its usage, as a JWK and a PEM matching its certificate.
