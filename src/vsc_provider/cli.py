@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from vsc_provider import api, module
+from vsc_provider.cli_keys import export_public
 from vsc_provider.cli_support import ask, friendly, new_pin, server_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +39,8 @@ class LazyGroup(click.Group):
         "activate": "vsc_provider.provisioning.cli:activate",
         "identity": "vsc_provider.provisioning.cli:identity",
         "push-relay": "vsc_provider.relay.cli:push_relay",
+        "licenses": "vsc_provider.licenses:licenses",
+        "open": "vsc_provider.links:open_link",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",
     }
@@ -132,9 +135,13 @@ def card_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
 def card_show(card_ref: str, pin: str | None, as_json: bool) -> None:
-    """Show one card (by serial, slot or label)."""
-    info = api.list_objects(card_ref, pin)
-    emit(info.to_json(), as_json, lambda: _print_card(info))
+    """Show one card (by serial, slot or label); with --json also its server binding and public keys (JWK, PEM)."""
+    if as_json:
+        from vsc_provider import key_info
+
+        click.echo(json.dumps(key_info.card_metadata(card_ref, pin), indent=2))
+        return
+    _print_card(api.list_objects(card_ref, pin))
 
 
 @card.command("delete")
@@ -228,6 +235,9 @@ def key_delete(card_ref: str, selector: str, pin: str | None) -> None:
     api.check_objects(card_ref, selector)
     count = api.delete_objects(card_ref, selector, ask(pin, "User PIN"))
     click.echo(f"deleted {count} object(s)")
+
+
+key.add_command(export_public)
 
 
 @main.group()

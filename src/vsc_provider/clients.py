@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from vsc_provider import module
+from vsc_provider import module, url_handler
 
 NSS_MODULE_NAME = "vsc-provider"
 P11KIT_FILE_NAME = "vsc-provider.module"
@@ -231,7 +231,8 @@ def setup_ssh(config: Path, undo: bool = False) -> list[str]:
 
 @click.group("setup")
 def setup() -> None:
-    """Register the PKCS#11 module with Firefox, NSS, p11-kit and OpenSSH (idempotent; --undo reverts)."""
+    """Register the PKCS#11 module with Firefox, NSS, p11-kit and OpenSSH, and the personal:// link handler
+    (idempotent; --undo reverts)."""
 
 
 @setup.command("nss")
@@ -305,3 +306,6 @@ def setup_ssh_cmd(write: bool, config: Path | None, undo: bool) -> None:
         click.echo(f"# agent:   ssh-agent -P '{lib}' and then ssh-add -s {lib}", err=True)
         return
     _report(setup_ssh(target, undo), f"nothing to change in {target}")
+
+
+setup.add_command(url_handler.setup_url_handler)
