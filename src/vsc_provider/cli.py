@@ -37,6 +37,7 @@ class LazyGroup(click.Group):
     lazy: ClassVar[dict[str, str]] = {
         "activate": "vsc_provider.provisioning.cli:activate",
         "identity": "vsc_provider.provisioning.cli:identity",
+        "otp": "vsc_provider.oath.cli:otp",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",
     }
