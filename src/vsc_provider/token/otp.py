@@ -107,7 +107,8 @@ def key_attrs(spec: OtpSpec, issuer: str, account: str, label: str, key_id: byte
         C.CKA_EXTRACTABLE: False,
         C.CKA_NEVER_EXTRACTABLE: True,
         C.CKA_LOCAL: False,
-        C.CKA_MODIFIABLE: False,
+        C.CKA_MODIFIABLE: False,  # only the HOTP counter moves, in the store's own transaction
+        C.CKA_COPYABLE: False,  # a copy would fork a HOTP counter
         C.CKA_DESTROYABLE: True,
         C.CKA_ALLOWED_MECHANISMS: [C.CKM_HOTP if spec.kind == "hotp" else C.CKM_VSC_TOTP],
         C.CKA_OTP_FORMAT: C.CK_OTP_FORMAT_DECIMAL,
