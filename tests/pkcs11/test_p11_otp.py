@@ -273,3 +273,87 @@ def pykcs11_code(module_path: str) -> None:
         session.logout()
     finally:
         lib.unload()
+
+
+def spec_template(**changes: bytes) -> list[tuple[int, bytes]]:
+    """The HOTP key template of the PKCS#11 specification's example, with changes (attribute name: value)."""
+    values = {
+        C.CKA_CLASS: A.ULONG.pack(C.CKO_OTP_KEY),
+        C.CKA_KEY_TYPE: A.ULONG.pack(C.CKK_HOTP),
+        C.CKA_TOKEN: b"\x01",
+        C.CKA_SENSITIVE: b"\x01",
+        C.CKA_LABEL: b"HOTP secret key object",
+        C.CKA_SIGN: b"\x01",
+        C.CKA_VERIFY: b"\x01",
+        C.CKA_ID: b"\x42",
+        C.CKA_OTP_FORMAT: A.ULONG.pack(C.CK_OTP_FORMAT_DECIMAL),
+        C.CKA_OTP_LENGTH: A.ULONG.pack(6),
+        C.CKA_OTP_COUNTER: (2).to_bytes(8, "big"),
+        C.CKA_VALUE: RFC_SECRET,
+    }
+    for name, value in changes.items():
+        values[getattr(C, name)] = value
+    return list(values.items())
+
+
+def create(m: RawModule, h: int, pairs: list[tuple[int, bytes]]) -> tuple[int, int]:
+    attrs, _keep = make_template(pairs)
+    handle = ctypes.c_ulong()
+    rv = m.C_CreateObject(h, attrs, len(pairs), ctypes.byref(handle))
+    return int(rv), handle.value
+
+
+def test_create_object_with_the_standard_hotp_template(raw: tuple[RawModule, int]) -> None:
+    m, h = raw
+    rv, key = create(m, h, spec_template())
+    assert rv == C.CKR_OK
+    assert sign(m, h, key, C.CKM_HOTP)[C.CK_OTP_VALUE] == RFC4226[2].encode()
+    assert stored_counter(m, h, key) == 3
+    attrs, _keep = make_template([(C.CKA_VALUE, b"\0" * 64)])
+    assert m.C_GetAttributeValue(h, key, attrs, 1) == C.CKR_ATTRIBUTE_SENSITIVE
+    copy = ctypes.c_ulong()
+    assert m.C_CopyObject(h, key, None, 0, ctypes.byref(copy)) == C.CKR_ACTION_PROHIBITED
+    assert m.C_Logout(h) == C.CKR_OK
+    try:
+        assert m.C_DestroyObject(h, key) == C.CKR_USER_NOT_LOGGED_IN  # its names are public, its secret not
+    finally:
+        assert m.login(h, USER_PIN) == C.CKR_OK
+    assert m.C_DestroyObject(h, key) == C.CKR_OK
+
+
+@pytest.mark.parametrize(
+    ("changes", "rv"),
+    [
+        ({"CKA_TOKEN": b"\x00"}, C.CKR_TEMPLATE_INCONSISTENT),
+        ({"CKA_EXTRACTABLE": b"\x01"}, C.CKR_TEMPLATE_INCONSISTENT),
+        ({"CKA_SENSITIVE": b"\x00"}, C.CKR_TEMPLATE_INCONSISTENT),
+        ({"CKA_KEY_TYPE": A.ULONG.pack(C.CKK_AES)}, C.CKR_TEMPLATE_INCONSISTENT),
+        ({"CKA_OTP_LENGTH": A.ULONG.pack(4)}, C.CKR_ATTRIBUTE_VALUE_INVALID),
+        ({"CKA_OTP_FORMAT": A.ULONG.pack(C.CK_OTP_FORMAT_BINARY)}, C.CKR_ATTRIBUTE_VALUE_INVALID),
+        ({"CKA_OTP_COUNTER": b"\x01\x02"}, C.CKR_ATTRIBUTE_VALUE_INVALID),
+        ({"CKA_VALUE": b""}, C.CKR_ATTRIBUTE_VALUE_INVALID),
+        ({"CKA_VSC_OTP_HASH": A.ULONG.pack(C.CKM_SHA384)}, C.CKR_ATTRIBUTE_VALUE_INVALID),
+    ],
+)
+def test_create_object_refuses(raw: tuple[RawModule, int], changes: dict[str, bytes], rv: int) -> None:
+    m, h = raw
+    assert create(m, h, spec_template(**changes))[0] == rv
+
+
+def test_create_object_of_a_totp_key(raw: tuple[RawModule, int]) -> None:
+    m, h = raw
+    changes = {
+        "CKA_KEY_TYPE": A.ULONG.pack(C.CKK_VSC_TOTP),
+        "CKA_VSC_OTP_HASH": A.ULONG.pack(C.CKM_SHA512),
+        "CKA_OTP_LENGTH": A.ULONG.pack(8),
+        "CKA_OTP_TIME_INTERVAL": A.ULONG.pack(30),
+        "CKA_OTP_COUNTER": b"",
+        "CKA_VALUE": RFC_SEEDS["SHA512"],
+        "CKA_PRIVATE": b"\x01",
+    }
+    pairs = [(a, v) for a, v in spec_template(**changes) if a != C.CKA_OTP_COUNTER]
+    rv, key = create(m, h, pairs)
+    assert rv == C.CKR_OK
+    info = sign(m, h, key, C.CKM_VSC_TOTP, otp_params((C.CK_OTP_TIME, TIMES[1234567890])))
+    assert info[C.CK_OTP_VALUE] == RFC6238[1234567890][2].encode()
+    assert m.C_DestroyObject(h, key) == C.CKR_OK

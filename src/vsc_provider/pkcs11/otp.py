@@ -183,6 +183,68 @@ def sign_init(s: Session, mech: Mechanism, key: int) -> None:
     s.sign = Operation(signer, obj, False, signer.length)
 
 
+# What a C_CreateObject template may say of an OTP key besides what object_from_template reads: attributes
+# that describe the key without changing how it is kept (anything else must agree with what the token sets).
+# CKA_PRIVATE true hides the names until login (the secret is sealed under the data key either way).
+_DESCRIPTIVE = frozenset(
+    {
+        C.CKA_START_DATE,
+        C.CKA_END_DATE,
+        C.CKA_OTP_SERVICE_LOGO,
+        C.CKA_OTP_SERVICE_LOGO_TYPE,
+        C.CKA_VALUE_LEN,
+        C.CKA_PRIVATE,
+        C.CKA_VERIFY,
+    }
+)
+
+
+def object_from_template(template: dict[int, bytes]) -> tuple[dict[int, bytes], bytes]:
+    """C_CreateObject of a CKO_OTP_KEY (the standard's HOTP template, or a CKK_VSC_TOTP key): its attributes
+    and secret. The key is a token object, sensitive and never extractable whatever the template says."""
+    from vsc_provider.pkcs11 import templates as T
+
+    key_type = T.ulong(template, C.CKA_KEY_TYPE)
+    if key_type not in (C.CKK_HOTP, C.CKK_VSC_TOTP):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "OTP keys are of type CKK_HOTP or CKK_VSC_TOTP")
+    if not T.flag(template, C.CKA_TOKEN, False):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "OTP keys are token objects (their counter lives in the store)")
+    value = T.require(template, C.CKA_VALUE)
+    if not 0 < len(value) <= 128:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "OTP secrets have 1 to 128 bytes")
+    if T.ulong(template, C.CKA_VALUE_LEN) not in (None, len(value)):
+        raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN differs from the value's length")
+    if T.ulong(template, C.CKA_OTP_FORMAT) not in (None, C.CK_OTP_FORMAT_DECIMAL):
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "this token's OTP codes are decimal")
+    algorithm = otp.HASH_NAMES.get(T.ulong(template, C.CKA_VSC_OTP_HASH) or C.CKM_SHA_1)
+    if algorithm is None:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_VSC_OTP_HASH is CKM_SHA_1, CKM_SHA256 or CKM_SHA512")
+    counter = template.get(C.CKA_OTP_COUNTER, b"")
+    if counter and len(counter) != 8:
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_OTP_COUNTER has 8 bytes, big-endian")
+    spec = otp.OtpSpec(
+        "hotp" if key_type == C.CKK_HOTP else "totp",
+        algorithm,
+        T.ulong(template, C.CKA_OTP_LENGTH) or 6,
+        T.ulong(template, C.CKA_OTP_TIME_INTERVAL) or 30,
+        T.ulong(template, C.CKA_VSC_OTP_T0) or 0,
+        int.from_bytes(counter, "big"),
+    )
+    built = otp.key_attrs(
+        spec,
+        T.text(template, C.CKA_OTP_SERVICE_IDENTIFIER),
+        T.text(template, C.CKA_OTP_USER_IDENTIFIER),
+        T.text(template, C.CKA_LABEL),
+        template.get(C.CKA_ID, b""),
+    )
+    for attr, raw in template.items():
+        if attr in _DESCRIPTIVE:
+            built[attr] = raw
+        elif attr != C.CKA_VALUE and built.get(attr) != raw:
+            raise CKRError(C.CKR_TEMPLATE_INCONSISTENT, f"attribute 0x{attr:x} cannot be set so on an OTP key")
+    return built, value
+
+
 def relocate(out: Any, base: int) -> bytes:
     """What the glue copies to the caller's buffer at `base`: an OTP answer laid out there, else `out`."""
     return out.at(base) if isinstance(out, OtpSignature) else out

@@ -26,8 +26,8 @@ def keys(card: Card) -> list[TokenObject]:
 
 def display_name(obj: TokenObject) -> str:
     """`issuer:account` as in an otpauth label (the account alone when there is no issuer)."""
-    issuer, account, _ = otp.names(obj.attrs)
-    return f"{issuer}:{account}" if issuer else account
+    issuer, account, label = otp.names(obj.attrs)
+    return (f"{issuer}:{account}" if issuer else account) or label  # a PKCS#11 program may give a label only
 
 
 def find(card: Card, name: str) -> TokenObject:
