@@ -147,14 +147,14 @@ class OtpSigner:
             if self.req.next_otp:
                 at += self.spec.period
             spec = self.spec if self.req.digits is None else self.spec._replace(digits=self.req.digits)
-            secret = engine.material(self.card, self.obj)
+            secret = bytes(engine.crypto_key(self.card, self.obj))
             code = otp.totp(secret, at, spec)
             when = time.strftime("%Y%m%d%H%M%S", time.gmtime(int(at))).encode()
             return OtpSignature(((C.CK_OTP_VALUE, code.code.encode()), (C.CK_OTP_TIME, when)))
         got = otp_keys.code(engine, self.card, self.obj, counter=self.req.counter)
         value = got.code
         if self.req.digits is not None and self.req.digits != self.spec.digits:
-            secret = engine.material(self.card, self.obj)
+            secret = bytes(engine.crypto_key(self.card, self.obj))
             value = otp.hotp(secret, got.moving_factor, self.req.digits, self.spec.algorithm)
         counter = otp.counter_bytes(got.moving_factor)
         return OtpSignature(((C.CK_OTP_VALUE, value.encode()), (C.CK_OTP_COUNTER, counter)))

@@ -67,7 +67,7 @@ def add(
 def _secret(engine: Engine, card: Card, obj: TokenObject) -> bytes:
     if not card.user or card.data_key is None:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use an OTP key")
-    return sealing.material(engine.device_key, card, obj)
+    return bytes(sealing.crypto_key(engine.device_key, card, obj))  # unsealed once per login, as keys are
 
 
 def code(engine: Engine, card: Card, obj: TokenObject, at: float | None = None, counter: int | None = None) -> otp.Code:

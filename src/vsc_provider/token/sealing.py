@@ -67,7 +67,7 @@ def crypto_key(device_key: bytes, card: Card, obj: TokenObject) -> Any:
         from vsc_provider.token import dsa_dh  # noqa: F401 - quiets `cryptography`'s FFDH warning
     if obj.klass == C.CKO_PRIVATE_KEY:
         key = serialization.load_der_private_key(material(device_key, card, obj), password=None)
-    elif obj.klass == C.CKO_SECRET_KEY:
+    elif obj.klass in (C.CKO_SECRET_KEY, C.CKO_OTP_KEY):
         key = material(device_key, card, obj)
     elif obj.klass in (C.CKO_PUBLIC_KEY, C.CKO_CERTIFICATE):
         info = obj.attrs.get(C.CKA_PUBLIC_KEY_INFO)
