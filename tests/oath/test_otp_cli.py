@@ -136,6 +136,17 @@ def test_add_by_qr_label_delete_and_wrong_pin(card: str, tmp_path: Path) -> None
     assert missing.returncode != 0 and "no OTP account 'nobody'" in missing.stderr
     assert "deleted Shop:dave" in run_vsc("otp", "delete", "--card", "Test card", "Shop:dave", "--pin", USER_PIN).stdout
     assert vsc_json("otp", "list", "--card", "Test card") == []
+    # A QR code of an export given to `add` is taken too.
+    exported = tmp_path / "export.png"
+    qrcode.make(migration_link([{"secret": secret, "name": "erin", "issuer": "Mail", "type": 2}])).save(exported)
+    assert (
+        "added Mail:erin"
+        in run_vsc("otp", "add", "--card", "Test card", "--qr", str(exported), "--pin", USER_PIN).stdout
+    )
+    assert vsc_json("otp", "code", "--card", "Test card", "erin", "--pin", USER_PIN, "--at", "30")["code"] == otp.hotp(
+        secret, 1
+    )
+    run_vsc("otp", "delete", "--card", "Test card", "erin", "--pin", USER_PIN)
     blank = tmp_path / "blank.png"
     qrcode.make("x").get_image().crop((0, 0, 10, 10)).save(blank)
     result = run_vsc("otp", "add", "--card", "Test card", "--qr", str(blank), "--pin", USER_PIN, check=False)

@@ -50,12 +50,9 @@ def otp() -> None:
 def otp_add(
     card_ref: str, link: str | None, qr: tuple[Path, ...], label: str | None, pin: str | None, as_json: bool
 ) -> None:
-    """Add the account of an otpauth://totp/... or otpauth://hotp/... LINK (or of the QR code in --qr)."""
-    links = _links(link, qr)
-    for text in links:
-        if text.strip().lower().startswith("otpauth-migration:"):
-            raise click.ClickException("that is a Google Authenticator export: use vsc otp import")
-    found = [A.parse_otpauth(text) for text in links]
+    """Add the account of an otpauth://totp/... or otpauth://hotp/... LINK (or of the QR code in --qr); a
+    Google Authenticator export link is taken too (its accounts, as `vsc otp import` takes them)."""
+    found = [acc for text in _links(link, qr) for acc in A.parse_any(text)]
     if label and len(found) > 1:
         raise click.UsageError("--label names one account")
     _show(service.add(card_ref, found, ask(pin, "User PIN"), label), as_json)
