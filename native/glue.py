@@ -22,6 +22,7 @@ from vsc_provider.ck.params import (
     HkdfParams,
     Mechanism,
     OaepParams,
+    OtpParams,
     PssParams,
     SignContextParams,
 )
@@ -42,6 +43,9 @@ from vsc_provider.pkcs11 import (
 )
 from vsc_provider.pkcs11 import (
     objects as _objects,
+)
+from vsc_provider.pkcs11 import (
+    otp as _otp,
 )
 from vsc_provider.pkcs11 import (
     random as _random,
@@ -125,6 +129,8 @@ def _deliver(compute, p_out, pul_len):
     n = len(out)
     pul_len[0] = n
     if p_out != NULL and n:
+        if out.__class__ is not bytes:  # an OTP answer (C_SignFinal): its pointers point into the buffer
+            out = _otp.relocate(out, int(ffi.cast("uintptr_t", p_out)))
         _memmove(p_out, out, n)
     return OK
 
@@ -200,6 +206,8 @@ def _mechanism(p_mech):
     if mtype == C.CKM_EDDSA:
         p = _struct("CK_EDDSA_PARAMS", p_mech)
         return Mechanism(mtype, EddsaParams(bool(p.phFlag), _bytes(p.pContextData, p.ulContextDataLen)))
+    if mtype in _OTP:
+        return Mechanism(mtype, _otp_params(_struct("CK_OTP_PARAMS", p_mech)))
     if mtype == C.CKM_ML_DSA:
         p = _struct("CK_SIGN_ADDITIONAL_CONTEXT", p_mech)
         return Mechanism(mtype, SignContextParams(p.hedgeVariant, _bytes(p.pContext, p.ulContextLen)))
@@ -207,6 +215,23 @@ def _mechanism(p_mech):
     if param is not None:
         return Mechanism(mtype, param)
     return Mechanism(mtype, _bytes(p_mech.pParameter, n))
+
+
+_OTP = frozenset({C.CKM_HOTP, C.CKM_VSC_TOTP})
+
+
+def _otp_params(p):
+    """CK_OTP_PARAMS as (type, value) pairs; a NULL array with a count, or a NULL value with a length, is
+    CKR_MECHANISM_PARAM_INVALID (the standard defines 8 types: more than 16 is no real request)."""
+    if p.ulCount and (p.pParams == NULL or p.ulCount > 16):
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "CK_OTP_PARAMS with a NULL or oversized array")
+    out = []
+    for i in range(p.ulCount):
+        q = p.pParams[i]
+        if q.ulValueLen and (q.pValue == NULL or q.ulValueLen > 4096):
+            raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "a CK_OTP_PARAM with a NULL or oversized value")
+        out.append((int(q.type), _buffer(ffi.cast("CK_BYTE_PTR", q.pValue), q.ulValueLen)[:] if q.ulValueLen else b""))
+    return OtpParams(tuple(out))
 
 
 # Parameters that are one CK_ULONG: a MAC length, a key handle, a bit index.
@@ -660,6 +685,8 @@ def C_Sign(h, p_data, data_len, p_sig, pul_sig):
     n = len(out)
     pul_sig[0] = n
     if p_sig != NULL:
+        if out.__class__ is not bytes:  # an OTP answer: its pointers point into the caller's buffer
+            out = _otp.relocate(out, int(ffi.cast("uintptr_t", p_sig)))
         _memmove(p_sig, out, n)
     return OK
 

@@ -158,6 +158,18 @@ typedef struct CK_SIGN_ADDITIONAL_CONTEXT {
     CK_ULONG ulContextLen;
 } CK_SIGN_ADDITIONAL_CONTEXT;
 
+/* One-time passwords: the parameter of CKM_HOTP (and this token's CKM_VSC_TOTP). */
+typedef struct CK_OTP_PARAM {
+    CK_ULONG type;
+    CK_VOID_PTR pValue;
+    CK_ULONG ulValueLen;
+} CK_OTP_PARAM;
+
+typedef struct CK_OTP_PARAMS {
+    CK_OTP_PARAM *pParams;
+    CK_ULONG ulCount;
+} CK_OTP_PARAMS;
+
 typedef struct CK_AES_CTR_PARAMS {
     CK_ULONG ulCounterBits;
     CK_BYTE cb[16];

@@ -41,6 +41,7 @@ class LazyGroup(click.Group):
         "push-relay": "vsc_provider.relay.cli:push_relay",
         "licenses": "vsc_provider.licenses:licenses",
         "open": "vsc_provider.links:open_link",
+        "otp": "vsc_provider.oath.cli:otp",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",
     }

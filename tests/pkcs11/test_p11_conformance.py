@@ -217,3 +217,21 @@ def test_unwrap_a_known_key_as_sensitive_is_refused(session: pkcs11.Session) -> 
         template={},
     )
     assert sealed[Attribute.SENSITIVE]
+
+
+def test_oaep_with_a_sha3_hash_is_a_parameter_error(session: pkcs11.Session) -> None:
+    """OpenSSL's OAEP has no SHA-3: the module says CKR_MECHANISM_PARAM_INVALID (it once leaked
+    CKR_GENERAL_ERROR, found by tests/native/test_hostile.py)."""
+    pub, priv = session.generate_keypair(KeyType.RSA, 2048, store=False)
+    for hash_alg in (Mechanism.SHA3_256, Mechanism.SHA3_512):
+        with pytest.raises(pkcs11.MechanismParamInvalid):
+            pub.encrypt(b"x", mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=(hash_alg, pkcs11.MGF.SHA256, None))
+    ciphertext = pub.encrypt(
+        b"x", mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, None)
+    )
+    assert (
+        priv.decrypt(
+            ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, None)
+        )
+        == b"x"
+    )

@@ -62,6 +62,12 @@ class HkdfParams(NamedTuple):
     info: bytes
 
 
+class OtpParams(NamedTuple):
+    """CK_OTP_PARAMS: its (CK_OTP_PARAM_TYPE, value) pairs in the caller's order."""
+
+    params: tuple[tuple[int, bytes], ...]
+
+
 Param = (
     None
     | bytes
@@ -75,6 +81,7 @@ Param = (
     | AesCbcEncryptDataParams
     | HkdfParams
     | SignContextParams
+    | OtpParams
 )
 
 

@@ -63,6 +63,10 @@ def build_object(s: Session, template: dict[int, bytes]) -> tuple[dict[int, byte
         # the card's policy refuses them on strict cards (CardPolicy.settle)
         built = dsa_dh.domain_attrs(params_type, template, label=label, token=token, local=False)
         return T.overrides(template, built), None
+    if klass == C.CKO_OTP_KEY:
+        from vsc_provider.pkcs11 import otp
+
+        return otp.object_from_template(template)
     if klass == C.CKO_DATA:
         built = O.data_attrs(
             template.get(C.CKA_VALUE, b""),
@@ -137,7 +141,7 @@ def destroy_object(h: int, handle: int) -> None:
     obj = find_object(s, handle)
     if obj is s.card.profile or not obj.bool(C.CKA_DESTROYABLE, True):
         raise CKRError(C.CKR_ACTION_PROHIBITED, "object cannot be destroyed")
-    writable(s, obj.is_token, obj.private)
+    writable(s, obj.is_token, obj.private or obj.klass == C.CKO_OTP_KEY)  # an OTP key's names are public
     LIB.require().destroy(s.card, obj)
 
 
@@ -150,6 +154,8 @@ def get_object_size(h: int, handle: int) -> int:
 def _readable(s: Session, obj: TokenObject, attr: int) -> bytes | int:
     if attr in O.NEVER_READABLE:
         return C.CKR_ATTRIBUTE_SENSITIVE if obj.klass == C.CKO_PRIVATE_KEY else C.CKR_ATTRIBUTE_TYPE_INVALID
+    if attr == C.CKA_VALUE and obj.klass == C.CKO_OTP_KEY:
+        return C.CKR_ATTRIBUTE_SENSITIVE  # never extractable
     if attr == C.CKA_VALUE and obj.klass in (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY):
         if obj.bool(C.CKA_SENSITIVE, True) or not obj.bool(C.CKA_EXTRACTABLE):
             return C.CKR_ATTRIBUTE_SENSITIVE

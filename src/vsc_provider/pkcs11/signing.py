@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.ck.params import Mechanism
+from vsc_provider.pkcs11 import otp
 from vsc_provider.pkcs11.state import LIB, Operation, Session, check_allowed, deliver, find_object, operation_key
 from vsc_provider.token import mechanisms
 
@@ -46,6 +47,9 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
             _start(s, card, signer, obj, needs_auth)
             return
     s = LIB.session(h)  # every check, a removed card included (its `signers` are empty)
+    if mech.type in otp.MECHANISMS:
+        otp.sign_init(s, mech, key)
+        return
     obj = operation_key(s, "sign", mech.type, key, (C.CKO_PRIVATE_KEY, C.CKO_SECRET_KEY), C.CKA_SIGN, "signing")
     if obj.private and not card.user:  # a key without CKA_PRIVATE: only a compatible card has one
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)

@@ -380,11 +380,15 @@ class Cipherer:
         return self._final()
 
 
+_OAEP_HASHES = frozenset({C.CKM_SHA_1, C.CKM_SHA224, C.CKM_SHA256, C.CKM_SHA384, C.CKM_SHA512})
+
+
 def _oaep(mech: Mechanism) -> padding.OAEP:
     p = mech.param
     if not isinstance(p, OaepParams):
         raise _bad_param("OAEP needs CK_RSA_PKCS_OAEP_PARAMS")
-    if p.hash_alg not in DIGESTS or p.mgf not in MGF_HASHES:
+    # OpenSSL's OAEP takes SHA-1 and SHA-2 only: a SHA-3 hash raised UnsupportedAlgorithm (CKR_GENERAL_ERROR).
+    if p.hash_alg not in _OAEP_HASHES or p.mgf not in MGF_HASHES:
         raise _bad_param("unsupported OAEP hash or MGF")
     if p.source not in (0, C.CKZ_DATA_SPECIFIED):
         raise _bad_param("unsupported OAEP source")

@@ -112,6 +112,9 @@ MECHANISMS: dict[int, tuple[int, int, int]] = {
     C.CKM_ML_DSA: (1312, 2592, C.CKF_SIGN | C.CKF_VERIFY),
     C.CKM_ML_KEM_KEY_PAIR_GEN: (1184, 1568, C.CKF_GENERATE_KEY_PAIR),
     C.CKM_ML_KEM: (1184, 1568, C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE),
+    # One-time passwords (token/otp.py): secrets of 1 to 128 bytes.
+    C.CKM_HOTP: (1, 128, C.CKF_SIGN),
+    C.CKM_VSC_TOTP: (1, 128, C.CKF_SIGN),
 }
 
 # DSA and PKCS #3 Diffie-Hellman: offered on compatible cards only (CardPolicy.legacy), for test rigs that

@@ -23,13 +23,18 @@ def public_object_key(device_key: bytes, card: Card) -> bytes:
     return dk.public_object_key(device_key, card.serial)
 
 
+def _public_sealed(card: Card, klass: int | None, private: bool) -> bool:
+    """OTP secrets are sealed under the data key even when their names are public (CKA_PRIVATE false)."""
+    return klass != C.CKO_OTP_KEY and public_sealed(card, private)
+
+
 def seal(
     device_key: bytes, card: Card, attrs: dict[int, bytes], material: bytes | None, uid: bytes
 ) -> tuple[bytes | None, bool]:
     """A token object's sealed material, and whether the data key sealed it (else the public-object key)."""
     if material is None:
         return None, False
-    if public_sealed(card, A.get_bool(attrs, C.CKA_PRIVATE)):
+    if _public_sealed(card, A.get_ulong(attrs, C.CKA_CLASS), A.get_bool(attrs, C.CKA_PRIVATE)):
         return keywrap.seal(public_object_key(device_key, card), material, uid), False
     if card.data_key is None:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing key material needs the user to log in")
@@ -42,7 +47,7 @@ def material(device_key: bytes, card: Card, obj: TokenObject) -> bytes:
         return obj.material
     if obj.secret is None:
         raise CKRError(C.CKR_KEY_HANDLE_INVALID, "object holds no key material")
-    key = public_object_key(device_key, card) if public_sealed(card, obj.private) else card.data_key
+    key = public_object_key(device_key, card) if _public_sealed(card, obj.klass, obj.private) else card.data_key
     if key is None:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
     plain = keywrap.unseal(key, obj.secret, obj.uid)
@@ -62,7 +67,7 @@ def crypto_key(device_key: bytes, card: Card, obj: TokenObject) -> Any:
         from vsc_provider.token import dsa_dh  # noqa: F401 - quiets `cryptography`'s FFDH warning
     if obj.klass == C.CKO_PRIVATE_KEY:
         key = serialization.load_der_private_key(material(device_key, card, obj), password=None)
-    elif obj.klass == C.CKO_SECRET_KEY:
+    elif obj.klass in (C.CKO_SECRET_KEY, C.CKO_OTP_KEY):
         key = material(device_key, card, obj)
     elif obj.klass in (C.CKO_PUBLIC_KEY, C.CKO_CERTIFICATE):
         info = obj.attrs.get(C.CKA_PUBLIC_KEY_INFO)

@@ -72,7 +72,7 @@ def destroy(engine: Engine, card: Card, obj: TokenObject) -> None:
     """Destroy a token object under the rules C_DestroyObject applies (the user logged in for a private one)."""
     if obj is card.profile or not obj.bool(C.CKA_DESTROYABLE, True):
         raise CKRError(C.CKR_ACTION_PROHIBITED, "object cannot be destroyed")
-    if obj.private and not card.user:
+    if (obj.private or obj.klass == C.CKO_OTP_KEY) and not card.user:  # an OTP key's names are public
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "private objects need the user to log in")
     engine.destroy(card, obj)
 

@@ -273,6 +273,11 @@ class Store:
     def delete_object(self, db: sqlite3.Connection, object_id: int) -> bool:
         return db.execute("DELETE FROM objects WHERE id = ?", (object_id,)).rowcount > 0
 
+    def object_attrs(self, db: sqlite3.Connection, object_id: int) -> dict[int, bytes] | None:
+        """One object's attributes as committed (inside a write: what a read-modify-write starts from)."""
+        row = db.execute("SELECT attrs FROM objects WHERE id = ?", (object_id,)).fetchone()
+        return decode_attrs(row[0]) if row else None
+
     def object_exists(self, db: sqlite3.Connection, object_id: int) -> bool:
         return db.execute("SELECT 1 FROM objects WHERE id = ?", (object_id,)).fetchone() is not None
 
