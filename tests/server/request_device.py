@@ -7,22 +7,23 @@ from __future__ import annotations
 import datetime
 import json
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from jwcrypto import jwk as jose_jwk
+
+from tests.server.idserver import IdServer
 from vsc_provider import api
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.params import Mechanism, PssParams
 from vsc_provider.provisioning import cms, wire
 from vsc_provider.provisioning import request_wire as rw
 from vsc_provider.provisioning.device import DeviceKey
-from jwcrypto import jwk as jose_jwk
-
 from vsc_provider.server import jose
 from vsc_provider.token import service
-from tests.server.idserver import IdServer
 
 MECHANISMS = {
     "RS256": Mechanism(C.CKM_SHA256_RSA_PKCS),
@@ -162,7 +163,7 @@ class PushReader:
                     event = line[7:]
                 elif line.startswith("data: "):
                     self.events.put((time.perf_counter(), event, line[6:]))
-        except Exception:  # noqa: S110 - the stream closed under the reader
+        except Exception:
             pass
         finally:
             self.ended.set()
@@ -175,6 +176,13 @@ class PushReader:
                 return at, data
 
     def close(self) -> None:
+        """End the stream: the connection is shut down at the socket (a copy of its descriptor), which wakes
+        the reader thread; only once it is done is the TLS connection closed, never under a thread reading it."""
+        sock = self.response.extensions["network_stream"].get_extra_info("socket")
+        if sock is not None and not self.ended.is_set():
+            with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as raw:
+                raw.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
         try:
             self._ctx.__exit__(None, None, None)
         finally:

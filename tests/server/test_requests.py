@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -30,6 +29,11 @@ from vsc_provider.provisioning.http import ServerError
 from vsc_provider.server import jose
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def with_item(kind: str, data: str, label: str = "t") -> dict[str, Any]:
+    """An auth request body with one metadata item."""
+    return {"user": "u", "kind": "auth", "metadata": [{"type": kind, "label": label, "data": data}]}
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +121,12 @@ def test_relying_parties_authenticate_with_their_api_key(id_server: IdServer, rp
         ({"user": "u", "kind": "auth", "callback": "ftp://127.0.0.1/"}, "callback"),
         ({"user": "u", "kind": "auth", "metadata": {}}, "metadata"),
         ({"user": "u", "kind": "auth", "metadata": [{"type": "text", "label": "t", "data": "x"}] * 9}, "metadata"),
-        ({"user": "u", "kind": "auth", "metadata": [{"type": "video", "label": "t", "data": ""}]}, "metadata[0].type"),
-        ({"user": "u", "kind": "auth", "metadata": [{"type": "text", "label": "l" * 101, "data": ""}]}, "metadata[0].label"),
-        ({"user": "u", "kind": "auth", "metadata": [{"type": "text", "label": "t", "data": "x" * 4097}]}, "metadata[0].data"),
-        ({"user": "u", "kind": "auth", "metadata": [{"type": "raw", "label": "t", "data": wire.b64u(b"r" * 65537)}]}, "metadata[0].data"),
-        ({"user": "u", "kind": "auth", "metadata": [{"type": "image", "label": "t", "data": wire.b64u(b"GIF00a")}]}, "metadata[0].data"),
-        ({"user": "u", "kind": "auth", "metadata": [{"type": "pdf", "label": "t", "data": wire.b64u(PNG)}]}, "metadata[0].data"),
+        (with_item("video", ""), "metadata[0].type"),
+        (with_item("text", "", "l" * 101), "metadata[0].label"),
+        (with_item("text", "x" * 4097), "metadata[0].data"),
+        (with_item("raw", wire.b64u(b"r" * 65537)), "metadata[0].data"),
+        (with_item("image", wire.b64u(b"GIF00a")), "metadata[0].data"),
+        (with_item("pdf", wire.b64u(PNG)), "metadata[0].data"),
         ({"user": "u", "kind": "auth", "metadata": [{"type": "text", "label": "t"}]}, "metadata[0]"),
     ],
 )  # fmt: skip
@@ -138,7 +142,11 @@ def test_body_limits(id_server: IdServer, rp_key: str, device: CardDevice) -> No
         assert big.status_code == 413 and big.json()["error"] == "too_large"
         # a 2 MiB PDF is within the relying party's limit (the device calls keep 256 KiB)
         pdf = b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024 - 9)
-        body = {"user": "rq-alice", "kind": "auth", "metadata": [{"type": "pdf", "label": "contract", "data": wire.b64u(pdf)}]}
+        body = {
+            "user": "rq-alice",
+            "kind": "auth",
+            "metadata": [{"type": "pdf", "label": "contract", "data": wire.b64u(pdf)}],
+        }
         ok = c._http.post("/rp/v1/requests", json=body, headers=headers)
         assert ok.status_code == 201, ok.text
         rp(id_server, rp_key, "POST", f"/rp/v1/requests/{ok.json()['id']}/cancel")
@@ -164,7 +172,8 @@ def test_create_poll_cancel_and_expiry(id_server: IdServer, rp_key: str, device:
     assert second["id"] not in [s.claims["id"] for s in device.pending()]
 
     deadline = made["expires"] + 3
-    while time.time() < deadline and made["id"] in [s.claims["id"] for s in device.pending()]:
+    listed = lambda: [jose.unverified_claims(t)["id"] for t in device.call("/v1/requests", {})["requests"]]  # noqa: E731
+    while time.time() < deadline and made["id"] in listed():
         time.sleep(0.5)
     assert rp(id_server, rp_key, "GET", f"/rp/v1/requests/{made['id']}")["state"] == "EXPIRED"
     assert rp_refused(id_server, rp_key, "POST", f"/rp/v1/requests/{made['id']}/cancel").error == "not_pending"
@@ -193,13 +202,17 @@ def verify_jws_independently(token: str, cert_der: bytes, alg: str) -> dict[str,
         ({"kind": "sign", "data": wire.b64u(b"pay 10 EUR")}, "sign", "ES256"),
         ({"kind": "sign", "data": wire.b64u(b"pay 20 EUR"), "alg": "RS512"}, "auth", "RS512"),
         ({"kind": "sign", "data": wire.b64u(b"pay 30 EUR"), "format": "cms"}, "sign", "ES256"),
-        ({"kind": "sign", "hash": wire.b64u(rw.digest("sha256", b"doc")), "format": "cms", "alg": "PS256"}, "auth", "PS256"),
+        ({"kind": "sign", "hash": wire.b64u(rw.digest("sha256", b"doc")), "format": "cms", "alg": "PS256"},
+         "auth", "PS256"),
     ],
 )  # fmt: skip
 def test_a_card_approves_and_the_relying_party_gets_a_verified_result(
     id_server: IdServer, rp_key: str, device: CardDevice, body: dict[str, Any], key: str, alg: str
 ) -> None:
-    metadata = [{"type": "text", "label": "what", "data": "approve?"}, {"type": "image", "label": "logo", "data": wire.b64u(PNG)}]
+    metadata = [
+        {"type": "text", "label": "what", "data": "approve?"},
+        {"type": "image", "label": "logo", "data": wire.b64u(PNG)},
+    ]
     made = rp(id_server, rp_key, "POST", "/rp/v1/requests", {"user": "rq-alice", **body, "metadata": metadata})
     seen = device.find(made["id"])
     assert (seen.claims["key"], seen.claims["alg"]) == (key, alg)
@@ -229,7 +242,9 @@ def test_a_card_approves_and_the_relying_party_gets_a_verified_result(
 
 
 def test_wrong_answers_are_refused_and_change_nothing(id_server: IdServer, rp_key: str, device: CardDevice) -> None:
-    made = rp(id_server, rp_key, "POST", "/rp/v1/requests", {"user": "rq-alice", "kind": "sign", "data": wire.b64u(b"x")})
+    made = rp(
+        id_server, rp_key, "POST", "/rp/v1/requests", {"user": "rq-alice", "kind": "sign", "data": wire.b64u(b"x")}
+    )
     seen = device.find(made["id"])
     good = device.approval(seen)
     sig = good["signature"].split(".")
@@ -248,7 +263,9 @@ def test_wrong_answers_are_refused_and_change_nothing(id_server: IdServer, rp_ke
             device.call("/v1/requests/answer", {**good, **changes})
         assert (info.value.status, info.value.error) == (status, error), name
         assert rp(id_server, rp_key, "GET", f"/rp/v1/requests/{made['id']}")["state"] == "PENDING"
-    rejected = device.call("/v1/requests/answer", {"id": made["id"], "display_hash": seen.display_hash, "decision": "reject"})
+    rejected = device.call(
+        "/v1/requests/answer", {"id": made["id"], "display_hash": seen.display_hash, "decision": "reject"}
+    )
     assert rejected["state"] == "REJECTED"
     assert rp(id_server, rp_key, "GET", f"/rp/v1/requests/{made['id']}")["state"] == "REJECTED"
 
@@ -379,7 +396,9 @@ def test_admin_cli_creates_and_shows_requests(id_server: IdServer, device: CardD
     assert (shown["state"], shown["verified"]) == ("APPROVED", True)
     assert wire.unb64u(shown["certificate"]) == device.certificate("sign")
     verify_jws_independently(shown["signature"], device.certificate("sign"), "ES256")
-    plain = run_vsc("server", "request", "create", "--data", str(id_server.data), "--user", "rq-alice", "--kind", "auth")
+    plain = run_vsc(
+        "server", "request", "create", "--data", str(id_server.data), "--user", "rq-alice", "--kind", "auth"
+    )
     assert len(plain.stdout.strip()) > 10
     bad = run_vsc("server", "request", "create", "--data", str(id_server.data), "--user", "rq-alice", "--kind", "sign",
                   check=False)  # fmt: skip
