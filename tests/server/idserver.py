@@ -62,13 +62,15 @@ class IdServer:
                 self.proc.wait(10)
 
 
-def start_server(data: Path, env: dict[str, str] | None = None, port: int | None = None) -> IdServer:
+def start_server(
+    data: Path, env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()
+) -> IdServer:
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     log = open(data.parent / f"{data.name}.log", "ab")  # closed with the process
     full_env = {**os.environ, "VSC_SERVER_PIN_DELAY": "0.05", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--port", str(port)],
+        [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--port", str(port), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

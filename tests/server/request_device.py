@@ -11,10 +11,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from jwcrypto import jwk as jose_jwk
 
+from tests.conftest import run_vsc
 from tests.server.idserver import IdServer
 from vsc_provider import api
 from vsc_provider.ck import constants as C
@@ -140,6 +142,12 @@ class CardDevice:
         return answer
 
 
+def activate(server: IdServer, user: str, pin: str) -> CardDevice:
+    """A card activated for `user` by the real `vsc activate` (VSC_HOME names the store)."""
+    out = run_vsc("activate", server.link(user), "--pin", pin, "--json")
+    return CardDevice(server, json.loads(out.stdout)["serial"], pin)
+
+
 class PushReader:
     """A /v1/push stream read in a thread: (arrival time, event, data) of each event, comments as ':'."""
 
@@ -187,3 +195,36 @@ class PushReader:
             self._ctx.__exit__(None, None, None)
         finally:
             self._client.close()
+
+
+class Receiver(ThreadingHTTPServer):
+    """An HTTP endpoint on 127.0.0.1 that keeps what is POSTed to it (callbacks, relay notifications)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.fail_first = fail_first
+        self.got = threading.Event()
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if outer.fail_first > 0:
+                    outer.fail_first -= 1
+                    self.send_response(503)
+                else:
+                    outer.posts.append((self.path, body))
+                    outer.got.set()
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"

@@ -4,13 +4,10 @@ card's answers (auth JWS, sign JWS, CMS) and their refusals, racing answers, SSE
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from jwcrypto import jwk as jose_jwk
 
 from tests.conftest import USER_PIN, run_vsc
 from tests.server.idserver import IdServer
-from tests.server.request_device import CardDevice, PushReader
+from tests.server.request_device import CardDevice, PushReader, Receiver, activate
 from vsc_provider.provisioning import cms, wire
 from vsc_provider.provisioning import request_wire as rw
 from vsc_provider.provisioning.http import ServerError
@@ -37,27 +34,8 @@ def with_item(kind: str, data: str, label: str = "t") -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One card store for the module (activating a card takes seconds)."""
-    home = tmp_path_factory.mktemp("vsc-home")
-    saved = {k: os.environ.get(k) for k in ("VSC_HOME", "VSC_PIN_DELAY_BASE")}
-    os.environ["VSC_HOME"], os.environ["VSC_PIN_DELAY_BASE"] = str(home), "0.2"
-    yield home
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def activate(server: IdServer, user: str) -> CardDevice:
-    out = run_vsc("activate", server.link(user), "--pin", USER_PIN, "--json")
-    return CardDevice(server, json.loads(out.stdout)["serial"], USER_PIN)
-
-
-@pytest.fixture(scope="module")
-def device(id_server: IdServer, store: Path) -> CardDevice:
-    return activate(id_server, "rq-alice")
+def device(id_server: IdServer, card_store: Path) -> CardDevice:
+    return activate(id_server, "rq-alice", USER_PIN)
 
 
 def new_rp(server: IdServer, name: str) -> str:
@@ -322,39 +300,6 @@ def test_push_delivers_pending_new_and_gone_events(
         assert reader.next("gone")[1] == waiting["id"]
     finally:
         reader.close()
-
-
-class Receiver(ThreadingHTTPServer):
-    """An HTTP endpoint on 127.0.0.1 that keeps what is POSTed to it (callbacks, relay notifications)."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.posts: list[tuple[str, dict[str, Any]]] = []
-        self.fail_first = fail_first
-        self.got = threading.Event()
-
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                if outer.fail_first > 0:
-                    outer.fail_first -= 1
-                    self.send_response(503)
-                else:
-                    outer.posts.append((self.path, body))
-                    outer.got.set()
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 def test_callbacks_carry_the_document_signed_by_the_protocol_key(
