@@ -139,3 +139,15 @@ def test_an_unreachable_relay_is_logged_not_fatal(server: IdServer, relay: Recei
     while time.monotonic() < deadline and "push-relay notification" not in log.read_text():
         time.sleep(0.1)
     assert "push-relay notification" in log.read_text()
+
+
+def test_a_device_holds_a_bounded_number_of_pending_requests(server: IdServer, devices: list[CardDevice]) -> None:
+    from vsc_provider.server.requests import MAX_PENDING
+
+    waiting = len(devices[0].call("/v1/requests", {})["requests"])
+    for _ in range(MAX_PENDING - waiting):
+        admin_request(server)
+    with pytest.raises(ServerError) as info:
+        admin_request(server)
+    assert (info.value.status, info.value.error) == (429, "too_many_pending")
+    assert len(devices[0].call("/v1/requests", {})["requests"]) == MAX_PENDING

@@ -3,6 +3,7 @@ card's answers (auth JWS, sign JWS, CMS) and their refusals, racing answers, SSE
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import threading
@@ -132,7 +133,16 @@ def test_body_limits(id_server: IdServer, rp_key: str, device: CardDevice) -> No
 
 
 def test_create_poll_cancel_and_expiry(id_server: IdServer, rp_key: str, device: CardDevice) -> None:
-    made = rp(id_server, rp_key, "POST", "/rp/v1/requests", {"user": "rq-alice", "kind": "auth", "ttl": 10})
+    receiver = Receiver()
+    try:
+        cancelled_and_expired(id_server, rp_key, device, receiver)
+    finally:
+        receiver.shutdown()
+
+
+def cancelled_and_expired(id_server: IdServer, rp_key: str, device: CardDevice, receiver: Receiver) -> None:
+    body = {"user": "rq-alice", "kind": "auth", "ttl": 10, "callback": receiver.url + "/expired"}
+    made = rp(id_server, rp_key, "POST", "/rp/v1/requests", body)
     assert made["state"] == "PENDING" and len(wire.unb64u(made["challenge"])) == 32
     doc = rp(id_server, rp_key, "GET", f"/rp/v1/requests/{made['id']}")
     assert (doc["state"], doc["kind"], doc["alg"], doc["format"]) == ("PENDING", "auth", "RS256", "jws")
@@ -143,9 +153,13 @@ def test_create_poll_cancel_and_expiry(id_server: IdServer, rp_key: str, device:
     assert rp_refused(id_server, rp_key, "GET", "/rp/v1/requests/nope").status == 404
     assert made["id"] in [s.claims["id"] for s in device.pending()]
 
-    second = rp(id_server, rp_key, "POST", "/rp/v1/requests", {"user": "rq-alice", "kind": "auth"})
+    body = {"user": "rq-alice", "kind": "auth", "callback": receiver.url + "/cancelled"}
+    second = rp(id_server, rp_key, "POST", "/rp/v1/requests", body)
     cancelled = rp(id_server, rp_key, "POST", f"/rp/v1/requests/{second['id']}/cancel")
     assert cancelled["state"] == "CANCELLED"
+    assert receiver.got.wait(10)
+    states = [(path, jose.unverified_claims(posted["result"])["state"]) for path, posted in receiver.posts]
+    assert states == [("/cancelled", "CANCELLED")]
     assert rp_refused(id_server, rp_key, "POST", f"/rp/v1/requests/{second['id']}/cancel").error == "not_pending"
     assert second["id"] not in [s.claims["id"] for s in device.pending()]
 
@@ -155,6 +169,11 @@ def test_create_poll_cancel_and_expiry(id_server: IdServer, rp_key: str, device:
         time.sleep(0.5)
     assert rp(id_server, rp_key, "GET", f"/rp/v1/requests/{made['id']}")["state"] == "EXPIRED"
     assert rp_refused(id_server, rp_key, "POST", f"/rp/v1/requests/{made['id']}/cancel").error == "not_pending"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(receiver.posts) < 2:
+        time.sleep(0.1)
+    path, posted = receiver.posts[1]
+    assert (path, jose.unverified_claims(posted["result"])["state"]) == ("/expired", "EXPIRED")
 
 
 def verify_jws_independently(token: str, cert_der: bytes, alg: str) -> dict[str, Any]:
@@ -246,6 +265,19 @@ def test_wrong_answers_are_refused_and_change_nothing(id_server: IdServer, rp_ke
     )
     assert rejected["state"] == "REJECTED"
     assert rp(id_server, rp_key, "GET", f"/rp/v1/requests/{made['id']}")["state"] == "REJECTED"
+
+
+def test_a_cms_signed_with_another_alg_than_asked_is_refused(
+    id_server: IdServer, rp_key: str, device: CardDevice
+) -> None:
+    body = {"user": "rq-alice", "kind": "sign", "data": wire.b64u(b"x"), "format": "cms", "alg": "PS256"}
+    made = rp(id_server, rp_key, "POST", "/rp/v1/requests", body)
+    seen = device.find(made["id"])
+    pkcs1 = dataclasses.replace(seen, claims={**seen.claims, "alg": "RS256"})
+    with pytest.raises(ServerError) as info:
+        device.call("/v1/requests/answer", device.approval(seen, signature=device.result(pkcs1)))
+    assert (info.value.status, info.value.error) == (400, "bad_result")
+    assert device.call("/v1/requests/answer", device.approval(seen))["state"] == "APPROVED"
 
 
 def test_racing_answers_exactly_one_wins(id_server: IdServer, rp_key: str, device: CardDevice) -> None:

@@ -440,6 +440,15 @@ class Database:
             ).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
 
+    def pending_count(self, device: str, now: float) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM request_targets t JOIN requests r ON r.id = t.request"
+                " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
+                (device, now),
+            ).fetchone()
+        return int(row[0])
+
     def decide_request(
         self,
         request_id: str,

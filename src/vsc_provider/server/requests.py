@@ -31,6 +31,7 @@ log = logging.getLogger("vsc.server")
 CALLBACK_TRIES = 3
 CALLBACK_TIMEOUT = 5.0
 EXPIRY_SWEEP = 100  # requests stored EXPIRED per sweep at most
+MAX_PENDING = 64  # pending requests per device: what /v1/requests and a push stream's start carry is bounded
 USAGE_ORDER = {"auth": ("auth",), "sign": ("sign", "auth")}
 
 
@@ -72,10 +73,14 @@ def _server_name(srv: IdentityServer) -> str:
 def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
     inp = parse(body)
     alg, targets = _targets(srv, inp)
+    now = time.time()
+    if any(srv.db.pending_count(device_id, now) >= MAX_PENDING for device_id, _ in targets):
+        raise ProtocolError(
+            429, "too_many_pending", f"a device has {MAX_PENDING} pending requests already", retry_after=10
+        )
     if inp.hash is not None and rw.HASH_BY_LENGTH[len(inp.hash)] != rw.ALG_HASH[alg]:
         raise bad("hash", f"{alg} signs a {rw.ALG_HASH[alg]} digest")
     request_id = secrets.token_urlsafe(16)
-    now = time.time()
     iat = int(now)
     expires = iat + inp.ttl
     given: dict[str, str] = {}
@@ -141,7 +146,7 @@ def _notify_relay(srv: IdentityServer, device_id: str) -> None:
     dev = srv.db.device(device_id)
     if dev is None:
         return
-    waiting = len(srv.db.pending_documents(device_id, time.time()))
+    waiting = srv.db.pending_count(device_id, time.time())
     url, body = srv.relay.notification(device_id, dev.jwk, waiting)
     srv.outbox.post(url, body, "push-relay notification", tries=1, timeout=NOTIFY_TIMEOUT)
 

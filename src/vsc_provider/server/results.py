@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from asn1crypto import cms as a_cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -24,6 +25,13 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }
 MAX_SIGNATURE = 4 * 1024 * 1024
+_CMS_SIGNATURE_ALGORITHMS = {
+    "RS256": "sha256_rsa",
+    "RS512": "sha512_rsa",
+    "PS256": "rsassa_pss",
+    "ES256": "sha256_ecdsa",
+    "ES384": "sha384_ecdsa",
+}
 
 
 def bad_result(detail: str) -> ProtocolError:
@@ -130,6 +138,8 @@ def check(
             raise bad_result(f"the CMS signature does not verify: {exc}") from None
         if signer != cert_der:
             raise bad_result("the CMS carries another certificate than the answer's")
-        # the signature algorithm must be the requested one (cms checks it fits the digest and the key)
-        if not key_fits(public, alg):
-            raise bad_result(f"the certificate's key cannot sign {alg}")
+        # cms checked that the signature algorithm fits the digest and the key; it must also be the one asked
+        info = a_cms.ContentInfo.load(wire.unb64u(signature))
+        used = info["content"]["signer_infos"][0]["signature_algorithm"]["algorithm"].native
+        if used != _CMS_SIGNATURE_ALGORITHMS[alg] or not key_fits(public, alg):
+            raise bad_result(f"the CMS is not signed with {alg}")
