@@ -146,8 +146,9 @@ def create_app(server: IdentityServer) -> Starlette:
         body = await _json_body(request)
         _, dev = await run_in_threadpool(server.verify_active, body, "/v1/push")
         server.push.admit(dev.id)
+        events = push.stream(server.push, dev.id, server.db.pending_documents)
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(push.stream(server, dev.id), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     async def rp_create(request: Request) -> Response:
         rp = await run_in_threadpool(relying_parties.authenticate, server, request)

@@ -186,13 +186,18 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @_DATA
 @click.option("--user", default=None, help="the user whose devices get the request")
 @click.option("--device", default=None, help="one device (instead of --user)")
-@click.option("--kind", type=click.Choice(["sign", "auth"]), required=True)
+@click.option("--kind", type=click.Choice(["sign", "auth"]), required=True, help="authenticate, or sign data")
 @click.option("--text", default=None, help="a text shown to the user")
 @click.option("--pdf", type=_FILE, default=None, help="a PDF shown to the user")
 @click.option("--image", type=_FILE, default=None, help="a PNG, JPEG or GIF shown to the user")
 @click.option("--raw", type=_FILE, default=None, help="raw data shown to the user (in hex)")
 @click.option("--sign-file", type=_FILE, default=None, help="the data to sign (default: the --text)")
-@click.option("--alg", type=click.Choice(["RS256", "RS512", "PS256", "ES256", "ES384"]), default=None)
+@click.option(
+    "--alg",
+    type=click.Choice(["RS256", "RS512", "PS256", "ES256", "ES384"]),
+    default=None,
+    help="signature algorithm (default: by the card's key)",
+)
 @click.option("--format", "fmt", type=click.Choice(["jws", "cms"]), default=None, help="sign: the result's format")
 @click.option("--ttl", type=int, default=None, help="seconds until it expires (10 to 86400; default 300)")
 @click.option("--callback", default=None, help="URL the result is POSTed to")

@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
 from vsc_provider.provisioning import request_wire
 from vsc_provider.server.errors import ProtocolError
-
-if TYPE_CHECKING:
-    from vsc_provider.server.state import IdentityServer
 
 MAX_STREAMS = 2000
 MAX_PER_DEVICE = 8
@@ -100,16 +96,18 @@ def _event(name: str, data: str) -> bytes:
     return f"event: {name}\ndata: {data}\n\n".encode()
 
 
-async def stream(srv: IdentityServer, device: str) -> AsyncIterator[bytes]:
-    """The event stream of one device (admitted by the caller)."""
-    hub = srv.push
+async def stream(
+    hub: PushHub, device: str, pending: Callable[[str, float], list[tuple[str, str]]]
+) -> AsyncIterator[bytes]:
+    """The event stream of one device (admitted by the caller); `pending(device, now)` gives the (id,
+    document) of its pending requests (read in the thread pool)."""
     sub = hub.subscribe(device)  # before reading what is pending, so nothing made meanwhile is missed
     keepalive = _seconds("VSC_SERVER_PUSH_KEEPALIVE", request_wire.PUSH_KEEPALIVE)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _seconds("VSC_SERVER_PUSH_MAX_STREAM", request_wire.PUSH_MAX_STREAM)
     try:
         sent: set[str] = set()
-        for request_id, document in await run_in_threadpool(srv.db.pending_documents, device, time.time()):
+        for request_id, document in await run_in_threadpool(pending, device, time.time()):
             sent.add(request_id)
             yield _event("request", document)
         while (remaining := deadline - loop.time()) > 0:
