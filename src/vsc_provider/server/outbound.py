@@ -35,10 +35,12 @@ class Outbox:
 
     def post(self, url: str, body: dict[str, Any], what: str, tries: int, timeout: float) -> None:
         """POST `body` as JSON to `url` in the background; callable from any thread."""
-        if self._loop is None or self._loop.is_closed():
+        try:
+            if self._loop is None:
+                raise RuntimeError("no event loop")
+            self._loop.call_soon_threadsafe(self._start, url, body, what, tries, timeout)
+        except RuntimeError:
             log.warning("%s to %s not sent: the server is not running", what, url)
-            return
-        self._loop.call_soon_threadsafe(self._start, url, body, what, tries, timeout)
 
     def _start(self, url: str, body: dict[str, Any], what: str, tries: int, timeout: float) -> None:
         if len(self._tasks) >= MAX_IN_FLIGHT:

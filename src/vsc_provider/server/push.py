@@ -88,8 +88,12 @@ class PushHub:
 
     # callable from any thread (the handlers run in the thread pool)
     def publish(self, devices: Iterable[str], event: str, request_id: str, data: str) -> None:
-        if self._loop is not None and not self._loop.is_closed():
+        if self._loop is None:
+            return
+        try:
             self._loop.call_soon_threadsafe(self._deliver, list(devices), event, request_id, data)
+        except RuntimeError:  # the loop closed (the server is stopping): no stream is left to tell
+            pass
 
 
 def _event(name: str, data: str) -> bytes:
