@@ -134,13 +134,17 @@ def test_body_limits(id_server: IdServer, rp_key: str, device: CardDevice) -> No
 
 def test_create_poll_cancel_and_expiry(id_server: IdServer, rp_key: str, device: CardDevice) -> None:
     receiver = Receiver()
+    reader = PushReader(device)
     try:
-        cancelled_and_expired(id_server, rp_key, device, receiver)
+        made = cancelled_and_expired(id_server, rp_key, device, receiver)
+        while reader.next("gone", timeout=10)[1] != made:  # the cancelled one's comes first
+            pass
     finally:
+        reader.close()
         receiver.shutdown()
 
 
-def cancelled_and_expired(id_server: IdServer, rp_key: str, device: CardDevice, receiver: Receiver) -> None:
+def cancelled_and_expired(id_server: IdServer, rp_key: str, device: CardDevice, receiver: Receiver) -> str:
     body = {"user": "rq-alice", "kind": "auth", "ttl": 10, "callback": receiver.url + "/expired"}
     made = rp(id_server, rp_key, "POST", "/rp/v1/requests", body)
     assert made["state"] == "PENDING" and len(wire.unb64u(made["challenge"])) == 32
@@ -174,6 +178,7 @@ def cancelled_and_expired(id_server: IdServer, rp_key: str, device: CardDevice, 
         time.sleep(0.1)
     path, posted = receiver.posts[1]
     assert (path, jose.unverified_claims(posted["result"])["state"]) == ("/expired", "EXPIRED")
+    return str(made["id"])
 
 
 def verify_jws_independently(token: str, cert_der: bytes, alg: str) -> dict[str, Any]:
@@ -380,3 +385,34 @@ def test_admin_cli_creates_and_shows_requests(id_server: IdServer, device: CardD
     bad = run_vsc("server", "request", "create", "--data", str(id_server.data), "--user", "rq-alice", "--kind", "sign",
                   check=False)  # fmt: skip
     assert bad.returncode != 0 and "--sign-file" in bad.stderr
+
+
+def test_push_streams_are_bounded_per_device_and_leave_the_server_free(
+    id_server: IdServer, rp_key: str, device: CardDevice
+) -> None:
+    from vsc_provider.server.push import MAX_PER_DEVICE
+
+    readers = [PushReader(device) for _ in range(MAX_PER_DEVICE)]
+    try:
+        assert all(r.response.status_code == 200 for r in readers)
+        with id_server.client() as c:
+            refused = c._http.post("/v1/push", json=device.signed_body("/v1/push", {}))
+            assert refused.status_code == 429 and refused.json()["error"] == "too_many_streams"
+            assert "Retry-After" in refused.headers
+            started = time.perf_counter()
+            made = c.call("POST", "/rp/v1/requests", {"user": "rq-alice", "kind": "auth"},
+                          headers={"Authorization": f"Bearer {rp_key}"})  # fmt: skip
+            assert time.perf_counter() - started < 2
+        for reader in readers:  # every open stream gets the new request
+            while device.verify(reader.next("request")[1]).claims["id"] != made["id"]:
+                pass
+        rp(id_server, rp_key, "POST", f"/rp/v1/requests/{made['id']}/cancel")
+    finally:
+        for reader in readers:
+            reader.close()
+    time.sleep(0.5)  # the server notices the closed streams
+    again = PushReader(device)
+    try:
+        assert again.response.status_code == 200
+    finally:
+        again.close()
