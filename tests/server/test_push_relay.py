@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import USER_PIN
+from tests.conftest import USER_PIN, run_vsc
 from tests.server.idserver import IdServer, start_server
 from tests.server.request_device import CardDevice, PushReader, Receiver, activate
 from vsc_provider.provisioning import wire
@@ -139,6 +140,22 @@ def test_an_unreachable_relay_is_logged_not_fatal(server: IdServer, relay: Recei
     while time.monotonic() < deadline and "push-relay notification" not in log.read_text():
         time.sleep(0.1)
     assert "push-relay notification" in log.read_text()
+
+
+def test_a_device_holds_a_bounded_size_of_pending_requests(server: IdServer, devices: list[CardDevice]) -> None:
+    from vsc_provider.server.requests import MAX_PENDING_CHARS
+
+    pdf = b"%PDF-1.4\n" + os.urandom(2 * 1024 * 1024 - 9)
+    item = {"type": "pdf", "label": "contract", "data": wire.b64u(pdf)}
+    made = []
+    with pytest.raises(ServerError) as info:
+        for _ in range(MAX_PENDING_CHARS // len(item["data"]) + 2):
+            made.append(admin_request(server, metadata=[item])["id"])
+    assert (info.value.status, info.value.error) == (429, "too_many_pending")
+    assert 8 <= len(made) <= MAX_PENDING_CHARS // len(item["data"]) + 1
+    for request_id in made:
+        run_vsc("server", "request", "cancel", "--data", str(server.data), request_id)
+    assert admin_request(server)["state"] == "PENDING"
 
 
 def test_a_device_holds_a_bounded_number_of_pending_requests(server: IdServer, devices: list[CardDevice]) -> None:

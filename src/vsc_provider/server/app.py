@@ -179,6 +179,11 @@ def create_app(server: IdentityServer) -> Starlette:
         rp = await run_in_threadpool(relying_parties.admin, server)
         return JSONResponse(await run_in_threadpool(requests.get, server, rp, request.path_params["id"]))
 
+    async def admin_request_cancel(request: Request) -> Response:
+        admin.check_admin(server, request)
+        rp = await run_in_threadpool(relying_parties.admin, server)
+        return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
+
     routes = [
         Route("/openapi.json", spec, methods=["GET"]),
         Route("/v1/server", info, methods=["GET"]),
@@ -194,6 +199,7 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/admin/relying-parties", admin_relying_party, methods=["POST"]),
         Route("/admin/requests", admin_request_create, methods=["POST"]),
         Route("/admin/requests/{id}", admin_request, methods=["GET"]),
+        Route("/admin/requests/{id}/cancel", admin_request_cancel, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

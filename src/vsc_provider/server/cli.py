@@ -263,3 +263,12 @@ def request_show(data: Path, request_id: str, as_json: bool) -> None:
         click.echo(f"verified: {str(doc['verified']).lower()}")
         click.echo(f"signature: {doc['signature']}")
         click.echo(f"certificate: {doc['certificate']}")
+
+
+@request_group.command("cancel")
+@_DATA
+@click.argument("request_id")
+def request_cancel(data: Path, request_id: str) -> None:
+    """Cancel a pending request (the devices drop it)."""
+    doc = _admin(data, "POST", f"/admin/requests/{request_id}/cancel")
+    click.echo(f"{doc['id']}: {doc['state']}")

@@ -440,14 +440,15 @@ class Database:
             ).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
 
-    def pending_count(self, device: str, now: float) -> int:
+    def pending_load(self, device: str, now: float) -> tuple[int, int]:
+        """(how many, total characters of their documents) of the device's PENDING, unexpired requests."""
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM request_targets t JOIN requests r ON r.id = t.request"
-                " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0) FROM request_targets t"
+                " JOIN requests r ON r.id = t.request WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
                 (device, now),
             ).fetchone()
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     def decide_request(
         self,

@@ -201,6 +201,7 @@ SPEC: dict[str, Any] = {
         },
         "/admin/requests": _new_request("a request made by the admin (the built-in relying party 'admin')", "admin"),
         "/admin/requests/{id}": _read_request("any request's state and result", "admin"),
+        "/admin/requests/{id}/cancel": _read_request("cancel any pending request", "admin", "post", (401, 404, 409)),
         "/admin/activations": {
             "post": {
                 "summary": "create a one-time activation link (bearer token from admin.json)",

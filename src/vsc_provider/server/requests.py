@@ -31,7 +31,10 @@ log = logging.getLogger("vsc.server")
 CALLBACK_TRIES = 3
 CALLBACK_TIMEOUT = 5.0
 EXPIRY_SWEEP = 100  # requests stored EXPIRED per sweep at most
-MAX_PENDING = 64  # pending requests per device: what /v1/requests and a push stream's start carry is bounded
+# pending requests per device, and the size of their documents: what /v1/requests and a push stream's start
+# carry stays bounded
+MAX_PENDING = 64
+MAX_PENDING_CHARS = 32 * 1024 * 1024
 USAGE_ORDER = {"auth": ("auth",), "sign": ("sign", "auth")}
 
 
@@ -74,10 +77,11 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
     inp = parse(body)
     alg, targets = _targets(srv, inp)
     now = time.time()
-    if any(srv.db.pending_count(device_id, now) >= MAX_PENDING for device_id, _ in targets):
-        raise ProtocolError(
-            429, "too_many_pending", f"a device has {MAX_PENDING} pending requests already", retry_after=10
-        )
+    for device_id, _ in targets:
+        count, chars = srv.db.pending_load(device_id, now)
+        if count >= MAX_PENDING or chars >= MAX_PENDING_CHARS:
+            detail = f"a device has {MAX_PENDING} pending requests (or {MAX_PENDING_CHARS} bytes of them) already"
+            raise ProtocolError(429, "too_many_pending", detail, retry_after=10)
     if inp.hash is not None and rw.HASH_BY_LENGTH[len(inp.hash)] != rw.ALG_HASH[alg]:
         raise bad("hash", f"{alg} signs a {rw.ALG_HASH[alg]} digest")
     request_id = secrets.token_urlsafe(16)
@@ -146,7 +150,7 @@ def _notify_relay(srv: IdentityServer, device_id: str) -> None:
     dev = srv.db.device(device_id)
     if dev is None:
         return
-    waiting = srv.db.pending_count(device_id, time.time())
+    waiting, _ = srv.db.pending_load(device_id, time.time())
     url, body = srv.relay.notification(device_id, dev.jwk, waiting)
     srv.outbox.post(url, body, "push-relay notification", tries=1, timeout=NOTIFY_TIMEOUT)
 
