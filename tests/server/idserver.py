@@ -62,7 +62,9 @@ class IdServer:
                 self.proc.wait(10)
 
 
-def start_server(data: Path, env: dict[str, str] | None = None, port: int | None = None) -> IdServer:
+def start_server(
+    data: Path, env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()
+) -> IdServer:
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     log = open(data.parent / f"{data.name}.log", "ab")  # closed with the process
@@ -70,7 +72,7 @@ def start_server(data: Path, env: dict[str, str] | None = None, port: int | None
     relaxed = {"VSC_SERVER_RATE_LIMIT": "10000,100000", "VSC_SERVER_CODE_LIMIT": "10000,100000"}
     full_env = {**os.environ, "VSC_SERVER_PIN_DELAY": "0.05", **relaxed, **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--port", str(port)],
+        [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--port", str(port), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

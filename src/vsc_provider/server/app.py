@@ -1,5 +1,6 @@
 """The identity server's HTTP API (Starlette): routes, body limits and error answers; the handlers live in
-one module per resource (activation, pins, renewal, devices, migration, admin, discovery).
+one module per resource (activation, pins, renewal, devices, migration, admin, discovery, relying parties,
+requests, answers, push).
 
 Every device message is a JWS, every secret a JWE (jose.py). Handlers verify everything first and change
 state last, in one transaction whose first statement is the conditional "use this code / ticket once", so a
@@ -8,9 +9,11 @@ refused request stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -18,11 +21,24 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vsc_provider.provisioning import wire
-from vsc_provider.server import activation, admin, devices, discovery, migration, openapi, pins, renewal
+from vsc_provider.provisioning import request_wire, wire
+from vsc_provider.server import (
+    activation,
+    admin,
+    answers,
+    devices,
+    discovery,
+    migration,
+    openapi,
+    pins,
+    push,
+    relying_parties,
+    renewal,
+    requests,
+)
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.state import IdentityServer
 
@@ -41,7 +57,10 @@ DEVICE_CALLS: dict[str, Callable[[IdentityServer, Any], dict[str, Any]]] = {
     "/v1/delete": devices.delete,
     "/v1/migration": migration.ticket,
     "/v1/migration/complete": migration.complete,
+    "/v1/requests": answers.pending,
+    "/v1/requests/answer": answers.answer,
 }
+SWEEP_EVERY = 1.0  # seconds between expiry sweeps of pending requests
 
 CODE_CALLS = ("/v1/offer", "/v1/activate")  # the calls that take an activation code
 
@@ -57,16 +76,17 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise ProtocolError(413, "too_large", f"bodies are at most {limit} bytes")
-    body = b""
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise ProtocolError(413, "too_large", f"bodies are at most {limit} bytes")
-    return body
+    return b"".join(chunks)
 
 
-async def _json_body(request: Request) -> Any:
-    body = await _bounded_body(request, wire.MAX_BODY)
+async def _json_body(request: Request, limit: int = wire.MAX_BODY) -> Any:
+    body = await _bounded_body(request, limit)
     try:
         return wire.sound_json(json.loads(body))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -90,6 +110,19 @@ def _crash(_: Request, exc: Exception) -> Response:
 
 
 def create_app(server: IdentityServer) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        server.push.bind(loop)
+        server.outbox.bind(loop)
+        sweeper = loop.create_task(_sweep(server))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            server.push.close_all()
+            await server.outbox.aclose()
+
     limits = server.limits
 
     def device_call(handler: Callable[[IdentityServer, Any], dict[str, Any]], takes_code: bool) -> Any:
@@ -147,6 +180,48 @@ def create_app(server: IdentityServer) -> Starlette:
         action = partial(admin.device_action, server, request.path_params["device"], request.path_params["action"])
         return JSONResponse(await run_in_threadpool(action))
 
+    async def push_stream(request: Request) -> Response:
+        body = await _json_body(request)
+        _, dev = await run_in_threadpool(server.verify_active, body, "/v1/push")
+        server.push.admit(dev.id)
+        events = push.stream(server.push, dev.id, server.db.pending_documents)
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def rp_create(request: Request) -> Response:
+        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
+        body = await _json_body(request, request_wire.MAX_RP_BODY)
+        return JSONResponse(await run_in_threadpool(requests.create, server, rp, body), 201)
+
+    async def rp_request(request: Request) -> Response:
+        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
+        return JSONResponse(await run_in_threadpool(requests.get, server, rp, request.path_params["id"]))
+
+    async def rp_cancel(request: Request) -> Response:
+        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
+        return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
+
+    async def admin_relying_party(request: Request) -> Response:
+        admin.check_admin(server, request)
+        body = await _json_body(request)
+        return JSONResponse(await run_in_threadpool(relying_parties.create, server, body), 201)
+
+    async def admin_request_create(request: Request) -> Response:
+        admin.check_admin(server, request)
+        body = await _json_body(request, request_wire.MAX_RP_BODY)
+        rp = await run_in_threadpool(relying_parties.admin, server)
+        return JSONResponse(await run_in_threadpool(requests.create, server, rp, body), 201)
+
+    async def admin_request(request: Request) -> Response:
+        admin.check_admin(server, request)
+        rp = await run_in_threadpool(relying_parties.admin, server)
+        return JSONResponse(await run_in_threadpool(requests.get, server, rp, request.path_params["id"]))
+
+    async def admin_request_cancel(request: Request) -> Response:
+        admin.check_admin(server, request)
+        rp = await run_in_threadpool(relying_parties.admin, server)
+        return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
+
     routes = [
         Route("/openapi.json", spec, methods=["GET"]),
         Route("/v1/server", info, methods=["GET"]),
@@ -160,7 +235,27 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/admin/activations", admin_activation, methods=["POST"]),
         Route("/admin/devices", admin_devices, methods=["GET"]),
         Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),
+        Route("/v1/push", push_stream, methods=["POST"]),
+        Route("/rp/v1/requests", rp_create, methods=["POST"]),
+        Route("/rp/v1/requests/{id}", rp_request, methods=["GET"]),
+        Route("/rp/v1/requests/{id}/cancel", rp_cancel, methods=["POST"]),
+        Route("/admin/relying-parties", admin_relying_party, methods=["POST"]),
+        Route("/admin/requests", admin_request_create, methods=["POST"]),
+        Route("/admin/requests/{id}", admin_request, methods=["GET"]),
+        Route("/admin/requests/{id}/cancel", admin_request_cancel, methods=["POST"]),
     ]
     return Starlette(
-        routes=routes, exception_handlers={ProtocolError: _error, HTTPException: _http_error, Exception: _crash}
+        routes=routes,
+        exception_handlers={ProtocolError: _error, HTTPException: _http_error, Exception: _crash},
+        lifespan=lifespan,
     )
+
+
+async def _sweep(server: IdentityServer) -> None:
+    """Pending requests past their time are stored EXPIRED (callbacks and `gone` events follow)."""
+    while True:
+        await asyncio.sleep(SWEEP_EVERY)
+        try:
+            await run_in_threadpool(requests.expire_due, server)
+        except Exception:
+            log.exception("expiry sweep failed")

@@ -50,17 +50,24 @@ def server() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8443, show_default=True, type=int, help="HTTPS port")
 @click.option("--public-url", default=None, help="the URL clients use (default https://HOST:PORT)")
-def run(data: Path, host: str, port: int, public_url: str | None) -> None:
+@click.option("--push-relay", default=None, help="URL of a push relay (`vsc push-relay run`) to notify devices through")
+def run(data: Path, host: str, port: int, public_url: str | None, push_relay: str | None) -> None:
     """Serve until interrupted; creates the CA, TLS certificate and admin token on first start."""
     import uvicorn
 
     from vsc_provider.server.app import create_app
+    from vsc_provider.server.relay import Relay
     from vsc_provider.server.state import IdentityServer
+
+    if push_relay is not None and not push_relay.startswith(("https://", "http://")):
+        raise click.BadParameter("an http(s):// URL", param_hint="--push-relay")
 
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     hosts = sorted({host, "127.0.0.1", "localhost"}, key=lambda h: h != host)
     ident = IdentityServer(data, hosts)
+    if push_relay is not None:
+        ident.relay = Relay.load(data, push_relay)
     url = (public_url or f"https://{host}:{port}").rstrip("/")
     (data / "server.json").write_text(json.dumps({"url": url, "pin": ident.authority.tls_pin}))
     click.echo(f"identity server on {url}  (TLS key pin {ident.authority.tls_pin})")
@@ -165,3 +172,126 @@ def trust(data: Path, peer_data: Path) -> None:
     trusted.append({"url": client.url, "jwk": info["jwks"]["keys"][0]})
     path.write_text(json.dumps(trusted, indent=2))
     click.echo(f"trusting migration tickets from {client.url}")
+
+
+@server.group("rp")
+def rp_group() -> None:
+    """Relying parties: web applications that ask users' cards to authenticate or sign."""
+
+
+@rp_group.command("create")
+@_DATA
+@click.option("--name", required=True, help="the name users see on its requests")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
+def rp_create(data: Path, name: str, as_json: bool) -> None:
+    """Register a relying party and print its API key (shown this once; the server keeps only its hash)."""
+    result = _admin(data, "POST", "/admin/relying-parties", {"name": name})
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"relying party {result['name']} (id {result['id']})")
+    click.echo(f"API key (shown once): {result['api_key']}")
+
+
+@server.group("request")
+def request_group() -> None:
+    """Authentication and signing requests, made as the built-in relying party "admin" (to try it by hand)."""
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@request_group.command("create")
+@_DATA
+@click.option("--user", default=None, help="the user whose devices get the request")
+@click.option("--device", default=None, help="one device (instead of --user)")
+@click.option("--kind", type=click.Choice(["sign", "auth"]), required=True, help="authenticate, or sign data")
+@click.option("--text", default=None, help="a text shown to the user")
+@click.option("--pdf", type=_FILE, default=None, help="a PDF shown to the user")
+@click.option("--image", type=_FILE, default=None, help="a PNG, JPEG or GIF shown to the user")
+@click.option("--raw", type=_FILE, default=None, help="raw data shown to the user (in hex)")
+@click.option("--sign-file", type=_FILE, default=None, help="the data to sign (default: the --text)")
+@click.option(
+    "--alg",
+    type=click.Choice(["RS256", "RS512", "PS256", "ES256", "ES384"]),
+    default=None,
+    help="signature algorithm (default: by the card's key)",
+)
+@click.option("--format", "fmt", type=click.Choice(["jws", "cms"]), default=None, help="sign: the result's format")
+@click.option("--ttl", type=int, default=None, help="seconds until it expires (10 to 86400; default 300)")
+@click.option("--callback", default=None, help="URL the result is POSTed to")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
+def request_create(
+    data: Path,
+    user: str | None,
+    device: str | None,
+    kind: str,
+    text: str | None,
+    pdf: Path | None,
+    image: Path | None,
+    raw: Path | None,
+    sign_file: Path | None,
+    alg: str | None,
+    fmt: str | None,
+    ttl: int | None,
+    callback: str | None,
+    as_json: bool,
+) -> None:
+    """Ask USER's card to authenticate or sign; prints the request id."""
+    from vsc_provider.provisioning import wire
+
+    if (user is None) == (device is None):
+        raise click.UsageError("name exactly one of --user and --device")
+    body: dict[str, Any] = {"kind": kind, **({"user": user} if user else {"device": device})}
+    metadata: list[dict[str, str]] = []
+    if text is not None:
+        metadata.append({"type": "text", "label": "text", "data": text})
+    for kind_name, path in (("pdf", pdf), ("image", image), ("raw", raw)):
+        if path is not None:
+            metadata.append({"type": kind_name, "label": path.name[:100], "data": wire.b64u(path.read_bytes())})
+    if metadata:
+        body["metadata"] = metadata
+    if kind == "sign":
+        payload = _read(sign_file) if sign_file is not None else (text.encode() if text is not None else None)
+        if payload is None:
+            raise click.UsageError("--kind sign needs --sign-file (or --text) for the data to sign")
+        body["data"] = wire.b64u(payload)
+    elif sign_file is not None:
+        raise click.UsageError("--sign-file is for --kind sign")
+    for name, value in (("alg", alg), ("format", fmt), ("ttl", ttl), ("callback", callback)):
+        if value is not None:
+            body[name] = value
+    result = _admin(data, "POST", "/admin/requests", body)
+    click.echo(json.dumps(result) if as_json else result["id"])
+
+
+@request_group.command("show")
+@_DATA
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
+def request_show(data: Path, request_id: str, as_json: bool) -> None:
+    """A request's state and, once approved, the signature, the signer certificate and whether it verified."""
+    doc = _admin(data, "GET", f"/admin/requests/{request_id}")
+    result = doc.pop("result", None) or {}
+    doc.update(result)
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    click.echo(f"{doc['id']}: {doc['state']} ({doc['kind']}, {doc['alg']}, {doc['format']})")
+    if result:
+        click.echo(f"verified: {str(doc['verified']).lower()}")
+        click.echo(f"signature: {doc['signature']}")
+        click.echo(f"certificate: {doc['certificate']}")
+
+
+@request_group.command("cancel")
+@_DATA
+@click.argument("request_id")
+def request_cancel(data: Path, request_id: str) -> None:
+    """Cancel a pending request (the devices drop it)."""
+    doc = _admin(data, "POST", f"/admin/requests/{request_id}/cancel")
+    click.echo(f"{doc['id']}: {doc['state']}")

@@ -1,8 +1,9 @@
-"""The server's SQLite file: activation codes, devices, certificates, spent nonces and migration tickets.
+"""The server's SQLite file: activation codes, devices, certificates, spent nonces, migration tickets,
+relying parties and their authentication / signing requests.
 
 Every state change that must happen once (a code used, a nonce spent, a PIN try counted, a device
-confirmed) is a single conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent requests cannot
-both win.
+confirmed, a request decided) is a single conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent
+requests cannot both win.
 """
 
 from __future__ import annotations
@@ -41,6 +42,20 @@ CREATE TABLE IF NOT EXISTS tickets(
     id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL,
     target_key TEXT, state TEXT NOT NULL DEFAULT 'issued'
 );
+CREATE TABLE IF NOT EXISTS relying_parties(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, key_hash TEXT UNIQUE, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests(
+    id TEXT PRIMARY KEY, rp TEXT NOT NULL, kind TEXT NOT NULL, alg TEXT NOT NULL, format TEXT NOT NULL,
+    input TEXT NOT NULL, callback TEXT, named_device TEXT, state TEXT NOT NULL DEFAULT 'PENDING',
+    created REAL NOT NULL, expires REAL NOT NULL, decided REAL, device TEXT, signature TEXT, certificate BLOB
+);
+CREATE INDEX IF NOT EXISTS requests_pending ON requests(state, expires);
+CREATE TABLE IF NOT EXISTS request_targets(
+    request TEXT NOT NULL, device TEXT NOT NULL, key_id TEXT NOT NULL, document TEXT NOT NULL,
+    display_hash TEXT NOT NULL, PRIMARY KEY (request, device)
+);
+CREATE INDEX IF NOT EXISTS request_targets_by_device ON request_targets(device);
 """
 
 # columns added after the first release, for files made before them: (table, column, declaration, and
@@ -452,3 +467,121 @@ class Database:
         return [
             {"key_id": r[0], "usage": r[1], "format": r[2], "spki": r[3], "cert": r[4], "escrow": r[5]} for r in rows
         ]
+
+    # --- relying parties and their requests ------------------------------------------------------
+
+    def add_relying_party(self, rp_id: str, name: str, key_hash: str | None) -> bool:
+        """A new relying party (the admin's built-in one has no key); False when the name is taken."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM relying_parties WHERE name = ?", (name,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO relying_parties(id, name, key_hash, created) VALUES (?, ?, ?, ?)",
+                (rp_id, name, key_hash, time.time()),
+            )
+        return True
+
+    def relying_party(self, *, key_hash: str | None = None, rp_id: str | None = None) -> tuple[str, str] | None:
+        """(id, name) of the relying party with this API key hash, or this id."""
+        with self._lock:
+            if key_hash is not None:
+                row = self._db.execute(
+                    "SELECT id, name FROM relying_parties WHERE key_hash = ?", (key_hash,)
+                ).fetchone()
+            else:
+                row = self._db.execute("SELECT id, name FROM relying_parties WHERE id = ?", (rp_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def user_devices(self, user: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM devices WHERE user = ? AND state = 'active' ORDER BY created", (user,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def add_request(self, row: dict[str, Any], targets: list[tuple[str, str, str, str]]) -> None:
+        """A new PENDING request and, per device it goes to, (device, key id, signed document, display hash)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO requests(id, rp, kind, alg, format, input, callback, named_device, created, expires)"
+                " VALUES (:id, :rp, :kind, :alg, :format, :input, :callback, :named_device, :created, :expires)",
+                row,
+            )
+            db.executemany(
+                "INSERT INTO request_targets(request, device, key_id, document, display_hash) VALUES (?, ?, ?, ?, ?)",
+                [(row["id"], *t) for t in targets],
+            )
+
+    _REQUEST_COLUMNS = (
+        "id", "rp", "kind", "alg", "format", "input", "callback", "named_device", "state", "created", "expires",
+        "decided", "device", "signature", "certificate",
+    )  # fmt: skip
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        columns = ", ".join(self._REQUEST_COLUMNS)
+        with self._lock:
+            row = self._db.execute(f"SELECT {columns} FROM requests WHERE id = ?", (request_id,)).fetchone()  # noqa: S608 - constant columns
+        return None if row is None else dict(zip(self._REQUEST_COLUMNS, row, strict=True))
+
+    def request_target(self, request_id: str, device: str) -> dict[str, Any] | None:
+        """What the request asks of one device: {key_id, document, display_hash}, or None if not sent to it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key_id, document, display_hash FROM request_targets WHERE request = ? AND device = ?",
+                (request_id, device),
+            ).fetchone()
+        return None if row is None else {"key_id": row[0], "document": row[1], "display_hash": row[2]}
+
+    def request_devices(self, request_id: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT device FROM request_targets WHERE request = ?", (request_id,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def pending_documents(self, device: str, now: float) -> list[tuple[str, str]]:
+        """(id, signed document) of the device's PENDING, unexpired requests, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.id, t.document FROM request_targets t JOIN requests r ON r.id = t.request"
+                " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ? ORDER BY r.created",
+                (device, now),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def pending_load(self, device: str, now: float) -> tuple[int, int]:
+        """(how many, total characters of their documents) of the device's PENDING, unexpired requests."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0) FROM request_targets t"
+                " JOIN requests r ON r.id = t.request WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
+                (device, now),
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def decide_request(
+        self,
+        request_id: str,
+        state: str,
+        now: float,
+        device: str | None = None,
+        signature: str | None = None,
+        certificate: bytes | None = None,
+    ) -> bool:
+        """PENDING -> a final state, once: False when it was decided, cancelled or expired meanwhile.
+        EXPIRED is set only past `expires`, every other state only before it."""
+        # the expiry test as one expression: (state = 'EXPIRED') must equal (expires <= now)
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE requests SET state = ?, decided = ?, device = COALESCE(?, device), signature = ?,"
+                " certificate = ? WHERE id = ? AND state = 'PENDING' AND (? = 'EXPIRED') = (expires <= ?)",
+                (state, now, device, signature, certificate, request_id, state, now),
+            )
+            return cur.rowcount == 1
+
+    def due_requests(self, now: float, limit: int) -> list[str]:
+        """Ids of PENDING requests past their expiry (for the sweep that stores them EXPIRED)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM requests WHERE state = 'PENDING' AND expires <= ? ORDER BY expires LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [str(r[0]) for r in rows]

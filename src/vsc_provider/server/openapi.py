@@ -51,6 +51,86 @@ def _jws_post(summary: str, errors: tuple[int, ...] = (400, 401, 410, 413)) -> d
     }
 
 
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_METADATA_ITEM = {
+    "type": "object",
+    "required": ["type", "label", "data"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["text", "pdf", "image", "raw"]},
+        "label": {"type": "string", "maxLength": 100},
+        "data": {"type": "string", "description": "text, or base64url of the file"},
+    },
+}
+_NEW_REQUEST = {
+    "type": "object",
+    "required": ["kind"],
+    "additionalProperties": False,
+    "description": "exactly one of user and device; sign: exactly one of data and hash (see docs/protocol.md)",
+    "properties": {
+        "user": {"type": "string"},
+        "device": {"type": "string"},
+        "kind": {"enum": ["auth", "sign"]},
+        "data": {"type": "string", "description": "base64url, at most 1 MiB"},
+        "hash": {"type": "string", "description": "base64url SHA-256/384/512 digest"},
+        "alg": {"enum": ["RS256", "RS512", "PS256", "ES256", "ES384"]},
+        "format": {"enum": ["jws", "cms"]},
+        "metadata": {"type": "array", "maxItems": 8, "items": _METADATA_ITEM},
+        "ttl": {"type": "integer", "minimum": 10, "maximum": 86400},
+        "callback": {"type": "string", "description": "https:// (http:// only to 127.0.0.1)"},
+    },
+}
+_REQUEST_DOC = {
+    "type": "object",
+    "required": ["id", "kind", "state", "created", "expires", "alg", "format"],
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"enum": ["auth", "sign"]},
+        "state": {"enum": ["PENDING", "APPROVED", "REJECTED", "EXPIRED", "CANCELLED"]},
+        "created": {"type": "number"},
+        "expires": {"type": "number"},
+        "device": {"type": ["string", "null"]},
+        "alg": {"type": "string"},
+        "format": {"enum": ["jws", "cms"]},
+        "result": {
+            "type": "object",
+            "properties": {
+                "signature": {"type": "string"},
+                "certificate": {"type": "string"},
+                "verified": {"type": "boolean"},
+            },
+        },
+    },
+}
+
+
+def _new_request(summary: str, security: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{security: []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _NEW_REQUEST}}},
+            "responses": {
+                "201": _ok("the request: id, state PENDING, expires, challenge (auth)"),
+                **_errors(400, 401, 409, 413),
+            },
+        }
+    }
+
+
+def _read_request(
+    summary: str, security: str, method: str = "get", errors: tuple[int, ...] = (401, 404)
+) -> dict[str, Any]:
+    return {
+        method: {
+            "summary": summary,
+            "security": [{security: []}],
+            "parameters": _ID,
+            "responses": {"200": _ok("the request", _REQUEST_DOC), **_errors(*errors)},
+        }
+    }
+
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "vsc identity server", "version": "1"},
@@ -88,6 +168,40 @@ SPEC: dict[str, Any] = {
         "/v1/delete": _jws_post("the device deletes itself"),
         "/v1/migration": _jws_post("a signed ticket to move the card to another server"),
         "/v1/migration/complete": _jws_post("the target's receipt: the device leaves this server"),
+        "/v1/requests": _jws_post("the device's pending requests (compact JWSs by the protocol key)"),
+        "/v1/requests/answer": _jws_post(
+            "approve (with the card's signature and certificate) or reject a request", (400, 401, 404, 409, 410, 413)
+        ),
+        "/v1/push": {
+            "post": {
+                "summary": "Server-Sent Events: pending and new requests (event: request), decided ones (event: gone)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JWS"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "the event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 410, 413, 429),
+                },
+            }
+        },
+        "/rp/v1/requests": _new_request("ask a user's card to authenticate or sign", "rp"),
+        "/rp/v1/requests/{id}": _read_request("a request's state and, once approved, its verified result", "rp"),
+        "/rp/v1/requests/{id}/cancel": _read_request("cancel a pending request", "rp", "post", (401, 404, 409)),
+        "/admin/relying-parties": {
+            "post": {
+                "summary": "register a relying party; its API key is in the answer, once",
+                "security": [{"admin": []}],
+                "requestBody": _json_body(["name"], {"name": {"type": "string"}}),
+                "responses": {"201": _ok("id, name, api_key"), **_errors(400, 401, 409, 413)},
+            }
+        },
+        "/admin/requests": _new_request("a request made by the admin (the built-in relying party 'admin')", "admin"),
+        "/admin/requests/{id}": _read_request("any request's state and result", "admin"),
+        "/admin/requests/{id}/cancel": _read_request("cancel any pending request", "admin", "post", (401, 404, 409)),
         "/admin/activations": {
             "post": {
                 "summary": "create a one-time activation link (bearer token from admin.json)",
@@ -122,6 +236,9 @@ SPEC: dict[str, Any] = {
     },
     "components": {
         "schemas": {"Error": _ERROR, "JWS": _JWS},
-        "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "admin": {"type": "http", "scheme": "bearer"},
+            "rp": {"type": "http", "scheme": "bearer", "description": "a relying party's API key (vsc_rp_...)"},
+        },
     },
 }

@@ -1,4 +1,5 @@
-"""Activation profiles: which keys a card gets, in which form, and whether it may work offline.
+"""Activation profiles: which keys a card gets, in which form, whether it may work offline, and the
+branding (name, logo, colour) its cards show on requests.
 
 The built-in profiles cover the protocol's cases; a server operator can replace them with a
 `profiles.json` file in the data directory (same shape as `Profile.to_json`).
@@ -7,6 +8,7 @@ The built-in profiles cover the protocol's cases; a server operator can replace 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,27 @@ class KeyRequest:
             raise ValueError("imported keys are RSA")
 
 
+DEFAULT_COLOUR = "#1f5fa8"
+MAX_LOGO = 64 * 1024  # characters of the logo's data: URI
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_LOGO_PREFIXES = ("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/gif;base64,")
+
+
+def check_branding(branding: Any) -> dict[str, str]:
+    """A profile's branding: {"name" (1..100 characters), "colour" ("#rrggbb"), "logo" (a data: URI of a
+    PNG, JPEG or GIF)}, each optional; ValueError otherwise."""
+    if not isinstance(branding, dict) or not set(branding) <= {"name", "logo", "colour"}:
+        raise ValueError("branding is an object with name, logo and colour")
+    name, logo, colour = branding.get("name"), branding.get("logo"), branding.get("colour")
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable()):
+        raise ValueError("branding.name is 1 to 100 printable characters")
+    if colour is not None and (not isinstance(colour, str) or not _COLOUR.fullmatch(colour)):
+        raise ValueError("branding.colour is #rrggbb")
+    if logo is not None and (not isinstance(logo, str) or len(logo) > MAX_LOGO or not logo.startswith(_LOGO_PREFIXES)):
+        raise ValueError(f"branding.logo is a data:image/(png|jpeg|gif);base64 URI of at most {MAX_LOGO} characters")
+    return dict(branding)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -35,14 +58,23 @@ class Profile:
     offline: bool = True
     pin_min_length: int = 6
     extra: dict[str, Any] = field(default_factory=dict)
+    branding: dict[str, str] | None = None  # None: the server's default (branding_for)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "keys": [asdict(k) for k in self.keys],
             "offline": self.offline,
             "pin_min_length": self.pin_min_length,
         }
+        if self.branding is not None:
+            out["branding"] = dict(self.branding)
+        return out
+
+    def branding_for(self, server_name: str) -> dict[str, str]:
+        """What a card of this profile shows on requests: the profile's branding, the server's name and the
+        default colour where it says nothing."""
+        return {"name": server_name, "colour": DEFAULT_COLOUR, **(self.branding or {})}
 
 
 def _p(name: str, keys: list[tuple[str, str, str, str]], offline: bool = True) -> Profile:
@@ -72,5 +104,6 @@ def load(data: Path) -> dict[str, Profile]:
             tuple(KeyRequest(**k) for k in item["keys"]),
             bool(item.get("offline", True)),
             int(item.get("pin_min_length", 6)),
+            branding=check_branding(item["branding"]) if "branding" in item else None,
         )
     return out

@@ -1,5 +1,6 @@
-"""What every handler shares: the data directory, CA, database, escrow, profiles and protocol key, and the
-checks every signed device request passes (JWS by the device key, this endpoint's url, a fresh nonce)."""
+"""What every handler shares: the data directory, CA, database, escrow, profiles, protocol key, the push
+streams, background posts and push relay, and the checks every signed device request passes (JWS by the
+device key, this endpoint's url, a fresh nonce)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from vsc_provider.server.db import Database, Device
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
 from vsc_provider.server.limits import Limits
+from vsc_provider.server.outbound import Outbox
 from vsc_provider.server.profiles import load as load_profiles
+from vsc_provider.server.push import PushHub
+from vsc_provider.server.relay import Relay
 from vsc_provider.server.revocation import Revocation
 
 
@@ -38,6 +42,8 @@ def private_files(data: Path) -> None:
             path.chmod(0o600)
         elif path.is_dir():
             path.chmod(0o700)
+
+ADMIN_RP = "admin"  # the relying party the admin's request commands act as (id and name)
 
 
 @dataclass
@@ -70,6 +76,10 @@ class IdentityServer:
         self.profiles = load_profiles(data)
         self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
         self.admin_token = self._admin_token()
+        self.db.add_relying_party(ADMIN_RP, ADMIN_RP, None)
+        self.push = PushHub()
+        self.outbox = Outbox()
+        self.relay: Relay | None = None  # set by `vsc server run --push-relay URL`
 
     def _seal_legacy_escrow(self) -> None:
         """Escrowed keys stored in clear by earlier versions are sealed in place at start-up."""
