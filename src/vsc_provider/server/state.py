@@ -43,6 +43,7 @@ def private_files(data: Path) -> None:
         elif path.is_dir():
             path.chmod(0o700)
 
+
 ADMIN_RP = "admin"  # the relying party the admin's request commands act as (id and name)
 
 
