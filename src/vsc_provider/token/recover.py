@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token.crypto import RsaRaw, rsa_public_raw
+from vsc_provider.token.rsa_raw import RsaRaw, rsa_public_raw
 
 
 def _size(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> int:
