@@ -7,6 +7,7 @@ from typing import Any
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import curves, ec_params, key_attrs
 from vsc_provider.token import objects as O
 
 # Attributes a caller may give when creating or generating an object, beyond those that define its value.
@@ -170,13 +171,13 @@ def public_key_from(template: dict[int, bytes]) -> Any:
                 _int(template, C.CKA_PUBLIC_EXPONENT), _int(template, C.CKA_MODULUS)
             ).public_key()
         if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
-            oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
-            point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
-            if oid == O.ED25519_OID:
+            oid = ec_params.curve_from_params(require(template, C.CKA_EC_PARAMS))
+            point = ec_params.unwrap_octet_string(require(template, C.CKA_EC_POINT))
+            if oid == curves.ED25519_OID:
                 return ed25519.Ed25519PublicKey.from_public_bytes(point)
-            if oid == O.ED448_OID:
+            if oid == curves.ED448_OID:
                 return ed448.Ed448PublicKey.from_public_bytes(point)
-            return ec.EllipticCurvePublicKey.from_encoded_point(O.ec_curve(oid), point)
+            return ec.EllipticCurvePublicKey.from_encoded_point(curves.ec_curve(oid), point)
         if key_type in O.PQ_KEY_TYPES:
             from vsc_provider.token import pqc
 
@@ -216,13 +217,13 @@ def private_key_from(template: dict[int, bytes]) -> Any:
             )
             return numbers.private_key()
         if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
-            oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
+            oid = ec_params.curve_from_params(require(template, C.CKA_EC_PARAMS))
             value = require(template, C.CKA_VALUE)
-            if oid == O.ED25519_OID:
+            if oid == curves.ED25519_OID:
                 return ed25519.Ed25519PrivateKey.from_private_bytes(value)
-            if oid == O.ED448_OID:
+            if oid == curves.ED448_OID:
                 return ed448.Ed448PrivateKey.from_private_bytes(value)
-            return ec.derive_private_key(int.from_bytes(value, "big"), O.ec_curve(oid))
+            return ec.derive_private_key(int.from_bytes(value, "big"), curves.ec_curve(oid))
         if key_type in O.PQ_KEY_TYPES:  # imported from the seed, the form `cryptography` reads
             from vsc_provider.token import pqc
 
@@ -286,7 +287,7 @@ def secret_object(
     template: dict[int, bytes], key_type: int, value: bytes, *, local: bool, gen_mech: int | None
 ) -> dict[int, bytes]:
     check_secret_length(key_type, value)
-    built = O.secret_key_attrs(
+    built = key_attrs.secret_key_attrs(
         key_type,
         value,
         key_id=template.get(C.CKA_ID, b""),
