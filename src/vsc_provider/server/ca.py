@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 import secrets
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning import wire
 
 CERT_DAYS = 365
@@ -56,16 +56,9 @@ class Authority:
         tls_key_path, tls_cert_path = data / "tls.key", data / "tls.pem"
         if not ca_key_path.exists():
             key = rsa.generate_private_key(65537, 3072)
-            now = dt.datetime.now(dt.UTC)
             name = _name(f"vsc identity CA {secrets.token_hex(4)}")
             signed = (
-                x509.CertificateBuilder()
-                .subject_name(name)
-                .issuer_name(name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=3650))
+                certificate_builder(name, name, key.public_key(), 3650)
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(
                     x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
@@ -86,15 +79,8 @@ class Authority:
                     sans.append(x509.IPAddress(ipaddress.ip_address(host)))
                 except ValueError:
                     sans.append(x509.DNSName(host))
-            now = dt.datetime.now(dt.UTC)
             tls = (
-                x509.CertificateBuilder()
-                .subject_name(_name(hosts[0]))
-                .issuer_name(ca_cert.subject)
-                .public_key(tls_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=CERT_DAYS * 2))
+                certificate_builder(_name(hosts[0]), ca_cert.subject, tls_key.public_key(), CERT_DAYS * 2)
                 .add_extension(x509.SubjectAlternativeName(sans), critical=False)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                 .sign(ca_key, hashes.SHA256())
@@ -109,7 +95,6 @@ class Authority:
 
     def issue(self, public_key: Any, user: str, usage: str, days: int = CERT_DAYS) -> x509.Certificate:
         """A certificate for a device key: the subject is the server's user name, usage from the profile."""
-        now = dt.datetime.now(dt.UTC)
         if usage == "auth":
             ku = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
             eku = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -121,13 +106,7 @@ class Authority:
             ku = x509.KeyUsage(False, False, encipher, False, not encipher, False, False, False, False)
             eku = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
         return (
-            x509.CertificateBuilder()
-            .subject_name(_name(user))
-            .issuer_name(self.cert.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            certificate_builder(_name(user), self.cert.subject, public_key, days)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(ku, critical=True)
             .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
