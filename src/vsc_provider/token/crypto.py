@@ -1,11 +1,13 @@
 """Mechanisms: which builder makes the sign, verify, encrypt, decrypt or digest operation for a key and a
-mechanism, by two tables: mechanisms that take any key and check it themselves (the AES MACs and CTR), then
-the key's class.
+mechanism. Three tables, in order: the mechanisms that take any key and check it themselves (the AES MACs and
+CTR), then the key's class (whose family then goes by the mechanism, or says that it does not fit), then the
+mechanisms that go by their own name whatever the key (the AES modes and key wraps).
 
 Each operation object is built once at *Init time with everything it needs (padding objects, hash
 algorithms, the loaded key), so the per-call work is the `cryptography` call itself. The builders live by
-key family: rsa_sign.py, rsa_cipher.py, ecc_sign.py, hmac_sign.py, aes_cipher.py, aes_modes.py, and
-pqc.py and dsa_dh.py (loaded only when a key of theirs turns up).
+key family: rsa_sign.py and rsa_cipher.py (with rsa_padding.py and rsa_raw.py), ecc_sign.py (with dss.py),
+hmac_sign.py, aes_cipher.py, aes_modes.py, and pqc.py and dsa_dh.py (loaded only when a key of theirs turns
+up).
 """
 
 from __future__ import annotations

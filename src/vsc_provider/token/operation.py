@@ -19,7 +19,7 @@ from vsc_provider.ck.params import Mechanism
 HashFactory = Callable[[], hashes.HashAlgorithm]
 T = TypeVar("T")
 U = TypeVar("U")
-Build = Callable[["Mechanism", Any], T]  # what makes an operation object from a mechanism and a loaded key
+Build = Callable[[Mechanism, Any], T]  # what makes an operation object from a mechanism and a loaded key
 
 DIGESTS: dict[int, HashFactory] = {
     C.CKM_SHA_1: hashes.SHA1,
