@@ -22,8 +22,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning.online import ServerPinCheck
-from vsc_provider.token import access, service
-from vsc_provider.token import objects as O
+from vsc_provider.token import access, ec_params, key_info, service
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
@@ -146,7 +145,7 @@ def describe(card: Card, token: str, obj: Any) -> ObjectInfo:
     if key_type == C.CKK_RSA and C.CKA_MODULUS_BITS in attrs:
         details["bits"] = A.get_ulong(attrs, C.CKA_MODULUS_BITS)
     if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS) and C.CKA_EC_PARAMS in attrs:
-        details["curve"] = O.curve_from_params(attrs[C.CKA_EC_PARAMS])
+        details["curve"] = ec_params.curve_from_params(attrs[C.CKA_EC_PARAMS])
     if C.CKA_PARAMETER_SET in attrs:
         details["parameter_set"] = PARAMETER_SET_NAMES.get((key_type, A.get_ulong(attrs, C.CKA_PARAMETER_SET)))
     if obj.klass == C.CKO_CERTIFICATE:
@@ -239,7 +238,7 @@ def generate_key(ref: str, kind: str, label: str, pin: str, always_authenticate:
 
 def _matching_key(card: Card, cert: x509.Certificate) -> tuple[bytes, str] | None:
     """The CKA_ID and label of the key pair whose public key is the certificate's."""
-    want = O.spki(cert.public_key())
+    want = key_info.spki(cert.public_key())
     for obj in card.objects.values():
         if obj.klass == C.CKO_PUBLIC_KEY and obj.attrs.get(C.CKA_PUBLIC_KEY_INFO) == want:
             return obj.attrs.get(C.CKA_ID, b""), str(A.decode(C.CKA_LABEL, obj.attrs.get(C.CKA_LABEL, b"")))
@@ -295,7 +294,7 @@ def import_certificate(
             key_id = matching[0] if key_id is None else key_id
             key_label = matching[1] or None
         if key_id is None:
-            key_id = O.key_id_for(cert.public_key())
+            key_id = key_info.key_id_for(cert.public_key())
         if label is None:
             names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
             label = key_label or (str(names[0].value) if names else "certificate")

@@ -7,7 +7,6 @@ the card service (as C_Sign would) and asn1crypto swaps the signature in.
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 from asn1crypto import csr as asn1_csr
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from vsc_provider import api
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -108,7 +108,6 @@ def self_sign(ref: str, key_label: str, subject: str, pin: str, days: int = 365)
         raise CKRError(C.CKR_ARGUMENTS_BAD, "--days is at least 1")
     card = api.find_card(ref)
     name = parse_subject(subject)
-    now = datetime.datetime.now(datetime.UTC)
     with api.session(card, pin=pin):
         key, public = _find_key(card, key_label)
         throwaway, digest, mechanism = _scheme(public)
@@ -116,13 +115,7 @@ def self_sign(ref: str, key_label: str, subject: str, pin: str, days: int = 365)
             [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
         )
         draft = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
+            certificate_builder(name, name, public, days)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)

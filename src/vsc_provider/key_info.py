@@ -150,12 +150,12 @@ def _certificate_key(card: Card, selector: str) -> tuple[bytes, str] | None:
     """The SubjectPublicKeyInfo and hex CKA_ID of the certificate labelled `selector` (or with that id)."""
     from cryptography import x509
 
-    from vsc_provider.token import objects as O
+    from vsc_provider.token import key_info as token_keys
 
     for obj in card.objects.values():
         key_id = obj.attrs.get(C.CKA_ID, b"").hex()
         if obj.klass == C.CKO_CERTIFICATE and selector in (_label(obj), key_id):
-            return O.spki(x509.load_der_x509_certificate(obj.attrs[C.CKA_VALUE]).public_key()), key_id
+            return token_keys.spki(x509.load_der_x509_certificate(obj.attrs[C.CKA_VALUE]).public_key()), key_id
     return None
 
 

@@ -19,8 +19,8 @@ from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import general, keys, sessions
 from vsc_provider.pkcs11.state import LIB
 from vsc_provider.token import keywrap
+from vsc_provider.token.ec_params import oid_der
 from vsc_provider.token.engine import Engine
-from vsc_provider.token.objects import oid_der
 from vsc_provider.token.pin import PinPolicy
 
 PIN = b"482915"

@@ -12,7 +12,8 @@ from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from vsc_provider.ck import constants as C
-from vsc_provider.token.objects import ED448_OID, oid_der
+from vsc_provider.token.curves import ED448_OID
+from vsc_provider.token.ec_params import oid_der
 
 MESSAGE = b"curves beyond P-384 and Ed25519"
 

@@ -11,8 +11,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import access, service
-from vsc_provider.token import objects as O
+from vsc_provider.token import access, key_info, service
 from vsc_provider.token.engine import Engine
 from vsc_provider.token.pin import PinPolicy
 
@@ -54,7 +53,7 @@ def test_generated_always_authenticate_ml_dsa_key_is_seen_by_another_engine(tmp_
     assert priv.bool(C.CKA_ALWAYS_AUTHENTICATE) and not pub.bool(C.CKA_ALWAYS_AUTHENTICATE)
     assert A.get_ulong(priv.attrs, C.CKA_PARAMETER_SET) == C.CKP_ML_DSA_44
     key_id = priv.attrs[C.CKA_ID]
-    assert key_id == pub.attrs[C.CKA_ID] == O.key_id_for(engine.crypto_key(card, pub))
+    assert key_id == pub.attrs[C.CKA_ID] == key_info.key_id_for(engine.crypto_key(card, pub))
     # such a key signs only through PKCS#11's context-specific login
     mech = Mechanism(C.CKM_ML_DSA)
     assert rv(service.sign, engine, card, key_id, mech, b"x") == C.CKR_USER_NOT_LOGGED_IN

@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token import keywrap
-from vsc_provider.token import objects as O
+from vsc_provider.token import key_attrs, keywrap
 from vsc_provider.token.engine import Engine
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import COMPATIBLE, STRICT, CardPolicy
@@ -36,7 +35,9 @@ def rv(fn, *args) -> int:
 
 
 def _private_key_attrs(key, private: bool) -> dict[int, bytes]:
-    attrs = O.private_key_attrs(key.public_key(), key_id=b"k", label="k", token=True, local=False, gen_mech=None)
+    attrs = key_attrs.private_key_attrs(
+        key.public_key(), key_id=b"k", label="k", token=True, local=False, gen_mech=None
+    )
     attrs[C.CKA_PRIVATE] = A.TRUE if private else A.FALSE
     return attrs
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token import objects as O
+from vsc_provider.token import key_attrs
 from vsc_provider.token.engine import Engine
 from vsc_provider.token.pin import PinPolicy
 
@@ -67,7 +67,9 @@ def test_success_resets_the_counter(tmp_path):
 
 def _import_key(engine: Engine, card) -> rsa.RSAPrivateKey:
     key = rsa.generate_private_key(65537, 2048)
-    attrs = O.private_key_attrs(key.public_key(), key_id=b"k", label="k", token=True, local=False, gen_mech=None)
+    attrs = key_attrs.private_key_attrs(
+        key.public_key(), key_id=b"k", label="k", token=True, local=False, gen_mech=None
+    )
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     engine.add_object(card, attrs, der, True, 0)
     return key

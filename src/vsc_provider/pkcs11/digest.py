@@ -5,7 +5,7 @@ from __future__ import annotations
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, find_object
+from vsc_provider.pkcs11.state import LIB, Operation, Session, deliver, feed, find_object
 
 
 def digest_init(h: int, mech: Mechanism) -> None:
@@ -50,12 +50,7 @@ def _ended_by_a_result(s: Session, op: Operation) -> None:
 def digest_update(h: int, part: bytes) -> None:
     s, op = _op(h)
     _ended_by_a_result(s, op)
-    op.multipart = True
-    try:
-        op.worker.update(part)
-    except Exception:
-        s.digest = None
-        raise
+    feed(s, "digest", op, part)
 
 
 def digest_key(h: int, key: int) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, active_operation, deliver, operation_key
+from vsc_provider.pkcs11.state import LIB, Operation, Session, active_operation, deliver, feed, operation_key
 
 
 def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
@@ -45,7 +47,7 @@ def _pending_of_another_call(s: Session, attr: str, op: Operation, update: bool)
         raise CKRError(C.CKR_OPERATION_ACTIVE, "an earlier call's output was not collected")
 
 
-def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
+def _one_shot(attr: str, h: int, data: bytes, query: bool, capacity: int) -> bytes:
     s, op = active_operation(h, attr)
     _pending_of_another_call(s, attr, op, update=False)
     if op.multipart:
@@ -54,17 +56,13 @@ def _one_shot(h: int, attr: str, data: bytes, query: bool, capacity: int) -> byt
     return deliver(s, attr, op, lambda: op.worker.run(data), query, capacity)
 
 
-def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes:
+def _update(attr: str, h: int, data: bytes, query: bool, capacity: int) -> bytes:
     s, op = active_operation(h, attr)
     _pending_of_another_call(s, attr, op, update=True)
     op.multipart = True
     out = op.result
     if out is None:
-        try:
-            out = op.result = _UpdateOutput(op.worker.update(data))
-        except Exception:
-            setattr(s, attr, None)
-            raise
+        out = op.result = _UpdateOutput(feed(s, attr, op, data))
     if query:
         # No output (an AEAD decryption holds everything back until the tag checks): answer a length that is
         # not 0, as the standard allows a query to exceed the need. A host that passes a NULL buffer for a
@@ -79,31 +77,16 @@ def _update(h: int, attr: str, data: bytes, query: bool, capacity: int) -> bytes
     return out
 
 
-def _final(h: int, attr: str, query: bool, capacity: int) -> bytes:
+def _final(attr: str, h: int, query: bool, capacity: int) -> bytes:
     s, op = active_operation(h, attr)
     _pending_of_another_call(s, attr, op, update=False)
     return deliver(s, attr, op, op.worker.final, query, capacity)
 
 
-def encrypt(h: int, data: bytes, query: bool, capacity: int) -> bytes:
-    return _one_shot(h, "encrypt", data, query, capacity)
-
-
-def encrypt_update(h: int, data: bytes, query: bool, capacity: int) -> bytes:
-    return _update(h, "encrypt", data, query, capacity)
-
-
-def encrypt_final(h: int, query: bool, capacity: int) -> bytes:
-    return _final(h, "encrypt", query, capacity)
-
-
-def decrypt(h: int, data: bytes, query: bool, capacity: int) -> bytes:
-    return _one_shot(h, "decrypt", data, query, capacity)
-
-
-def decrypt_update(h: int, data: bytes, query: bool, capacity: int) -> bytes:
-    return _update(h, "decrypt", data, query, capacity)
-
-
-def decrypt_final(h: int, query: bool, capacity: int) -> bytes:
-    return _final(h, "decrypt", query, capacity)
+# The entry points, one set per direction: glue.py calls them as encrypt(h, data, query, capacity) and so on.
+encrypt = partial(_one_shot, "encrypt")
+encrypt_update = partial(_update, "encrypt")
+encrypt_final = partial(_final, "encrypt")
+decrypt = partial(_one_shot, "decrypt")
+decrypt_update = partial(_update, "decrypt")
+decrypt_final = partial(_final, "decrypt")

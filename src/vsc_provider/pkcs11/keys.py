@@ -12,8 +12,7 @@ from vsc_provider.ck.params import Ecdh1Params, Mechanism
 from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object, writable
-from vsc_provider.token import mechanisms
-from vsc_provider.token import objects as O
+from vsc_provider.token import curves, ec_params, key_attrs, key_info, mechanisms
 from vsc_provider.token.policy import CardPolicy
 
 
@@ -39,15 +38,15 @@ def new_private_key(mech: Mechanism, pub_t: dict[int, bytes], priv_t: dict[int, 
             if mech.type != C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
                 raise CKRError(C.CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS is required")
             return ed25519.Ed25519PrivateKey.generate()
-        oid = O.curve_from_params(params)
+        oid = ec_params.curve_from_params(params)
         policy.check_curve(oid)
-        if oid == O.ED25519_OID:
+        if oid == curves.ED25519_OID:
             return ed25519.Ed25519PrivateKey.generate()
-        if oid == O.ED448_OID:
+        if oid == curves.ED448_OID:
             return ed448.Ed448PrivateKey.generate()
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN:
             raise CKRError(C.CKR_CURVE_NOT_SUPPORTED, "Edwards key generation needs an Edwards curve")
-        return ec.generate_private_key(O.ec_curve(oid))
+        return ec.generate_private_key(curves.ec_curve(oid))
     if mech.type in (C.CKM_ML_DSA_KEY_PAIR_GEN, C.CKM_ML_KEM_KEY_PAIR_GEN):
         from vsc_provider.token import pqc
 
@@ -88,16 +87,16 @@ def generate_key_pair(
 
     private = new_private_key(mech, pub_t, priv_t, s.card.policy)
     public = private.public_key()
-    key_id = priv_t.get(C.CKA_ID) or pub_t.get(C.CKA_ID) or O.key_id_for(public)
+    key_id = priv_t.get(C.CKA_ID) or pub_t.get(C.CKA_ID) or key_info.key_id_for(public)
     gen = (
         C.CKM_EC_KEY_PAIR_GEN
         if mech.type == C.CKM_EC_EDWARDS_KEY_PAIR_GEN and isinstance(private, ec.EllipticCurvePrivateKey)
         else mech.type
     )
-    pub_attrs = O.public_key_attrs(
+    pub_attrs = key_attrs.public_key_attrs(
         public, key_id=key_id, label=T.text(pub_t, C.CKA_LABEL), token=pub_token, local=True, gen_mech=gen
     )
-    priv_attrs = O.private_key_attrs(
+    priv_attrs = key_attrs.private_key_attrs(
         public, key_id=key_id, label=T.text(priv_t, C.CKA_LABEL), token=priv_token, local=True, gen_mech=gen
     )
     pub_attrs = T.overrides({**pub_t, C.CKA_ID: key_id}, pub_attrs)
@@ -232,7 +231,7 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
             private = serialization.load_der_private_key(value, password=None)
         except ValueError as exc:
             raise CKRError(C.CKR_WRAPPED_KEY_INVALID, "unwrapped data is not a PKCS#8 private key") from exc
-        built = O.private_key_attrs(
+        built = key_attrs.private_key_attrs(
             private.public_key(),
             key_id=template.get(C.CKA_ID, b""),
             label=T.text(template, C.CKA_LABEL),
@@ -282,7 +281,7 @@ def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]
     # A bare uncompressed point (04 || X || Y) can also parse as a DER OCTET STRING when X's first byte
     # happens to equal the rest's length: a point of exactly the curve's size is taken as it is.
     if len(point) != 1 + 2 * ((private.curve.key_size + 7) // 8):
-        point = O.unwrap_octet_string(point)
+        point = ec_params.unwrap_octet_string(point)
     try:
         peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, point)
     except ValueError as exc:

@@ -8,6 +8,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, find_object, writable
+from vsc_provider.token import key_attrs, object_attrs
 from vsc_provider.token import objects as O
 from vsc_provider.token.engine import Card
 from vsc_provider.token.objects import TokenObject
@@ -30,7 +31,7 @@ def build_object(s: Session, template: dict[int, bytes]) -> tuple[dict[int, byte
         if cert_type not in (None, C.CKC_X_509):
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "only X.509 certificates are supported")
         value = T.require(template, C.CKA_VALUE)
-        built = O.certificate_attrs(
+        built = object_attrs.certificate_attrs(
             value, key_id=key_id, label=label, token=token, user_cert=_has_private_key(s.card, key_id)
         )
         kept = {C.CKA_HASH_OF_SUBJECT_PUBLIC_KEY, C.CKA_HASH_OF_ISSUER_PUBLIC_KEY}
@@ -40,11 +41,11 @@ def build_object(s: Session, template: dict[int, bytes]) -> tuple[dict[int, byte
         return attrs, None
     if klass == C.CKO_PUBLIC_KEY:
         public = T.public_key_from(template)
-        built = O.public_key_attrs(public, key_id=key_id, label=label, token=token, local=False, gen_mech=None)
+        built = key_attrs.public_key_attrs(public, key_id=key_id, label=label, token=token, local=False, gen_mech=None)
         return T.overrides(template, built), None
     if klass == C.CKO_PRIVATE_KEY:
         private = T.private_key_from(template)
-        built = O.private_key_attrs(
+        built = key_attrs.private_key_attrs(
             private.public_key(), key_id=key_id, label=label, token=token, local=False, gen_mech=None
         )
         return T.overrides(template, built), T.pkcs8(private)
@@ -68,7 +69,7 @@ def build_object(s: Session, template: dict[int, bytes]) -> tuple[dict[int, byte
 
         return otp.object_from_template(template)
     if klass == C.CKO_DATA:
-        built = O.data_attrs(
+        built = object_attrs.data_attrs(
             template.get(C.CKA_VALUE, b""),
             label=label,
             application=T.text(template, C.CKA_APPLICATION),

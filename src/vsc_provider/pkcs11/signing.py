@@ -11,7 +11,16 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import BufferTooSmall, CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import otp
-from vsc_provider.pkcs11.state import LIB, Operation, Session, check_allowed, deliver, find_object, operation_key
+from vsc_provider.pkcs11.state import (
+    LIB,
+    Operation,
+    Session,
+    check_allowed,
+    deliver,
+    feed,
+    find_object,
+    operation_key,
+)
 from vsc_provider.token import mechanisms
 
 if TYPE_CHECKING:
@@ -105,13 +114,8 @@ def sign_update(h: int, part: bytes) -> None:
         s.sign = None
         raise CKRError(C.CKR_OPERATION_ACTIVE, "the signature was computed: call C_Sign/C_SignFinal again")
     if not op.multipart:
-        op.multipart = True
         op.worker = op.worker.fresh()
-    try:
-        op.worker.update(part)
-    except Exception:
-        s.sign = None
-        raise
+    feed(s, "sign", op, part)
 
 
 def sign_final(h: int, query: bool, capacity: int) -> bytes:
@@ -167,12 +171,7 @@ def verify(h: int, data: bytes, signature: bytes) -> None:
 
 def verify_update(h: int, part: bytes) -> None:
     s, op = _verify_op(h)
-    op.multipart = True
-    try:
-        op.worker.update(part)
-    except Exception:
-        s.verify = None
-        raise
+    feed(s, "verify", op, part)
 
 
 def verify_final(h: int, signature: bytes) -> None:

@@ -156,6 +156,17 @@ def deliver(session: Session, attr: str, op: Operation, compute: Any, query: boo
     return out
 
 
+def feed(session: Session, attr: str, op: Operation, part: bytes) -> Any:
+    """Hand one part to a multi-part operation (C_*Update). A part that fails ends the operation, as the
+    standard says, like any error but a short buffer."""
+    op.multipart = True
+    try:
+        return op.worker.update(part)
+    except Exception:
+        setattr(session, attr, None)
+        raise
+
+
 def find_object(session: Session, handle: int, invalid: int = C.CKR_OBJECT_HANDLE_INVALID) -> TokenObject:
     card = session.card
     obj = card.get(handle)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import curves, ec_params, key_attrs
 from vsc_provider.token import objects as O
 
 # Attributes a caller may give when creating or generating an object, beyond those that define its value.
@@ -159,83 +161,120 @@ def _int(template: dict[int, bytes], attr: int) -> int:
     return int.from_bytes(require(template, attr), "big")
 
 
+KeyFrom = Callable[[int, dict[int, bytes]], Any]  # (key type, template) -> a `cryptography` key
+
+
 def public_key_from(template: dict[int, bytes]) -> Any:
-    # `cryptography` loads at the first use, not at C_Initialize
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-
-    key_type = ulong(template, C.CKA_KEY_TYPE)
-    try:
-        if key_type == C.CKK_RSA:
-            return rsa.RSAPublicNumbers(
-                _int(template, C.CKA_PUBLIC_EXPONENT), _int(template, C.CKA_MODULUS)
-            ).public_key()
-        if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
-            oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
-            point = O.unwrap_octet_string(require(template, C.CKA_EC_POINT))
-            if oid == O.ED25519_OID:
-                return ed25519.Ed25519PublicKey.from_public_bytes(point)
-            if oid == O.ED448_OID:
-                return ed448.Ed448PublicKey.from_public_bytes(point)
-            return ec.EllipticCurvePublicKey.from_encoded_point(O.ec_curve(oid), point)
-        if key_type in O.PQ_KEY_TYPES:
-            from vsc_provider.token import pqc
-
-            return pqc.public_from_value(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_VALUE))
-        if key_type in O.DSA_DH_KEY_TYPES:
-            from vsc_provider.token import dsa_dh
-
-            return dsa_dh.public_from(key_type, template)
-    except ValueError as exc:
-        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed public key: {exc}") from exc
-    raise CKRError(
-        C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type"
-    )
+    return _key_from(template, 0, "public key")
 
 
 def private_key_from(template: dict[int, bytes]) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+    return _key_from(template, 1, "private key")
 
+
+def _key_from(template: dict[int, bytes], half: int, what: str) -> Any:
     key_type = ulong(template, C.CKA_KEY_TYPE)
+    build = None if key_type is None else _KEY_FROM.get(key_type, (None, None))[half]
+    if key_type is None or build is None:
+        raise CKRError(
+            C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE,
+            "unsupported key type",
+        )
     try:
-        if key_type == C.CKK_RSA:
-            n = _int(template, C.CKA_MODULUS)
-            e = _int(template, C.CKA_PUBLIC_EXPONENT)
-            d = _int(template, C.CKA_PRIVATE_EXPONENT)
-            if C.CKA_PRIME_1 in template and C.CKA_PRIME_2 in template:
-                p, q = _int(template, C.CKA_PRIME_1), _int(template, C.CKA_PRIME_2)
-            else:
-                p, q = rsa.rsa_recover_prime_factors(n, e, d)
-            numbers = rsa.RSAPrivateNumbers(
-                p,
-                q,
-                d,
-                rsa.rsa_crt_dmp1(d, p),
-                rsa.rsa_crt_dmq1(d, q),
-                rsa.rsa_crt_iqmp(p, q),
-                rsa.RSAPublicNumbers(e, n),
-            )
-            return numbers.private_key()
-        if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS):
-            oid = O.curve_from_params(require(template, C.CKA_EC_PARAMS))
-            value = require(template, C.CKA_VALUE)
-            if oid == O.ED25519_OID:
-                return ed25519.Ed25519PrivateKey.from_private_bytes(value)
-            if oid == O.ED448_OID:
-                return ed448.Ed448PrivateKey.from_private_bytes(value)
-            return ec.derive_private_key(int.from_bytes(value, "big"), O.ec_curve(oid))
-        if key_type in O.PQ_KEY_TYPES:  # imported from the seed, the form `cryptography` reads
-            from vsc_provider.token import pqc
-
-            return pqc.private_from_seed(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_SEED))
-        if key_type in O.DSA_DH_KEY_TYPES:
-            from vsc_provider.token import dsa_dh
-
-            return dsa_dh.private_from(key_type, template)
+        return build(key_type, template)
     except ValueError as exc:
-        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed private key: {exc}") from exc
-    raise CKRError(
-        C.CKR_ATTRIBUTE_VALUE_INVALID if key_type is not None else C.CKR_TEMPLATE_INCOMPLETE, "unsupported key type"
+        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"malformed {what}: {exc}") from exc
+
+
+# `cryptography` loads at the first use, not at C_Initialize: each builder imports what it needs.
+
+
+def _rsa_public(key_type: int, template: dict[int, bytes]) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.RSAPublicNumbers(_int(template, C.CKA_PUBLIC_EXPONENT), _int(template, C.CKA_MODULUS)).public_key()
+
+
+def _rsa_private(key_type: int, template: dict[int, bytes]) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    n = _int(template, C.CKA_MODULUS)
+    e = _int(template, C.CKA_PUBLIC_EXPONENT)
+    d = _int(template, C.CKA_PRIVATE_EXPONENT)
+    if C.CKA_PRIME_1 in template and C.CKA_PRIME_2 in template:
+        p, q = _int(template, C.CKA_PRIME_1), _int(template, C.CKA_PRIME_2)
+    else:
+        p, q = rsa.rsa_recover_prime_factors(n, e, d)
+    numbers = rsa.RSAPrivateNumbers(
+        p,
+        q,
+        d,
+        rsa.rsa_crt_dmp1(d, p),
+        rsa.rsa_crt_dmq1(d, q),
+        rsa.rsa_crt_iqmp(p, q),
+        rsa.RSAPublicNumbers(e, n),
     )
+    return numbers.private_key()
+
+
+def _curve_and_value(template: dict[int, bytes], value_attr: int) -> tuple[str, bytes]:
+    """An EC or Edwards key's curve (CKA_EC_PARAMS, read first) and its point or private value."""
+    return ec_params.curve_from_params(require(template, C.CKA_EC_PARAMS)), require(template, value_attr)
+
+
+def _ec_public(key_type: int, template: dict[int, bytes]) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+
+    oid, encoded = _curve_and_value(template, C.CKA_EC_POINT)
+    point = ec_params.unwrap_octet_string(encoded)
+    if oid in curves.EDWARDS_OIDS:
+        edwards = ed25519.Ed25519PublicKey if oid == curves.ED25519_OID else ed448.Ed448PublicKey
+        return edwards.from_public_bytes(point)
+    return ec.EllipticCurvePublicKey.from_encoded_point(curves.ec_curve(oid), point)
+
+
+def _ec_private(key_type: int, template: dict[int, bytes]) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+
+    oid, value = _curve_and_value(template, C.CKA_VALUE)
+    if oid in curves.EDWARDS_OIDS:
+        edwards = ed25519.Ed25519PrivateKey if oid == curves.ED25519_OID else ed448.Ed448PrivateKey
+        return edwards.from_private_bytes(value)
+    return ec.derive_private_key(int.from_bytes(value, "big"), curves.ec_curve(oid))
+
+
+def _pq_public(key_type: int, template: dict[int, bytes]) -> Any:
+    from vsc_provider.token import pqc
+
+    return pqc.public_from_value(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_VALUE))
+
+
+def _pq_private(key_type: int, template: dict[int, bytes]) -> Any:
+    from vsc_provider.token import pqc  # imported from the seed, the form `cryptography` reads
+
+    return pqc.private_from_seed(key_type, ulong(template, C.CKA_PARAMETER_SET), require(template, C.CKA_SEED))
+
+
+def _dsa_dh_public(key_type: int, template: dict[int, bytes]) -> Any:
+    from vsc_provider.token import dsa_dh
+
+    return dsa_dh.public_from(key_type, template)
+
+
+def _dsa_dh_private(key_type: int, template: dict[int, bytes]) -> Any:
+    from vsc_provider.token import dsa_dh
+
+    return dsa_dh.private_from(key_type, template)
+
+
+# key type -> (public key from a template, private key from a template)
+_KEY_FROM: dict[int, tuple[KeyFrom, KeyFrom]] = {
+    C.CKK_RSA: (_rsa_public, _rsa_private),
+    C.CKK_EC: (_ec_public, _ec_private),
+    C.CKK_EC_EDWARDS: (_ec_public, _ec_private),
+    **dict.fromkeys(O.PQ_KEY_TYPES, (_pq_public, _pq_private)),
+    **dict.fromkeys(O.DSA_DH_KEY_TYPES, (_dsa_dh_public, _dsa_dh_private)),
+}
 
 
 def pkcs8(private_key: Any) -> bytes:
@@ -286,7 +325,7 @@ def secret_object(
     template: dict[int, bytes], key_type: int, value: bytes, *, local: bool, gen_mech: int | None
 ) -> dict[int, bytes]:
     check_secret_length(key_type, value)
-    built = O.secret_key_attrs(
+    built = key_attrs.secret_key_attrs(
         key_type,
         value,
         key_id=template.get(C.CKA_ID, b""),

@@ -480,7 +480,7 @@ def renew(ref: str, pin: str) -> api.CardInfo:
 
 
 def _kind_of(card: Card, recorded: dict[str, Any]) -> str:
-    from vsc_provider.token import objects as O
+    from vsc_provider.token import ec_params
 
     key_id = bytes.fromhex(recorded["key_id"])
     for obj in card.objects.values():
@@ -490,7 +490,7 @@ def _kind_of(card: Card, recorded: dict[str, Any]) -> str:
             key_type = A.get_ulong(obj.attrs, C.CKA_KEY_TYPE)
             if key_type == C.CKK_RSA:
                 return f"rsa{A.get_ulong(obj.attrs, C.CKA_MODULUS_BITS)}"
-            curve = O.curve_from_params(obj.attrs[C.CKA_EC_PARAMS])
+            curve = ec_params.curve_from_params(obj.attrs[C.CKA_EC_PARAMS])
             return next((kind for kind, oid in curves.KINDS.items() if oid == curve), "ed25519")
     raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"key {recorded['id']} is missing from the card")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import secrets
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.server import tls
 
 CERT_DAYS = 365
@@ -60,16 +60,9 @@ class Authority:
         tls_key_path, tls_cert_path = data / "tls.key", data / "tls.pem"
         if not ca_key_path.exists():
             key = rsa.generate_private_key(65537, 3072)
-            now = dt.datetime.now(dt.UTC)
             name = _name(f"vsc identity CA {secrets.token_hex(4)}")
             signed = (
-                x509.CertificateBuilder()
-                .subject_name(name)
-                .issuer_name(name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=3650))
+                certificate_builder(name, name, key.public_key(), 3650)
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(
                     x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
@@ -91,7 +84,6 @@ class Authority:
     ) -> x509.Certificate:
         """A certificate for a device key: the subject is the server's user name, usage from the profile; with
         the server's URL, where its CRL and OCSP answers are (so relying parties can check revocation)."""
-        now = dt.datetime.now(dt.UTC)
         if usage == "auth":
             ku = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
             eku = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -103,13 +95,7 @@ class Authority:
             ku = x509.KeyUsage(False, False, encipher, False, not encipher, False, False, False, False)
             eku = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(user))
-            .issuer_name(self.cert.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=cert_days() if days is None else days))
+            certificate_builder(_name(user), self.cert.subject, public_key, cert_days() if days is None else days)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(ku, critical=True)
             .add_extension(x509.ExtendedKeyUsage(eku), critical=False)

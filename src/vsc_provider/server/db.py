@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from vsc_provider import sqlite_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS activations(
     code_hash TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, created REAL NOT NULL,
@@ -139,14 +141,12 @@ class Database:
     def __init__(self, path: Path, sealer: FieldSealer) -> None:
         self._sealer = sealer
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db = sqlite_file.connect(str(path))
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA secure_delete=ON")  # a sealed-over or deleted secret leaves no copy in free pages
         with self.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            sqlite_file.create_schema(db, SCHEMA)
             for table, column, declaration, backfill in ADDED_COLUMNS:
                 have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:

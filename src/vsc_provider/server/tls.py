@@ -8,7 +8,6 @@ well as on the pins they know, so a card offline across a rotation still connect
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning import wire
 
 TLS_DAYS = 730
@@ -41,20 +41,14 @@ def write_leaf(data: Path, stem: str, ca_key: Any, ca_cert: x509.Certificate, ho
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.UTC)
+    organisation = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vsc-provider")
+    name = x509.Name([organisation, x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vsc-provider"),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=TLS_DAYS))
+        certificate_builder(name, ca_cert.subject, key.public_key(), TLS_DAYS)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     pkcs8 = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

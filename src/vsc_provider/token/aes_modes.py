@@ -20,7 +20,7 @@ from vsc_provider.token import mechanisms as M
 BLOCK = 16
 
 
-def _aes_key(key: Any) -> bytes:
+def aes_key(key: Any) -> bytes:
     if not isinstance(key, bytes) or len(key) not in (16, 24, 32):
         raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism needs an AES key")
     return key
@@ -65,7 +65,7 @@ class CtrCipher:
         start = int.from_bytes(p.counter_block, "big") & ((1 << p.counter_bits) - 1)
         self._limit = ((1 << p.counter_bits) - start) * BLOCK  # bytes before the counter wraps
         self._done = 0
-        self._ctx = Cipher(algorithms.AES(_aes_key(key)), modes.CTR(p.counter_block)).encryptor()
+        self._ctx = Cipher(algorithms.AES(aes_key(key)), modes.CTR(p.counter_block)).encryptor()
 
     def _take(self, data: bytes) -> bytes:
         if self._done + len(data) > self._limit:
@@ -123,7 +123,7 @@ class AesMac:
     """A sign/verify worker (the `operation.Signer` interface) for the AES MACs."""
 
     def __init__(self, mech: Mechanism, key: Any) -> None:
-        self._key = _aes_key(key)
+        self._key = aes_key(key)
         self._cmac = mech.type in (C.CKM_AES_CMAC, C.CKM_AES_CMAC_GENERAL)
         self.length = _mac_length(mech)
         self._ctx: Any = None

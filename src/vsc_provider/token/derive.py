@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import AesCbcEncryptDataParams, HkdfParams, Mechanism
-from vsc_provider.token.crypto import DIGESTS
+from vsc_provider.token.operation import DIGESTS
 
 _HKDF_HASHES = DIGESTS  # the PRFs HKDF takes are the digests the card offers
 

@@ -23,11 +23,18 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
+from vsc_provider.token import dss
 from vsc_provider.token import mechanisms as M
-from vsc_provider.token.operation import DIGESTS, Signer, Verifier
+from vsc_provider.token.operation import (
+    DIGESTS,
+    HashFactory,
+    Signer,
+    Verifier,
+    fitting,
+    no_param,
+)
 from vsc_provider.token.operation import PREHASH_BY_SIZE as _PREHASH_BY_SIZE
 from vsc_provider.token.operation import Buffered as _Buffered
-from vsc_provider.token.operation import HashThenSign as _HashThenSign
 from vsc_provider.token.operation import signature_checked as _invalid
 
 warnings.filterwarnings("ignore", message="Diffie-Hellman over finite fields", module=r"vsc_provider\.")
@@ -40,6 +47,7 @@ DSA_PRIME_BITS = (1024, 2048, 3072, 4096)  # what OpenSSL generates
 DH_PRIME_BITS = (512, 4096)
 DH_KEY_AGREEMENT = "1.2.840.113549.1.3.1"  # PKCS #3 dhKeyAgreement
 _DH_CLASS_NAMES = frozenset({"DHPrivateKey", "DHPublicKey"})
+_WRONG_LENGTH = "DSA signatures are r || s, each the subprime's length"
 
 
 def is_dsa_dh(key: Any) -> bool:
@@ -211,17 +219,6 @@ def _q_bytes(key: Any) -> int:
     return (key.parameters().parameter_numbers().q.bit_length() + 7) // 8
 
 
-def _raw(der: bytes, size: int) -> bytes:
-    r, s = utils.decode_dss_signature(der)
-    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-
-
-def _der(sig: bytes, size: int) -> bytes:
-    if len(sig) != 2 * size:
-        raise CKRError(C.CKR_SIGNATURE_LEN_RANGE, "DSA signatures are r || s, each the subprime's length")
-    return utils.encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
-
-
 def _prehashed(digest: bytes) -> utils.Prehashed:
     """CKM_DSA signs a hash the caller made: of a size OpenSSL knows (SHA-1 or SHA-2), which it truncates to
     the subprime's length as FIPS 186 says."""
@@ -231,42 +228,32 @@ def _prehashed(digest: bytes) -> utils.Prehashed:
     return utils.Prehashed(factory())
 
 
-def _no_param(mech: Mechanism) -> None:
-    if mech.param is not None:
-        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "DSA mechanisms take no parameter")
+def _dsa(mech: Mechanism, key: Any, key_class: type, verb: str) -> HashFactory | None:
+    """The hash of a DSA_SHA* mechanism, None for CKM_DSA; checks the key, the parameter and the mechanism."""
+    if not isinstance(key, key_class):
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"a Diffie-Hellman key does not {verb}")
+    no_param(mech, "DSA mechanisms take no parameter")
+    if mech.type == C.CKM_DSA:
+        return None
+    return DIGESTS[fitting(M.DSA_HASHED, mech.type, "a DSA key")]
 
 
 def make_signer(mech: Mechanism, key: Any) -> Signer:
-    if not isinstance(key, dsa.DSAPrivateKey):
-        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a Diffie-Hellman key does not sign")
-    _no_param(mech)
+    alg = _dsa(mech, key, dsa.DSAPrivateKey, "sign")
     size = _q_bytes(key)
-    if mech.type in M.DSA_HASHED:
-        alg = DIGESTS[M.DSA_HASHED[mech.type]]
-        pre = utils.Prehashed(alg())
-        return _HashThenSign(
-            lambda d: _raw(key.sign(d, alg()), size), lambda h: _raw(key.sign(h, pre), size), alg, 2 * size
-        )
-    if mech.type == C.CKM_DSA:
-        return _Buffered(lambda h: _raw(key.sign(h, _prehashed(h)), size), 2 * size)
-    raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit a DSA key")
+    if alg is None:
+        return _Buffered(lambda h: dss.raw(key.sign(h, _prehashed(h)), size), 2 * size)
+    return dss.hash_then_sign(key, alg(), utils.Prehashed(alg()), alg, size)
 
 
 def make_verifier(mech: Mechanism, key: Any) -> Verifier:
-    if not isinstance(key, dsa.DSAPublicKey):
-        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "a Diffie-Hellman key does not verify")
-    _no_param(mech)
+    alg = _dsa(mech, key, dsa.DSAPublicKey, "verify")
     size = _q_bytes(key)
-    if mech.type in M.DSA_HASHED:
-        alg = DIGESTS[M.DSA_HASHED[mech.type]]
+    if alg is None:
         return Verifier(
-            lambda d, s: _invalid(lambda: key.verify(_der(s, size), d, alg())),
-            alg,
-            lambda h, s: _invalid(lambda: key.verify(_der(s, size), h, utils.Prehashed(alg()))),
+            lambda h, s: _invalid(lambda: key.verify(dss.der(s, size, _WRONG_LENGTH), h, _prehashed(h))), None, None
         )
-    if mech.type == C.CKM_DSA:
-        return Verifier(lambda h, s: _invalid(lambda: key.verify(_der(s, size), h, _prehashed(h))), None, None)
-    raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit a DSA key")
+    return dss.hash_then_verify(key, alg(), utils.Prehashed(alg()), alg, size, _WRONG_LENGTH)
 
 
 # --- Diffie-Hellman --------------------------------------------------------------------------------

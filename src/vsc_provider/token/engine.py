@@ -23,8 +23,9 @@ from vsc_provider.token import binding as binding_mac
 from vsc_provider.token import keywrap, login, sealing
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
+from vsc_provider.token.object_attrs import profile_attrs
 from vsc_provider.token.object_store import ObjectStore
-from vsc_provider.token.objects import TokenObject, profile_attrs
+from vsc_provider.token.objects import TokenObject
 from vsc_provider.token.online import OnlinePinCheck
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy

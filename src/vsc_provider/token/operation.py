@@ -1,19 +1,25 @@
-"""The shapes every sign and verify operation has (one-shot, or parts then a final step) and the digest
-tables they share, apart from the mechanisms that build them (crypto.py, pqc.py, dsa_dh.py), so that
-those can use them without importing each other."""
+"""The shapes every sign, verify, encrypt and decrypt operation has (one-shot, or parts then a final step),
+the digest tables and the small checks they share, apart from the mechanisms that build them (rsa_sign.py,
+ecc_sign.py, hmac_sign.py, rsa_cipher.py, aes_cipher.py, pqc.py, dsa_dh.py), so that those can use them
+without importing each other."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.ck.params import Mechanism
 
 HashFactory = Callable[[], hashes.HashAlgorithm]
+T = TypeVar("T")
+U = TypeVar("U")
+Build = Callable[[Mechanism, Any], T]  # what makes an operation object from a mechanism and a loaded key
 
 DIGESTS: dict[int, HashFactory] = {
     C.CKM_SHA_1: hashes.SHA1,
@@ -34,6 +40,33 @@ PREHASH_BY_SIZE: dict[int, HashFactory] = {
     48: hashes.SHA384,
     64: hashes.SHA512,
 }
+
+
+def param_invalid(what: str) -> CKRError:
+    return CKRError(C.CKR_MECHANISM_PARAM_INVALID, what)
+
+
+def no_param(mech: Mechanism, what: str = "this mechanism takes no parameter") -> None:
+    if mech.param is not None:
+        raise param_invalid(what)
+
+
+def fitting(table: dict[int, T], mech_type: int, key_kind: str) -> T:
+    """What a key family's table holds for a mechanism; a mechanism of another family does not fit the key."""
+    found = table.get(mech_type)
+    if found is None:
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, f"mechanism does not fit {key_kind}")
+    return found
+
+
+def by_mechanism(table: dict[int, Build[T]], key_kind: str) -> Build[T]:
+    """A key family's builder: the one its table holds for the mechanism."""
+    return lambda mech, key: fitting(table, mech.type, key_kind)(mech, key)
+
+
+def by_direction(builders: dict[int, tuple[Build[T], Build[U]]]) -> tuple[dict[int, Build[T]], dict[int, Build[U]]]:
+    """A family's table of mechanism -> (builder one way, builder the other way) as two tables."""
+    return {m: one for m, (one, _) in builders.items()}, {m: other for m, (_, other) in builders.items()}
 
 
 class Signer:
@@ -136,3 +169,29 @@ class Buffered(Signer):
         super().__init__()
         self.sign = fn  # type: ignore[method-assign,assignment]
         self.length = length
+
+
+class Cipherer:
+    """An encrypt or decrypt operation: one-shot `run`, or `update`... then `final`."""
+
+    def __init__(
+        self,
+        run: Callable[[bytes], bytes],
+        update: Callable[[bytes], bytes] | None = None,
+        final: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.run = run
+        self._parts: list[bytes] = []
+        self._update = update
+        self._final = final
+
+    def update(self, part: bytes) -> bytes:
+        if self._update is None:
+            self._parts.append(part)
+            return b""
+        return self._update(part)
+
+    def final(self) -> bytes:
+        if self._final is None:
+            return self.run(b"".join(self._parts))
+        return self._final()

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import ec_params
 from vsc_provider.token import mechanisms as M
 from vsc_provider.token import objects as O
 from vsc_provider.token.curves import EC_CURVES, EDWARDS_OIDS, P256, P384, P521, curve_bits
@@ -114,7 +115,7 @@ class CardPolicy(NamedTuple):
             out[C.CKA_PRIVATE] = A.TRUE
         key_type = A.get_ulong(out, C.CKA_KEY_TYPE)
         if key_type in (C.CKK_EC, C.CKK_EC_EDWARDS) and C.CKA_EC_PARAMS in out:
-            self.check_curve(O.curve_from_params(out[C.CKA_EC_PARAMS]))
+            self.check_curve(ec_params.curve_from_params(out[C.CKA_EC_PARAMS]))
         if key_type == C.CKK_RSA and klass == C.CKO_PRIVATE_KEY:
             modulus = int.from_bytes(out.get(C.CKA_MODULUS, b""), "big")
             if (A.get_ulong(out, C.CKA_MODULUS_BITS) or modulus.bit_length()) < self.rsa_min_bits:

@@ -1,6 +1,6 @@
 """Signatures with message recovery (C_SignRecover/C_VerifyRecover) for CKM_RSA_PKCS and CKM_RSA_X_509.
 
-The private operation is `crypto.RsaRaw`'s; the public one and the PKCS#1 v1.5 block type 1 check are here.
+The private operation is `rsa_raw.RsaRaw`'s; the public one and the PKCS#1 v1.5 block type 1 check are here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token.crypto import RsaRaw, rsa_public_raw
+from vsc_provider.token.rsa_raw import RsaRaw, rsa_public_raw
 
 
 def _size(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> int:

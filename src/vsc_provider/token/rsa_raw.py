@@ -130,3 +130,13 @@ class RsaRaw:
         if len(payload) > self.size - 11:
             raise CKRError(C.CKR_DATA_LEN_RANGE, "payload too long for PKCS#1 v1.5")
         return self.sign(b"\x00\x01" + b"\xff" * (self.size - 3 - len(payload)) + b"\x00" + payload)
+
+
+def rsa_public_raw(key: rsa.RSAPublicKey, block: bytes) -> bytes:
+    """The raw public operation (verifying CKM_RSA_X_509 and CKM_RSA_PKCS, encrypting CKM_RSA_X_509)."""
+    n = key.public_numbers()
+    size = (key.key_size + 7) // 8
+    value = int.from_bytes(block, "big")
+    if len(block) > size or value >= n.n:
+        raise CKRError(C.CKR_DATA_LEN_RANGE, "input is not smaller than the modulus")
+    return pow(value, n.e, n.n).to_bytes(size, "big")

@@ -11,8 +11,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import curves, mechanisms
-from vsc_provider.token import objects as O
+from vsc_provider.token import curves, ec_params, key_attrs, key_info, mechanisms, object_attrs
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
 from vsc_provider.token.policy import CardPolicy
@@ -23,9 +22,9 @@ KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
     "rsa2048": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 2048}),
     "rsa3072": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 3072}),
     "rsa4096": (C.CKM_RSA_PKCS_KEY_PAIR_GEN, {C.CKA_MODULUS_BITS: 4096}),
-    "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(curves.P256)}),
-    "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(curves.P384)}),
-    "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: O.oid_der(O.ED25519_OID)}),
+    "p256": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: ec_params.oid_der(curves.P256)}),
+    "p384": (C.CKM_EC_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: ec_params.oid_der(curves.P384)}),
+    "ed25519": (C.CKM_EC_EDWARDS_KEY_PAIR_GEN, {C.CKA_EC_PARAMS: ec_params.oid_der(curves.ED25519_OID)}),
     "ml-dsa-44": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_44}),
     "ml-dsa-65": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_65}),
     "ml-dsa-87": (C.CKM_ML_DSA_KEY_PAIR_GEN, {C.CKA_PARAMETER_SET: C.CKP_ML_DSA_87}),
@@ -140,11 +139,11 @@ def new_private_key(kind: str, policy: CardPolicy) -> Any:
             raise CKRError(C.CKR_KEY_SIZE_RANGE, f"RSA keys have {policy.rsa_min_bits} to 4096 bits on this card")
         return rsa.generate_private_key(65537, bits)
     if mech in (C.CKM_EC_KEY_PAIR_GEN, C.CKM_EC_EDWARDS_KEY_PAIR_GEN):
-        oid = O.curve_from_params(bytes(shape[C.CKA_EC_PARAMS]))  # type: ignore[arg-type]
+        oid = ec_params.curve_from_params(bytes(shape[C.CKA_EC_PARAMS]))  # type: ignore[arg-type]
         policy.check_curve(oid)
-        if oid == O.ED25519_OID:
+        if oid == curves.ED25519_OID:
             return ed25519.Ed25519PrivateKey.generate()
-        return ec.generate_private_key(O.ec_curve(oid))
+        return ec.generate_private_key(curves.ec_curve(oid))
     from vsc_provider.token import pqc
 
     return pqc.generate(pqc.parameter_set(pqc.KEY_TYPE_OF_GEN[mech], int(shape[C.CKA_PARAMETER_SET])))  # type: ignore[arg-type]
@@ -160,7 +159,7 @@ def generate(
 ) -> tuple[TokenObject, TokenObject]:
     """A key pair of a named kind made on the card as token objects (public, private), as C_GenerateKeyPair
     makes it: CKA_LOCAL, sensitive, never extractable, the private key settled by the card's policy. With no
-    key id, the id is the one clients match by (O.key_id_for); `always_authenticate` makes the private key
+    key id, the id is the one clients match by (key_info.key_id_for); `always_authenticate` makes the private key
     want its PIN again for every signature (CKA_ALWAYS_AUTHENTICATE)."""
     _must_write(card)
     engine.poll()
@@ -168,9 +167,9 @@ def generate(
     mech = KEY_KINDS[kind][0]
     public = private.public_key()
     if key_id is None:
-        key_id = O.key_id_for(public)
-    pub = O.public_key_attrs(public, key_id=key_id, label=label, token=True, local=True, gen_mech=mech)
-    priv = O.private_key_attrs(public, key_id=key_id, label=label, token=True, local=True, gen_mech=mech)
+        key_id = key_info.key_id_for(public)
+    pub = key_attrs.public_key_attrs(public, key_id=key_id, label=label, token=True, local=True, gen_mech=mech)
+    priv = key_attrs.private_key_attrs(public, key_id=key_id, label=label, token=True, local=True, gen_mech=mech)
     if always_authenticate:
         priv = {**priv, **A.make({C.CKA_ALWAYS_AUTHENTICATE: True})}
     pub_obj, priv_obj = engine.add_objects(card, [(pub, None), (card.policy.settle(priv), _pkcs8(private))], True, 0)
@@ -183,8 +182,8 @@ def import_private_key(engine: Engine, card: Card, private: Any, key_id: bytes, 
     as C_CreateObject stores one: sensitive and never extractable from now on, not CKA_LOCAL."""
     _must_write(card)
     public = private.public_key()
-    priv = O.private_key_attrs(public, key_id=key_id, label=label, token=True, local=False, gen_mech=None)
-    pub = O.public_key_attrs(public, key_id=key_id, label=label, token=True, local=False, gen_mech=None)
+    priv = key_attrs.private_key_attrs(public, key_id=key_id, label=label, token=True, local=False, gen_mech=None)
+    pub = key_attrs.public_key_attrs(public, key_id=key_id, label=label, token=True, local=False, gen_mech=None)
     engine.add_objects(card, [(card.policy.settle(priv), _pkcs8(private)), (card.policy.settle(pub), None)], True, 0)
 
 
@@ -192,5 +191,5 @@ def store_certificate(engine: Engine, card: Card, der: bytes, key_id: bytes, lab
     """A public X.509 token certificate with the CKA_ID of its key (a user certificate when that key is here)."""
     engine.poll()
     user_cert = bool(with_key_id(card, key_id, C.CKO_PRIVATE_KEY))
-    attrs = O.certificate_attrs(der, key_id=key_id, label=label, token=True, user_cert=user_cert)
+    attrs = object_attrs.certificate_attrs(der, key_id=key_id, label=label, token=True, user_cert=user_cert)
     return engine.add_object(card, card.policy.settle(attrs), None, True, 0)

@@ -19,6 +19,8 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from vsc_provider import sqlite_file
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -151,7 +153,7 @@ class Store:
         self.lock = threading.RLock()
         old_umask = os.umask(0o077)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db = sqlite_file.connect(self.path)
             self.signal = ChangeSignal(self.path + "-signal")
         finally:
             os.umask(old_umask)
@@ -161,9 +163,7 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA secure_delete=ON")
         with self.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            sqlite_file.create_schema(db, SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @staticmethod
