@@ -36,7 +36,9 @@ class LazyGroup(click.Group):
 
     lazy: ClassVar[dict[str, str]] = {
         "activate": "vsc_provider.provisioning.cli:activate",
+        "agent": "vsc_provider.requests.cli:agent",
         "identity": "vsc_provider.provisioning.cli:identity",
+        "requests": "vsc_provider.requests.cli:requests",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from vsc_provider import module
+from vsc_provider.requests.cli import setup_agent
 
 NSS_MODULE_NAME = "vsc-provider"
 P11KIT_FILE_NAME = "vsc-provider.module"
@@ -305,3 +306,6 @@ def setup_ssh_cmd(write: bool, config: Path | None, undo: bool) -> None:
         click.echo(f"# agent:   ssh-agent -P '{lib}' and then ssh-add -s {lib}", err=True)
         return
     _report(setup_ssh(target, undo), f"nothing to change in {target}")
+
+
+setup.add_command(setup_agent)

@@ -55,14 +55,25 @@ def purge_unfinished(eng: Engine) -> int:
     return gone
 
 
-def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
+def pinned_client(binding: dict[str, Any]) -> PinnedClient:
+    """A client of the card's server over the TLS certificate the binding pinned."""
+    return PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"]))
+
+
+def signed_body(
+    binding: dict[str, Any], serial: str, client: PinnedClient, path: str, payload: dict[str, Any], eng: Engine
+) -> dict[str, Any]:
+    """A device call's body: the payload in a JWS by the card's device key (kid), with a fresh nonce."""
     key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, serial)
-    with PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client:
-        body = key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
-        return client.call("POST", path, body)
+    return key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
 
 
-def _device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
+def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
+    with pinned_client(binding) as client:
+        return client.call("POST", path, signed_body(binding, serial, client, path, payload, eng))
+
+
+def device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
     binding = card.record.server or {}
     if binding.get("state") != "active":
         raise CKRError(C.CKR_FUNCTION_FAILED, "this card is not bound to a server")
@@ -338,7 +349,7 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     eng: Engine = api.engine()
     card = api.find_card(ref)
     _finish_release(eng, card)
-    result = _device_call(card, "/v1/status", {}, eng)
+    result = device_call(card, "/v1/status", {}, eng)
     if result.get("state") in ("deleted", "migrated"):
         wipe(eng, card)
         raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
@@ -365,7 +376,7 @@ def delete(ref: str, force: bool = False) -> None:
     eng: Engine = api.engine()
     card = api.find_card(ref)
     try:
-        _device_call(card, "/v1/delete", {}, eng)
+        device_call(card, "/v1/delete", {}, eng)
     except CardWiped:
         return
     except ServerError:
@@ -444,9 +455,9 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
     target_url = target_url.rstrip("/")
     with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin):
         info = target.call("GET", "/v1/server")
-        ticket = _device_call(
-            card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng
-        )["ticket"]
+        ticket = device_call(card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng)[
+            "ticket"
+        ]
         dev = device.DeviceKey.generate()
         moved = [k for k in binding["keys"] if k["format"] != "imported"]
         made = [card_keys.existing_key(card, k["id"], _kind_of(card, k), bytes.fromhex(k["key_id"])) for k in moved]

@@ -1,0 +1,164 @@
+"""`vsc agent` as a real process against the stand-in request server (standin.py, a Starlette SSE endpoint on
+127.0.0.1): push delivery, reconnect with backoff, the relay, agent.json, a clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SO_PIN, USER_PIN
+from tests.requests.standin import StandIn
+from vsc_provider.requests.agent import Backoff, sse_events
+
+
+class AgentProcess:
+    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, what: Callable[[], bool], timeout: float = 20.0, why: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if what():
+                return
+            assert self.proc.poll() is None, f"the agent exited: {self.text()}"
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {why}: agent log:\n{self.text()}")
+
+
+@contextmanager
+def agent(tmp_path: Path, *args: str) -> Iterator[AgentProcess]:
+    log = tmp_path / f"agent-{time.monotonic_ns()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vsc_provider.cli", "agent", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": ""},
+        )
+    try:
+        yield AgentProcess(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_backoff_doubles_from_half_a_second_to_thirty_and_restarts_after_a_connection() -> None:
+    b = Backoff()
+    assert [b.failed() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    b.connected()
+    assert b.failed() == 0.5
+
+
+def test_sse_parser_reads_events_and_skips_comments() -> None:
+    lines = [
+        ": keep-alive",
+        "",
+        "event: request",
+        "data: a.b.c",
+        "",
+        "data: x",
+        "data: y",
+        "",
+        "event: gone",
+        "data: r1",
+        "",
+    ]
+    assert list(sse_events(lines)) == [("request", "a.b.c"), ("message", "x\ny"), ("gone", "r1")]
+
+
+def test_agent_reconnects_with_backoff_then_receives_pushed_requests(standin: StandIn, tmp_path: Path) -> None:
+    _, device = standin.bind_card("Pushed", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    standin.refuse_pushes = 4
+    with agent(tmp_path, "--no-page") as a:
+        a.wait_for(lambda: len(standin.push_attempts) >= 5, 30, "five push attempts")
+        gaps = [y - x for x, y in zip(standin.push_attempts, standin.push_attempts[1:], strict=False)][:4]
+        for gap, wanted in zip(gaps, [0.5, 1.0, 2.0, 4.0], strict=True):
+            assert wanted * 0.95 <= gap <= wanted + 0.75, gaps
+        # connected: a new request arrives over the stream and is left to the user (no policy hook here)
+        rid = standin.make(device)
+        a.wait_for(lambda: f"request {rid}" in a.text() and "request waiting" in a.text(), 10, "the notification")
+        # decided elsewhere: the server says it is gone
+        standin.requests[rid].state = "CANCELLED"
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+    assert "agent" in a.text() and "stopped" in a.text()
+
+
+def test_a_stream_the_server_ends_is_reopened_at_once(standin: StandIn, tmp_path: Path) -> None:
+    standin.bind_card("Short", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    standin.stream_seconds = 1.2
+    with agent(tmp_path, "--no-page") as a:
+        a.wait_for(lambda: len(standin.push_attempts) >= 3, 20, "three connections")
+        gaps = [y - x for x, y in zip(standin.push_attempts, standin.push_attempts[1:], strict=False)]
+        assert all(1.2 <= g < 2.5 for g in gaps[:2]), gaps  # the stream's length, no backoff added
+        a.proc.send_signal(signal.SIGINT)
+        assert a.proc.wait(15) == 0
+
+
+def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
+    standin: StandIn, vsc_home: Path, tmp_path: Path
+) -> None:
+    _, d1 = standin.bind_card("One", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    _, d2 = standin.bind_card("Two", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    early = standin.make(d2)  # queued while the agent was away
+    path = vsc_home / "agent.json"
+    with agent(tmp_path, "--no-page") as a:
+        a.wait_for(path.exists, 20, "agent.json")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert json.loads(path.read_text()) == {"pid": a.proc.pid, "url": None}
+        a.wait_for(lambda: f"request {early}" in a.text(), 10, "the queued request")
+        late = standin.make(d1)
+        a.wait_for(lambda: f"request {late}" in a.text(), 10, "the pushed request")
+        assert "watching 2 card(s)" in a.text()
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+    assert not path.exists()
+
+
+def test_with_a_relay_the_agent_listens_there_and_fetches_on_a_notification(standin: StandIn, tmp_path: Path) -> None:
+    _, device = standin.bind_card("Relayed", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    standin.relay = True
+    with agent(tmp_path, "--no-page") as a:
+        a.wait_for(lambda: "watching 1 card" in a.text(), 20, "start")
+        time.sleep(1.0)
+        rid = standin.make(device)
+        a.wait_for(lambda: f"request {rid}" in a.text(), 10, "the request after the relay's notification")
+        assert standin.push_attempts == []  # the server's own stream was never used
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+
+
+def test_once_fetches_acts_and_exits(standin: StandIn, tmp_path: Path) -> None:
+    _, device = standin.bind_card("Once", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    rid = standin.make(device)
+    with agent(tmp_path, "--once") as a:
+        assert a.proc.wait(30) == 0
+        assert f"request {rid}" in a.text() and "request waiting" in a.text()
+
+
+def test_without_the_page_module_the_agent_still_runs(standin: StandIn, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vsc_provider.requests.page_server") is not None:
+        pytest.skip("the approval page is installed: its own tests cover it")
+    standin.bind_card("Paged", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    with agent(tmp_path) as a:
+        a.wait_for(lambda: "approval page is not installed" in a.text(), 20, "the warning")
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
