@@ -14,3 +14,6 @@ def standin(tmp_path: Path, vsc_home: Path) -> Iterator[StandIn]:
     server = StandIn(tmp_path / "standin").start()
     yield server
     server.stop()
+
+
+from tests.server.conftest import id_server  # noqa: E402, F401 - the real identity server, once per session

@@ -162,3 +162,39 @@ def test_without_the_page_module_the_agent_still_runs(standin: StandIn, tmp_path
         a.wait_for(lambda: "approval page is not installed" in a.text(), 20, "the warning")
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(15) == 0
+
+
+def test_policy_hook_rejects_accepts_or_asks_per_request(standin: StandIn) -> None:
+    from vsc_provider.requests.agent import Agent, run_once
+    from vsc_provider.requests.model import Decision, PendingRequest
+
+    _, device = standin.bind_card("Policed", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    bad = standin.make(device, rp={"name": "Unknown RP"})
+    good = standin.make(device, rp={"name": "Shop"})
+    wrong_pin = standin.make(device, rp={"name": "Shop"}, metadata=[{"type": "text", "label": "pin", "data": "bad"}])
+    asked = standin.make(device, rp={"name": "Bank"})
+    told: list[str] = []
+
+    def policy(request: PendingRequest) -> Decision:
+        if request.rp == "Unknown RP":
+            return Decision("reject", reason="unknown relying party")
+        if request.rp == "Shop":
+            pin = "000000" if request.metadata[0].data == b"bad" else USER_PIN
+            return Decision("accept", pin=pin, reason="known shop")
+        return Decision("ask")
+
+    source = Agent(policy=policy, tell=lambda r: told.append(r.id))
+    left = run_once(source)
+    decided = {a["id"]: a for a in standin.answers}
+    assert decided[bad]["decision"] == "reject"
+    assert decided[good]["decision"] == "approve" and decided[good]["verified"] is True
+    assert wrong_pin not in decided  # a wrong PIN from the policy leaves it pending
+    assert told == [asked]
+    assert {r.id for r in left} == {wrong_pin, asked}
+    # the page's RequestSource: approve and reject what is left
+    source.approve(asked, USER_PIN)
+    source.reject(wrong_pin)
+    assert source.pending() == []
+    assert {a["id"]: a["decision"] for a in standin.answers}[asked] == "approve"
+    with pytest.raises(Exception, match=f"no pending request {asked}"):
+        source.approve(asked, USER_PIN)

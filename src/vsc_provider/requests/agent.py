@@ -220,8 +220,8 @@ class Agent:
             except provisioning.CardWiped as exc:
                 log.warning("%s", exc)
                 return
-            except (ServerError, httpx.HTTPError, OSError, ValueError) as exc:
-                problem = str(exc)
+            except Exception as exc:  # a malformed answer as much as a lost connection: the card's thread goes on
+                problem = str(exc) or type(exc).__name__
             if self.stop.is_set():
                 return
             wait = backoff.failed()
