@@ -126,8 +126,14 @@ def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
         late = standin.make(d1)
         a.wait_for(lambda: f"request {late}" in a.text(), 10, "the pushed request")
         assert "watching 2 card(s)" in a.text()
+        # a card activated while the agent runs is watched too
+        _, d3 = standin.bind_card("Three", USER_PIN, SO_PIN, [("sign", "p256", False)])
+        third = standin.make(d3)
+        a.wait_for(lambda: f"request {third}" in a.text(), 15, "the new card's request")
         a.proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
         assert a.proc.wait(15) == 0
+        assert time.monotonic() - stopping < 3.0, a.text()
     assert not path.exists()
 
 

@@ -37,6 +37,7 @@ log = vlog.get("vsc.requests")
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 READ_TIMEOUT = 45.0  # the server sends a keep-alive every 15 s: three missed ones mean a dead connection
+RESCAN = 5.0  # seconds between looks for newly bound cards
 SHORT_STREAM = 1.0  # a stream the server ends sooner than this counts as a failure (no busy reconnecting)
 
 
@@ -123,7 +124,7 @@ class Agent:
         self._lock = threading.Lock()
         self._requests: dict[str, PendingRequest] = {}
         self._streams: set[Any] = set()
-        self._threads: list[threading.Thread] = []
+        self._watched: dict[str, threading.Thread] = {}  # card serial -> its connection's thread
 
     # --- the RequestSource -------------------------------------------------------------------------
 
@@ -202,11 +203,21 @@ class Agent:
 
     # --- connections ------------------------------------------------------------------------------
 
-    def watch(self, card: Card) -> None:
-        """One card's connection, until the agent stops: catch up with /v1/requests, then listen."""
+    def _current(self, serial: str) -> Card | None:
+        """The card as the store has it now (its binding may have changed), None once it is unbound or gone."""
+        return next((c for c in client.bound_cards(self.eng) if c.serial == serial), None)
+
+    def watch(self, serial: str) -> None:
+        """One card's connection, until the agent stops or the card goes: catch up with /v1/requests, listen."""
         backoff = Backoff()
         while not self.stop.is_set():
             started = time.monotonic()
+            card = self._current(serial)
+            if card is None:
+                log.info("card %s is no longer bound: not watched any more", serial)
+                with self._lock:
+                    self._watched.pop(serial, None)
+                return
             try:
                 fetched = client.fetch(self.eng, card)
                 self.replace(card, fetched.requests)
@@ -273,14 +284,20 @@ class Agent:
                         self.replace(card, client.fetch(self.eng, card).requests)
 
     def start(self) -> None:
+        """A connection for every bound card not watched yet (cards activated since are picked up)."""
         for card in client.bound_cards(self.eng):
-            thread = threading.Thread(target=self.watch, args=(card,), name=f"push-{card.serial}", daemon=True)
+            with self._lock:
+                if card.serial in self._watched:
+                    continue
+                thread = threading.Thread(target=self.watch, args=(card.serial,), name=f"push-{card.serial}")
+                thread.daemon = True
+                self._watched[card.serial] = thread
             thread.start()
-            self._threads.append(thread)
 
     @property
     def watched(self) -> int:
-        return len(self._threads)
+        with self._lock:
+            return len(self._watched)
 
     def close(self, wait: float = 5.0) -> None:
         self.stop.set()
@@ -290,7 +307,9 @@ class Agent:
             with contextlib.suppress(Exception):
                 stream.close()
         deadline = time.monotonic() + wait
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._watched.values())
+        for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
 
 
@@ -349,8 +368,8 @@ def run(page: bool = True, once: bool = False) -> None:
     try:
         agent.start()
         log.info("agent %d watching %d card(s)%s", os.getpid(), agent.watched, f"; page {url}" if url else "")
-        while not stopped.wait(1.0):
-            pass
+        while not stopped.wait(RESCAN):
+            agent.start()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
