@@ -95,6 +95,7 @@ def test_agent_reconnects_with_backoff_then_receives_pushed_requests(standin: St
         a.wait_for(lambda: f"request {rid}" in a.text() and "request waiting" in a.text(), 10, "the notification")
         # decided elsewhere: the server says it is gone
         standin.requests[rid].state = "CANCELLED"
+        a.wait_for(lambda: f"request {rid} is gone" in a.text(), 10, "the gone event")
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(15) == 0
     assert "agent" in a.text() and "stopped" in a.text()

@@ -41,7 +41,7 @@ def test_list_show_approve_and_reject_on_two_cards(standin: StandIn, vsc_home: P
         "sign",
         "RS512",
         metadata=[
-            {"type": "text", "label": "Note", "data": "hello"},
+            {"type": "text", "label": "Note", "data": "hello\x1b[2J\u202egoodbye"},
             {"type": "raw", "label": "Blob", "data": wire.b64u(bytes(range(20)))},
             {"type": "image", "label": "Pic", "data": wire.b64u(PNG)},
             {"type": "pdf", "label": "Doc", "data": wire.b64u(PDF)},
@@ -57,7 +57,7 @@ def test_list_show_approve_and_reject_on_two_cards(standin: StandIn, vsc_home: P
     env = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
     shown = run_vsc("requests", "show", c, env=env).stdout
     assert "Shop asks card 'Card two'" in shown and "sign (RS512, jws)" in shown
-    assert "hello" in shown
+    assert "hello\\x1b[2J\\u202egoodbye" in shown and "\x1b" not in shown  # no terminal control from the RP
     assert "00000000  00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f  |................|" in shown
     saved = [Path(line.split("saved to ", 1)[1]) for line in shown.splitlines() if "saved to " in line]
     assert [p.suffix for p in saved] == [".png", ".pdf"]

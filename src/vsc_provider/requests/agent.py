@@ -267,7 +267,9 @@ class Agent:
             except RefusedRequest as exc:
                 log.warning("card %s: a pushed request was refused: %s", card.serial, exc)
         elif event == "gone":
-            self.forget(data.strip())
+            gone = data.strip()
+            self.forget(gone)
+            log.info("card %s: request %s is gone (answered elsewhere, cancelled or expired)", card.serial, gone)
 
     def _listen_relay(self, card: Card, relay: dict[str, Any], backoff: Backoff) -> None:
         url = f"{str(relay['url']).rstrip('/')}/v1/topics/{relay['topic']}"

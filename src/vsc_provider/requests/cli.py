@@ -87,7 +87,14 @@ def list_requests(as_json: bool) -> None:
         click.echo("no pending requests")
     for r in pending:
         left = max(int(r.expires - time.time()), 0)
-        click.echo(f"{r.id}  {r.kind:<4} {r.rp or '-'}  card {r.card_label!r} ({r.card})  expires in {left}s")
+        card = f"card {r.card_label!r} ({r.card})"
+        click.echo(f"{printable(r.id)}  {r.kind:<4} {printable(r.rp or '-')}  {card}  expires in {left}s")
+
+
+def printable(text: str) -> str:
+    """Text from a relying party as the terminal should show it: control characters (escape sequences that
+    could rewrite what is on the screen) as visible \\x.. escapes; new lines and tabs stay."""
+    return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
 
 
 def hex_dump(data: bytes) -> str:
@@ -131,12 +138,13 @@ def show(request_id: str) -> None:
     """What a request shows: text here, PDFs and images saved (and opened on a desktop), raw data in hex."""
     r = _source().find(request_id)
     what = "authenticate" if r.kind == "auth" else f"sign ({r.alg}, {r.format})"
-    click.echo(f"request {r.id}: {r.rp or 'a relying party'} asks card {r.card_label!r} ({r.card}) to {what}")
+    rp = printable(r.rp or "a relying party")
+    click.echo(f"request {r.id}: {rp} asks card {r.card_label!r} ({r.card}) to {what}")
     click.echo(f"expires in {max(int(r.expires - time.time()), 0)}s; display hash {r.display_hash}")
     for n, item in enumerate(r.metadata, 1):
-        click.echo(f"--- {n}. {item.type}: {item.label}")
+        click.echo(f"--- {n}. {item.type}: {printable(item.label)}")
         if item.type == "text":
-            click.echo(item.data.decode("utf-8", "replace"))
+            click.echo(printable(item.data.decode("utf-8", "replace")))
         elif item.type == "raw":
             click.echo(hex_dump(item.data))
         else:
