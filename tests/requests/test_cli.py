@@ -158,3 +158,23 @@ def test_setup_agent_writes_and_removes_the_user_unit(vsc_home: Path, tmp_path: 
     assert f"removed {unit}" in run_vsc("setup", "agent", "--undo", env=env).stdout
     assert not unit.exists()
     assert "nothing to change" in run_vsc("setup", "agent", "--undo", env=env).stdout
+
+
+def test_the_servers_key_is_kept_in_the_binding_and_fetched_again_when_the_server_changes_it(
+    standin: StandIn, vsc_home: Path
+) -> None:
+    from jwcrypto import jwk as jose_jwk
+
+    serial, device = standin.bind_card("Keyed", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    first = standin.make(device)
+    assert [r["id"] for r in listed()] == [first]
+    kept = (api.find_card(serial).record.server or {})["server_jwks"]
+    assert kept == standin.jwks()
+    standin.protocol_key = jose_jwk.JWK.generate(kty="RSA", size=2048)
+    second = standin.make(device)
+    # the first verified under the key kept then; the second names a new key, which is fetched and kept
+    assert {r["id"] for r in listed()} == {first, second}
+    # from now on the old key is gone: what it signed is refused
+    assert {r["id"] for r in listed()} == {second}
+    api.engine().refresh(force=True)
+    assert (api.find_card(serial).record.server or {})["server_jwks"] == standin.jwks()

@@ -23,7 +23,7 @@ from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.http import ServerError
 from vsc_provider.requests import signing
 from vsc_provider.requests.model import PendingRequest, RequestError
-from vsc_provider.requests.verify import RefusedRequest, pending_request
+from vsc_provider.requests.verify import RefusedRequest, UnknownKey, pending_request
 from vsc_provider.token import service
 from vsc_provider.token.engine import Card, Engine
 
@@ -37,10 +37,11 @@ def bound_cards(eng: Engine) -> list[Card]:
     return [c for c in cards if (c.record.server or {}).get("state") == "active"]
 
 
-def server_jwks(eng: Engine, card: Card) -> dict[str, Any]:
-    """The server's protocol key as the binding keeps it, fetched from GET /v1/server (pinned) when absent."""
+def server_jwks(eng: Engine, card: Card, again: bool = False) -> dict[str, Any]:
+    """The server's protocol key as the binding keeps it, fetched from GET /v1/server (pinned) when absent
+    (or, with again, when a request names another key: the server may have changed its key)."""
     binding = card.record.server or {}
-    if "server_jwks" in binding:
+    if "server_jwks" in binding and not again:
         return dict(binding["server_jwks"])
     with provisioning.pinned_client(binding) as client:
         jwks = client.call("GET", "/v1/server")["jwks"]
@@ -50,7 +51,12 @@ def server_jwks(eng: Engine, card: Card) -> dict[str, Any]:
 
 def verify(eng: Engine, card: Card, compact: str, now: float | None = None) -> PendingRequest:
     """One request JWS for this card, verified against its binding; RefusedRequest if it does not verify."""
-    return pending_request(compact, server_jwks(eng, card), card.record.server or {}, card.serial, card.label, now)
+    binding = card.record.server or {}
+    try:
+        return pending_request(compact, server_jwks(eng, card), binding, card.serial, card.label, now)
+    except UnknownKey:
+        jwks = server_jwks(eng, card, again=True)
+        return pending_request(compact, jwks, binding, card.serial, card.label, now)
 
 
 @dataclass

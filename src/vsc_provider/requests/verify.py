@@ -30,12 +30,16 @@ class RefusedRequest(RequestError):
         self.request_id = request_id
 
 
+class UnknownKey(RefusedRequest):
+    """The JWS names a key (kid) that the server's protocol keys as known here do not include."""
+
+
 def _key_for(jwks: dict[str, Any], kid: Any) -> jose_jwk.JWK:
     for entry in jwks.get("keys", []):
         key = jose_jwk.JWK(**entry)
-        if kid in (key.thumbprint(), entry.get("kid")):
+        if kid == key.thumbprint():  # RFC 7638, as the server names its key
             return key
-    raise RefusedRequest(f"the request is signed by a key ({kid}) that is not the server's protocol key")
+    raise UnknownKey(f"the request is signed by a key ({kid}) that is not the server's protocol key")
 
 
 def verified_payload(compact: str, jwks: dict[str, Any]) -> bytes:
