@@ -205,3 +205,21 @@ def test_policy_hook_rejects_accepts_or_asks_per_request(standin: StandIn) -> No
     assert {a["id"]: a["decision"] for a in standin.answers}[asked] == "approve"
     with pytest.raises(Exception, match=f"no pending request {asked}"):
         source.approve(asked, USER_PIN)
+
+
+def test_the_agent_refuses_to_start_inside_a_host_that_loaded_the_pkcs11_module(
+    module_path: str, vsc_home: Path
+) -> None:
+    script = f"""
+import sys, pkcs11
+lib = pkcs11.lib({module_path!r})
+assert "vsc_provider._pkcs11" in sys.modules
+from vsc_provider.requests.agent import Agent
+from vsc_provider.requests.model import Decision
+try:
+    Agent(policy=lambda r: Decision("ask")).start()
+except RuntimeError as exc:
+    print("refused:", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "refused: the agent runs as a process of its own" in out.stdout, out.stderr

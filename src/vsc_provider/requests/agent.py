@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -287,6 +288,8 @@ class Agent:
 
     def start(self) -> None:
         """A connection for every bound card not watched yet (cards activated since are picked up)."""
+        if "vsc_provider._pkcs11" in sys.modules:  # hosts forbid module threads (NSS: CANT_CREATE_OS_THREADS)
+            raise RuntimeError("the agent runs as a process of its own, never inside the PKCS#11 module")
         for card in client.bound_cards(self.eng):
             with self._lock:
                 if card.serial in self._watched:
