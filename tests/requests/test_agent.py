@@ -180,6 +180,7 @@ def test_policy_hook_rejects_accepts_or_asks_per_request(standin: StandIn) -> No
     good = standin.make(device, rp={"name": "Shop"})
     wrong_pin = standin.make(device, rp={"name": "Shop"}, metadata=[{"type": "text", "label": "pin", "data": "bad"}])
     asked = standin.make(device, rp={"name": "Bank"})
+    short = standin.make(device, rp={"name": "Bank"}, exp=int(time.time()) + 2)
     told: list[str] = []
 
     def policy(request: PendingRequest) -> Decision:
@@ -196,8 +197,12 @@ def test_policy_hook_rejects_accepts_or_asks_per_request(standin: StandIn) -> No
     assert decided[bad]["decision"] == "reject"
     assert decided[good]["decision"] == "approve" and decided[good]["verified"] is True
     assert wrong_pin not in decided  # a wrong PIN from the policy leaves it pending
-    assert told == [asked]
-    assert {r.id for r in left} == {wrong_pin, asked}
+    assert told == [asked, short]
+    assert {r.id for r in left} == {wrong_pin, asked, short}
+    time.sleep(max(standin.requests[short].claims["exp"] - time.time(), 0) + 0.1)
+    with pytest.raises(Exception, match=f"request {short} expired"):
+        source.approve(short, USER_PIN)
+    assert short not in {r.id for r in source.pending()}
     # the page's RequestSource: approve and reject what is left
     source.approve(asked, USER_PIN)
     source.reject(wrong_pin)

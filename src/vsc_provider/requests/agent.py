@@ -150,9 +150,8 @@ class Agent:
         card, request = self._take(request_id)
         try:
             client.approve(self.eng, card, request, pin)
-        except RequestError as exc:
-            if "no longer pending" in str(exc) or "expired" in str(exc):
-                self.forget(request_id)
+        except client.Gone:
+            self.forget(request_id)
             raise
         self.forget(request_id)
 
@@ -231,6 +230,8 @@ class Agent:
                 problem = "the stream ended at once"
             except provisioning.CardWiped as exc:
                 log.warning("%s", exc)
+                with self._lock:
+                    self._watched.pop(serial, None)
                 return
             except Exception as exc:  # a malformed answer as much as a lost connection: the card's thread goes on
                 problem = str(exc) or type(exc).__name__

@@ -30,6 +30,10 @@ from vsc_provider.token.engine import Card, Engine
 log = vlog.get("vsc.requests")
 
 
+class Gone(RequestError):
+    """The request cannot be answered any more: expired, or decided, expired or cancelled on the server."""
+
+
 def bound_cards(eng: Engine) -> list[Card]:
     """The cards with an active binding to an identity server."""
     eng.refresh()
@@ -110,13 +114,13 @@ def _answer(eng: Engine, card: Card, request: PendingRequest, payload: dict[str,
         provisioning.device_call(card, "/v1/requests/answer", body, eng)
     except ServerError as exc:
         if exc.error == "not_pending":
-            raise RequestError(f"request {request.id} is no longer pending (answered, expired or cancelled)") from None
+            raise Gone(f"request {request.id} is no longer pending (answered, expired or cancelled)") from None
         raise RequestError(f"the server refused the answer to request {request.id}: {exc}") from None
 
 
 def _check_fresh(request: PendingRequest, now: float) -> None:
     if request.expires <= now:
-        raise RequestError(f"request {request.id} expired")
+        raise Gone(f"request {request.id} expired")
 
 
 _locks: dict[str, threading.Lock] = {}
