@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential python3-venv ca-certificates sqlite3
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin libnss3-tools
-  openssh-client openssh-server openvpn p11-kit curl firefox-esr
+  openssh-client openssh-server openvpn p11-kit curl firefox-esr poppler-utils
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -23,6 +23,8 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import encryption, general, sessions, signing
 from vsc_provider.pkcs11.state import LIB
+from vsc_provider.token import binding as binding_mac
+from vsc_provider.token.device_key import load_device_key
 
 
 @pytest.fixture
@@ -139,7 +141,8 @@ def test_pinned_tls_refuses_a_second_server_even_if_trusted(
 
         db = sqlite3.connect(store)
         binding = json.loads(db.execute("SELECT server FROM cards").fetchone()[0])
-        binding["url"] = other.url
+        binding["url"] = other.url  # as if the server had moved: a binding changed the way vsc changes it
+        binding = binding_mac.sealed(load_device_key(str(vsc_home / "device.key")), info["serial"], binding)
         db.execute("UPDATE cards SET server = ?", (json.dumps(binding),))
         db.commit()
         db.close()

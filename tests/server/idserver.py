@@ -66,7 +66,9 @@ def start_server(data: Path, env: dict[str, str] | None = None, port: int | None
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     log = open(data.parent / f"{data.name}.log", "ab")  # closed with the process
-    full_env = {**os.environ, "VSC_SERVER_PIN_DELAY": "0.05", **(env or {})}
+    # the address limits (tested on their own in test_limits.py) would trip over tests sharing one server
+    relaxed = {"VSC_SERVER_RATE_LIMIT": "10000,100000", "VSC_SERVER_CODE_LIMIT": "10000,100000"}
+    full_env = {**os.environ, "VSC_SERVER_PIN_DELAY": "0.05", **relaxed, **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--port", str(port)],
         stdout=log,

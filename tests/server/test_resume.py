@@ -97,9 +97,15 @@ def test_replay_returns_the_escrowed_key_and_the_server_secret(id_server: IdServ
     second = run(link, key, verifier)
     assert device.open(second["secret"]) == device.open(first["secret"])
     assert second["keys"] == first["keys"] and second["device"] == first["device"]
+    # a replay compares PIN verifiers: a wrong one is a counted PIN try, like a wrong /v1/pin
     with pytest.raises(ServerError) as info_err:
         run(link, key, secrets.token_bytes(32))
-    assert (info_err.value.status, info_err.value.error) == (409, "activation_mismatch")
+    assert (info_err.value.status, info_err.value.error) == (403, "pin_incorrect")
+    assert info_err.value.body is not None and info_err.value.body["tries_left"] == 9
+    counted = [d["pin_failures"] for d in id_server.devices() if d["id"] == first["device"]]
+    assert counted == [1]
+    assert run(link, key, verifier)["device"] == first["device"]  # the right one still replays, and resets
+    assert [d["pin_failures"] for d in id_server.devices() if d["id"] == first["device"]] == [0]
     # escrow profile: the same escrowed private key, sealed to the device key again
     link = id_server.link("sam", "escrow")
     parsed = wire.ActivationLink.parse(link)

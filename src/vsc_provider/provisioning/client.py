@@ -16,7 +16,7 @@ from vsc_provider import api
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.provisioning import card_keys, device, wire
+from vsc_provider.provisioning import card_keys, device, online, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
 from vsc_provider.provisioning.online import pin_verifier
 from vsc_provider.token import curves, service
@@ -73,10 +73,16 @@ def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[
         return client.call("POST", path, signed_body(binding, serial, client, path, payload, eng))
 
 
-def device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
-    binding = card.record.server or {}
+def active_binding(card: Card) -> dict[str, Any]:
+    """The card's binding to its server, refused unless active and intact (an edited one reads `tampered`)."""
+    binding = online.untampered(card.record)
     if binding.get("state") != "active":
         raise CKRError(C.CKR_FUNCTION_FAILED, "this card is not bound to a server")
+    return dict(binding)
+
+
+def device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
+    binding = active_binding(card)
     try:
         return dict(_signed_call(binding, card.serial, path, payload, eng))
     except ServerError as exc:
@@ -194,7 +200,7 @@ def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> a
     None when nothing usable survived (the card is removed and the caller starts afresh). A server's
     refusal removes the card too; a wrong PIN or an unreachable server keeps it for the next try."""
     card = eng.adopt_activation(slot_id)
-    pending = dict(card.record.server or {})
+    pending = dict(online.untampered(card.record))
     offer = pending["offer"]
     try:
         dev = device.DeviceKey.unseal(pending["device_key"], eng.device_key, card.serial)
@@ -393,7 +399,7 @@ def renew(ref: str, pin: str) -> api.CardInfo:
     """
     eng: Engine = api.engine()
     card = api.find_card(ref)
-    binding = dict(card.record.server or {})
+    binding = active_binding(card)
     dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
     with (
         PinnedClient(binding["url"], binding["pin"], bytes.fromhex(binding["cert"])) as client,
@@ -451,7 +457,7 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
     still works with A (A keeps the device active until it sees B's receipt)."""
     eng: Engine = api.engine()
     card = api.find_card(ref)
-    binding = dict(card.record.server or {})
+    binding = active_binding(card)
     target_url = target_url.rstrip("/")
     with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin):
         info = target.call("GET", "/v1/server")

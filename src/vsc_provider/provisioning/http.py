@@ -97,7 +97,13 @@ class PinnedClient:
         if cert_der is None or cert_pin(cert_der) != pin:
             cert_der = fetch_certificate(self.url, pin)
         self.cert_der = cert_der
-        self._http = httpx.Client(base_url=self.url, verify=_context(cert_der), timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.url,
+            verify=_context(cert_der),
+            timeout=timeout,
+            trust_env=False,
+            event_hooks={"response": [self._check_peer]},  # at the headers, while the connection is open
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -109,6 +115,8 @@ class PinnedClient:
         self.close()
 
     def _check_peer(self, response: httpx.Response) -> None:
+        """The pin, checked again on the connection that answered (the handshake trusted only the pinned
+        certificate already): run as the response's headers arrive, before the server may close it."""
         stream = response.extensions.get("network_stream")
         tls = stream.get_extra_info("ssl_object") if stream is not None else None
         der = tls.getpeercert(True) if tls is not None else None
@@ -124,7 +132,6 @@ class PinnedClient:
             raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
         except httpx.HTTPError as exc:
             raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
-        self._check_peer(response)
         data = _json_object(response)
         if response.status_code >= 400:
             raise _refusal(response, data)
@@ -132,12 +139,11 @@ class PinnedClient:
 
     @contextmanager
     def stream(self, method: str, path: str, body: Any, read_timeout: float) -> Iterator[httpx.Response]:
-        """A streamed response (server-sent events), its certificate checked against the pin; a refusal is a
-        ServerError as for `call`. `read_timeout` bounds the wait for each chunk."""
+        """A streamed response (server-sent events), its certificate checked against the pin as for `call`; a
+        refusal is a ServerError. `read_timeout` bounds the wait for each chunk."""
         timeout = httpx.Timeout(read_timeout, connect=TIMEOUT.connect)
         try:
             with self._http.stream(method, path, json=body, timeout=timeout) as response:
-                self._check_peer(response)
                 if response.status_code >= 400:
                     response.read()
                     raise _refusal(response, _json_object(response))

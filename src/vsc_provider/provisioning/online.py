@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import keywrap
+from vsc_provider.token.binding import TAMPERED
 from vsc_provider.token.online import PinAnswer
 from vsc_provider.token.store import CardRecord
 
@@ -44,7 +45,7 @@ class ServerPinCheck:
         from vsc_provider.provisioning import device, wire
         from vsc_provider.provisioning.http import ServerError
 
-        binding = record.server or {}
+        binding = untampered(record)
         try:
             dev = device.DeviceKey.unseal(binding["device_key"], device_key, record.serial)
             verifier = pin_verifier(pin, bytes.fromhex(binding["pin_salt"]))
@@ -61,7 +62,7 @@ class ServerPinCheck:
         from vsc_provider.provisioning import device, wire
         from vsc_provider.provisioning.http import ServerError
 
-        binding = record.server or {}
+        binding = untampered(record)
         dev = device.DeviceKey.unseal(binding["device_key"], device_key, record.serial)
         salt = bytes.fromhex(binding["pin_salt"])
         try:
@@ -77,6 +78,18 @@ class ServerPinCheck:
         except ServerError as exc:
             raise pin_error(record, exc) from None
         return dev.open(result["secret"])
+
+
+def untampered(record: CardRecord) -> dict[str, Any]:
+    """The card's server binding, refused when the engine found its MAC broken (token/binding.py)."""
+    binding = record.server or {}
+    if binding.get("state") == TAMPERED:
+        raise CKRError(
+            C.CKR_DEVICE_ERROR,
+            f"card {record.serial}: its server binding was changed outside vsc, so it is not used;"
+            " delete the card and activate it again",
+        )
+    return binding
 
 
 def pin_error(record: CardRecord, exc: ServerError) -> CKRError:

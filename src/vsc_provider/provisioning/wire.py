@@ -40,6 +40,27 @@ def canonical(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
+MAX_JSON_DEPTH = 16
+
+
+def sound_json(value: Any) -> Any:
+    """A parsed message as the protocol uses them: at most MAX_JSON_DEPTH levels of nesting, every string
+    (keys too) valid Unicode (no lone surrogates). ValueError otherwise."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError("nested too deep")
+        if isinstance(item, str):
+            item.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+        elif isinstance(item, dict):
+            todo.extend((k, depth) for k in item)
+            todo.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, depth + 1) for v in item)
+    return value
+
+
 def pin_proof(verifier: bytes, nonce: str) -> bytes:
     """The online PIN check's proof: HMAC-SHA256 keyed with the PIN verifier over the server's nonce.
 

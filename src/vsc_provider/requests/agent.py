@@ -252,7 +252,7 @@ class Agent:
                 self._streams.discard(closable)
 
     def _listen_push(self, card: Card, backoff: Backoff) -> None:
-        binding = card.record.server or {}
+        binding = provisioning.active_binding(card)
         with provisioning.pinned_client(binding) as server, self._tracked(server):
             body = provisioning.signed_body(binding, card.serial, server, "/v1/push", {}, self.eng)
             with server.stream("POST", "/v1/push", body, READ_TIMEOUT) as response:

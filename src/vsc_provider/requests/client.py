@@ -44,7 +44,7 @@ def bound_cards(eng: Engine) -> list[Card]:
 def server_jwks(eng: Engine, card: Card, again: bool = False) -> dict[str, Any]:
     """The server's protocol key as the binding keeps it, fetched from GET /v1/server (pinned) when absent
     (or, with again, when a request names another key: the server may have changed its key)."""
-    binding = card.record.server or {}
+    binding = provisioning.active_binding(card)
     if "server_jwks" in binding and not again:
         return dict(binding["server_jwks"])
     with provisioning.pinned_client(binding) as client:
@@ -55,7 +55,7 @@ def server_jwks(eng: Engine, card: Card, again: bool = False) -> dict[str, Any]:
 
 def verify(eng: Engine, card: Card, compact: str, now: float | None = None) -> PendingRequest:
     """One request JWS for this card, verified against its binding; RefusedRequest if it does not verify."""
-    binding = card.record.server or {}
+    binding = provisioning.active_binding(card)
     try:
         return pending_request(compact, server_jwks(eng, card), binding, card.serial, card.label, now)
     except UnknownKey:

@@ -24,6 +24,7 @@ from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.pins import new_verifier
 from vsc_provider.server.profiles import Profile
 from vsc_provider.server.state import IdentityServer, Verified
+from vsc_provider.server.throttle import PinTry
 
 log = logging.getLogger("vsc.server")
 
@@ -163,9 +164,12 @@ def _replay(srv: IdentityServer, v: Verified, code: str) -> dict[str, Any] | Non
                 409, "activation_mismatch", f"key {key_id} is not the key certified at this code's activation"
             )
     if dev.pin_verifier is not None:
+        # comparing verifiers checks a PIN: counted like a /v1/pin try, so replays are no free PIN oracle
+        attempt = PinTry(srv.db, dev.id)
         verifier = srv.jwe_open(v.payload.get("pin_verifier"))
         if not hmac.compare_digest(verifier, dev.pin_verifier):
-            raise ProtocolError(409, "activation_mismatch", "the PIN verifier is not the one of this activation")
+            raise attempt.wrong()
+        attempt.right()
     keys = []
     for key_id, row in issued.items():
         entry: dict[str, Any] = {"id": key_id, "usage": row["usage"], "format": row["format"]}

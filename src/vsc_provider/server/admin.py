@@ -27,7 +27,7 @@ def create_activation(srv: IdentityServer, body: Any) -> dict[str, Any]:
     user, profile = body.get("user"), body.get("profile", "default")
     if not isinstance(user, str) or not 1 <= len(user) <= 64 or not user.isprintable():
         raise ProtocolError(400, "bad_user", "user is 1 to 64 printable characters")
-    if profile not in srv.profiles:
+    if not isinstance(profile, str) or profile not in srv.profiles:
         raise ProtocolError(400, "bad_profile", f"profile is one of {', '.join(sorted(srv.profiles))}")
     code = secrets.token_urlsafe(18)
     srv.db.add_activation(code, user, profile, ACTIVATION_TTL)

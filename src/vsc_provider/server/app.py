@@ -43,6 +43,12 @@ DEVICE_CALLS: dict[str, Callable[[IdentityServer, Any], dict[str, Any]]] = {
     "/v1/migration/complete": migration.complete,
 }
 
+CODE_CALLS = ("/v1/offer", "/v1/activate")  # the calls that take an activation code
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
 
 async def _json_body(request: Request) -> Any:
     declared = request.headers.get("content-length")
@@ -54,9 +60,9 @@ async def _json_body(request: Request) -> Any:
         if len(body) > wire.MAX_BODY:
             raise ProtocolError(413, "too_large", f"bodies are at most {wire.MAX_BODY} bytes")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(400, "malformed", "the body is not JSON") from None
+        return wire.sound_json(json.loads(body))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError(400, "malformed", "the body is not JSON the protocol uses") from None
 
 
 def _error(_: Request, exc: Exception) -> Response:
@@ -76,22 +82,36 @@ def _crash(_: Request, exc: Exception) -> Response:
 
 
 def create_app(server: IdentityServer) -> Starlette:
-    def device_call(handler: Callable[[IdentityServer, Any], dict[str, Any]]) -> Any:
+    limits = server.limits
+
+    def device_call(handler: Callable[[IdentityServer, Any], dict[str, Any]], takes_code: bool) -> Any:
         async def endpoint(request: Request) -> Response:
+            client = _client(request)
+            limits.requests.take(client)
+            if takes_code:  # activation codes: wrong ones from one address are throttled on their own
+                limits.codes.check(client)
             body = await _json_body(request)
-            result = await run_in_threadpool(handler, server, body)
+            try:
+                result = await run_in_threadpool(handler, server, body)
+            except ProtocolError as exc:
+                if takes_code and exc.error in ("unknown_code", "bad_code"):
+                    limits.codes.take(client)
+                raise
             return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
         return endpoint
 
-    async def info(_: Request) -> Response:
+    async def info(request: Request) -> Response:
+        limits.requests.take(_client(request))
         return JSONResponse(discovery.info(server))
 
-    async def nonce(_: Request) -> Response:
-        value = await run_in_threadpool(discovery.new_nonce, server)
+    async def nonce(request: Request) -> Response:
+        limits.requests.take(_client(request))
+        value = discovery.new_nonce(server)
         return JSONResponse({"nonce": value}, headers={"Replay-Nonce": value, "Cache-Control": "no-store"})
 
-    async def spec(_: Request) -> Response:
+    async def spec(request: Request) -> Response:
+        limits.requests.take(_client(request))
         return JSONResponse(openapi.SPEC)
 
     async def admin_activation(request: Request) -> Response:
@@ -112,7 +132,10 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/openapi.json", spec, methods=["GET"]),
         Route("/v1/server", info, methods=["GET"]),
         Route("/v1/nonce", nonce, methods=["GET"]),
-        *(Route(path, device_call(handler), methods=["POST"]) for path, handler in DEVICE_CALLS.items()),
+        *(
+            Route(path, device_call(handler, path in CODE_CALLS), methods=["POST"])
+            for path, handler in DEVICE_CALLS.items()
+        ),
         Route("/admin/activations", admin_activation, methods=["POST"]),
         Route("/admin/devices", admin_devices, methods=["GET"]),
         Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""The server's SQLite file: activation codes, devices, certificates, nonces and migration tickets.
+"""The server's SQLite file: activation codes, devices, certificates, spent nonces and migration tickets.
 
 Every state change that must happen once (a code used, a nonce spent, a PIN try counted, a device
 confirmed) is a single conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent requests cannot
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS activations(
@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS keys(
     cert BLOB, escrow BLOB, created REAL NOT NULL, active INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS keys_by_device ON keys(device);
-CREATE TABLE IF NOT EXISTS nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
+DROP TABLE IF EXISTS nonces;
+CREATE TABLE IF NOT EXISTS spent_nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS spent_nonces_by_expiry ON spent_nonces(expires);
 CREATE TABLE IF NOT EXISTS tickets(
     id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL,
     target_key TEXT, state TEXT NOT NULL DEFAULT 'issued'
@@ -91,12 +93,24 @@ _DEVICE_COLUMNS = (
 )
 
 
+# a device's secrets held by the server: stored sealed (FieldSealer), never in clear
+SEALED_COLUMNS = ("pin_verifier", "server_secret", "pin_verifier_next")
+
+
+class FieldSealer(Protocol):
+    def seal_field(self, device: str, name: str, plain: bytes) -> bytes: ...
+
+    def unseal_field(self, device: str, name: str, blob: bytes) -> bytes: ...
+
+
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sealer: FieldSealer) -> None:
+        self._sealer = sealer
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA secure_delete=ON")  # a sealed-over or deleted secret leaves no copy in free pages
         with self.transaction() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -121,15 +135,26 @@ class Database:
 
     # --- nonces -------------------------------------------------------------------------------
 
-    def add_nonce(self, value: str, ttl: float) -> None:
-        now = time.time()
+    def spend_nonce(self, value: str, expires: float) -> bool:
+        """Record a (valid, unexpired) nonce as used; False if it was used already. Rows last until the
+        nonce would have expired anyway, so the table holds at most what signed requests spent recently."""
         with self.transaction() as db:
-            db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
-            db.execute("INSERT INTO nonces(value, expires) VALUES (?, ?)", (value, now + ttl))
+            db.execute("DELETE FROM spent_nonces WHERE expires < ?", (time.time(),))
+            return (
+                db.execute(
+                    "INSERT OR IGNORE INTO spent_nonces(value, expires) VALUES (?, ?)", (value, expires)
+                ).rowcount
+                == 1
+            )
 
-    def spend_nonce(self, value: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM nonces WHERE value = ? AND expires >= ?", (value, time.time())).rowcount == 1
+    def open_tickets(self, device_id: str, since: float) -> int:
+        """Migration tickets issued to a device since a time and not completed."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM tickets WHERE device = ? AND state = 'issued' AND created >= ?",
+                (device_id, since),
+            ).fetchone()
+        return int(row[0])
 
     # --- activation codes ---------------------------------------------------------------------
 
@@ -190,8 +215,29 @@ class Database:
                 self._insert_key(db, key)
         return True
 
-    @staticmethod
-    def _insert_device(db: sqlite3.Connection, dev: Device, attested: bool) -> None:
+    def _seal(self, device_id: str, name: str, value: bytes | None) -> bytes | None:
+        return None if value is None else self._sealer.seal_field(device_id, name, value)
+
+    def _unseal(self, device_id: str, name: str, value: bytes | None) -> bytes | None:
+        return None if value is None else self._sealer.unseal_field(device_id, name, bytes(value))
+
+    def seal_clear_fields(self) -> int:
+        """Seal the device secrets an earlier version stored in clear; how many were."""
+        done = 0
+        with self.transaction() as db:
+            for name in SEALED_COLUMNS:
+                rows = db.execute(f"SELECT id, {name} FROM devices WHERE {name} IS NOT NULL").fetchall()  # noqa: S608 - constant columns
+                for device_id, value in rows:
+                    if self._unseal(device_id, name, value) == bytes(value):  # not sealed yet
+                        sealed = self._seal(device_id, name, bytes(value))
+                        db.execute(f"UPDATE devices SET {name} = ? WHERE id = ?", (sealed, device_id))  # noqa: S608
+                        done += 1
+        if done:
+            with self._lock:  # the clear pages are gone from the log too
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return done
+
+    def _insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
         db.execute(
             "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -202,8 +248,8 @@ class Database:
                 json.dumps(dev.jwk),
                 time.time(),
                 int(attested),
-                dev.pin_verifier,
-                dev.server_secret,
+                self._seal(dev.id, "pin_verifier", dev.pin_verifier),
+                self._seal(dev.id, "server_secret", dev.server_secret),
             ),
         )
 
@@ -219,11 +265,11 @@ class Database:
             json.loads(row[3]),
             row[4],
             bool(row[5]),
-            row[6],
-            row[7],
+            self._unseal(row[0], "pin_verifier", row[6]),
+            self._unseal(row[0], "server_secret", row[7]),
             row[8],
             row[9],
-            row[10],
+            self._unseal(row[0], "pin_verifier_next", row[10]),
             row[11],
             row[12],
         )
@@ -237,7 +283,8 @@ class Database:
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def set_device(self, device_id: str, **fields: Any) -> bool:
-        """Update columns named by the code (never by a request)."""
+        """Update columns named by the code (never by a request); device secrets are sealed on the way."""
+        fields = {k: self._seal(device_id, k, v) if k in SEALED_COLUMNS else v for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
         with self.transaction() as db:

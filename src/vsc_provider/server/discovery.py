@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +21,5 @@ def info(srv: IdentityServer) -> dict[str, Any]:
 
 
 def new_nonce(srv: IdentityServer) -> str:
-    nonce = secrets.token_urlsafe(24)
-    srv.db.add_nonce(nonce, wire.NONCE_TTL)
-    return nonce
+    """A nonce for one signed request: stateless (limits.NonceMint), stored only when a request spends it."""
+    return srv.limits.nonces.new()

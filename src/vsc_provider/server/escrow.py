@@ -1,4 +1,5 @@
-"""Escrowed (server-generated) private keys sealed at rest: AES-256-GCM under the server's escrow key.
+"""Escrowed (server-generated) private keys, PIN verifiers and server secrets sealed at rest: AES-256-GCM
+under the server's escrow key.
 
 The escrow key lives in its own file in the data directory (`escrow-key`, mode 0600), apart from the
 SQLite file, so a copy of the database alone holds no usable key. Each blob is bound to its device and
@@ -15,6 +16,7 @@ from pathlib import Path
 from vsc_provider.token import keywrap
 
 MAGIC = b"vsc-escrow-1:"
+FIELD_MAGIC = b"vsc-sealed-1:"
 
 
 def _aad(device: str, key_id: str) -> bytes:
@@ -58,3 +60,17 @@ class EscrowVault:
     @staticmethod
     def is_sealed(blob: bytes) -> bool:
         return blob.startswith(MAGIC)
+
+    # a device's server-held secrets (PIN verifier, server secret) sealed the same way, bound to the device
+    # and the column, so a copy of the database alone offers nothing to guess a PIN against
+
+    def seal_field(self, device: str, name: str, plain: bytes) -> bytes:
+        return FIELD_MAGIC + keywrap.seal(self.key, plain, f"vsc-device:{device}:{name}".encode())
+
+    def unseal_field(self, device: str, name: str, blob: bytes) -> bytes:
+        if not blob.startswith(FIELD_MAGIC):
+            return blob  # written in clear by an earlier version: sealed at the next start
+        plain = keywrap.unseal(self.key, blob[len(FIELD_MAGIC) :], f"vsc-device:{device}:{name}".encode())
+        if plain is None:
+            raise ValueError(f"device {device}'s {name} does not open with this server's key")
+        return plain

@@ -52,8 +52,8 @@ def protected_header(body: Any) -> dict[str, Any]:
     if not all(isinstance(v, str) for v in body.values()):
         raise ProtocolError(400, "malformed_jws", "JWS members are base64url strings")
     try:
-        header = json.loads(wire.unb64u(body["protected"]))
-    except (ValueError, UnicodeDecodeError):
+        header = wire.sound_json(json.loads(wire.unb64u(body["protected"])))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(400, "malformed_jws", "the protected header is not base64url JSON") from None
     if not isinstance(header, dict):
         raise ProtocolError(400, "malformed_jws", "the protected header is not a JSON object")
@@ -78,8 +78,8 @@ def verified_payload(body: dict[str, Any], key: jose_jwk.JWK, alg: str) -> bytes
 
 def json_object(payload: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(payload)
-    except ValueError:
+        data = wire.sound_json(json.loads(payload))
+    except (ValueError, RecursionError):
         raise ProtocolError(400, "malformed_jws", "the payload is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(400, "malformed_jws", "the payload is not a JSON object")

@@ -22,6 +22,7 @@ from vsc_provider.server.state import IdentityServer
 log = logging.getLogger("vsc.server")
 
 TICKET_TTL = 24 * 3600.0
+MAX_OPEN_TICKETS = 3  # issued and not completed within TICKET_TTL, per device
 
 
 def ticket(srv: IdentityServer, body: Any) -> dict[str, Any]:
@@ -30,6 +31,10 @@ def ticket(srv: IdentityServer, body: Any) -> dict[str, Any]:
     The device stays A's (active) until it brings back the target's signed receipt (/v1/migration/complete):
     a migration that fails at the target leaves the card working with A."""
     v, dev = srv.verify_active(body, "/v1/migration")
+    if srv.db.open_tickets(dev.id, time.time() - TICKET_TTL) >= MAX_OPEN_TICKETS:
+        raise ProtocolError(
+            429, "too_many_tickets", f"{MAX_OPEN_TICKETS} migration tickets are open for this device: use one or wait"
+        )
     target = v.payload.get("target")
     if not isinstance(target, str) or not target.startswith("https://") or len(target) > 512:
         raise ProtocolError(400, "bad_target", "target is the https URL of the new server")

@@ -18,7 +18,25 @@ from vsc_provider.server.ca import Authority
 from vsc_provider.server.db import Database, Device
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
+from vsc_provider.server.limits import Limits
 from vsc_provider.server.profiles import load as load_profiles
+
+
+def private_folder(data: Path) -> None:
+    """The data directory holds the CA, TLS, protocol and escrow keys: 0700, whoever made it, and every file
+    the server makes from now on is its owner's alone (umask 077: SQLite's -wal and -shm files included)."""
+    os.umask(0o077)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data.chmod(0o700)
+
+
+def private_files(data: Path) -> None:
+    """Files an earlier version (or a looser umask) left readable by others: the owner's alone."""
+    for path in data.rglob("*"):
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        elif path.is_dir():
+            path.chmod(0o700)
 
 
 @dataclass
@@ -37,10 +55,15 @@ class IdentityServer:
 
     def __init__(self, data: Path, hosts: list[str]) -> None:
         self.data = data
+        self._public_url = ""
+        private_folder(data)
         self.authority = Authority.load_or_create(data, hosts)
-        self.db = Database(data / "server.sqlite")
         self.escrow = EscrowVault(data)
+        self.db = Database(data / "server.sqlite", self.escrow)
+        self.limits = Limits(self.escrow.key)
         self._seal_legacy_escrow()
+        self.db.seal_clear_fields()
+        private_files(data)
         self.profiles = load_profiles(data)
         self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
         self.admin_token = self._admin_token()
@@ -60,8 +83,11 @@ class IdentityServer:
         return str(json.loads(path.read_text())["token"])
 
     def public_url(self) -> str:
-        path = self.data / "server.json"
-        return str(json.loads(path.read_text())["url"]) if path.exists() else ""
+        """The URL devices know this server by (server.json, written when `vsc server run` starts)."""
+        if not self._public_url:
+            path = self.data / "server.json"
+            self._public_url = str(json.loads(path.read_text())["url"]).rstrip("/") if path.exists() else ""
+        return self._public_url
 
     def attestation_keys(self) -> list[jose_jwk.JWK]:
         folder = self.data / "attestation"
@@ -92,11 +118,12 @@ class IdentityServer:
                 raise ProtocolError(401, "unknown_key", "no device is registered with this kid")
             key = jose_jwk.JWK(**device.jwk)
         payload = jose.verified_payload(body, key, header["alg"])
-        url = header.get("url")
-        if not isinstance(url, str) or urlsplit(url).path != path:
-            raise ProtocolError(400, "bad_url", f"the protected header's url must name {path}")
+        url, here = header.get("url"), self.public_url()
+        if not isinstance(url, str) or url != (here + path if here else url) or urlsplit(url).path != path:
+            raise ProtocolError(400, "bad_url", f"the protected header's url must be {here or '<this server>'}{path}")
         nonce = header.get("nonce")
-        if not isinstance(nonce, str) or not self.db.spend_nonce(nonce):
+        expires = self.limits.nonces.expiry(nonce) if isinstance(nonce, str) else None
+        if expires is None or not self.db.spend_nonce(str(nonce), expires):
             raise ProtocolError(400, "bad_nonce", "unknown, expired or already used nonce: get a new one")
         claims = jose.json_object(payload)
         if device is not None and device.confirmed is None:

@@ -19,6 +19,7 @@ from vsc_provider import config
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import binding as binding_mac
 from vsc_provider.token import keywrap, login, sealing
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
@@ -65,7 +66,22 @@ class Engine:
         self.object_store = ObjectStore(self.store, self.device_key, self.lock)
         self.signal = self.store.signal.map
         self.signal_seen = self.signal[:8]
+        self._mac_legacy_bindings()
         self.refresh(force=True)
+
+    def _mac_legacy_bindings(self) -> None:
+        """Bindings stored before they carried a MAC get one, once per store; from then on a binding
+        without one is as refused as an edited one."""
+        ids = [r.id for r in self.store.load()[0]]
+        with self.store.transaction() as db:
+            if self.store.meta(db, binding_mac.META_KEY):
+                return
+            for rec in filter(None, (self.store.card(db, card_id) for card_id in ids)):
+                if rec.server and binding_mac.MAC_FIELD not in rec.server:
+                    self.store.update_card(
+                        db, rec.id, server=binding_mac.sealed(self.device_key, rec.serial, rec.server)
+                    )
+            self.store.set_meta(db, binding_mac.META_KEY, "1")
 
     # --- reading the store --------------------------------------------------------------------
 
@@ -87,6 +103,8 @@ class Engine:
             cards: dict[int, Card] = {}
             self.hidden = {}
             for rec in records:
+                if rec.server:
+                    rec = rec._replace(server=binding_mac.checked(self.device_key, rec.serial, rec.server))
                 if activating(rec) and rec.id not in self._activating:
                     self.hidden[rec.id] = rec
                     continue
@@ -167,7 +185,7 @@ class Engine:
             user_wrapped=user_wrapped,
             so_salt=so_salt,
             so_wrapped=so_wrapped,
-            server=server,
+            server=None if server is None else binding_mac.sealed(self.device_key, serial, server),
         )
         with self.lock:
             with self.store.transaction() as db:
@@ -204,7 +222,7 @@ class Engine:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
         fields = login.wrapped_fields(self.device_key, card, "user", card.data_key, pin, server_secret=secret)
         with self.store.transaction() as db:
-            binding = {} if server is None else {"server": server}
+            binding = {} if server is None else {"server": binding_mac.sealed(self.device_key, card.serial, server)}
             self.store.update_card(db, card.slot_id, **fields, **binding)
         self.refresh(force=True)
 
@@ -217,9 +235,10 @@ class Engine:
         and returns the new one, or None to leave it. False when the card is gone or nothing changed."""
         with self.store.transaction() as db:
             rec = self.store.card(db, slot_id)
-            new = None if rec is None else edit(dict(rec.server or {}))
-            if new is not None:
-                self.store.update_card(db, slot_id, server=new)
+            current = None if rec is None else binding_mac.checked(self.device_key, rec.serial, rec.server)
+            new = None if rec is None else edit(dict(current or {}))
+            if new is not None and rec is not None:
+                self.store.update_card(db, slot_id, server=binding_mac.sealed(self.device_key, rec.serial, new))
         if new is not None:
             self.refresh(force=True)
         return new is not None
