@@ -159,14 +159,37 @@ def test_once_fetches_acts_and_exits(standin: StandIn, tmp_path: Path) -> None:
         assert f"request {rid}" in a.text() and "request waiting" in a.text()
 
 
-def test_without_the_page_module_the_agent_still_runs(standin: StandIn, tmp_path: Path) -> None:
-    import importlib.util
+def test_agent_serves_the_approval_page_and_an_approval_there_reaches_the_server(
+    standin: StandIn, vsc_home: Path, tmp_path: Path
+) -> None:
+    import re
 
-    if importlib.util.find_spec("vsc_provider.requests.page_server") is not None:
-        pytest.skip("the approval page is installed: its own tests cover it")
-    standin.bind_card("Paged", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    import httpx
+
+    _, device = standin.bind_card("Paged", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    rid = standin.make(device, rp={"name": "Page Shop"})
     with agent(tmp_path) as a:
-        a.wait_for(lambda: "approval page is not installed" in a.text(), 20, "the warning")
+        path = vsc_home / "agent.json"
+        a.wait_for(lambda: path.exists() and f"request {rid}" in a.text(), 20, "agent.json and the request")
+        url = json.loads(path.read_text())["url"]
+        assert url.startswith("http://127.0.0.1:")
+        origin, token = url.rstrip("/").rsplit("/", 1)
+        with httpx.Client(base_url=origin, timeout=30) as http:
+            assert rid in http.get(f"/{token}/").text
+            page = http.get(f"/{token}/requests/{rid}").text
+            assert "Page Shop" in page and "Pay 12.50 EUR to Shop" in page
+            form = {
+                name: re.search(rf'name="{name}" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+                for name in ("csrf", "shown")
+            }
+            answer = http.post(
+                f"/{token}/requests/{rid}",
+                data={**form, "decision": "approve", "pin": USER_PIN},
+                headers={"Origin": origin},
+            )
+            assert answer.status_code == 200, answer.text
+        assert standin.answers[-1]["id"] == rid and standin.answers[-1]["verified"] is True
+        assert USER_PIN not in a.text()
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(15) == 0
 

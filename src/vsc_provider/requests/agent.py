@@ -336,16 +336,14 @@ def write_agent_file(url: str | None) -> Path:
     return path
 
 
+def _nothing() -> None:
+    return None
+
+
 def _start_page(source: Agent) -> tuple[str | None, Callable[[], None]]:
-    try:
-        page_server = importlib.import_module("vsc_provider.requests.page_server")
-    except ModuleNotFoundError as exc:
-        if exc.name != "vsc_provider.requests.page_server":
-            raise
-        log.warning("the approval page is not installed: use `vsc requests`")
-        return None, lambda: None
-    url, stop = page_server.serve(source)
-    return str(url), stop
+    from vsc_provider.requests import page_server  # uvicorn and the page's templates: only when served
+
+    return page_server.serve(source)
 
 
 def run_once(agent: Agent) -> list[PendingRequest]:
@@ -367,7 +365,7 @@ def run(page: bool = True, once: bool = False) -> None:
     if once:
         run_once(agent)
         return
-    url, stop_page = _start_page(agent) if page else (None, lambda: None)
+    url, stop_page = _start_page(agent) if page else (None, _nothing)
     path = write_agent_file(url)
     stopped = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopped.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
