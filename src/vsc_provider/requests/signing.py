@@ -3,7 +3,7 @@ the data, or a detached CMS SignedData; each signature made by the card's key th
 
 JWS signatures are as RFC 7518 wants them (ECDSA as r||s, which is what the card gives); CMS wants ECDSA
 as a DER SEQUENCE. A CMS signature is made over the digest of the signed attributes with the raw
-mechanisms, so that its digest algorithm can follow the relying party's hash.
+mechanisms (the digest algorithm is the alg's hash, as the SignerInfo names it).
 """
 
 from __future__ import annotations
@@ -96,21 +96,21 @@ def sign_digest(alg: str, hash_name: str, digest: bytes, sign: Sign) -> bytes:
 
 
 def cms_hash(request: PendingRequest) -> tuple[str, bytes]:
-    """The CMS digest algorithm and the message digest: the RP's hash (its length names the algorithm), or
-    the alg's hash of the data."""
+    """The CMS digest algorithm (the alg's hash) and the message digest: the RP's hash, which must be one
+    of that algorithm, or the digest of the data."""
+    hash_name = JWS_MECHANISMS[request.alg][1]
     given = request.document.get("hash")
     if given is not None:
         try:
             digest = wire.unb64u(given)
         except ValueError:
             raise RequestError(f"request {request.id}: its hash is not base64url") from None
-        if len(digest) not in HASH_BY_LENGTH:
-            raise RequestError(f"request {request.id}: its hash is not a SHA-256/384/512 digest")
-        return HASH_BY_LENGTH[len(digest)], digest
+        if HASH_BY_LENGTH.get(len(digest)) != hash_name:
+            raise RequestError(f"request {request.id}: its hash is not a {hash_name} digest, as {request.alg} signs")
+        return hash_name, digest
     data = _data(request)
     if data is None:
         raise RequestError(f"request {request.id}: neither data nor hash to sign")
-    hash_name = JWS_MECHANISMS[request.alg][1]
     return hash_name, hashlib.new(hash_name, data).digest()
 
 
