@@ -28,7 +28,7 @@ from vsc_provider.provisioning.http import ServerError
 DATA = b"Transfer 120.00 EUR to ACME, invoice 2026-118"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def rp(id_server: IdServer) -> str:
     """An RP API key, after checking that this server has the request routes at all."""
     try:
