@@ -156,3 +156,19 @@ def test_the_python_api_and_provisioning_use_the_card_service_not_pkcs11() -> No
         if target == banned or target.startswith(banned + ".")
     )
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_push_relay_imports_nothing_else_of_the_package() -> None:
+    # relay/ runs apart from the identity server (often on another machine) and only ever sees topics and
+    # opaque JWEs: no server, token, provisioning or card code may come in, not even a shared helper
+    relay = f"{ROOT}.relay"
+    edges = graph()
+    assert f"{relay}.hub" in edges[f"{relay}.app"]
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in edges.items()
+        if module == relay or module.startswith(relay + ".")
+        for target in targets
+        if not (target == relay or target.startswith(relay + "."))
+    )
+    assert not wrong, "; ".join(wrong)

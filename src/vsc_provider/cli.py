@@ -38,6 +38,7 @@ class LazyGroup(click.Group):
         "activate": "vsc_provider.provisioning.cli:activate",
         "agent": "vsc_provider.requests.cli:agent",
         "identity": "vsc_provider.provisioning.cli:identity",
+        "push-relay": "vsc_provider.relay.cli:push_relay",
         "requests": "vsc_provider.requests.cli:requests",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",

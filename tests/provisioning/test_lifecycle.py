@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -53,7 +54,9 @@ def test_renewal_must_be_signed_by_the_certified_old_keys(id_server: IdServer) -
     link = id_server.link("renata", "light")
     body, client = light_request(id_server, link, device=dev, keys=[{"id": "auth", "csr": software_csr(old)}])
     with client:
-        device_id = client.call("POST", "/v1/activate", body)["device"]
+        first = client.call("POST", "/v1/activate", body)
+    device_id = first["device"]
+    old_cert = x509.load_der_x509_certificate(wire.unb64u(first["keys"][0]["certificate"]))
 
     def renew(make: Any) -> dict[str, Any]:
         new = ec.generate_private_key(ec.SECP256R1())
@@ -82,6 +85,14 @@ def test_renewal_must_be_signed_by_the_certified_old_keys(id_server: IdServer) -
     assert result["device"] == device_id and len(result["keys"]) == 1
     # the old key is retired: it cannot prove possession for the next renewal
     assert refused(lambda inner: {"renewal": es256_jws({"auth": old}, inner)}) == "bad_possession"
+    # and its certificate is revoked as superseded; the new one is not
+    with id_server.client() as c:
+        crl = x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+    entry = crl.get_revoked_certificate_by_serial_number(old_cert.serial_number)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.superseded
+    new_cert = x509.load_der_x509_certificate(wire.unb64u(result["keys"][0]["certificate"]))
+    assert crl.get_revoked_certificate_by_serial_number(new_cert.serial_number) is None
 
 
 def test_server_renew_flag_is_recorded_then_acted_on_with_the_pin(id_server: IdServer, inproc: None) -> None:  # noqa: F811
@@ -171,6 +182,12 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
         binding = api.find_card(serial).record.server or {}
         assert binding["url"] == target.url and "release" not in binding
         assert set(certs_of(serial)) == set(before)
+        # A's copy of the card's SO PIN moved to B: B's administrator can unblock the card
+        with sqlite3.connect(target.data / "server.sqlite") as db:
+            assert db.execute("SELECT so_pin IS NOT NULL FROM devices").fetchall() == [(1,)]
+        device = target.devices()[0]["id"]
+        target.admin("POST", f"/admin/devices/{device}/unblock")
+        assert json.loads(run_vsc("identity", "status", serial).stdout)["unblocked"] is True
     finally:
         target.stop()
 
@@ -254,3 +271,22 @@ def test_login_on_an_online_card_records_the_renew_flag_without_changing_keys(
     run_vsc("card", "renew", serial, "--pin", USER_PIN)
     assert next(c for c in cards() if c["serial"] == serial)["renewal_requested"] is False
     assert not set(certs_of(serial)) & set(before)
+
+
+def test_certificates_near_their_end_are_renewed_at_the_next_contact(
+    id_server: IdServer, tmp_path: Path, vsc_home: Path
+) -> None:
+    fresh = activate(id_server.link("yuri", "light"))["serial"]
+    assert json.loads(run_vsc("identity", "status", fresh).stdout)["renew"] is False  # a year left
+    server = start_server(tmp_path / "short", env={"VSC_SERVER_CERT_DAYS": "20"})  # inside the 30-day window
+    try:
+        serial = activate(server.link("eva", "light"))["serial"]
+        before = {k: c.serial_number for k, c in certs_of(serial).items()}
+        assert json.loads(run_vsc("identity", "status", serial).stdout)["renew"] is True
+        assert "renewal requested" in run_vsc("card", "list").stdout  # recorded until the PIN is at hand
+        result = json.loads(run_vsc("identity", "status", serial, "--pin", USER_PIN).stdout)
+        assert result["renewed"] is True
+        after = {k: c.serial_number for k, c in certs_of(serial).items()}
+        assert len(after) == len(before) and not set(after.values()) & set(before.values())
+    finally:
+        server.stop()

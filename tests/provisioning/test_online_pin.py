@@ -124,3 +124,29 @@ def test_server_accepts_only_configured_attestation_keys(tmp_path: Path, vsc_hom
         assert len(server.devices()) == 1
     finally:
         server.stop()
+
+
+def test_the_admins_unblock_reaches_an_offline_cards_own_counter(id_server: IdServer, inproc: None) -> None:  # noqa: F811
+    # an offline card: its PIN is checked on the device only, and ten wrong ones block it there
+    serial = activate(id_server.link("olaf", "light"), env={"VSC_PIN_DELAY_BASE": "0.001"})["serial"]
+    codes = []
+    deadline = time.monotonic() + 60
+    while (not codes or codes[-1] != C.CKR_PIN_LOCKED) and time.monotonic() < deadline:
+        try:
+            login(serial, "000000")
+        except CKRError as exc:
+            if exc.rv == C.CKR_FUNCTION_FAILED:  # inside a (short) growing wait
+                time.sleep(0.01)
+                continue
+            codes.append(exc.rv)
+    assert codes[-1] == C.CKR_PIN_LOCKED and len(codes) == 10
+    with pytest.raises(CKRError) as blocked:
+        login(serial, USER_PIN)
+    assert blocked.value.rv == C.CKR_PIN_LOCKED
+    # the device's next contact after the administrator's unblock clears the card's counter
+    assert "unblocked" not in json.loads(run_vsc("identity", "status", serial).stdout)
+    device = next(d for d in id_server.devices() if d["user"] == "olaf")
+    id_server.admin("POST", f"/admin/devices/{device['id']}/unblock")
+    assert json.loads(run_vsc("identity", "status", serial).stdout)["unblocked"] is True
+    login(serial, USER_PIN)
+    assert "unblocked" not in json.loads(run_vsc("identity", "status", serial).stdout)  # once

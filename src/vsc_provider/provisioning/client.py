@@ -132,7 +132,8 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
                 C.CKR_PIN_LEN_RANGE, f"this server wants PINs of at least {profile['pin_min_length']} digits"
             )
         dev = device.DeviceKey.generate()
-        so_pin = "".join(secrets.choice("0123456789") for _ in range(16))  # unblocking is the server admin's job
+        so_pin = "".join(secrets.choice("0123456789") for _ in range(16))  # unblocking is the server admin's job:
+        # the server keeps it (sealed) and sends it back to the device key when the administrator unblocks
         pending: dict[str, Any] = {
             "url": link.server,
             "pin": link.pin,
@@ -156,7 +157,7 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
                 )
                 eng.set_binding(card.slot_id, pending)  # from here on a killed activation can resume
                 sent = True
-                act = _Activation(client, link, dev, offer, pin, pv_salt)
+                act = _Activation(client, link, dev, offer, pin, pv_salt, so_pin)
                 result = client.call("POST", "/v1/activate", _activation_request(act, entries))
                 binding = _finish_activation(eng, card, act, made, result)
         except BaseException as exc:
@@ -266,11 +267,15 @@ class _Activation(NamedTuple):
     offer: dict[str, Any]
     pin: str
     pv_salt: bytes
+    so_pin: str | None = None  # sent to the server (a JWE) so its administrator can unblock the card; None
+    # when resuming: the server kept the one of the first try
 
 
 def _activation_request(act: _Activation, entries: list[dict[str, str]]) -> dict[str, Any]:
-    client, link, dev, offer, pin, pv_salt = act
+    client, link, dev, offer, pin, pv_salt, so_pin = act
     payload: dict[str, Any] = {"code": link.code, "keys": entries}
+    if so_pin is not None:
+        payload["so_pin"] = device.jwe_to_server(offer["server"]["jwks"], so_pin.encode())
     if not offer["profile"].get("offline", True):
         payload["pin_verifier"] = device.jwe_to_server(offer["server"]["jwks"], pin_verifier(pin.encode(), pv_salt))
     nonce = client.nonce()
@@ -309,7 +314,7 @@ def _finish_activation(
 ) -> dict[str, Any]:
     """Certificates and imported keys onto the card, then the binding turns active (for an online profile
     in the same transaction as the data key's re-wrap under the server secret)."""
-    client, link, dev, offer, pin, pv_salt = act
+    client, link, dev, offer, pin, pv_salt, _ = act
     recorded = _install(eng, card, dev, made, result["keys"], offer["user"])
     online = "secret" in result
     binding = {
@@ -359,6 +364,10 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     if result.get("state") in ("deleted", "migrated"):
         wipe(eng, card)
         raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
+    if "unblock" in result:
+        _unblock(eng, card, result["unblock"])
+        result = device_call(card, "/v1/status", {"unblocked": True}, eng)
+        result["unblocked"] = True
     wanted = bool(result.get("renew"))
     if wanted and pin is not None:
         renew(ref, pin)
@@ -366,6 +375,15 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     elif wanted != bool((card.record.server or {}).get("renew_requested")):
         eng.mark_renewal(card.slot_id, wanted)
     return result
+
+
+def _unblock(eng: Engine, card: Card, sealed_so_pin: str) -> None:
+    """The administrator unblocked the card's PIN on the server: the card's own counter is cleared with the
+    SO PIN the server kept since activation (sent back in a JWE to the device key)."""
+    binding = online.untampered(card.record)
+    dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
+    eng.unblock_user(card, dev.open(sealed_so_pin))
+    log.info("card %s: the PIN's wrong-try counter was cleared by the server's administrator", card.serial)
 
 
 def renew_if_requested(ref: str, pin: str) -> bool:
@@ -461,9 +479,9 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
     target_url = target_url.rstrip("/")
     with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin):
         info = target.call("GET", "/v1/server")
-        ticket = device_call(card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng)[
-            "ticket"
-        ]
+        issued = device_call(card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng)
+        ticket = issued["ticket"]
+        old_dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
         dev = device.DeviceKey.generate()
         moved = [k for k in binding["keys"] if k["format"] != "imported"]
         made = [card_keys.existing_key(card, k["id"], _kind_of(card, k), bytes.fromhex(k["key_id"])) for k in moved]
@@ -474,6 +492,8 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
             "keys": entries,
             "pin_verifier": device.jwe_to_server(info["jwks"], pin_verifier(pin.encode(), pv_salt)),
         }
+        if "so_pin" in issued:  # the old server's copy of the SO PIN moves to the new one
+            payload["so_pin"] = device.jwe_to_server(info["jwks"], old_dev.open(issued["so_pin"]))
         nonce = target.nonce()
         attestation = device.attest(dev, nonce)
         if attestation is not None:

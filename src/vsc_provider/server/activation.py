@@ -111,7 +111,7 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     device_id = secrets.token_urlsafe(16)
     jwk = v.key.export_public(as_dict=True)
     keys, rows = issuance.issue(srv, device_id, user, jwk, requests, publics)
-    dev = Device(device_id, user, profile.name, jwk, "active", False, verifier, secret, 0, 0.0)
+    dev = Device(device_id, user, profile.name, jwk, "active", False, verifier, secret, 0, 0.0, so_pin=_so_pin(srv, v))
     if not srv.db.register_device(dev, attested, rows, code=code, ticket=ticket_id):
         if code is not None:
             raise ProtocolError(409, "code_used", "this activation code was used meanwhile")
@@ -121,6 +121,18 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     if ticket_id is not None:
         out["receipt"] = migration.receipt(srv, ticket_id, device_id)
     return out
+
+
+def _so_pin(srv: IdentityServer, v: Verified) -> bytes | None:
+    """The card's SO PIN, which the device may send (a JWE to the server) so the administrator can unblock
+    the card's own PIN counter later."""
+    sealed = v.payload.get("so_pin")
+    if sealed is None:
+        return None
+    so_pin = srv.jwe_open(sealed)
+    if not 4 <= len(so_pin) <= 64 or not so_pin.isdigit():
+        raise ProtocolError(400, "bad_so_pin", "so_pin is 4 to 64 digits")
+    return so_pin
 
 
 def _answer(srv: IdentityServer, dev: Device, profile: Profile, keys: list[dict[str, Any]]) -> dict[str, Any]:

@@ -48,7 +48,10 @@ def device_action(srv: IdentityServer, device_id: str, action: str) -> dict[str,
     elif action == "renew":
         srv.db.set_device(device_id, renew=1)
     elif action == "unblock":
-        srv.db.set_device(device_id, pin_failures=0, pin_blocked_until=0.0)
+        # the server's counter now; the card's own at its next contact (when the server holds its SO PIN)
+        srv.db.set_device(
+            device_id, pin_failures=0, pin_blocked_until=0.0, unblock=int(srv.db.so_pin(device_id) is not None)
+        )
     else:
         raise ProtocolError(404, "unknown_action", "actions: delete, renew, unblock")
     return {"device": device_id, "done": action}

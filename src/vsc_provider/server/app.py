@@ -50,15 +50,23 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _json_body(request: Request) -> Any:
+MAX_OCSP_REQUEST = 16 * 1024
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > wire.MAX_BODY):
-        raise ProtocolError(413, "too_large", f"bodies are at most {wire.MAX_BODY} bytes")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ProtocolError(413, "too_large", f"bodies are at most {limit} bytes")
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > wire.MAX_BODY:
-            raise ProtocolError(413, "too_large", f"bodies are at most {wire.MAX_BODY} bytes")
+        if len(body) > limit:
+            raise ProtocolError(413, "too_large", f"bodies are at most {limit} bytes")
+    return body
+
+
+async def _json_body(request: Request) -> Any:
+    body = await _bounded_body(request, wire.MAX_BODY)
     try:
         return wire.sound_json(json.loads(body))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -110,6 +118,17 @@ def create_app(server: IdentityServer) -> Starlette:
         value = discovery.new_nonce(server)
         return JSONResponse({"nonce": value}, headers={"Replay-Nonce": value, "Cache-Control": "no-store"})
 
+    async def crl(request: Request) -> Response:
+        limits.requests.take(_client(request))
+        der = await run_in_threadpool(server.revocation.crl)
+        return Response(der, media_type="application/pkix-crl", headers={"Cache-Control": "max-age=60"})
+
+    async def ocsp(request: Request) -> Response:
+        limits.requests.take(_client(request))
+        body = await _bounded_body(request, MAX_OCSP_REQUEST)
+        der = await run_in_threadpool(server.revocation.ocsp, body)
+        return Response(der, media_type="application/ocsp-response", headers={"Cache-Control": "no-store"})
+
     async def spec(request: Request) -> Response:
         limits.requests.take(_client(request))
         return JSONResponse(openapi.SPEC)
@@ -132,6 +151,8 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/openapi.json", spec, methods=["GET"]),
         Route("/v1/server", info, methods=["GET"]),
         Route("/v1/nonce", nonce, methods=["GET"]),
+        Route("/v1/crl", crl, methods=["GET"]),
+        Route("/v1/ocsp", ocsp, methods=["POST"]),
         *(
             Route(path, device_call(handler, path in CODE_CALLS), methods=["POST"])
             for path, handler in DEVICE_CALLS.items()

@@ -13,11 +13,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from vsc_provider.provisioning import wire
 
 CERT_DAYS = 365
+
+
+def cert_days() -> int:
+    """How long card certificates last: VSC_SERVER_CERT_DAYS, default CERT_DAYS."""
+    return int(os.environ.get("VSC_SERVER_CERT_DAYS", str(CERT_DAYS)))
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -107,8 +112,11 @@ class Authority:
         )
         return cls(ca_key, ca_cert, tls_cert_path, tls_key_path, wire.spki_pin(spki))
 
-    def issue(self, public_key: Any, user: str, usage: str, days: int = CERT_DAYS) -> x509.Certificate:
-        """A certificate for a device key: the subject is the server's user name, usage from the profile."""
+    def issue(
+        self, public_key: Any, user: str, usage: str, days: int | None = None, server_url: str = ""
+    ) -> x509.Certificate:
+        """A certificate for a device key: the subject is the server's user name, usage from the profile; with
+        the server's URL, where its CRL and OCSP answers are (so relying parties can check revocation)."""
         now = dt.datetime.now(dt.UTC)
         if usage == "auth":
             ku = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
@@ -120,17 +128,31 @@ class Authority:
             encipher = isinstance(public_key, rsa.RSAPublicKey)
             ku = x509.KeyUsage(False, False, encipher, False, not encipher, False, False, False, False)
             eku = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(user))
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_after(now + dt.timedelta(days=cert_days() if days is None else days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(ku, critical=True)
             .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
         )
+        if server_url:
+            crl = x509.UniformResourceIdentifier(f"{server_url}/v1/crl")
+            builder = builder.add_extension(
+                x509.CRLDistributionPoints([x509.DistributionPoint([crl], None, None, None)]), critical=False
+            ).add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(f"{server_url}/v1/ocsp")
+                        )
+                    ]
+                ),
+                critical=False,
+            )
+        return builder.sign(self.key, hashes.SHA256())

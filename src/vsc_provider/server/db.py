@@ -51,7 +51,23 @@ ADDED_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("tickets", "state", "TEXT NOT NULL DEFAULT 'issued'", None),
     # devices activated before confirmation existed are in use: confirmed as of their activation
     ("devices", "confirmed", "REAL", "UPDATE devices SET confirmed = created"),
+    # when a key was retired (its certificate revoked); keys retired before: as of their creation
+    ("keys", "retired", "REAL", "UPDATE keys SET retired = created WHERE active = 0"),
+    # the certificate's serial number (hex), for OCSP; filled for older rows by fill_serials()
+    ("keys", "serial", "TEXT", None),
+    # the card's SO PIN (sealed), sent at activation, so that the administrator's unblock reaches the card
+    ("devices", "so_pin", "BLOB", None),
+    ("devices", "unblock", "INTEGER NOT NULL DEFAULT 0", None),
 )
+
+
+def cert_serial(der: bytes | None) -> str | None:
+    """A certificate's serial number as lower-case hex (what OCSP and the CRL name it by)."""
+    if der is None:
+        return None
+    from cryptography import x509
+
+    return format(x509.load_der_x509_certificate(der).serial_number, "x")
 
 
 def code_hash(code: str) -> str:
@@ -73,6 +89,7 @@ class Device:
     pin_verifier_next: bytes | None = None
     created: float = 0.0
     confirmed: float | None = None  # the first request signed with its kid; None while only activated
+    so_pin: bytes | None = None  # stored at registration only (read with Database.so_pin)
 
 
 class NewKey(NamedTuple):
@@ -94,7 +111,7 @@ _DEVICE_COLUMNS = (
 
 
 # a device's secrets held by the server: stored sealed (FieldSealer), never in clear
-SEALED_COLUMNS = ("pin_verifier", "server_secret", "pin_verifier_next")
+SEALED_COLUMNS = ("pin_verifier", "server_secret", "pin_verifier_next", "so_pin")
 
 
 class FieldSealer(Protocol):
@@ -121,6 +138,7 @@ class Database:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
                     if backfill:
                         db.execute(backfill)
+            db.execute("CREATE INDEX IF NOT EXISTS keys_by_serial ON keys(serial)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -239,8 +257,8 @@ class Database:
 
     def _insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
         db.execute(
-            "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret, so_pin)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 dev.id,
                 dev.user,
@@ -250,6 +268,7 @@ class Database:
                 int(attested),
                 self._seal(dev.id, "pin_verifier", dev.pin_verifier),
                 self._seal(dev.id, "server_secret", dev.server_secret),
+                self._seal(dev.id, "so_pin", dev.so_pin),
             ),
         )
 
@@ -273,6 +292,17 @@ class Database:
             row[11],
             row[12],
         )
+
+    def so_pin(self, device_id: str) -> bytes | None:
+        """The card's SO PIN as its device sent it at activation (None for devices activated before)."""
+        with self._lock:
+            row = self._db.execute("SELECT so_pin FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return None if row is None else self._unseal(device_id, "so_pin", row[0])
+
+    def unblock_pending(self, device_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT unblock FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return bool(row and row[0])
 
     def devices(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -313,7 +343,7 @@ class Database:
     @staticmethod
     def _retire(db: sqlite3.Connection, device_id: str, state: str) -> None:
         db.execute("UPDATE devices SET state = ? WHERE id = ?", (state, device_id))
-        db.execute("UPDATE keys SET active = 0 WHERE device = ?", (device_id,))
+        db.execute("UPDATE keys SET active = 0, retired = ? WHERE device = ? AND active = 1", (time.time(), device_id))
 
     def end_device(self, device_id: str, state: str) -> None:
         """The device leaves the 'active' state (deleted, migrated): its keys are retired with it."""
@@ -334,15 +364,45 @@ class Database:
     @staticmethod
     def _insert_key(db: sqlite3.Connection, key: NewKey) -> None:
         db.execute(
-            "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, time.time()),
+            "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created, serial)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key, time.time(), cert_serial(key.cert)),
         )
+
+    # --- revocation ---------------------------------------------------------------------------
+
+    def fill_serials(self) -> None:
+        """Serial numbers for certificates stored before the column existed."""
+        with self.transaction() as db:
+            rows = db.execute("SELECT rowid, cert FROM keys WHERE cert IS NOT NULL AND serial IS NULL").fetchall()
+            for rowid, cert in rows:
+                db.execute("UPDATE keys SET serial = ? WHERE rowid = ?", (cert_serial(bytes(cert)), rowid))
+
+    def revoked(self) -> list[tuple[str, float, str]]:
+        """(serial hex, retired at, the device's state) of every certificate whose key is retired."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT k.serial, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device"
+                " WHERE k.active = 0 AND k.serial IS NOT NULL ORDER BY k.rowid"
+            ).fetchall()
+        return [(str(r[0]), float(r[1] or 0.0), str(r[2])) for r in rows]
+
+    def certificate_state(self, serial: str) -> tuple[bool, float, str] | None:
+        """(still active, retired at, the device's state) of the certificate with this serial; None if unknown."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT k.active, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device WHERE k.serial = ?",
+                (serial,),
+            ).fetchone()
+        return None if row is None else (bool(row[0]), float(row[1] or 0.0), str(row[2]))
 
     def renew_keys(self, device_id: str, keys: list[NewKey]) -> None:
         """The renewed keys replace the device's generated ones (imported keys stay); the renew flag is cleared."""
         with self.transaction() as db:
-            db.execute("UPDATE keys SET active = 0 WHERE device = ? AND format != 'imported'", (device_id,))
+            db.execute(
+                "UPDATE keys SET active = 0, retired = ? WHERE device = ? AND format != 'imported' AND active = 1",
+                (time.time(), device_id),
+            )
             for key in keys:
                 self._insert_key(db, key)
             db.execute("UPDATE devices SET renew = 0 WHERE id = ?", (device_id,))

@@ -90,7 +90,7 @@ def issue(
             public = publics[req.id]
         cert_der = None
         if req.format != "jwk":
-            cert = srv.authority.issue(public, user, req.usage)
+            cert = srv.authority.issue(public, user, req.usage, server_url=srv.public_url())
             cert_der = cert.public_bytes(serialization.Encoding.DER)
             entry["certificate"] = wire.b64u(cert_der)
         rows.append(NewKey(device_id, req.id, req.usage, req.format, public_der(public), cert_der, escrow))

@@ -55,7 +55,11 @@ def ticket(srv: IdentityServer, body: Any) -> dict[str, Any]:
     }
     signed = jose.sign_compact(srv.protocol_key, claims)
     srv.db.add_ticket(claims["jti"], dev.id, claims["aud"], target_key.export_public())
-    return {"ticket": signed}
+    answer = {"ticket": signed}
+    so_pin = srv.db.so_pin(dev.id)
+    if so_pin is not None:  # for the device to hand to the target, which then can unblock the card
+        answer["so_pin"] = jose.jwe_to(dev.jwk, so_pin)
+    return answer
 
 
 def complete(srv: IdentityServer, body: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from vsc_provider.provisioning import wire
 from vsc_provider.server import jose
 from vsc_provider.server.db import Device
+from vsc_provider.server.devices import wants_renewal
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.state import IdentityServer, Verified, active
 from vsc_provider.server.throttle import PinTry
@@ -26,7 +27,7 @@ def pin(srv: IdentityServer, body: Any) -> dict[str, Any]:
     v = srv.verify(body, "/v1/pin", new_key=False)
     dev = check_pin(srv, v)
     assert dev.server_secret is not None
-    return {"secret": jose.jwe_to(dev.jwk, dev.server_secret), "renew": dev.renew}
+    return {"secret": jose.jwe_to(dev.jwk, dev.server_secret), "renew": wants_renewal(srv, dev)}
 
 
 def check_pin(srv: IdentityServer, v: Verified) -> Device:

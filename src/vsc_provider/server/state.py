@@ -20,6 +20,7 @@ from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
 from vsc_provider.server.limits import Limits
 from vsc_provider.server.profiles import load as load_profiles
+from vsc_provider.server.revocation import Revocation
 
 
 def private_folder(data: Path) -> None:
@@ -61,6 +62,8 @@ class IdentityServer:
         self.escrow = EscrowVault(data)
         self.db = Database(data / "server.sqlite", self.escrow)
         self.limits = Limits(self.escrow.key)
+        self.db.fill_serials()
+        self.revocation = Revocation(self.db, self.authority)
         self._seal_legacy_escrow()
         self.db.seal_clear_fields()
         private_files(data)

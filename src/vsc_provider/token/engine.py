@@ -315,6 +315,14 @@ class Engine:
         self.refresh(force=True)
         self._online_secret(self.cards[card.slot_id].record, new_pin)
 
+    def unblock_user(self, card: Card, so_pin: bytes) -> None:
+        """Clear the user PIN's wrong-try counter and wait with the SO PIN's authority (checked and counted
+        like an SO login); the user PIN stays as it was. How a card's server unblocks it."""
+        self.verify_pin(card, True, so_pin)
+        with self.store.transaction() as db:
+            self.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
+        self.refresh(force=True)
+
     def set_so_pin(self, card: Card, new_pin: bytes) -> None:
         card.policy.pin.check(new_pin, so=True)
         if card.data_key is None:
