@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import SO_PIN, USER_PIN
 from tests.requests.standin import StandIn
-from vsc_provider.requests.agent import Backoff, sse_events
+from vsc_provider.relay.client import sse_events
+from vsc_provider.requests.agent import Backoff
 
 
 class AgentProcess:
@@ -121,8 +122,8 @@ def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
     path = vsc_home / "agent.json"
     with agent(tmp_path, "--no-page") as a:
         a.wait_for(path.exists, 20, "agent.json")
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert json.loads(path.read_text()) == {"pid": a.proc.pid, "url": None}
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, a.text()
+        assert json.loads(path.read_text()) == {"pid": a.proc.pid, "url": None}, a.text()
         a.wait_for(lambda: f"request {early}" in a.text(), 10, "the queued request")
         late = standin.make(d1)
         a.wait_for(lambda: f"request {late}" in a.text(), 10, "the pushed request")
@@ -133,8 +134,8 @@ def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
         a.wait_for(lambda: f"request {third}" in a.text(), 15, "the new card's request")
         a.proc.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
-        assert a.proc.wait(15) == 0
-        assert time.monotonic() - stopping < 3.0, a.text()
+        assert a.proc.wait(15) == 0, a.text()
+        assert time.monotonic() - stopping < 6.0, a.text()  # threads get at most 5 s to finish
     assert not path.exists()
 
 

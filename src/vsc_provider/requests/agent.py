@@ -18,16 +18,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from vsc_provider import api, config
 from vsc_provider import log as vlog
 from vsc_provider.provisioning import client as provisioning
 from vsc_provider.provisioning.http import ServerError
+from vsc_provider.relay import client as relay_client
+from vsc_provider.relay.client import sse_events
 from vsc_provider.requests import client
 from vsc_provider.requests.model import Decision, PendingRequest, Policy, RequestError
 from vsc_provider.requests.verify import RefusedRequest
@@ -55,25 +55,6 @@ class Backoff:
 
     def connected(self) -> None:
         self.delay = self.start
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs of a text/event-stream (comments and keep-alives skipped)."""
-    event, data = "message", list[str]()
-    for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
 
 
 def load_policy() -> Policy:
@@ -226,6 +207,7 @@ class Agent:
                 else:
                     self._listen_push(card, backoff)
                 if time.monotonic() - started >= SHORT_STREAM:
+                    backoff.connected()
                     continue
                 problem = "the stream ended at once"
             except provisioning.CardWiped as exc:
@@ -274,18 +256,9 @@ class Agent:
             log.info("card %s: request %s is gone (answered elsewhere, cancelled or expired)", card.serial, gone)
 
     def _listen_relay(self, card: Card, relay: dict[str, Any], backoff: Backoff) -> None:
-        url = f"{str(relay['url']).rstrip('/')}/v1/topics/{relay['topic']}"
-        timeout = httpx.Timeout(READ_TIMEOUT, connect=10.0)
-        with httpx.Client(timeout=timeout, trust_env=False) as http, self._tracked(http):
-            with http.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
-                if response.status_code != 200:
-                    raise ServerError(response.status_code, "relay", f"the push relay {relay['url']} refused")
-                backoff.connected()
-                for event, _ in sse_events(response.iter_lines()):
-                    if self.stop.is_set():
-                        return
-                    if event == "notification":  # opaque: it only says that the server has something
-                        self.replace(card, client.fetch(self.eng, card).requests)
+        for _ in relay_client.listen(str(relay["url"]), str(relay["topic"]), self.stop):
+            backoff.connected()  # opaque: a notification only says that the server has something
+            self.replace(card, client.fetch(self.eng, card).requests)
 
     def start(self) -> None:
         """A connection for every bound card not watched yet (cards activated since are picked up)."""
