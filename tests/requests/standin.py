@@ -1,5 +1,5 @@
 """A stand-in for the identity server's device-side request routes (GET /v1/server, GET /v1/nonce,
-POST /v1/requests, /v1/requests/answer, /v1/push) and a push relay topic, written from docs/protocol.md
+POST /v1/requests, /v1/requests/answer, /v1/push) that can name a real push relay, written from docs/protocol.md
 ("Requests ... version 1") for the device's tests while the real routes are built elsewhere; the tests
 against the real server are in test_server_requests.py.
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import hmac
 import json
 import secrets
 import threading
@@ -26,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from jwcrypto import jwe as jose_jwe
 from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
 from starlette.applications import Starlette
@@ -40,6 +43,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey
 from vsc_provider.provisioning.http import cert_pin
+from vsc_provider.relay.client import post_notification
 from vsc_provider.token import service
 
 
@@ -89,11 +93,11 @@ class StandIn:
     serve_expired: bool = False  # list expired requests too (a misbehaving server)
     extra_jws: list[str] = field(default_factory=list)  # served as they are (bad requests)
     refuse_answer: tuple[int, str] | None = None
-    relay: bool = False  # /v1/requests names the relay topic below; pushes go there
-    relay_events: int = 0  # notifications posted on the relay topic
+    relay_url: str = ""  # a push relay (tests/relay): /v1/requests names a topic there and new requests are notified
+    relay_posts: list[int] = field(default_factory=list)  # listeners each notification reached
     closing: bool = False
+    topic_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     url: str = ""
-    relay_url: str = ""
     pin: str = ""
     cert_der: bytes = b""
     _servers: list[tuple[uvicorn.Server, threading.Thread]] = field(default_factory=list)
@@ -136,15 +140,25 @@ class StandIn:
 
     def add(self, claims: dict[str, Any], key: jose_jwk.JWK | None = None) -> str:
         """A request for a device, signed by the protocol key (or `key`); its id."""
-        import hashlib
-
         compact = self.sign_request(claims, key)
         payload = wire.unb64u(compact.split(".")[1])
         display = wire.b64u(hashlib.sha256(payload).digest())
         self.requests[claims["id"]] = Stored(compact, claims["device"], claims, display)
-        if self.relay:
-            self.relay_events += 1
+        if self.relay_url:
+            self._notify(claims["device"])
         return str(claims["id"])
+
+    def topic(self, device: str) -> str:
+        return wire.b64u(hmac.new(self.topic_key, device.encode(), hashlib.sha256).digest())
+
+    def _notify(self, device: str) -> None:
+        """What the server posts to the relay: a JWE to the device key saying how many requests wait."""
+        waiting = sum(1 for s in self.requests.values() if s.device == device and s.state == "PENDING")
+        body = wire.canonical({"waiting": waiting, "iat": int(time.time())})
+        protected = json.dumps({"alg": wire.JWE_ALG, "enc": wire.JWE_ENC})
+        token = jose_jwe.JWE(body, protected=protected)
+        token.add_recipient(jose_jwk.JWK(**self.devices[device]))
+        self.relay_posts.append(post_notification(self.relay_url, self.topic(device), token.serialize(compact=True)))
 
     def make(self, device: str, kind: str = "sign", alg: str = "ES256", **extra: Any) -> str:
         return self.add(self.claims(device, kind, alg, **extra))
@@ -203,8 +217,8 @@ class StandIn:
     async def _requests(self, request: Request) -> Response:
         device, _ = self._device_payload(await request.json(), "/v1/requests")
         answer: dict[str, Any] = {"requests": self._listed(device)}
-        if self.relay:
-            answer["relay"] = {"url": self.relay_url, "topic": "topic-" + device}
+        if self.relay_url:
+            answer["relay"] = {"url": self.relay_url, "topic": self.topic(device)}
         return JSONResponse(answer)
 
     async def _answer(self, request: Request) -> Response:
@@ -255,18 +269,6 @@ class StandIn:
                 return
             await asyncio.sleep(0.05)
 
-    async def _topic(self, request: Request) -> Response:
-        async def events() -> AsyncIterator[bytes]:
-            seen = self.relay_events
-            yield b": hello\n\n"
-            while not self.closing:
-                if self.relay_events != seen:
-                    seen = self.relay_events
-                    yield b"event: notification\ndata: opaque\n\n"
-                await asyncio.sleep(0.05)
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
     def app(self) -> Starlette:
         return Starlette(
             routes=[
@@ -275,20 +277,19 @@ class StandIn:
                 Route("/v1/requests", self._requests, methods=["POST"]),
                 Route("/v1/requests/answer", self._answer, methods=["POST"]),
                 Route("/v1/push", self._push, methods=["POST"]),
-                Route("/v1/topics/{topic}", self._topic),
             ]
         )
 
     # --- running ----------------------------------------------------------------------------------
 
-    def _serve(self, port: int, tls: tuple[str, str] | None) -> None:
+    def _serve(self, port: int, tls: tuple[str, str]) -> None:
         config = uvicorn.Config(
             self.app(),
             host="127.0.0.1",
             port=port,
             log_level="warning",
-            ssl_certfile=tls[0] if tls else None,
-            ssl_keyfile=tls[1] if tls else None,
+            ssl_certfile=tls[0],
+            ssl_keyfile=tls[1],
             timeout_graceful_shutdown=1,
         )
         server = uvicorn.Server(config)
@@ -314,10 +315,9 @@ class StandIn:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
-        port, relay_port = free_port(), free_port()
-        self.url, self.relay_url = f"https://127.0.0.1:{port}", f"http://127.0.0.1:{relay_port}"
+        port = free_port()
+        self.url = f"https://127.0.0.1:{port}"
         self._serve(port, (str(certfile), str(keyfile)))
-        self._serve(relay_port, None)
         return self
 
     def stop(self) -> None:

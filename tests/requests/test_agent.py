@@ -140,16 +140,23 @@ def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
 
 
 def test_with_a_relay_the_agent_listens_there_and_fetches_on_a_notification(standin: StandIn, tmp_path: Path) -> None:
-    _, device = standin.bind_card("Relayed", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    standin.relay = True
-    with agent(tmp_path, "--no-page") as a:
-        a.wait_for(lambda: "watching 1 card" in a.text(), 20, "start")
-        time.sleep(1.0)
-        rid = standin.make(device)
-        a.wait_for(lambda: f"request {rid}" in a.text(), 10, "the request after the relay's notification")
-        assert standin.push_attempts == []  # the server's own stream was never used
-        a.proc.send_signal(signal.SIGTERM)
-        assert a.proc.wait(15) == 0
+    from tests.relay.relay_process import start_relay
+
+    relay = start_relay(tmp_path / "relay")
+    try:
+        _, device = standin.bind_card("Relayed", USER_PIN, SO_PIN, [("sign", "p256", False)])
+        standin.relay_url = relay.url
+        with agent(tmp_path, "--no-page") as a:
+            relay.wait_listeners(1, timeout=20)
+            rid = standin.make(device)
+            a.wait_for(lambda: f"request {rid}" in a.text(), 10, "the request after the relay's notification")
+            assert standin.relay_posts == [1]  # the relay reached the one listener: this agent
+            assert standin.push_attempts == []  # the server's own stream was never used
+            a.proc.send_signal(signal.SIGTERM)
+            assert a.proc.wait(15) == 0
+        relay.wait_listeners(0)
+    finally:
+        relay.stop()
 
 
 def test_once_fetches_acts_and_exits(standin: StandIn, tmp_path: Path) -> None:
