@@ -37,11 +37,13 @@ class LazyGroup(click.Group):
 
     lazy: ClassVar[dict[str, str]] = {
         "activate": "vsc_provider.provisioning.cli:activate",
+        "agent": "vsc_provider.requests.cli:agent",
         "identity": "vsc_provider.provisioning.cli:identity",
         "push-relay": "vsc_provider.relay.cli:push_relay",
         "licenses": "vsc_provider.licenses:licenses",
         "open": "vsc_provider.links:open_link",
         "otp": "vsc_provider.oath.cli:otp",
+        "requests": "vsc_provider.requests.cli:requests",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from vsc_provider import module, url_handler
+from vsc_provider.requests.cli import setup_agent
 
 NSS_MODULE_NAME = "vsc-provider"
 P11KIT_FILE_NAME = "vsc-provider.module"
@@ -309,3 +310,4 @@ def setup_ssh_cmd(write: bool, config: Path | None, undo: bool) -> None:
 
 
 setup.add_command(url_handler.setup_url_handler)
+setup.add_command(setup_agent)

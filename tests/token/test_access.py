@@ -54,7 +54,7 @@ def test_generated_always_authenticate_ml_dsa_key_is_seen_by_another_engine(tmp_
     assert A.get_ulong(priv.attrs, C.CKA_PARAMETER_SET) == C.CKP_ML_DSA_44
     key_id = priv.attrs[C.CKA_ID]
     assert key_id == pub.attrs[C.CKA_ID] == key_info.key_id_for(engine.crypto_key(card, pub))
-    # such a key signs only through PKCS#11's context-specific login
+    # such a key signs only with its PIN given again for the one signature (a context-specific login)
     mech = Mechanism(C.CKM_ML_DSA)
     assert rv(service.sign, engine, card, key_id, mech, b"x") == C.CKR_USER_NOT_LOGGED_IN
     other = make_engine(tmp_path)
@@ -99,3 +99,27 @@ def test_change_pin_needs_the_old_one_and_the_so_resets_a_blocked_pin(tmp_path: 
     assert not card.so
     access.login(engine, card, b"640271")
     assert card.user
+
+
+def test_always_authenticate_key_signs_with_its_pin_given_again_counted_like_a_login(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    engine = make_engine(tmp_path)
+    card = engine.create_card("c", SO, PIN, policy=PinPolicy(delay_base=0.0, delay_max=0.0))
+    access.login(engine, card, PIN)
+    pub, priv = service.generate(engine, card, "p256", None, "each", True)
+    key_id = priv.attrs[C.CKA_ID]
+    mech = Mechanism(C.CKM_ECDSA_SHA256)
+    assert rv(service.sign, engine, card, key_id, mech, b"x") == C.CKR_USER_NOT_LOGGED_IN
+    assert rv(service.sign, engine, card, key_id, mech, b"x", b"000001") == C.CKR_PIN_INCORRECT
+    assert engine.card(card.slot_id).record.user_failures == 1
+    signature = service.sign(engine, card, key_id, mech, b"x", PIN)
+    assert engine.card(card.slot_id).record.user_failures == 0
+    r, s = int.from_bytes(signature[:32]), int.from_bytes(signature[32:])
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    engine.crypto_key(card, pub).verify(encode_dss_signature(r, s), b"x", ec.ECDSA(hashes.SHA256()))
+    access.logout(engine, card)
+    # the PIN given again does not stand for a login: logged out, the private key is not even seen
+    assert rv(service.sign, engine, card, key_id, mech, b"x", PIN) == C.CKR_KEY_HANDLE_INVALID

@@ -56,14 +56,25 @@ def purge_unfinished(eng: Engine) -> int:
     return gone
 
 
-def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
+def pinned_client(binding: dict[str, Any]) -> PinnedClient:
+    """A client of the card's server: the key pinned at activation, the keys announced since, its CA."""
+    return PinnedClient.for_binding(binding)
+
+
+def signed_body(
+    binding: dict[str, Any], serial: str, client: PinnedClient, path: str, payload: dict[str, Any], eng: Engine
+) -> dict[str, Any]:
+    """A device call's body: the payload in a JWS by the card's device key (kid), with a fresh nonce."""
     key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, serial)
-    with PinnedClient.for_binding(binding) as client:
-        body = key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
-        return client.call("POST", path, body)
+    return key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
 
 
-def _active_binding(card: Card) -> dict[str, Any]:
+def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
+    with pinned_client(binding) as client:
+        return client.call("POST", path, signed_body(binding, serial, client, path, payload, eng))
+
+
+def active_binding(card: Card) -> dict[str, Any]:
     """The card's binding to its server, refused unless active and intact (an edited one reads `tampered`)."""
     binding = online.untampered(card.record)
     if binding.get("state") != "active":
@@ -71,8 +82,8 @@ def _active_binding(card: Card) -> dict[str, Any]:
     return dict(binding)
 
 
-def _device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
-    binding = _active_binding(card)
+def device_call(card: Card, path: str, payload: dict[str, Any], eng: Engine) -> dict[str, Any]:
+    binding = active_binding(card)
     try:
         return dict(_signed_call(binding, card.serial, path, payload, eng))
     except ServerError as exc:
@@ -351,14 +362,14 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     eng: Engine = api.engine()
     card = api.find_card(ref)
     _finish_release(eng, card)
-    result = _device_call(card, "/v1/status", {}, eng)
+    result = device_call(card, "/v1/status", {}, eng)
     if result.get("state") in ("deleted", "migrated"):
         wipe(eng, card)
         raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
     _learn_tls(eng, card)
     if "unblock" in result:
         _unblock(eng, card, result["unblock"])
-        result = _device_call(card, "/v1/status", {"unblocked": True}, eng)
+        result = device_call(card, "/v1/status", {"unblocked": True}, eng)
         result["unblocked"] = True
     wanted = bool(result.get("renew"))
     if wanted and pin is not None:
@@ -372,7 +383,7 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
 def _learn_tls(eng: Engine, card: Card) -> None:
     """Remember the TLS keys the server announces (a JWS by its protocol key) and its CA, so the card still
     reaches it after `vsc server rotate-tls --switch`, even if it is offline at that moment."""
-    binding = _active_binding(card)
+    binding = active_binding(card)
     with PinnedClient.for_binding(binding) as client:
         info = client.call("GET", "/v1/server")
     try:
@@ -427,7 +438,7 @@ def delete(ref: str, force: bool = False) -> None:
     eng: Engine = api.engine()
     card = api.find_card(ref)
     try:
-        _device_call(card, "/v1/delete", {}, eng)
+        device_call(card, "/v1/delete", {}, eng)
     except CardWiped:
         return
     except ServerError:
@@ -444,7 +455,7 @@ def renew(ref: str, pin: str) -> api.CardInfo:
     """
     eng: Engine = api.engine()
     card = api.find_card(ref)
-    binding = _active_binding(card)
+    binding = active_binding(card)
     dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
     with (
         PinnedClient.for_binding(binding) as client,
@@ -502,11 +513,11 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
     still works with A (A keeps the device active until it sees B's receipt)."""
     eng: Engine = api.engine()
     card = api.find_card(ref)
-    binding = _active_binding(card)
+    binding = active_binding(card)
     target_url = target_url.rstrip("/")
     with PinnedClient(target_url, target_pin) as target, api.session(card, pin=pin):
         info = target.call("GET", "/v1/server")
-        issued = _device_call(card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng)
+        issued = device_call(card, "/v1/migration", {"target": target_url, "target_key": info["jwks"]["keys"][0]}, eng)
         ticket = issued["ticket"]
         old_dev = device.DeviceKey.unseal(binding["device_key"], eng.device_key, card.serial)
         dev = device.DeviceKey.generate()

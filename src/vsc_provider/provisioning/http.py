@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +90,20 @@ def _issued_by(der: bytes, ca_der: bytes) -> bool:
     return ExtendedKeyUsageOID.SERVER_AUTH in eku
 
 
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _refusal(response: httpx.Response, data: dict[str, Any]) -> ServerError:
+    return ServerError(
+        response.status_code, str(data.get("error", "http")), str(data.get("detail", response.reason_phrase)), data
+    )
+
+
 class PinnedClient:
     """JSON calls to one server; any other certificate, even a CA-trusted one, fails the handshake."""
 
@@ -144,19 +160,9 @@ class PinnedClient:
             raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
         except httpx.HTTPError as exc:
             raise ServerError(0, "unreachable", f"cannot reach {self.url}: {exc}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
+        data = _json_object(response)
         if response.status_code >= 400:
-            raise ServerError(
-                response.status_code,
-                str(data.get("error", "http")),
-                str(data.get("detail", response.reason_phrase)),
-                data,
-            )
+            raise _refusal(response, data)
         return data
 
     @classmethod
@@ -172,6 +178,20 @@ class PinnedClient:
             ca_der=bytes.fromhex(ca) if ca else None,
             pins=tuple(binding.get("tls_pins", ())),
         )
+
+    @contextmanager
+    def stream(self, method: str, path: str, body: Any, read_timeout: float) -> Iterator[httpx.Response]:
+        """A streamed response (server-sent events), its certificate checked against the pin as for `call`; a
+        refusal is a ServerError. `read_timeout` bounds the wait for each chunk."""
+        timeout = httpx.Timeout(read_timeout, connect=TIMEOUT.connect)
+        try:
+            with self._http.stream(method, path, json=body, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _refusal(response, _json_object(response))
+                yield response
+        except httpx.HTTPError as exc:
+            raise ServerError(0, "unreachable", f"lost {self.url}: {exc}") from None
 
     def nonce(self) -> str:
         return str(self.call("GET", "/v1/nonce")["nonce"])

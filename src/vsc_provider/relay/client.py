@@ -94,7 +94,7 @@ def listen(url: str, topic: str, stop: threading.Event | None = None) -> Iterato
                 raise RelayError(f"{url} answered something else than an event stream: is it a push relay?")
             guard = _StopGuard(stop, response)
             try:
-                for name, data in _events(response.iter_lines()):
+                for name, data in sse_events(response.iter_lines()):
                     if stop.is_set():
                         return
                     if name == wire.EVENT:
@@ -107,7 +107,7 @@ def listen(url: str, topic: str, stop: threading.Event | None = None) -> Iterato
         raise RelayError(f"the push relay at {url}: {exc.__class__.__name__}: {exc}") from None
 
 
-def _events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """Server-sent events as (event name, data); comments and fields other than event and data are skipped."""
     name = "message"
     data: list[str] = []

@@ -42,10 +42,13 @@ def with_key_id(card: Card, key_id: bytes, klass: int | None = None) -> list[Tok
     ]
 
 
-def sign(engine: Engine, card: Card, key_id: bytes, mechanism: Mechanism, data: bytes) -> bytes:
+def sign(
+    engine: Engine, card: Card, key_id: bytes, mechanism: Mechanism, data: bytes, confirm_pin: bytes | None = None
+) -> bytes:
     """One signature by the card's private key with this CKA_ID, under the rules C_SignInit applies: the
-    user logged in, CKA_SIGN, CKA_ALLOWED_MECHANISMS; a key that wants its PIN again for every signature
-    (CKA_ALWAYS_AUTHENTICATE) signs only through PKCS#11's context-specific login."""
+    user logged in, CKA_SIGN, CKA_ALLOWED_MECHANISMS. A key that wants its PIN again for every signature
+    (CKA_ALWAYS_AUTHENTICATE) signs only when `confirm_pin` is given for this one signature: it is checked
+    the card's way (counted, server-checked cards ask their server), as PKCS#11's context-specific login."""
     engine.poll()
     if mechanism.type not in mechanisms.MECHANISMS:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mechanism.type:x} is not supported")
@@ -58,10 +61,12 @@ def sign(engine: Engine, card: Card, key_id: bytes, mechanism: Mechanism, data: 
     allowed = key.attrs.get(C.CKA_ALLOWED_MECHANISMS)
     if allowed and mechanism.type not in A.decode(C.CKA_ALLOWED_MECHANISMS, allowed):  # type: ignore[operator]
         raise CKRError(C.CKR_MECHANISM_INVALID, "the mechanism is not in the key's CKA_ALLOWED_MECHANISMS")
-    if key.bool(C.CKA_ALWAYS_AUTHENTICATE):
-        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs its PIN for each signature (PKCS#11 only)")
     if key.private and not card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
+    if key.bool(C.CKA_ALWAYS_AUTHENTICATE):
+        if confirm_pin is None:
+            raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs its PIN again for each signature")
+        engine.verify_pin(card, False, confirm_pin)
     from vsc_provider.token import crypto  # loaded at the first operation, as for PKCS#11
 
     return crypto.make_signer(mechanism, engine.crypto_key(card, key)).sign(data)
