@@ -1,4 +1,5 @@
-"""`vsc demo`: identity server up, one activation, a signature and a TLS login through the PKCS#11 module.
+"""`vsc demo`: identity server up, one activation, a signature and a TLS login through the PKCS#11 module, and
+a signing request from a relying party approved on the agent's page.
 
 Everything lives in a temporary directory (server data with its CA key, escrow key and admin token; the
 card store with its device key), removed at the end unless --keep; the server is stopped at the end.
@@ -20,12 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PIN = "482915"
-STEPS = 5
+STEPS = 6
 
 
 @contextmanager
 def step(number: int, text: str) -> Iterator[None]:
-    """`[n/5] text ...`, dots while it runs (one a second, so a slow step shows it is alive), then `done`."""
+    """`[n/6] text ...`, dots while it runs (one a second, so a slow step shows it is alive), then `done`."""
     print(f"[{number}/{STEPS}] {text} ...", end="", flush=True)
     started = time.monotonic()
     finished = threading.Event()
@@ -91,6 +92,11 @@ def main(keep: bool = False) -> None:
             page = tls_client_auth(path, data, key_uri, cert_uri)
         print(f"      key: {key_uri}")
         print(f"      {page}")
+        with step(6, "a web shop asks the card to sign an order: pushed to the agent, approved on its page"):
+            from vsc_provider.demo_request import sign_request
+
+            outcome = sign_request(cmd, data, PIN, work)
+        print(f"      {outcome}")
     finally:
         server.terminate()
         server.wait(10)
