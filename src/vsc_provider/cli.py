@@ -347,9 +347,7 @@ def pin() -> None:
 @friendly
 def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
     """Change the user PIN, knowing the current one (the card's policy decides which PINs are allowed)."""
-    strict = api.find_card(card_ref).policy.name == "strict"
-    api.change_pin(card_ref, ask(old, "Current PIN"), new_pin(new, "New PIN", strict=strict))
-    click.echo("PIN changed")
+    _new_user_pin(card_ref, api.change_pin, ask(old, "Current PIN"), new, "PIN changed")
 
 
 @pin.command("reset")
@@ -359,9 +357,16 @@ def pin_change(card_ref: str, old: str | None, new: str | None) -> None:
 @friendly
 def pin_reset(card_ref: str, so_pin: str | None, new: str | None) -> None:
     """Set a new user PIN with the SO PIN (unblocks a blocked card)."""
+    _new_user_pin(card_ref, api.reset_pin, ask(so_pin, "SO PIN"), new, "user PIN reset")
+
+
+def _new_user_pin(
+    card_ref: str, change: Callable[[str, str, str], None], proof: str, new: str | None, done: str
+) -> None:
+    """A new user PIN (asked for twice when not given, under the card's PIN rules), proved by `proof`."""
     strict = api.find_card(card_ref).policy.name == "strict"
-    api.reset_pin(card_ref, ask(so_pin, "SO PIN"), new_pin(new, "New user PIN", strict=strict))
-    click.echo("user PIN reset")
+    change(card_ref, proof, new_pin(new, "New user PIN", strict=strict))
+    click.echo(done)
 
 
 # --- the module -------------------------------------------------------------------------------

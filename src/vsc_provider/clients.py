@@ -15,6 +15,7 @@ import click
 
 from vsc_provider import module, url_handler
 from vsc_provider.requests.cli import setup_agent
+from vsc_provider.setup_files import write_or_remove
 
 NSS_MODULE_NAME = "vsc-provider"
 P11KIT_FILE_NAME = "vsc-provider.module"
@@ -182,17 +183,7 @@ def p11kit_modules_dir(system: bool) -> Path:
 def setup_p11kit(directory: Path, undo: bool = False) -> list[str]:
     target = directory / P11KIT_FILE_NAME
     text = module.p11kit_module_text()
-    if undo:
-        if not target.exists():
-            return []
-        target.unlink()
-        return [f"removed {target}"]
-    if target.exists() and target.read_text() == text:
-        return []
-    existed = target.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    return [f"{'updated' if existed else 'wrote'} {target}"]
+    return write_or_remove(target, text, undo)
 
 
 # --- OpenSSH ------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import click
 
-from vsc_provider import config
+from vsc_provider import config, processes
 from vsc_provider.cli_support import friendly
 
 SCHEME = "personal"
@@ -56,16 +56,6 @@ class RequestLink:
         return cls(ids[0], servers[0].rstrip("/") if servers else None)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def agent_url() -> str:
     """The running agent's page (ends with '/'), or a one-line error saying to start the agent."""
     path = config.home() / AGENT_FILE
@@ -79,7 +69,7 @@ def agent_url() -> str:
     pid, url = (data.get("pid"), data.get("url")) if isinstance(data, dict) else (None, None)
     if not isinstance(pid, int) or not isinstance(url, str) or not url.startswith("http://127.0.0.1:"):
         raise LinkError(f"{path} does not name a running agent: start it with `vsc agent`")
-    if pid <= 0 or not _pid_alive(pid):
+    if pid <= 0 or not processes.alive(pid):
         raise LinkError(start)
     return url if url.endswith("/") else url + "/"
 

@@ -13,7 +13,7 @@ import time
 from hashlib import sha256
 from typing import Any, NamedTuple
 
-from vsc_provider import api
+from vsc_provider import api, processes
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -31,16 +31,6 @@ class CardWiped(Exception):
     """The server deleted (or migrated away) the card's identity; the card was wiped here."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def purge_unfinished(eng: Engine) -> int:
     """Cards left by an activation that was killed half-way (its process is gone) are removed.
 
@@ -49,7 +39,7 @@ def purge_unfinished(eng: Engine) -> int:
     gone = 0
     for rec in list(eng.hidden.values()):
         binding = rec.server or {}
-        if binding.get("state") == "activating" and not _pid_alive(int(binding.get("pid", 0))):
+        if binding.get("state") == "activating" and not processes.alive(int(binding.get("pid", 0))):
             log.info("removing card %s left by an interrupted activation", rec.serial)
             eng.delete_card(rec.id)
             gone += 1
@@ -191,7 +181,7 @@ def _claim_interrupted(eng: Engine, link: wire.ActivationLink) -> int | None:
 
 def _claim(now: dict[str, Any]) -> dict[str, Any] | None:
     """An unfinished activation's binding taken over by this process, unless its own process still runs."""
-    if now.get("state") != "activating" or _pid_alive(int(now.get("pid", 0))):
+    if now.get("state") != "activating" or processes.alive(int(now.get("pid", 0))):
         return None
     return {**now, "pid": os.getpid()}
 

@@ -222,19 +222,9 @@ def unit_text() -> str:
 
 def setup_unit(undo: bool = False) -> list[str]:
     """Write (or with undo, remove) the systemd user unit; the changes made."""
-    path = unit_path()
-    if undo:
-        if not path.exists():
-            return []
-        path.unlink()
-        return [f"removed {path}"]
-    text = unit_text()
-    if path.exists() and path.read_text() == text:
-        return []
-    existed = path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return [f"{'updated' if existed else 'wrote'} {path}"]
+    from vsc_provider.setup_files import write_or_remove
+
+    return write_or_remove(unit_path(), "" if undo else unit_text(), undo)
 
 
 @click.command("agent")

@@ -243,8 +243,13 @@ def detail_page(
         f"<h1>{_e(request.rp)} asks you to {_e(_KINDS.get(request.kind, request.kind))}</h1>"
         f"{banner}{facts}<h2>What you are asked to {_e(_KINDS.get(request.kind, request.kind))}</h2>{items}{answer}"
     )
+    return _branded(f"Request from {request.rp}", body, base, request)
+
+
+def _branded(title: str, body: str, base: str, request: PendingRequest) -> str:
+    """A page about one request, under its identity server's branding."""
     header, colour = _brand_header(request)
-    return _document(f"Request from {request.rp}", body, base, colour, header)
+    return _document(title, body, base, colour, header)
 
 
 def answered_page(base: str, request: PendingRequest, decision: str) -> str:
@@ -254,8 +259,7 @@ def answered_page(base: str, request: PendingRequest, decision: str) -> str:
         f"<p>You {verb} the request from {_e(request.rp)} on {_e(request.card_label)}.</p>"
         f'<p><a href="{base}">All requests</a></p>'
     )
-    header, colour = _brand_header(request)
-    return _document(f"Request {verb}", body, base, colour, header)
+    return _branded(f"Request {verb}", body, base, request)
 
 
 def message_page(base: str, title: str, message: str) -> str:

@@ -24,14 +24,6 @@ def cert_days() -> int:
     return int(os.environ.get("VSC_SERVER_CERT_DAYS", str(CERT_DAYS)))
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def _pem_key(key: Any) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -70,7 +62,7 @@ class Authority:
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                 .sign(key, hashes.SHA256())
             )
-            _write_private(ca_key_path, _pem_key(key))
+            tls.write_private(ca_key_path, _pem_key(key))
             ca_cert_path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
         assert isinstance(ca_key, rsa.RSAPrivateKey)

@@ -24,7 +24,8 @@ from vsc_provider.provisioning import wire
 TLS_DAYS = 730
 
 
-def _private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """A key file: the owner's alone from its creation."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -52,7 +53,7 @@ def write_leaf(data: Path, stem: str, ca_key: Any, ca_cert: x509.Certificate, ho
     pkcs8 = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _private(data / f"{stem}.key", pkcs8)
+    write_private(data / f"{stem}.key", pkcs8)
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
     (data / f"{stem}.pem").write_bytes(chain)
 
