@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 from p11_support import SO_PIN, USER_PIN
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
+from vsc_provider.minidriver import admin_key, auth, files, properties
 from vsc_provider.minidriver import agreement as AG
-from vsc_provider.minidriver import auth, files, properties
 from vsc_provider.minidriver import containers as K
 from vsc_provider.minidriver import errors as E
 from vsc_provider.minidriver import layouts as L
@@ -388,3 +388,53 @@ def test_the_admin_pin_changes_itself(edge: EdgeEnv) -> None:
     auth.change_authenticator_ex(ctx, auth.PIN_CHANGE_FLAG_CHANGEPIN, ROLE_ADMIN, new, ROLE_ADMIN, SO_PIN.encode())
     with edge.token().open(rw=True, so_pin=SO_PIN):
         pass
+
+
+def _respond(admin_key: bytes, challenge: bytes) -> bytes:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    encryptor = Cipher(TripleDES(admin_key), modes.ECB()).encryptor()
+    return encryptor.update(challenge) + encryptor.finalize()
+
+
+def test_admin_challenge_response_unblocks_the_user_pin(edge: EdgeEnv) -> None:
+    ctx = edge.context(edge.compatible)
+    with pytest.raises(E.MinidriverError) as exc:
+        auth.get_challenge(ctx)
+    assert _code(exc) == E.SCARD_E_UNSUPPORTED_FEATURE  # no admin key yet
+    key = bytes(range(1, 25))
+    admin_key.set_admin_key(ctx, COMPAT_SO_PIN.encode(), key)
+    other = edge.context(edge.compatible)  # the key is the card's, seen by every process
+    challenge = auth.get_challenge(other)
+    assert len(challenge) == 8
+    assert auth.authenticate_challenge(other, _respond(key, challenge)) > 0
+    assert properties.get_property(other, properties.CP_CARD_AUTHENTICATED_STATE) == (0b100).to_bytes(4, "little")
+    with pytest.raises(E.MinidriverError) as exc:
+        auth.authenticate_challenge(other, _respond(key, challenge))  # a challenge answers once
+    assert _code(exc) == E.SCARD_E_INVALID_PARAMETER
+    challenge = auth.get_challenge(other)
+    with pytest.raises(E.MinidriverError) as exc:
+        auth.authenticate_challenge(other, _respond(bytes(24), challenge))
+    assert _code(exc) == E.SCARD_W_WRONG_CHV and exc.value.attempts_remaining is not None
+    # block the user PIN, then unblock it with a response
+    codes = []
+    for _ in range(auth.attempts_remaining(ctx, ROLE_USER)):
+        with pytest.raises(E.MinidriverError) as exc:
+            auth.authenticate_ex(ctx, ROLE_USER, 0, b"0000")
+        codes.append(_code(exc))
+    assert codes[-1] == E.SCARD_W_CHV_BLOCKED and set(codes[:-1]) == {E.SCARD_W_WRONG_CHV}
+    challenge = auth.get_challenge(ctx)
+    auth.unblock_pin(ctx, "user", _respond(key, challenge), b"6666", 0, auth.CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE)
+    with edge.token(edge.compatible).open(user_pin="6666"):
+        pass
+    # a new admin key, proved by the old one; then the PIN back
+    new_key = bytes(range(101, 125))
+    challenge = auth.get_challenge(ctx)
+    auth.change_authenticator(
+        ctx, "admin", _respond(key, challenge), new_key, 0, auth.CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE
+    )
+    challenge = auth.get_challenge(ctx)
+    auth.authenticate_challenge(ctx, _respond(new_key, challenge))
+    auth.authenticate_ex(ctx, ROLE_USER, 0, b"6666")
+    auth.change_authenticator(ctx, "user", b"6666", COMPAT_PIN.encode())

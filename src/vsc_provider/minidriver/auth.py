@@ -1,5 +1,6 @@
-"""PIN roles: the user (the card's user PIN) and the admin (its SO PIN), with the card's own PIN policy, try
-counters and block, shared with PKCS#11 and `vsc` through the store.
+"""PIN roles: the user (the card's user PIN) and the admin (its SO PIN, or a response to a challenge by the
+card's 3DES admin key: admin_key.py), with the card's own PIN policy, try counters and block, shared with
+PKCS#11 and `vsc` through the store.
 
 The user role is the engine's login (what C_Login gives, for this process). The admin role is held by the
 context: the SO PIN is checked and counted like an SO login, and each admin action (unblocking or setting
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.minidriver import admin_key
 from vsc_provider.minidriver import errors as E
 from vsc_provider.minidriver.context import CardContext
 from vsc_provider.token import access
@@ -145,9 +147,14 @@ def change_authenticator(
     ctx: CardContext, user_id: str, current: bytes, new: bytes, retry_count: int = 0, flags: int = 0
 ) -> int:
     """CardChangeAuthenticator (by user name, PIN proved by itself)."""
-    if flags not in (0, CARD_AUTHENTICATE_PIN_PIN):
-        raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, "only PINs authenticate on this card")
     role = USER_NAMES.get(user_id, -1)
+    if flags == CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE and role == ROLE_ADMIN:
+        if retry_count:
+            raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "the card's PIN policy fixes the retry count")
+        admin_key.change_with_response(ctx, current, new)
+        return ctx.card.policy.pin.max_tries
+    if flags not in (0, CARD_AUTHENTICATE_PIN_PIN):
+        raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, f"dwFlags 0x{flags:x}")
     return change_authenticator_ex(ctx, PIN_CHANGE_FLAG_CHANGEPIN, role, current, role, new, retry_count)
 
 
@@ -162,13 +169,28 @@ def unblock_pin(
     """CardUnblockPin: the admin PIN (CARD_AUTHENTICATE_PIN_PIN) sets a new user PIN, which clears its block."""
     if USER_NAMES.get(user_id) != ROLE_USER:
         raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "only the user PIN is unblocked")
-    if flags != CARD_AUTHENTICATE_PIN_PIN:
-        raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, "the admin authenticates with its PIN on this card")
     if retry_count:
         raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "the card's PIN policy fixes the retry count")
+    if flags == CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE:
+        admin_key.unblock_with_response(ctx, auth_data, new_pin)
+        return
+    if flags != CARD_AUTHENTICATE_PIN_PIN:
+        raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, f"dwFlags 0x{flags:x}")
     _set_user_pin(ctx, auth_data, new_pin)
 
 
 def get_challenge(ctx: CardContext) -> bytes:
-    """CardGetChallenge: the admin role is a PIN here (PIN_INFO says AlphaNumericPinType), not a 3DES key."""
-    raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, "the admin authenticates with its PIN on this card")
+    """CardGetChallenge (the admin key's challenge; admin_key.py)."""
+    return admin_key.get_challenge(ctx)
+
+
+def get_challenge_ex(ctx: CardContext, pin_id: int, flags: int = 0) -> bytes:
+    """CardGetChallengeEx: only the admin role answers challenges."""
+    if pin_id != ROLE_ADMIN or flags:
+        raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "only the admin role answers challenges")
+    return admin_key.get_challenge(ctx)
+
+
+def authenticate_challenge(ctx: CardContext, response: bytes) -> int:
+    """CardAuthenticateChallenge: the admin role by the admin key; returns the tries left."""
+    return admin_key.authenticate_challenge(ctx, response)

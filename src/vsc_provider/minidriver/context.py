@@ -44,6 +44,7 @@ class CardContext:
     pending_names: dict[int, str] = field(default_factory=dict)
     created_files: dict[tuple[str, str], int] = field(default_factory=dict)  # access conditions
     agreements: dict[int, bytes] = field(default_factory=dict)
+    challenge: bytes | None = None  # the last admin challenge, good for one response
 
     @property
     def card(self) -> Card:
@@ -79,5 +80,6 @@ def delete_context(ctx: CardContext) -> None:
     engine's, shared with other contexts of this process, and stays."""
     ctx.agreements.clear()
     ctx.admin = False
+    ctx.challenge = None
     ctx.pending_names.clear()
     ctx.created_files.clear()
