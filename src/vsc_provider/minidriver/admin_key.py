@@ -76,9 +76,8 @@ def set_admin_key(ctx: CardContext, so_pin: bytes, new_key: bytes) -> None:
     try:
         data_key = ctx.engine.verify_pin(card, True, so_pin)
     except CKRError as exc:
-        from vsc_provider.minidriver import auth
-
-        raise E.from_ckr(exc, auth.attempts_remaining(ctx, auth.ROLE_ADMIN)) from None
+        so_left = max(0, card.policy.pin.max_tries - ctx.fresh().record.so_failures)
+        raise E.from_ckr(exc, so_left) from None
     _store(ctx, new_key, data_key)
 
 
