@@ -14,7 +14,7 @@ import vsc_provider
 PACKAGE = Path(vsc_provider.__file__).resolve().parent
 ROOT = "vsc_provider"
 # What the token layer (the card model, the card service, the store) must never import.
-ABOVE_TOKEN = ("pkcs11", "provisioning", "server", "api", "cli", "clients", "demo")
+ABOVE_TOKEN = ("pkcs11", "minidriver", "provisioning", "server", "api", "cli", "clients", "demo")
 
 
 def module_name(path: Path) -> str:
@@ -154,6 +154,24 @@ def test_the_python_api_and_provisioning_use_the_card_service_not_pkcs11() -> No
         if any(module == u or module.startswith(u + ".") for u in users)
         for target in targets
         if target == banned or target.startswith(banned + ".")
+    )
+    assert not wrong, "; ".join(wrong)
+
+
+def test_the_minidriver_card_edge_is_a_front_end_beside_pkcs11() -> None:
+    # minidriver/ reaches cards through the card service (token/service.py, token/access.py) like api.py does:
+    # never through PKCS#11's sessions and handles, the Python API, the CLI or the identity server
+    edges = graph()
+    md = f"{ROOT}.minidriver"
+    assert f"{ROOT}.token.service" in edges[f"{md}.signing"]
+    assert f"{ROOT}.token.access" in edges[f"{md}.auth"]
+    banned = tuple(f"{ROOT}.{name}" for name in ("pkcs11", "api", "cli", "server", "requests"))
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in edges.items()
+        if module == md or module.startswith(md + ".")
+        for target in targets
+        if any(target == b or target.startswith(b + ".") for b in banned)
     )
     assert not wrong, "; ".join(wrong)
 

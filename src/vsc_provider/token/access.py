@@ -26,10 +26,11 @@ def logout(engine: Engine, card: Card) -> None:
     engine.logout(card)
 
 
-def change_pin(engine: Engine, card: Card, old: bytes, new: bytes) -> None:
-    """A new PIN proved by the old one (its try counted like a login's): the SO's while the SO is logged in,
-    else the user's, which on a server-checked card changes on its server too (C_SetPIN's rules)."""
-    so = card.so
+def change_pin(engine: Engine, card: Card, old: bytes, new: bytes, so: bool | None = None) -> None:
+    """A new PIN proved by the old one (its try counted like a login's): the SO's while the SO is logged in
+    (or given so=True), else the user's, which on a server-checked card changes on its server too (C_SetPIN's
+    rules)."""
+    so = card.so if so is None else so
     card.policy.pin.check(new, so=so)
     data_key = engine.verify_pin(card, so, old)
     saved = card.data_key

@@ -72,6 +72,53 @@ def sign(
     return crypto.make_signer(mechanism, engine.crypto_key(card, key)).sign(data)
 
 
+def _usable_private_key(card: Card, key_id: bytes, mechanism: Mechanism, use: int, use_name: str) -> TokenObject:
+    """The private key with this CKA_ID, checked as C_DecryptInit / C_DeriveKey check it."""
+    found = with_key_id(card, key_id, C.CKO_PRIVATE_KEY)
+    if not found:
+        raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"no private key {key_id.hex()} on card {card.serial}")
+    key = found[0]
+    if not key.bool(use):
+        raise CKRError(C.CKR_KEY_FUNCTION_NOT_PERMITTED, f"the key has {use_name} false")
+    allowed = key.attrs.get(C.CKA_ALLOWED_MECHANISMS)
+    if allowed and mechanism.type not in A.decode(C.CKA_ALLOWED_MECHANISMS, allowed):  # type: ignore[operator]
+        raise CKRError(C.CKR_MECHANISM_INVALID, "the mechanism is not in the key's CKA_ALLOWED_MECHANISMS")
+    if key.bool(C.CKA_ALWAYS_AUTHENTICATE):
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs its PIN for each use (PKCS#11 only)")
+    if key.private and not card.user:
+        raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in to use this key")
+    return key
+
+
+def decrypt(engine: Engine, card: Card, key_id: bytes, mechanism: Mechanism, data: bytes) -> bytes:
+    """One decryption by the card's private key with this CKA_ID (CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP,
+    CKM_RSA_X_509), under the rules C_DecryptInit applies: the user logged in, CKA_DECRYPT."""
+    engine.poll()
+    if mechanism.type not in (C.CKM_RSA_PKCS, C.CKM_RSA_PKCS_OAEP, C.CKM_RSA_X_509):
+        raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mechanism.type:x} does not decrypt here")
+    key = _usable_private_key(card, key_id, mechanism, C.CKA_DECRYPT, "CKA_DECRYPT")
+    from vsc_provider.token import crypto
+
+    return crypto.make_decryptor(mechanism, engine.crypto_key(card, key)).run(data)
+
+
+def ecdh_secret(engine: Engine, card: Card, key_id: bytes, peer_point: bytes) -> bytes:
+    """The ECDH shared secret (X coordinate, big-endian) of the card's EC private key with this CKA_ID and a
+    peer's uncompressed point, under the rules CKM_ECDH1_DERIVE applies (the user logged in, CKA_DERIVE)."""
+    engine.poll()
+    key = _usable_private_key(card, key_id, Mechanism(C.CKM_ECDH1_DERIVE), C.CKA_DERIVE, "CKA_DERIVE")
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = engine.crypto_key(card, key)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise CKRError(C.CKR_KEY_TYPE_INCONSISTENT, "ECDH needs an EC private key")
+    try:
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, peer_point)
+    except ValueError as exc:
+        raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
+    return private.exchange(ec.ECDH(), peer)
+
+
 def destroy(engine: Engine, card: Card, obj: TokenObject) -> None:
     """Destroy a token object under the rules C_DestroyObject applies (the user logged in for a private one)."""
     if obj is card.profile or not obj.bool(C.CKA_DESTROYABLE, True):
