@@ -18,8 +18,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.minidriver import errors as E
 from vsc_provider.minidriver import layouts as L
 from vsc_provider.minidriver.context import CardContext
-from vsc_provider.token import curves, service
-from vsc_provider.token import objects as O
+from vsc_provider.token import curves, ec_params, service
 from vsc_provider.token.engine import Card
 from vsc_provider.token.objects import TokenObject
 
@@ -83,7 +82,7 @@ def _describe(index: int, pub: TokenObject) -> Container | None:
         )
     if key_type == C.CKK_EC:
         try:
-            bits = EC_BITS.get(O.curve_from_params(pub.attrs.get(C.CKA_EC_PARAMS, b"")), 0)
+            bits = EC_BITS.get(ec_params.curve_from_params(pub.attrs.get(C.CKA_EC_PARAMS, b"")), 0)
         except CKRError:
             bits = 0
         if not bits:
@@ -151,7 +150,7 @@ def public_blobs(c: Container) -> L.ContainerInfo:
         return L.ContainerInfo(
             L.CONTAINER_INFO_CURRENT_VERSION, b"" if c.keyex_bits else blob, blob if c.keyex_bits else b""
         )
-    point = O.unwrap_octet_string(pub.attrs[C.CKA_EC_POINT])
+    point = ec_params.unwrap_octet_string(pub.attrs[C.CKA_EC_POINT])
     size = (c.bits + 7) // 8
     x, y = int.from_bytes(point[1 : 1 + size], "big"), int.from_bytes(point[1 + size :], "big")
     sig = L.ecc_public_blob(L.ECDSA_PUBLIC_MAGIC[c.bits], x, y, size) if c.sig_bits else b""

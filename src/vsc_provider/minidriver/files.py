@@ -24,8 +24,7 @@ from vsc_provider.minidriver import containers as K
 from vsc_provider.minidriver import errors as E
 from vsc_provider.minidriver import layouts as L
 from vsc_provider.minidriver.context import CardContext
-from vsc_provider.token import objects as O
-from vsc_provider.token import service
+from vsc_provider.token import object_attrs, service
 from vsc_provider.token.engine import Card
 from vsc_provider.token.objects import TokenObject
 
@@ -235,7 +234,9 @@ def write_file(ctx: CardContext, directory: str, name: str, data: bytes, flags: 
         private = _private(ctx, directory, name)
         for old in _file_objects(card, directory, name):
             service.destroy(ctx.engine, card, old)
-        attrs = O.data_attrs(data, label=f"{directory}/{name}", application=APPLICATION, token=True, private=private)
+        attrs = object_attrs.data_attrs(
+            data, label=f"{directory}/{name}", application=APPLICATION, token=True, private=private
+        )
         ctx.engine.add_object(card, card.policy.settle(attrs), None, True, 0)
     except CKRError as exc:
         raise E.from_ckr(exc) from None
