@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from typing import Any
 
 from cryptography import x509
@@ -51,6 +52,17 @@ def sign_request(server: IdServer, key: str, user: str, data: bytes = DATA, **bo
 
 def result(server: IdServer, key: str, rid: str) -> dict[str, Any]:
     return rp_call(server, key, "GET", f"/rp/v1/requests/{rid}")
+
+
+def wait_state(server: IdServer, key: str, rid: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The RP's poll of `rid` once it is in `state` (AssertionError after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = result(server, key, rid)
+        if doc["state"] == state or time.monotonic() > deadline:
+            assert doc["state"] == state, doc
+            return doc
+        time.sleep(0.05)
 
 
 def assert_approved_jws(server: IdServer, key: str, rid: str, data: bytes = DATA) -> None:
