@@ -5,6 +5,8 @@ clicked; the source must have recorded the approval with that PIN. Screenshots g
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,12 @@ from e2e_support import free_port
 from marionette import Marionette
 from test_firefox import ARTIFACTS, PREFS, _js, firefox_binary
 
+from tests.conftest import USER_PIN
+from tests.requests.agent_process import agent
 from tests.requests.page_support import PIN, MemorySource, png, request
+from tests.requests.real import activated, assert_approved_jws, new_rp, sign_request, wait_state
+from tests.server.conftest import id_server  # noqa: F401 - the real identity server, once per session
+from tests.server.idserver import IdServer
 from vsc_provider.requests.model import MetadataItem
 from vsc_provider.requests.page_server import serve
 
@@ -113,3 +120,40 @@ def test_approve_in_firefox(browser: Marionette) -> None:
         stop()
     assert source.approved == [("req-1", PIN)], f"the source recorded {source.approved}; the page said:\n{done}"
     assert PIN not in page and PIN not in done
+
+
+@pytest.fixture(scope="module")
+def firefox_rp(id_server: IdServer) -> str:  # noqa: F811 - the fixture imported above
+    return new_rp(id_server, "Firefox Shop")
+
+
+def test_approve_in_firefox_on_the_real_agents_page(
+    browser: Marionette,
+    id_server: IdServer,  # noqa: F811 - the fixture imported above
+    firefox_rp: str,
+    vsc_home: Path,
+    tmp_path: Path,
+) -> None:
+    """The real agent (a card activated from the real identity server) serves the page at the URL in
+    $VSC_HOME/agent.json; Firefox shows the request, the PIN is typed, Approve clicked: the relying party's
+    poll says APPROVED and verified, and `cryptography` verifies the signature too."""
+    user, _ = activated(id_server)
+    rid = sign_request(id_server, firefox_rp, user)
+    with agent(tmp_path) as a:
+        info = vsc_home / "agent.json"
+        a.wait_for(lambda: info.exists() and f"request {rid}" in a.text(), 30, "agent.json and the request")
+        url = json.loads(info.read_text())["url"]
+        browser.navigate(url)
+        wait_for(browser, "Firefox Shop")
+        click(browser, f"a[href$='/requests/{rid}']")
+        page = wait_for(browser, "120.00 EUR to ACME")
+        browser.command("WebDriver:ElementSendKeys", {"id": element(browser, "#pin"), "text": USER_PIN})
+        screenshot(browser, "agent-page-request.png")
+        click(browser, "#approve")
+        done = wait_for(browser, "Request approved", timeout=60)
+        screenshot(browser, "agent-page-approved.png")
+        wait_state(id_server, firefox_rp, rid, "APPROVED")
+        assert_approved_jws(id_server, firefox_rp, rid)
+        assert USER_PIN not in page and USER_PIN not in done and USER_PIN not in a.text()
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0

@@ -1,11 +1,12 @@
-"""A stand-in for the identity server's device-side request routes (GET /v1/server, GET /v1/nonce,
-POST /v1/requests, /v1/requests/answer, /v1/push) that can name a real push relay, written from docs/protocol.md
-("Requests ... version 1") for the device's tests while the real routes are built elsewhere; the tests
-against the real server are in test_server_requests.py.
+"""A misbehaving identity server for the device's tests: the device-side request routes (GET /v1/server,
+GET /v1/nonce, POST /v1/requests, /v1/requests/answer, /v1/push) as docs/protocol.md ("Requests") describes
+them, steerable where the real server never goes wrong: refuse push connections (the backoff test), end
+streams early, serve forged or tampered documents and expired requests, refuse good answers, change its
+protocol key, bind cards whose keys want the PIN per signature. Every other test of the device runs against
+the real identity server (tests/server/idserver.py).
 
-It runs in the test process (uvicorn in a thread, TLS on 127.0.0.1) so that tests can steer it: refuse
-push connections, end streams early, serve bad requests. Answers are checked independently (checks.py).
-Cards are bound to it directly (bind_card): keys made on a real card, certified by its own CA.
+It runs in the test process (uvicorn in a thread, TLS on 127.0.0.1). Answers are checked independently
+(checks.py). Cards are bound to it directly (bind_card): keys made on a real card, certified by its own CA.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
-import hmac
 import json
 import secrets
 import threading
@@ -28,7 +28,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from jwcrypto import jwe as jose_jwe
 from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
 from starlette.applications import Starlette
@@ -43,7 +42,6 @@ from vsc_provider.ck import constants as C
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey
 from vsc_provider.provisioning.http import cert_pin
-from vsc_provider.relay.client import post_notification
 from vsc_provider.token import service
 
 
@@ -93,10 +91,7 @@ class StandIn:
     serve_expired: bool = False  # list expired requests too (a misbehaving server)
     extra_jws: list[str] = field(default_factory=list)  # served as they are (bad requests)
     refuse_answer: tuple[int, str] | None = None
-    relay_url: str = ""  # a push relay (tests/relay): /v1/requests names a topic there and new requests are notified
-    relay_posts: list[int] = field(default_factory=list)  # listeners each notification reached
     closing: bool = False
-    topic_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     url: str = ""
     pin: str = ""
     cert_der: bytes = b""
@@ -144,21 +139,7 @@ class StandIn:
         payload = wire.unb64u(compact.split(".")[1])
         display = wire.b64u(hashlib.sha256(payload).digest())
         self.requests[claims["id"]] = Stored(compact, claims["device"], claims, display)
-        if self.relay_url:
-            self._notify(claims["device"])
         return str(claims["id"])
-
-    def topic(self, device: str) -> str:
-        return wire.b64u(hmac.new(self.topic_key, device.encode(), hashlib.sha256).digest())
-
-    def _notify(self, device: str) -> None:
-        """What the server posts to the relay: a JWE to the device key saying how many requests wait."""
-        waiting = sum(1 for s in self.requests.values() if s.device == device and s.state == "PENDING")
-        body = wire.canonical({"waiting": waiting, "iat": int(time.time())})
-        protected = json.dumps({"alg": wire.JWE_ALG, "enc": wire.JWE_ENC})
-        token = jose_jwe.JWE(body, protected=protected)
-        token.add_recipient(jose_jwk.JWK(**self.devices[device]))
-        self.relay_posts.append(post_notification(self.relay_url, self.topic(device), token.serialize(compact=True)))
 
     def make(self, device: str, kind: str = "sign", alg: str = "ES256", **extra: Any) -> str:
         return self.add(self.claims(device, kind, alg, **extra))
@@ -217,8 +198,6 @@ class StandIn:
     async def _requests(self, request: Request) -> Response:
         device, _ = self._device_payload(await request.json(), "/v1/requests")
         answer: dict[str, Any] = {"requests": self._listed(device)}
-        if self.relay_url:
-            answer["relay"] = {"url": self.relay_url, "topic": self.topic(device)}
         return JSONResponse(answer)
 
     async def _answer(self, request: Request) -> Response:

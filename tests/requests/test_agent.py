@@ -1,62 +1,30 @@
-"""`vsc agent` as a real process against the stand-in request server (standin.py, a Starlette SSE endpoint on
-127.0.0.1): push delivery, reconnect with backoff, the relay, agent.json, a clean stop on SIGTERM/SIGINT."""
+"""`vsc agent` as a real process with real cards activated from the real identity server: agent.json, every
+card watched, requests queued while it was away, --once, the approval page, the policy hook, a clean stop on
+SIGTERM/SIGINT. The relay and agent restarts are in test_end_to_end.py.
+
+Two tests need a server that misbehaves (refuses push connections to show the backoff; ends every stream
+early): those run against the stand-in's SSE endpoint (standin.py), which the real server cannot be made to
+do."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SO_PIN, USER_PIN
+from tests.requests.agent_process import agent
+from tests.requests.real import activated, assert_approved_jws, create, result, sign_request
 from tests.requests.standin import StandIn
+from tests.server.idserver import IdServer
 from vsc_provider.relay.client import sse_events
 from vsc_provider.requests.agent import Backoff
-
-
-class AgentProcess:
-    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
-        self.proc, self.log = proc, log
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_for(self, what: Callable[[], bool], timeout: float = 20.0, why: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if what():
-                return
-            assert self.proc.poll() is None, f"the agent exited: {self.text()}"
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {why}: agent log:\n{self.text()}")
-
-
-@contextmanager
-def agent(tmp_path: Path, *args: str) -> Iterator[AgentProcess]:
-    log = tmp_path / f"agent-{time.monotonic_ns()}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vsc_provider.cli", "agent", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": ""},
-        )
-    try:
-        yield AgentProcess(proc, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_backoff_doubles_from_half_a_second_to_thirty_and_restarts_after_a_connection() -> None:
@@ -84,6 +52,7 @@ def test_sse_parser_reads_events_and_skips_comments() -> None:
 
 
 def test_agent_reconnects_with_backoff_then_receives_pushed_requests(standin: StandIn, tmp_path: Path) -> None:
+    """Against the stand-in: it refuses the first four push connections, which the real server never does."""
     _, device = standin.bind_card("Pushed", USER_PIN, SO_PIN, [("sign", "p256", False)])
     standin.refuse_pushes = 4
     with agent(tmp_path, "--no-page") as a:
@@ -103,6 +72,7 @@ def test_agent_reconnects_with_backoff_then_receives_pushed_requests(standin: St
 
 
 def test_a_stream_the_server_ends_is_reopened_at_once(standin: StandIn, tmp_path: Path) -> None:
+    """Against the stand-in: it ends every stream after 1.2 s (the real server's streams last ten minutes)."""
     standin.bind_card("Short", USER_PIN, SO_PIN, [("sign", "p256", False)])
     standin.stream_seconds = 1.2
     with agent(tmp_path, "--no-page") as a:
@@ -114,23 +84,23 @@ def test_a_stream_the_server_ends_is_reopened_at_once(standin: StandIn, tmp_path
 
 
 def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
-    standin: StandIn, vsc_home: Path, tmp_path: Path
+    id_server: IdServer, rp: str, vsc_home: Path, tmp_path: Path
 ) -> None:
-    _, d1 = standin.bind_card("One", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    _, d2 = standin.bind_card("Two", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    early = standin.make(d2)  # queued while the agent was away
+    u1, _ = activated(id_server)
+    u2, _ = activated(id_server)
+    early = sign_request(id_server, rp, u2)  # queued while the agent was away
     path = vsc_home / "agent.json"
     with agent(tmp_path, "--no-page") as a:
         a.wait_for(path.exists, 20, "agent.json")
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, a.text()
         assert json.loads(path.read_text()) == {"pid": a.proc.pid, "url": None}, a.text()
         a.wait_for(lambda: f"request {early}" in a.text(), 10, "the queued request")
-        late = standin.make(d1)
+        a.wait_for(lambda: "watching 2 card(s)" in a.text(), 10, "both cards")
+        late = sign_request(id_server, rp, u1)
         a.wait_for(lambda: f"request {late}" in a.text(), 10, "the pushed request")
-        assert "watching 2 card(s)" in a.text()
         # a card activated while the agent runs is watched too
-        _, d3 = standin.bind_card("Three", USER_PIN, SO_PIN, [("sign", "p256", False)])
-        third = standin.make(d3)
+        u3, _ = activated(id_server)
+        third = sign_request(id_server, rp, u3)
         a.wait_for(lambda: f"request {third}" in a.text(), 15, "the new card's request")
         a.proc.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
@@ -139,43 +109,23 @@ def test_agent_json_is_private_and_removed_at_exit_and_every_card_is_watched(
     assert not path.exists()
 
 
-def test_with_a_relay_the_agent_listens_there_and_fetches_on_a_notification(standin: StandIn, tmp_path: Path) -> None:
-    from tests.relay.relay_process import start_relay
-
-    relay = start_relay(tmp_path / "relay")
-    try:
-        _, device = standin.bind_card("Relayed", USER_PIN, SO_PIN, [("sign", "p256", False)])
-        standin.relay_url = relay.url
-        with agent(tmp_path, "--no-page") as a:
-            relay.wait_listeners(1, timeout=20)
-            rid = standin.make(device)
-            a.wait_for(lambda: f"request {rid}" in a.text(), 10, "the request after the relay's notification")
-            assert standin.relay_posts == [1]  # the relay reached the one listener: this agent
-            assert standin.push_attempts == []  # the server's own stream was never used
-            a.proc.send_signal(signal.SIGTERM)
-            assert a.proc.wait(15) == 0
-        relay.wait_listeners(0)
-    finally:
-        relay.stop()
-
-
-def test_once_fetches_acts_and_exits(standin: StandIn, tmp_path: Path) -> None:
-    _, device = standin.bind_card("Once", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    rid = standin.make(device)
+def test_once_fetches_acts_and_exits(id_server: IdServer, rp: str, vsc_home: Path, tmp_path: Path) -> None:
+    user, _ = activated(id_server)
+    rid = sign_request(id_server, rp, user)
     with agent(tmp_path, "--once") as a:
         assert a.proc.wait(30) == 0
         assert f"request {rid}" in a.text() and "request waiting" in a.text()
 
 
 def test_agent_serves_the_approval_page_and_an_approval_there_reaches_the_server(
-    standin: StandIn, vsc_home: Path, tmp_path: Path
+    id_server: IdServer, rp: str, vsc_home: Path, tmp_path: Path
 ) -> None:
     import re
 
     import httpx
 
-    _, device = standin.bind_card("Paged", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    rid = standin.make(device, rp={"name": "Page Shop"})
+    user, _ = activated(id_server)
+    rid = sign_request(id_server, rp, user)
     with agent(tmp_path) as a:
         path = vsc_home / "agent.json"
         a.wait_for(lambda: path.exists() and f"request {rid}" in a.text(), 20, "agent.json and the request")
@@ -185,7 +135,7 @@ def test_agent_serves_the_approval_page_and_an_approval_there_reaches_the_server
         with httpx.Client(base_url=origin, timeout=30) as http:
             assert rid in http.get(f"/{token}/").text
             page = http.get(f"/{token}/requests/{rid}").text
-            assert "Page Shop" in page and "Pay 12.50 EUR to Shop" in page
+            assert "ACME" in page and "120.00 EUR to ACME" in page
             form = {
                 name: re.search(rf'name="{name}" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
                 for name in ("csrf", "shown")
@@ -196,49 +146,53 @@ def test_agent_serves_the_approval_page_and_an_approval_there_reaches_the_server
                 headers={"Origin": origin},
             )
             assert answer.status_code == 200, answer.text
-        assert standin.answers[-1]["id"] == rid and standin.answers[-1]["verified"] is True
+        assert_approved_jws(id_server, rp, rid)
         assert USER_PIN not in a.text()
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(15) == 0
 
 
-def test_policy_hook_rejects_accepts_or_asks_per_request(standin: StandIn) -> None:
+def test_policy_hook_rejects_accepts_or_asks_per_request(id_server: IdServer, rp: str, vsc_home: Path) -> None:
+    from tests.requests.real import new_rp
     from vsc_provider.requests.agent import Agent, run_once
     from vsc_provider.requests.model import Decision, PendingRequest
 
-    _, device = standin.bind_card("Policed", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    bad = standin.make(device, rp={"name": "Unknown RP"})
-    good = standin.make(device, rp={"name": "Shop"})
-    wrong_pin = standin.make(device, rp={"name": "Shop"}, metadata=[{"type": "text", "label": "pin", "data": "bad"}])
-    asked = standin.make(device, rp={"name": "Bank"})
-    short = standin.make(device, rp={"name": "Bank"}, exp=int(time.time()) + 2)
+    unknown = new_rp(id_server, "Unknown " + str(time.monotonic_ns()))
+    user, _ = activated(id_server)
+    bad = sign_request(id_server, unknown, user)
+    good = sign_request(id_server, rp, user, data=b"good")
+    wrong_pin = create(id_server, rp, user, kind="auth", metadata=[{"type": "text", "label": "pin", "data": "bad"}])
+    asked = create(id_server, rp, user, kind="auth")["id"]
+    short = create(id_server, rp, user, kind="auth", ttl=10)["id"]
     told: list[str] = []
 
     def policy(request: PendingRequest) -> Decision:
-        if request.rp == "Unknown RP":
+        if request.rp != "ACME":
             return Decision("reject", reason="unknown relying party")
-        if request.rp == "Shop":
-            pin = "000000" if request.metadata[0].data == b"bad" else USER_PIN
-            return Decision("accept", pin=pin, reason="known shop")
+        if request.kind == "sign":
+            return Decision("accept", pin=USER_PIN, reason="a known shop's transfer")
+        if request.metadata and request.metadata[0].data == b"bad":
+            return Decision("accept", pin="000000", reason="a wrong PIN")
         return Decision("ask")
 
     source = Agent(policy=policy, tell=lambda r: told.append(r.id))
     left = run_once(source)
-    decided = {a["id"]: a for a in standin.answers}
-    assert decided[bad]["decision"] == "reject"
-    assert decided[good]["decision"] == "approve" and decided[good]["verified"] is True
-    assert wrong_pin not in decided  # a wrong PIN from the policy leaves it pending
-    assert told == [asked, short]
-    assert {r.id for r in left} == {wrong_pin, asked, short}
-    time.sleep(max(standin.requests[short].claims["exp"] - time.time(), 0) + 0.1)
+    assert result(id_server, unknown, bad)["state"] == "REJECTED"
+    assert_approved_jws(id_server, rp, good, b"good")
+    assert result(id_server, rp, wrong_pin["id"])["state"] == "PENDING"  # a wrong PIN from the policy leaves it
+    assert sorted(told) == sorted([asked, short])
+    assert {r.id for r in left} == {wrong_pin["id"], asked, short}
+    expires = next(r.expires for r in left if r.id == short)
+    time.sleep(max(expires - time.time(), 0) + 0.1)
     with pytest.raises(Exception, match=f"request {short} expired"):
         source.approve(short, USER_PIN)
     assert short not in {r.id for r in source.pending()}
     # the page's RequestSource: approve and reject what is left
     source.approve(asked, USER_PIN)
-    source.reject(wrong_pin)
+    source.reject(wrong_pin["id"])
     assert source.pending() == []
-    assert {a["id"]: a["decision"] for a in standin.answers}[asked] == "approve"
+    assert result(id_server, rp, asked)["state"] == "APPROVED"
+    assert result(id_server, rp, wrong_pin["id"])["state"] == "REJECTED"
     with pytest.raises(Exception, match=f"no pending request {asked}"):
         source.approve(asked, USER_PIN)
 

@@ -1,5 +1,9 @@
-"""`vsc requests list/show/approve/reject` as real processes, against the stand-in request server (standin.py)
-with real cards bound to it: the answers verify independently; refusals are one line."""
+"""`vsc requests list/show/approve/reject` as real processes with real cards activated from the real identity
+server (the relying party's poll says verified, and so does `cryptography`); refusals are one line.
+
+What the real server never does (sign with another key, send tampered documents, refuse a good answer, list
+an expired request, change its protocol key, issue keys that want a PIN per signature) is played by the
+stand-in (standin.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import SO_PIN, USER_PIN, run_vsc
+from tests.requests.real import activated, assert_approved_jws, create, result, rp_call, sign_request
 from tests.requests.standin import StandIn
+from tests.server.idserver import IdServer
 from vsc_provider import api
 from vsc_provider.provisioning import wire
 
@@ -31,32 +37,35 @@ def listed() -> list[dict[str, object]]:
     return list(json.loads(run_vsc("requests", "list", "--json").stdout))
 
 
-def test_list_show_approve_and_reject_on_two_cards(standin: StandIn, vsc_home: Path) -> None:
-    s1, d1 = standin.bind_card("Card one", USER_PIN, SO_PIN, [("sign", "p256", False), ("auth", "rsa2048", False)])
-    s2, d2 = standin.bind_card("Card two", USER_PIN, SO_PIN, [("sign", "rsa2048", False)])
-    a = standin.make(d1, "sign", "ES256")
-    b = standin.make(d1, "auth", "PS256")
-    c = standin.make(
-        d2,
-        "sign",
-        "RS512",
+def test_list_show_approve_and_reject_on_two_cards(id_server: IdServer, rp: str, vsc_home: Path) -> None:
+    u1, s1 = activated(id_server)
+    u2, s2 = activated(id_server)
+    a = sign_request(id_server, rp, u1)
+    b = create(id_server, rp, u1, kind="auth", alg="PS256")["id"]
+    c = create(
+        id_server,
+        rp,
+        u2,
+        kind="sign",
+        alg="ES256",
+        data=wire.b64u(b"anything"),
         metadata=[
             {"type": "text", "label": "Note", "data": "hello\x1b[2J\u202egoodbye"},
             {"type": "raw", "label": "Blob", "data": wire.b64u(bytes(range(20)))},
             {"type": "image", "label": "Pic", "data": wire.b64u(PNG)},
             {"type": "pdf", "label": "Doc", "data": wire.b64u(PDF)},
         ],
-    )
+    )["id"]
     rows = {r["id"]: r for r in listed()}
     assert set(rows) == {a, b, c}
     assert rows[a]["card"] == s1 and rows[c]["card"] == s2 and rows[b]["kind"] == "auth"
-    assert rows[a]["display_hash"] == standin.requests[a].display_hash
+    assert rows[a]["rp"] == "ACME"
     human = run_vsc("requests", "list").stdout
-    assert a in human and "Card two" in human
+    assert a in human and u2 in human
 
     env = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
     shown = run_vsc("requests", "show", c, env=env).stdout
-    assert "Shop asks card 'Card two'" in shown and "sign (RS512, jws)" in shown
+    assert f"ACME asks card '{u2}'" in shown and "sign (ES256, jws)" in shown
     assert "hello\\x1b[2J\\u202egoodbye" in shown and "\x1b" not in shown  # no terminal control from the RP
     assert "00000000  00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f  |................|" in shown
     saved = [Path(line.split("saved to ", 1)[1]) for line in shown.splitlines() if "saved to " in line]
@@ -69,24 +78,24 @@ def test_list_show_approve_and_reject_on_two_cards(standin: StandIn, vsc_home: P
     assert f"approved request {a}" in run_vsc("requests", "approve", a, "--pin", USER_PIN).stdout
     run_vsc("requests", "approve", b, "--pin", USER_PIN)
     assert f"rejected request {c}" in run_vsc("requests", "reject", c).stdout
-    by_id = {x["id"]: x for x in standin.answers}
-    assert by_id[a]["decision"] == "approve" and by_id[a]["verified"] is True
-    assert by_id[b]["decision"] == "approve" and by_id[b]["verified"] is True
-    assert by_id[c]["decision"] == "reject" and "signature" not in by_id[c]
-    assert by_id[a]["display_hash"] == standin.requests[a].display_hash
+    assert_approved_jws(id_server, rp, a)
+    doc = result(id_server, rp, b)
+    assert doc["state"] == "APPROVED" and doc["result"]["verified"] is True
+    rejected = result(id_server, rp, c)
+    assert rejected["state"] == "REJECTED" and "signature" not in rejected.get("result", {})
     assert listed() == []
 
 
-def test_a_card_whose_server_cannot_be_reached_leaves_the_others(standin: StandIn, vsc_home: Path) -> None:
-    _, d1 = standin.bind_card("Up", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    s2, _ = standin.bind_card("Down", USER_PIN, SO_PIN, [("sign", "p256", False)])
+def test_a_card_whose_server_cannot_be_reached_leaves_the_others(id_server: IdServer, rp: str, vsc_home: Path) -> None:
+    u1, _ = activated(id_server)
+    _, s2 = activated(id_server)
     eng = api.engine()
     card = api.find_card(s2)
     eng.set_binding(card.slot_id, {**(card.record.server or {}), "url": "https://127.0.0.1:9"})
-    a = standin.make(d1)
-    result = run_vsc("requests", "list", "--json")
-    assert [r["id"] for r in json.loads(result.stdout)] == [a]
-    assert f"card {s2}:" in result.stderr
+    a = sign_request(id_server, rp, u1)
+    out = run_vsc("requests", "list", "--json")
+    assert [r["id"] for r in json.loads(out.stdout)] == [a]
+    assert f"card {s2}:" in out.stderr
 
 
 def test_a_key_that_wants_its_pin_for_each_signature_signs_with_the_approval_pin(
@@ -118,15 +127,24 @@ def test_refused_requests_are_never_listed_and_the_others_are(standin: StandIn, 
     assert "not the server's protocol key" in debug and "does not verify" in debug
 
 
-def test_one_line_errors(standin: StandIn, vsc_home: Path) -> None:
+def test_one_line_errors(id_server: IdServer, rp: str, vsc_home: Path) -> None:
     assert one_line_error("requests", "approve", "nope", "--pin", USER_PIN) == "no pending request nope"
-    _, device = standin.bind_card("C", USER_PIN, SO_PIN, [("sign", "p256", False)])
-    rid = standin.make(device)
+    user, _ = activated(id_server)
+    rid = sign_request(id_server, rp, user)
     assert one_line_error("requests", "show", "nope") == "no pending request nope"
     # wrong PIN: the card counts it and says how many tries are left
     message = one_line_error("requests", "approve", rid, "--pin", "000000")
     assert message.startswith("wrong PIN (") and "tries left" in message, message
-    # the server refuses the answer
+    # cancelled by the relying party in the meantime: gone
+    rp_call(id_server, rp, "POST", f"/rp/v1/requests/{rid}/cancel")
+    assert one_line_error("requests", "approve", rid, "--pin", USER_PIN) == f"no pending request {rid}"
+    assert result(id_server, rp, rid)["state"] == "CANCELLED"
+
+
+def test_one_line_errors_when_the_server_misbehaves(standin: StandIn, vsc_home: Path) -> None:
+    """The stand-in refuses good answers and lists an expired request, which the real server never does."""
+    _, device = standin.bind_card("C", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    rid = standin.make(device)
     standin.refuse_answer = (409, "not_pending")
     message = one_line_error("requests", "approve", rid, "--pin", USER_PIN)
     assert message == f"request {rid} is no longer pending (answered, expired or cancelled)"

@@ -1,65 +1,25 @@
 """Requests end to end with the real identity server: an RP creates them (POST /rp/v1/requests), the device
 answers through `vsc requests` and `vsc agent`, the server verifies, and so does `cryptography` here.
 
-The server's request routes are built on another branch: until they are merged every test here skips,
-and only for that reason (POST /rp/v1/requests answers 404)."""
+The relying party (`rp`) and the helpers are in conftest.py and real.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
-import pytest
 from asn1crypto import cms as a_cms
 from cryptography import x509
 
 from tests.conftest import USER_PIN, run_vsc
+from tests.requests.agent_process import agent
 from tests.requests.checks import verify_jws, verify_signature
-from tests.requests.test_agent import agent
+from tests.requests.real import DATA, activated, create, result
 from tests.server.idserver import IdServer
 from vsc_provider.provisioning import wire
-from vsc_provider.provisioning.http import ServerError
-
-DATA = b"Transfer 120.00 EUR to ACME, invoice 2026-118"
-
-
-@pytest.fixture(scope="session")
-def rp(id_server: IdServer) -> str:
-    """An RP API key, after checking that this server has the request routes at all."""
-    try:
-        with id_server.client() as c:
-            c.call("POST", "/rp/v1/requests", {})
-    except ServerError as exc:
-        if exc.status == 404:
-            pytest.skip("the identity server of this branch has no request routes (POST /rp/v1/requests is 404)")
-    out = run_vsc("server", "rp", "create", "--data", str(id_server.data), "--name", "ACME", "--json").stdout
-    found = [v for v in json.loads(out).values() if isinstance(v, str) and v.startswith("vsc_rp_")]
-    assert found, out
-    return str(found[0])
-
-
-def rp_call(server: IdServer, key: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    with server.client() as c:
-        return c.call(method, path, body, headers={"Authorization": f"Bearer {key}"})
-
-
-def activated(server: IdServer, profile: str = "default") -> tuple[str, str]:
-    user = "u" + secrets.token_hex(4)
-    out = run_vsc("activate", server.link(user, profile), "--pin", USER_PIN, "--json").stdout
-    return user, str(json.loads(out)["serial"])
-
-
-def create(server: IdServer, key: str, user: str, **body: Any) -> dict[str, Any]:
-    return rp_call(server, key, "POST", "/rp/v1/requests", {"user": user, "ttl": 300, **body})
-
-
-def result(server: IdServer, key: str, rid: str) -> dict[str, Any]:
-    return rp_call(server, key, "GET", f"/rp/v1/requests/{rid}")
 
 
 def test_sign_jws_approved_is_verified_by_the_server_and_here(id_server: IdServer, rp: str, vsc_home: Path) -> None:

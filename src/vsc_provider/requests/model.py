@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-METADATA_TYPES = ("text", "pdf", "image", "raw")
 DECISIONS = ("accept", "reject", "ask")
 
 

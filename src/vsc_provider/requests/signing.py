@@ -9,7 +9,6 @@ mechanisms (the digest algorithm is the alg's hash, as the SignerInfo names it).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib
 import json
 from collections.abc import Callable
@@ -20,20 +19,21 @@ from asn1crypto import algos as a_algos
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.params import Mechanism, PssParams
 from vsc_provider.provisioning import wire
+from vsc_provider.provisioning.request_wire import ALG_HASH, AUTH_TYP, HASH_BY_LENGTH
+from vsc_provider.provisioning.request_wire import digest as digest_of
 from vsc_provider.requests.model import PendingRequest, RequestError
 
 Sign = Callable[[Mechanism, bytes], bytes]  # the card key's signature of data under a mechanism
 
-# alg -> the hash-and-sign mechanism a JWS uses, and the alg's own hash
-JWS_MECHANISMS: dict[str, tuple[Mechanism, str]] = {
-    "RS256": (Mechanism(C.CKM_SHA256_RSA_PKCS), "sha256"),
-    "RS512": (Mechanism(C.CKM_SHA512_RSA_PKCS), "sha512"),
-    "PS256": (Mechanism(C.CKM_SHA256_RSA_PKCS_PSS, PssParams(C.CKM_SHA256, C.CKG_MGF1_SHA256, 32)), "sha256"),
-    "ES256": (Mechanism(C.CKM_ECDSA_SHA256), "sha256"),
-    "ES384": (Mechanism(C.CKM_ECDSA_SHA384), "sha384"),
+# alg -> the hash-and-sign mechanism a JWS uses (the alg's own hash is request_wire.ALG_HASH's)
+JWS_MECHANISMS: dict[str, Mechanism] = {
+    "RS256": Mechanism(C.CKM_SHA256_RSA_PKCS),
+    "RS512": Mechanism(C.CKM_SHA512_RSA_PKCS),
+    "PS256": Mechanism(C.CKM_SHA256_RSA_PKCS_PSS, PssParams(C.CKM_SHA256, C.CKG_MGF1_SHA256, 32)),
+    "ES256": Mechanism(C.CKM_ECDSA_SHA256),
+    "ES384": Mechanism(C.CKM_ECDSA_SHA384),
 }
-# a digest's length -> its hash, and each hash's PKCS#11 names (the PSS hash and MGF1)
-HASH_BY_LENGTH = {32: "sha256", 48: "sha384", 64: "sha512"}
+# each hash's PKCS#11 names (the PSS hash and MGF1)
 PSS_HASHES = {
     "sha256": (C.CKM_SHA256, C.CKG_MGF1_SHA256),
     "sha384": (C.CKM_SHA384, C.CKG_MGF1_SHA384),
@@ -46,7 +46,7 @@ def _segment(data: dict[str, Any]) -> str:
 
 
 def compact_jws(alg: str, header: dict[str, Any], payload_b64: str, sign: Sign) -> str:
-    mechanism, _ = JWS_MECHANISMS[alg]
+    mechanism = JWS_MECHANISMS[alg]
     protected = _segment({**header, "alg": alg})
     signature = sign(mechanism, f"{protected}.{payload_b64}".encode())
     return f"{protected}.{payload_b64}.{wire.b64u(signature)}"
@@ -55,7 +55,7 @@ def compact_jws(alg: str, header: dict[str, Any], payload_b64: str, sign: Sign) 
 def auth_jws(request: PendingRequest, sign: Sign, now: float) -> str:
     doc = request.document
     claims = {
-        "typ": "vsc-auth",
+        "typ": AUTH_TYP,
         "request": request.id,
         "challenge": doc.get("challenge"),
         "display_hash": request.display_hash,
@@ -98,7 +98,7 @@ def sign_digest(alg: str, hash_name: str, digest: bytes, sign: Sign) -> bytes:
 def cms_hash(request: PendingRequest) -> tuple[str, bytes]:
     """The CMS digest algorithm (the alg's hash) and the message digest: the RP's hash, which must be one
     of that algorithm, or the digest of the data."""
-    hash_name = JWS_MECHANISMS[request.alg][1]
+    hash_name = ALG_HASH[request.alg]
     given = request.document.get("hash")
     if given is not None:
         try:
@@ -111,12 +111,12 @@ def cms_hash(request: PendingRequest) -> tuple[str, bytes]:
     data = _data(request)
     if data is None:
         raise RequestError(f"request {request.id}: neither data nor hash to sign")
-    return hash_name, hashlib.new(hash_name, data).digest()
+    return hash_name, digest_of(hash_name, data)
 
 
 def cms_signature(alg: str, hash_name: str, signed_attrs: bytes, sign: Sign) -> bytes:
     """The SignerInfo signature over the DER signed attributes (ECDSA as DER, as CMS wants it)."""
-    signature = sign_digest(alg, hash_name, hashlib.new(hash_name, signed_attrs).digest(), sign)
+    signature = sign_digest(alg, hash_name, digest_of(hash_name, signed_attrs), sign)
     if alg.startswith("ES"):
         signature = a_algos.DSASignature.from_p1363(signature).dump()
     return signature

@@ -4,7 +4,6 @@ shown: signature, typ, iss, device, freshness, shape (docs/protocol.md, "The req
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any, Literal
@@ -13,12 +12,18 @@ from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
 
 from vsc_provider.provisioning import wire
-from vsc_provider.requests.model import METADATA_TYPES, MetadataItem, PendingRequest, RequestError
+from vsc_provider.provisioning.request_wire import (
+    ALGS,
+    FORMATS,
+    IAT_SKEW,
+    KINDS,
+    METADATA_TYPES,
+    REQUEST_TYP,
+    display_hash,
+)
+from vsc_provider.requests.model import MetadataItem, PendingRequest, RequestError
 
-REQUEST_TYP = "vsc-request"
-REQUEST_ALG = "RS256"
-ALGS = ("RS256", "RS512", "PS256", "ES256", "ES384")
-CLOCK_SKEW = 60.0  # seconds a request's iat may lie ahead of this machine's clock
+REQUEST_ALG = "RS256"  # the server's protocol key signs every request document with it
 
 
 class RefusedRequest(RequestError):
@@ -98,11 +103,11 @@ def _claims(payload: bytes, url: str, device: str, now: float) -> dict[str, Any]
     iat, exp = claims.get("iat"), claims.get("exp")
     if not isinstance(iat, int | float) or not isinstance(exp, int | float):
         raise RefusedRequest(f"request {rid} has no iat/exp", rid)
-    if iat > now + CLOCK_SKEW:
+    if iat > now + IAT_SKEW:
         raise RefusedRequest(f"request {rid} is dated in the future", rid)
     if exp <= now:
         raise RefusedRequest(f"request {rid} expired", rid)
-    if claims.get("kind") not in ("auth", "sign") or claims.get("alg") not in ALGS:
+    if claims.get("kind") not in KINDS or claims.get("alg") not in ALGS:
         raise RefusedRequest(f"request {rid}: its kind or alg is not one this device knows", rid)
     return claims
 
@@ -119,7 +124,7 @@ def pending_request(
     payload = verified_payload(compact, jwks)
     claims = _claims(payload, binding["url"], binding["device"], time.time() if now is None else now)
     wanted = claims.get("format", "jws") if claims["kind"] == "sign" else "jws"
-    if wanted not in ("jws", "cms"):
+    if wanted not in FORMATS:
         raise RefusedRequest(f"request {claims['id']}: its format is not jws or cms", claims["id"])
     fmt: Literal["jws", "cms"] = "cms" if wanted == "cms" else "jws"
     rp = claims.get("rp")
@@ -134,7 +139,7 @@ def pending_request(
         format=fmt,
         metadata=_metadata(claims.get("metadata", [])),
         expires=float(claims["exp"]),
-        display_hash=wire.b64u(hashlib.sha256(payload).digest()),
+        display_hash=display_hash(payload),
         branding=branding if isinstance(branding, dict) else {},
         document=claims,
     )

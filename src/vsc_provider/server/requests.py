@@ -84,7 +84,7 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
             raise ProtocolError(429, "too_many_pending", detail, retry_after=10)
     if inp.hash is not None and rw.HASH_BY_LENGTH[len(inp.hash)] != rw.ALG_HASH[alg]:
         raise bad("hash", f"{alg} signs a {rw.ALG_HASH[alg]} digest")
-    request_id = secrets.token_urlsafe(16)
+    request_id = new_request_id()
     iat = int(now)
     expires = iat + inp.ttl
     given: dict[str, str] = {}
@@ -199,6 +199,15 @@ def _own(srv: IdentityServer, rp: RelyingParty, request_id: str) -> dict[str, An
 
 def get(srv: IdentityServer, rp: RelyingParty, request_id: str) -> dict[str, Any]:
     return document(_own(srv, rp, request_id))
+
+
+def new_request_id() -> str:
+    """128 random bits, base64url, never starting with '-': an id is typed on command lines
+    (`vsc requests approve ID`), where a leading '-' reads as an option (1 id in 64 did)."""
+    while True:
+        request_id = secrets.token_urlsafe(16)
+        if not request_id.startswith("-"):
+            return request_id
 
 
 def cancel(srv: IdentityServer, rp: RelyingParty, request_id: str) -> dict[str, Any]:
