@@ -17,7 +17,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from vsc_provider import config, uri
+from vsc_provider import config, tamper, uri
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -100,6 +100,7 @@ def engine() -> Engine:
         # Server-checked PINs (provisioned cards) reach their server through provisioning: its HTTP and JOSE
         # load at the first such PIN.
         eng.online = ServerPinCheck()
+        eng.unlock_guard = tamper.check_unlock  # this engine serves the CLI or the agent, never a PKCS#11 host
         _engines.clear()
         _engines[where] = eng
     return eng

@@ -67,6 +67,9 @@ def main() -> None:
     from vsc_provider import log
 
     log.configure_from_environment()  # VSC_DEBUG=1 / VSC_LOG: the CLI logs like the module
+    from vsc_provider import tamper
+
+    tamper.harden()  # no core dumps or same-user ptrace of a process that may hold unlocked keys
 
 
 # --- cards ------------------------------------------------------------------------------------

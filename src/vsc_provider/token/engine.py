@@ -59,6 +59,9 @@ class Engine:
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store {where}: {reason}{culprit}") from None
         # The server side of server-checked PINs, installed by whoever starts the engine (token/online.py).
         self.online: OnlinePinCheck | None = None
+        # Called before every PIN check: the CLI and the agent refuse there to unlock under a debugger
+        # (vsc_provider/tamper.py); a PKCS#11 host's engine has none.
+        self.unlock_guard: Callable[[], None] | None = None
         self.cards: dict[int, Card] = {}
         self.hidden: dict[int, CardRecord] = {}  # cards another process is still activating
         self._activating: set[int] = set()  # cards this process is activating
@@ -287,6 +290,8 @@ class Engine:
 
     def verify_pin(self, card: Card, so: bool, pin: bytes) -> bytes:
         """Check a PIN against the store's counters and return the card's data key (see login.unlock)."""
+        if self.unlock_guard is not None:
+            self.unlock_guard()
         server_secret = None
         if not so and card.policy.pin.may_be(pin, so=False) and server_checked(card.record):
             server_secret = self._online_secret(card.record, pin)  # raises on a refused PIN
