@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -89,3 +90,21 @@ def migrate(card_ref: str, target: str, target_pin: str, pin: str | None) -> Non
     """Move the card to another server; the keys stay on the device."""
     info = client.migrate(card_ref, ask(pin, "User PIN"), target, target_pin)
     click.echo(f"card {info.label!r} now belongs to {info.server}")
+
+
+@identity.command("ca")
+@click.option("--card", "card_ref", required=True, help="the card (serial, slot or label)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write the PEM here")
+@_server_errors
+def identity_ca(card_ref: str, out: Path | None) -> None:
+    """The identity CA that issued the card's certificates, as PEM (for services that should trust the card)."""
+    from vsc_provider.provisioning import identity_ca as ca
+
+    text = ca.pem(ca.card_ca(card_ref))
+    if out is None:
+        click.echo(text.decode(), nl=False)
+        return
+    out = out.expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(text)
+    click.echo(f"wrote the identity CA of card {card_ref!r} to {out}")
