@@ -34,11 +34,17 @@ def _server_errors(fn: F) -> F:
 @click.argument("link")
 @click.option("--pin", default=None, help="the new card's user PIN (asked twice when omitted)")
 @click.option("--label", default=None, help="card label (default: the user name from the server)")
+@click.option(
+    "--device-key",
+    type=click.Choice(["tpm", "keyring", "file"]),
+    default=None,
+    help="the card's device-key back end (default: tpm when there is one, else file; see vsc card create)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
 @_server_errors
-def activate(link: str, pin: str | None, label: str | None, as_json: bool) -> None:
+def activate(link: str, pin: str | None, label: str | None, device_key: str | None, as_json: bool) -> None:
     """Activate a card from a personal://activate?... link: keys are generated here, certified by the server."""
-    info = client.activate(link, new_pin(pin, "New PIN for the card"), label)
+    info = client.activate(link, new_pin(pin, "New PIN for the card"), label, device_key)
     if as_json:
         click.echo(json.dumps(info.to_json(), indent=2))
     else:
