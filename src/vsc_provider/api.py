@@ -17,12 +17,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from vsc_provider import config, uri
+from vsc_provider import config, tamper, uri
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning.online import ServerPinCheck
-from vsc_provider.token import access, ec_params, key_info, service
+from vsc_provider.token import access, card_layer, ec_params, key_info, service
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
@@ -80,6 +80,7 @@ class CardInfo:
     objects: list[ObjectInfo]
     renewal_requested: bool = False  # the card's server asked for new keys (done with the PIN: vsc card renew)
     policy: str = "strict"  # the card policy, fixed at creation: strict or compatible (for test rigs)
+    device_key: str = "file"  # the back end of the card's device-key layer: tpm, keyring or file
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,6 +100,7 @@ def engine() -> Engine:
         # Server-checked PINs (provisioned cards) reach their server through provisioning: its HTTP and JOSE
         # load at the first such PIN.
         eng.online = ServerPinCheck()
+        eng.unlock_guard = tamper.check_unlock  # this engine serves the CLI or the agent, never a PKCS#11 host
         _engines.clear()
         _engines[where] = eng
     return eng
@@ -186,22 +188,29 @@ def card_info(card: Card, with_private: bool = False) -> CardInfo:
         objects=objs,
         renewal_requested=bool((rec.server or {}).get("renew_requested")),
         policy=card.policy.name,
+        device_key=card_layer.kind(rec.device_key),
     )
 
 
 def create_card(
-    label: str, pin: str, so_pin: str, policy: PinPolicy | None = None, card_policy: str = STRICT
+    label: str,
+    pin: str,
+    so_pin: str,
+    policy: PinPolicy | None = None,
+    card_policy: str = STRICT,
+    device_key: str | None = None,
 ) -> CardInfo:
     """A new local card; `card_policy` is strict or compatible, for good (`policy` tunes strict PIN delays).
     Its label must be new too, since users name cards by label (C_InitToken, the SO's PKCS#11 call, still
-    allows duplicates)."""
+    allows duplicates). `device_key` is tpm, keyring or file (default: the best this machine has)."""
     rules = CardPolicy.named(card_policy, policy if card_policy == STRICT else None)
     eng = engine()
     eng.refresh()
     same = [c.serial for c in eng.cards.values() if c.label == label]
     if same:
         raise CKRError(C.CKR_ARGUMENTS_BAD, f"a card labelled {label!r} exists already (serial {same[0]})")
-    card = eng.create_card(label, so_pin.encode(), pin.encode(), policy=rules)
+    backend = device_key or card_layer.best_available()
+    card = eng.create_card(label, so_pin.encode(), pin.encode(), policy=rules, device_key=backend)
     return card_info(card)
 
 

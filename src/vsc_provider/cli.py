@@ -67,6 +67,9 @@ def main() -> None:
     from vsc_provider import log
 
     log.configure_from_environment()  # VSC_DEBUG=1 / VSC_LOG: the CLI logs like the module
+    from vsc_provider import tamper
+
+    tamper.harden()  # no core dumps or same-user ptrace of a process that may hold unlocked keys
 
 
 # --- cards ------------------------------------------------------------------------------------
@@ -89,14 +92,34 @@ def card() -> None:
     show_default=True,
     help="compatible: SoftHSM-like rules for test rigs (4+ byte PINs, RSA-1024, keys usable without login)",
 )
+@click.option(
+    "--device-key",
+    type=click.Choice(["tpm", "keyring", "file"]),
+    default=None,
+    help="where the card's device-key layer lives: sealed to this machine's TPM, in the kernel keyring (lost at "
+    "reboot), or in a 0600 file (default: tpm when there is one, else file)",
+)
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @friendly
-def card_create(label: str, pin: str | None, so_pin: str | None, card_policy: str, as_json: bool) -> None:
-    """Create a local virtual card (its policy is fixed for good)."""
+def card_create(
+    label: str, pin: str | None, so_pin: str | None, card_policy: str, device_key: str | None, as_json: bool
+) -> None:
+    """Create a local virtual card (its policy and device-key back end are fixed for good)."""
     strict = card_policy == "strict"
     user = new_pin(pin, "New user PIN", strict=strict)
     so = new_pin(so_pin, "New SO PIN", so=True, strict=strict)
-    info = api.create_card(label, user, so, policy=api.default_policy_from_env(), card_policy=card_policy)
+    policy = api.default_policy_from_env()
+    info = api.create_card(label, user, so, policy=policy, card_policy=card_policy, device_key=device_key)
+    if info.device_key == "file":
+        click.echo(
+            "warning: the card's device key is a 0600 file: a copy of this user's data directory opens the card "
+            "on another machine (--device-key tpm seals it to a TPM: /dev/tpmrm0 or VSC_TPM_TCTI)",
+            err=True,
+        )
+    elif info.device_key == "keyring":
+        click.echo(
+            "warning: the kernel keyring forgets its keys at reboot: this card will not open after one", err=True
+        )
     emit(info.to_json(), as_json, lambda: click.echo(f"created card {info.label!r} serial {info.serial}\n  {info.uri}"))
 
 

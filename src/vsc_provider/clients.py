@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from vsc_provider import module, url_handler
+from vsc_provider.cli_support import friendly
 from vsc_provider.requests.cli import setup_agent
 from vsc_provider.setup_files import write_or_remove
 
@@ -302,3 +303,57 @@ def setup_ssh_cmd(write: bool, config: Path | None, undo: bool) -> None:
 
 setup.add_command(url_handler.setup_url_handler)
 setup.add_command(setup_agent)
+
+
+# --- trusting a card's identity CA ------------------------------------------------------------------------------
+
+CA_TRUST = "T,C,"  # NSS trust: a CA for client (SSL `T`) and e-mail (`C`) certificates, not for web servers
+
+
+def trust_ca_nss(dbdir: Path, der: bytes, nickname: str) -> list[str]:
+    """Add a CA to an NSS db with CA_TRUST (idempotent); the changes made."""
+    certutil = _tool("certutil", "libnss3-tools")
+    db = f"sql:{dbdir}"
+    changes: list[str] = []
+    if not (dbdir / "cert9.db").exists():
+        dbdir.mkdir(parents=True, exist_ok=True)
+        _run([certutil, "-N", "-d", db, "--empty-password"])
+        changes.append(f"created NSS db {dbdir}")
+    present = subprocess.run(
+        [certutil, "-L", "-d", db, "-n", nickname, "-r"], capture_output=True, stdin=subprocess.DEVNULL, timeout=120
+    )
+    listed = _run([certutil, "-L", "-d", db]).stdout.splitlines()
+    trusted = any(line.startswith(nickname + " ") and line.split()[-1] == CA_TRUST for line in listed)
+    if present.returncode == 0 and present.stdout == der and trusted:
+        return changes
+    added = subprocess.run(
+        [certutil, "-A", "-d", db, "-n", nickname, "-t", CA_TRUST], input=der, capture_output=True, timeout=120
+    )
+    if added.returncode != 0:
+        raise SetupError(f"certutil -A failed: {added.stderr.decode(errors='replace').strip()}")
+    changes.append(f"trusted {nickname!r} in NSS db {dbdir} ({CA_TRUST}: client and e-mail certificates)")
+    return changes
+
+
+@setup.command("trust-ca")
+@click.option("--card", "card_ref", required=True, help="the card (serial, slot or label) whose identity CA to trust")
+@click.option("--nss-db", type=click.Path(file_okay=False, path_type=Path), default=None, help="an NSS db directory")
+@click.option("--pem", "pem_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="a PEM file")
+@friendly
+def setup_trust_ca(card_ref: str, nss_db: Path | None, pem_file: Path | None) -> None:
+    """Install the identity CA that issued the card's certificates for a local service: into an NSS db (certutil)
+    or as a PEM file (OpenSSL's -CAfile, nginx's ssl_client_certificate, Apache's SSLCACertificateFile)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from vsc_provider.provisioning import identity_ca
+
+    if (nss_db is None) == (pem_file is None):
+        raise click.UsageError("give one of --nss-db DIR or --pem FILE")
+    ca = identity_ca.card_ca(card_ref)
+    if nss_db is not None:
+        target = nss_db.expanduser()
+        der = ca.public_bytes(serialization.Encoding.DER)
+        _report(trust_ca_nss(target, der, identity_ca.nickname(card_ref)), f"nothing to change in NSS db {target}")
+    elif pem_file is not None:
+        text = identity_ca.pem(ca).decode()
+        _report(write_or_remove(pem_file.expanduser(), text, undo=False), f"{pem_file} is up to date")

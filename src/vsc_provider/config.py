@@ -34,3 +34,12 @@ def store_path() -> str:
 def device_key_path() -> str:
     """The device key is a file of its own so that a copy of the store alone cannot be decrypted."""
     return os.environ.get("VSC_DEVICE_KEY") or os.path.join(home_dir(), "device.key")
+
+
+def tpm_tcti() -> str | None:
+    """The TPM connection as a TSS TCTI string (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`,
+    `tabrmd:`): VSC_TPM_TCTI, else the kernel's resource manager when the machine has one, else None."""
+    explicit = os.environ.get("VSC_TPM_TCTI")
+    if explicit:
+        return explicit
+    return "device:/dev/tpmrm0" if os.path.exists("/dev/tpmrm0") else None

@@ -147,3 +147,29 @@ def test_key_material_needs_login(tmp_path):
     obj = next(o for o in card.objects.values() if o.klass == C.CKO_PRIVATE_KEY)
     assert rv(engine.crypto_key, card, obj) == C.CKR_USER_NOT_LOGGED_IN
     assert A.get_bool(obj.attrs, C.CKA_SENSITIVE)
+
+
+def test_a_store_from_before_device_key_back_ends_keeps_working(tmp_path):
+    """Its cards table gains the device_key column at the first open; its cards are `file` cards and open."""
+    import sqlite3
+
+    engine = make_engine(tmp_path)
+    card = engine.create_card("old", SO, PIN)
+    engine.store._db.close()
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        db.execute("ALTER TABLE cards DROP COLUMN device_key")
+    reopened = make_engine(tmp_path)
+    old = reopened.cards[card.slot_id]
+    assert old.record.device_key is None
+    reopened.login(old, False, PIN)
+    assert old.user
+    reopened.set_user_pin(old, b"583920")  # re-wrapped under the same (file) layer
+    reopened.logout(old)
+    reopened.login(old, False, b"583920")
+    assert old.user
+
+
+def test_an_unknown_device_key_back_end_is_refused(tmp_path):
+    engine = make_engine(tmp_path)
+    assert rv(engine.create_card, "c", SO, PIN, None, None, None, "smartwatch") == C.CKR_ARGUMENTS_BAD
+    assert engine.cards == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -33,11 +34,17 @@ def _server_errors(fn: F) -> F:
 @click.argument("link")
 @click.option("--pin", default=None, help="the new card's user PIN (asked twice when omitted)")
 @click.option("--label", default=None, help="card label (default: the user name from the server)")
+@click.option(
+    "--device-key",
+    type=click.Choice(["tpm", "keyring", "file"]),
+    default=None,
+    help="the card's device-key back end (default: tpm when there is one, else file; see vsc card create)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
 @_server_errors
-def activate(link: str, pin: str | None, label: str | None, as_json: bool) -> None:
+def activate(link: str, pin: str | None, label: str | None, device_key: str | None, as_json: bool) -> None:
     """Activate a card from a personal://activate?... link: keys are generated here, certified by the server."""
-    info = client.activate(link, new_pin(pin, "New PIN for the card"), label)
+    info = client.activate(link, new_pin(pin, "New PIN for the card"), label, device_key)
     if as_json:
         click.echo(json.dumps(info.to_json(), indent=2))
     else:
@@ -89,3 +96,21 @@ def migrate(card_ref: str, target: str, target_pin: str, pin: str | None) -> Non
     """Move the card to another server; the keys stay on the device."""
     info = client.migrate(card_ref, ask(pin, "User PIN"), target, target_pin)
     click.echo(f"card {info.label!r} now belongs to {info.server}")
+
+
+@identity.command("ca")
+@click.option("--card", "card_ref", required=True, help="the card (serial, slot or label)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write the PEM here")
+@_server_errors
+def identity_ca(card_ref: str, out: Path | None) -> None:
+    """The identity CA that issued the card's certificates, as PEM (for services that should trust the card)."""
+    from vsc_provider.provisioning import identity_ca as ca
+
+    text = ca.pem(ca.card_ca(card_ref))
+    if out is None:
+        click.echo(text.decode(), nl=False)
+        return
+    out = out.expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(text)
+    click.echo(f"wrote the identity CA of card {card_ref!r} to {out}")

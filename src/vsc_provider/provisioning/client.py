@@ -20,7 +20,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning import card_keys, device, online, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
 from vsc_provider.provisioning.online import pin_verifier
-from vsc_provider.token import curves, service
+from vsc_provider.token import card_layer, curves, service
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.pin import weakness
 
@@ -98,8 +98,9 @@ def _link_id(link: wire.ActivationLink) -> str:
     return sha256(f"vsc-activation:{link.server}:{link.code}".encode()).hexdigest()
 
 
-def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo:
+def activate(link_text: str, pin: str, label: str | None = None, device_key: str | None = None) -> api.CardInfo:
     """Activate a card from a link, or finish the activation of the same link that a killed process left.
+    `device_key` is the new card's device-key back end (token/card_layer.py; default: the best available).
 
     Before the server is asked, the hidden card holds its keys, the sealed device key and the request's
     inputs, so a process killed after the server used the code can send the same request again: the server
@@ -133,7 +134,12 @@ def activate(link_text: str, pin: str, label: str | None = None) -> api.CardInfo
             "link": _link_id(link),
         }
         card = eng.create_card(
-            (label or offer["user"])[:32], so_pin.encode(), pin.encode(), api.default_policy_from_env(), server=pending
+            (label or offer["user"])[:32],
+            so_pin.encode(),
+            pin.encode(),
+            api.default_policy_from_env(),
+            server=pending,
+            device_key=device_key or card_layer.best_available(),
         )
         sent = False
         try:

@@ -20,7 +20,7 @@ from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.token import binding as binding_mac
-from vsc_provider.token import keywrap, login, sealing
+from vsc_provider.token import card_layer, keywrap, login, sealing
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
 from vsc_provider.token.object_attrs import profile_attrs
@@ -59,6 +59,9 @@ class Engine:
             raise CKRError(C.CKR_DEVICE_ERROR, f"cannot open the card store {where}: {reason}{culprit}") from None
         # The server side of server-checked PINs, installed by whoever starts the engine (token/online.py).
         self.online: OnlinePinCheck | None = None
+        # Called before every PIN check: the CLI and the agent refuse there to unlock under a debugger
+        # (vsc_provider/tamper.py); a PKCS#11 host's engine has none.
+        self.unlock_guard: Callable[[], None] | None = None
         self.cards: dict[int, Card] = {}
         self.hidden: dict[int, CardRecord] = {}  # cards another process is still activating
         self._activating: set[int] = set()  # cards this process is activating
@@ -154,9 +157,11 @@ class Engine:
         policy: CardPolicy | PinPolicy | None = None,
         kdf: keywrap.KdfParams | None = None,
         server: dict[str, Any] | None = None,
+        device_key: str = "file",
     ) -> Card:
         """A new card. `policy` is its CardPolicy for good (a PinPolicy alone: a strict card with those PIN
-        rules); cards are made only here (C_InitToken re-initialises a card and keeps its policy)."""
+        rules); cards are made only here (C_InitToken re-initialises a card and keeps its policy).
+        `device_key` names the back end of its device-key layer (token/card_layer.py), also for good."""
         if not isinstance(policy, CardPolicy):
             policy = CardPolicy.named(STRICT, policy)
         kdf = kdf or keywrap.KdfParams()
@@ -166,15 +171,38 @@ class Engine:
         if not label or len(label.encode()) > 32:
             raise CKRError(C.CKR_ARGUMENTS_BAD, "a card label has 1 to 32 bytes")
         serial = os.urandom(8).hex().upper()
+        layer_info = card_layer.create(device_key, serial)
+        with self.lock:
+            try:
+                rec = self._insert_card(label, so_pin, user_pin, policy, kdf, server, serial, layer_info)
+            except BaseException:
+                card_layer.forget(layer_info)
+                raise
+            if activating(rec):
+                self._activating.add(rec.id)
+            self.refresh(force=True)
+            return self.cards[rec.id]
+
+    def _insert_card(
+        self,
+        label: str,
+        so_pin: bytes,
+        user_pin: bytes | None,
+        policy: CardPolicy,
+        kdf: keywrap.KdfParams,
+        server: dict[str, Any] | None,
+        serial: str,
+        layer_info: dict[str, Any] | None,
+    ) -> CardRecord:
+        """The new card's record, wrapped and committed."""
+        layer = card_layer.layer_key(self.device_key, serial, layer_info)
         data_key = os.urandom(keywrap.KEY_SIZE)
         so_salt = os.urandom(16)
-        so_wrapped = login.wrap(self.device_key, data_key, policy.pin.kdf_input(so_pin), so_salt, kdf, serial, "so")
+        so_wrapped = login.wrap(layer, data_key, policy.pin.kdf_input(so_pin), so_salt, kdf, serial, "so")
         user_salt = user_wrapped = None
         if user_pin is not None:
             user_salt = os.urandom(16)
-            user_wrapped = login.wrap(
-                self.device_key, data_key, policy.pin.kdf_input(user_pin), user_salt, kdf, serial, "user"
-            )
+            user_wrapped = login.wrap(layer, data_key, policy.pin.kdf_input(user_pin), user_salt, kdf, serial, "user")
         rec = CardRecord(
             id=0,
             serial=serial,
@@ -187,14 +215,10 @@ class Engine:
             so_salt=so_salt,
             so_wrapped=so_wrapped,
             server=None if server is None else binding_mac.sealed(self.device_key, serial, server),
+            device_key=layer_info,
         )
-        with self.lock:
-            with self.store.transaction() as db:
-                rec = rec._replace(id=self.store.insert_card(db, rec))
-            if activating(rec):
-                self._activating.add(rec.id)
-            self.refresh(force=True)
-            return self.cards[rec.id]
+        with self.store.transaction() as db:
+            return rec._replace(id=self.store.insert_card(db, rec))
 
     def adopt_activation(self, slot_id: int) -> Card:
         """Finish here the activation of a card left hidden by a process that died: it becomes visible to
@@ -207,8 +231,15 @@ class Engine:
     def delete_card(self, slot_id: int) -> None:
         with self.lock:
             with self.store.transaction() as db:
+                rec = self.store.card(db, slot_id)
                 self.store.delete_card(db, slot_id)
             self.refresh(force=True)
+        if rec is not None:
+            card_layer.forget(rec.device_key)
+
+    def layer_key(self, card: Card) -> bytes:
+        """The key of the card's device-key layer, from its back end (the TPM or keyring is asked each time)."""
+        return card_layer.layer_key(self.device_key, card.serial, card.record.device_key)
 
     def bind_server_secret(
         self, card: Card, pin: bytes, secret: bytes | None, server: dict[str, Any] | None = None
@@ -221,7 +252,7 @@ class Engine:
         """
         if card.data_key is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
-        fields = login.wrapped_fields(self.device_key, card, "user", card.data_key, pin, server_secret=secret)
+        fields = login.wrapped_fields(self.layer_key(card), card, "user", card.data_key, pin, server_secret=secret)
         with self.store.transaction() as db:
             binding = {} if server is None else {"server": binding_mac.sealed(self.device_key, card.serial, server)}
             self.store.update_card(db, card.slot_id, **fields, **binding)
@@ -259,10 +290,13 @@ class Engine:
 
     def verify_pin(self, card: Card, so: bool, pin: bytes) -> bytes:
         """Check a PIN against the store's counters and return the card's data key (see login.unlock)."""
+        if self.unlock_guard is not None:
+            self.unlock_guard()
         server_secret = None
         if not so and card.policy.pin.may_be(pin, so=False) and server_checked(card.record):
             server_secret = self._online_secret(card.record, pin)  # raises on a refused PIN
-        return login.unlock(self.store, self.device_key, card, so, pin, server_secret, lambda: self.refresh(force=True))
+        layer = self.layer_key(card)
+        return login.unlock(self.store, layer, card, so, pin, server_secret, lambda: self.refresh(force=True))
 
     def login(self, card: Card, so: bool, pin: bytes) -> None:
         data_key = self.verify_pin(card, so, pin)
@@ -332,7 +366,7 @@ class Engine:
 
     def _rewrap(self, card: Card, role: str, data_key: bytes, new_pin: bytes) -> None:
         """Wrap the data key under a new PIN for one role and clear that role's wrong-try counter."""
-        fields = login.wrapped_fields(self.device_key, card, role, data_key, new_pin)
+        fields = login.wrapped_fields(self.layer_key(card), card, role, data_key, new_pin)
         fields.update({f"{role}_failures": 0, f"{role}_blocked_until": 0.0})
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, **fields)
@@ -343,7 +377,7 @@ class Engine:
         keeps its policy (a strict card never becomes compatible, nor the reverse)."""
         self.verify_pin(card, True, so_pin)
         data_key = os.urandom(keywrap.KEY_SIZE)
-        wrapped = login.wrapped_fields(self.device_key, card, "so", data_key, so_pin)
+        wrapped = login.wrapped_fields(self.layer_key(card), card, "so", data_key, so_pin)
         with self.lock:
             with self.store.transaction() as db:
                 self.store.delete_objects(db, card.slot_id)

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS cards(
     user_blocked_until REAL NOT NULL DEFAULT 0,
     so_failures INTEGER NOT NULL DEFAULT 0,
     so_blocked_until REAL NOT NULL DEFAULT 0,
-    server TEXT
+    server TEXT,
+    device_key TEXT
 );
 CREATE TABLE IF NOT EXISTS objects(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,6 +72,7 @@ class CardRecord(NamedTuple):
     so_failures: int = 0
     so_blocked_until: float = 0.0
     server: dict[str, Any] | None = None
+    device_key: dict[str, Any] | None = None  # the back end of the card's device-key layer (token/card_layer.py)
 
 
 class ObjectRecord(NamedTuple):
@@ -94,7 +96,7 @@ def decode_attrs(text: str) -> dict[int, bytes]:
 
 _CARD_COLUMNS = (
     "id, serial, label, created, policy, kdf, user_salt, user_wrapped, so_salt, so_wrapped, "
-    "user_failures, user_blocked_until, so_failures, so_blocked_until, server"
+    "user_failures, user_blocked_until, so_failures, so_blocked_until, server, device_key"
 )
 
 
@@ -118,6 +120,7 @@ def _card(row: tuple[Any, ...]) -> CardRecord:
         so_failures=row[12],
         so_blocked_until=row[13],
         server=json.loads(row[14]) if row[14] else None,
+        device_key=json.loads(row[15]) if row[15] else None,
     )
 
 
@@ -164,6 +167,9 @@ class Store:
         self._db.execute("PRAGMA secure_delete=ON")
         with self.transaction() as db:
             sqlite_file.create_schema(db, SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(cards)")}
+            if "device_key" not in columns:  # a store from before device-key back ends: its cards are `file`
+                db.execute("ALTER TABLE cards ADD COLUMN device_key TEXT")
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @staticmethod
@@ -227,7 +233,7 @@ class Store:
     def insert_card(self, db: sqlite3.Connection, rec: CardRecord) -> int:
         cur = db.execute(
             "INSERT INTO cards(serial, label, created, policy, kdf, user_salt, user_wrapped, so_salt, so_wrapped,"
-            " server) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " server, device_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.serial,
                 rec.label,
@@ -239,6 +245,7 @@ class Store:
                 rec.so_salt,
                 rec.so_wrapped,
                 json.dumps(rec.server) if rec.server else None,
+                json.dumps(rec.device_key) if rec.device_key else None,
             ),
         )
         return int(cur.lastrowid or 0)
