@@ -370,13 +370,14 @@ def test_admin_cli_creates_and_shows_requests(id_server: IdServer, device: CardD
                   "--text", "Sign the contract?", "--image", str(tmp_path / "logo.png"),
                   "--sign-file", str(tmp_path / "contract.txt"), "--ttl", "120", "--json")  # fmt: skip
     made = json.loads(out.stdout)
+    show = ("server", "request", "show", "--data", str(id_server.data), "--json", "--")  # an id may start with '-'
     seen = device.find(made["id"])
     assert seen.claims["rp"] == {"name": "admin"} and wire.unb64u(seen.claims["data"]) == b"I agree"
     assert [m["type"] for m in seen.claims["metadata"]] == ["text", "image"]
-    shown = json.loads(run_vsc("server", "request", "show", "--data", str(id_server.data), made["id"], "--json").stdout)
+    shown = json.loads(run_vsc(*show, made["id"]).stdout)
     assert shown["state"] == "PENDING" and "verified" not in shown
     device.call("/v1/requests/answer", device.approval(seen))
-    shown = json.loads(run_vsc("server", "request", "show", "--data", str(id_server.data), made["id"], "--json").stdout)
+    shown = json.loads(run_vsc(*show, made["id"]).stdout)
     assert (shown["state"], shown["verified"]) == ("APPROVED", True)
     assert wire.unb64u(shown["certificate"]) == device.certificate("sign")
     verify_jws_independently(shown["signature"], device.certificate("sign"), "ES256")
