@@ -8,7 +8,7 @@ packages=(
   build-essential python3-venv ca-certificates sqlite3 xdg-utils desktop-file-utils
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin libnss3-tools
   openssh-client openssh-server openvpn p11-kit curl firefox-esr poppler-utils
-  keyutils libkeyutils1 libtss2-dev swtpm swtpm-tools tpm2-tools strace
+  keyutils libkeyutils1 libtss2-dev swtpm swtpm-tools tpm2-tools strace postgresql
 )
 missing=()
 for p in "${packages[@]}"; do

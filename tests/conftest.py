@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,13 @@ def card(vsc_home: Path) -> Iterator[str]:
 
     out = run_vsc("card", "create", "--label", "Test card", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json")
     yield json.loads(out.stdout)["serial"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of Debian's packages for the server tests (tests/postgres.py); never skipped in CI."""
+    from tests.postgres import Postgres
+
+    cluster = Postgres()
+    yield cluster
+    cluster.stop()

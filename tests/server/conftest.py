@@ -8,10 +8,18 @@ import pytest
 
 from tests.server.idserver import IdServer, start_server
 
+BACK_ENDS = ("sqlite", "postgresql")
 
-@pytest.fixture(scope="session")
-def id_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdServer]:
-    server = start_server(tmp_path_factory.mktemp("idserver") / "data")
+
+def start_for(request: pytest.FixtureRequest, data: Path) -> IdServer:
+    """A server on the back end of the fixture's parameter (a new PostgreSQL database for each)."""
+    database = request.getfixturevalue("postgres").database() if request.param == "postgresql" else None
+    return start_server(data, database=database)
+
+
+@pytest.fixture(scope="session", params=BACK_ENDS)
+def id_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdServer]:
+    server = start_for(request, tmp_path_factory.mktemp("idserver") / "data")
     yield server
     server.stop()
 

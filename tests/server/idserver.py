@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -37,6 +38,17 @@ class IdServer:
     url: str = ""
     pin: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    database: str | None = None  # the postgresql:// URL it runs on; None: SQLite in its data directory
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a statement on the server's database, whichever back end (`?` placeholders)."""
+        if self.database is None:
+            with sqlite3.connect(self.data / "server.sqlite") as db:
+                return db.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.database, autocommit=True) as conn:
+            return conn.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
 
     def client(self) -> PinnedClient:
         return PinnedClient(self.url, self.pin)
@@ -63,9 +75,15 @@ class IdServer:
 
 
 def start_server(
-    data: Path, env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()
+    data: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    args: tuple[str, ...] = (),
+    database: str | None = None,
 ) -> IdServer:
     port = port or free_port()
+    if database is not None:
+        args = ("--database", database, *args)
     data.mkdir(parents=True, exist_ok=True)
     log = open(data.parent / f"{data.name}.log", "ab")  # closed with the process
     # the address limits (tested on their own in test_limits.py) would trip over tests sharing one server
@@ -78,7 +96,7 @@ def start_server(
         stdin=subprocess.DEVNULL,
         env=full_env,
     )
-    server = IdServer(data, port, proc, env=full_env)
+    server = IdServer(data, port, proc, env=full_env, database=database)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

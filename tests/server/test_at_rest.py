@@ -77,6 +77,16 @@ def test_device_secrets_are_sealed_and_files_private(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_device_secrets_are_sealed_in_the_database(id_server: IdServer) -> None:
+    device, verifier = DeviceKey.generate(), secrets.token_bytes(32)
+    first = _online_activation(id_server, device, verifier)
+    secret = device.open(first["secret"])
+    stored = id_server.query("SELECT pin_verifier, server_secret FROM devices WHERE id = ?", (first["device"],))
+    assert stored and all(bytes(v).startswith(b"vsc-sealed-1:") for v in stored[0])
+    assert verifier not in bytes(stored[0][0]) and secret not in bytes(stored[0][1])
+    assert _pin(id_server, device, first["device"], verifier) == secret
+
+
 def test_signed_requests_name_this_server(id_server: IdServer) -> None:
     device, verifier = DeviceKey.generate(), secrets.token_bytes(32)
     device_id = _online_activation(id_server, device, verifier)["device"]

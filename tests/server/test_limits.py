@@ -4,7 +4,6 @@ client address are rate limited, wrong activation codes are throttled, migration
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from vsc_provider.provisioning.http import ServerError
 
 
 def _spent(server: IdServer) -> int:
-    with sqlite3.connect(server.data / "server.sqlite") as db:
-        return int(db.execute("SELECT COUNT(*) FROM spent_nonces").fetchone()[0])
+    return int(server.query("SELECT COUNT(*) FROM spent_nonces")[0][0])
 
 
 def _device(server: IdServer) -> tuple[DeviceKey, str]:

@@ -120,6 +120,7 @@ def create_app(server: IdentityServer) -> Starlette:
             yield
         finally:
             sweeper.cancel()
+            server.push.unbind()
             server.push.close_all()
             await server.outbox.aclose()
 

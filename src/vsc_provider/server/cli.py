@@ -20,6 +20,14 @@ _DATA = click.option(
     help="the server's data directory",
 )
 
+_DATABASE = click.option(
+    "--database",
+    "database",
+    default=None,
+    envvar="VSC_SERVER_DATABASE",
+    help="postgresql://USER@HOST:PORT/DB shared by several instances (default: SQLite in the data directory)",
+)
+
 
 def admin_client(data: Path) -> tuple[PinnedClient, dict[str, str]]:
     """A pinned client to the server running on DATA, with its admin bearer token."""
@@ -42,22 +50,25 @@ def _admin(data: Path, method: str, path: str, body: Any = None) -> dict[str, An
 
 @click.group("server")
 def server() -> None:
-    """The reference identity server (HTTPS, its own CA, SQLite) and its admin commands."""
+    """The reference identity server (HTTPS, its own CA, SQLite or PostgreSQL) and its admin commands."""
 
 
 @server.command("run")
 @_DATA
+@_DATABASE
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8443, show_default=True, type=int, help="HTTPS port")
 @click.option("--public-url", default=None, help="the URL clients use (default https://HOST:PORT)")
 @click.option("--push-relay", default=None, help="URL of a push relay (`vsc push-relay run`) to notify devices through")
-def run(data: Path, host: str, port: int, public_url: str | None, push_relay: str | None) -> None:
-    """Serve until interrupted; creates the CA, TLS certificate and admin token on first start."""
+def run(data: Path, database: str | None, host: str, port: int, public_url: str | None, push_relay: str | None) -> None:
+    """Serve until interrupted; creates the CA, TLS certificate and admin token on first start. Instances
+    sharing one --database each need a copy of the same data directory (never one made anew)."""
     import uvicorn
 
     from vsc_provider.server.app import create_app
+    from vsc_provider.server.db_backend import DatabaseUnavailable
     from vsc_provider.server.relay import Relay
-    from vsc_provider.server.state import IdentityServer
+    from vsc_provider.server.state import IdentityServer, WrongDataDirectory
 
     if push_relay is not None and not push_relay.startswith(("https://", "http://")):
         raise click.BadParameter("an http(s):// URL", param_hint="--push-relay")
@@ -65,7 +76,10 @@ def run(data: Path, host: str, port: int, public_url: str | None, push_relay: st
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     hosts = sorted({host, "127.0.0.1", "localhost"}, key=lambda h: h != host)
-    ident = IdentityServer(data, hosts)
+    try:
+        ident = IdentityServer(data, hosts, database or None)
+    except (DatabaseUnavailable, WrongDataDirectory) as exc:
+        raise click.ClickException(str(exc)) from None
     if push_relay is not None:
         ident.relay = Relay.load(data, push_relay)
     url = (public_url or f"https://{host}:{port}").rstrip("/")

@@ -1,81 +1,26 @@
-"""The server's SQLite file: activation codes, devices, certificates, spent nonces, migration tickets,
-relying parties and their authentication / signing requests.
+"""The server's storage: activation codes, devices, certificates, spent nonces, migration tickets, relying
+parties and their requests, on SQLite (the data directory's server.sqlite) or PostgreSQL (db_backend.py).
 
 Every state change that must happen once (a code used, a nonce spent, a PIN try counted, a device
-confirmed, a request decided) is a single conditional UPDATE/DELETE inside BEGIN IMMEDIATE, so concurrent
-requests cannot both win.
+confirmed, a ticket completed, a request decided) is a conditional UPDATE, a unique INSERT or a change made
+under the device row's lock, in one transaction: concurrent requests, in one process or several, cannot
+both win. Transactions that change a device's rows lock the device row first, so they queue in one order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from vsc_provider import sqlite_file
+from vsc_provider.server.db_backend import Backend, Tx, open_backend
+from vsc_provider.server.db_requests import RequestTables
+from vsc_provider.server.db_schema import migrate
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS activations(
-    code_hash TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, created REAL NOT NULL,
-    expires REAL NOT NULL, used REAL, device TEXT, ticket TEXT
-);
-CREATE TABLE IF NOT EXISTS devices(
-    id TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, jwk TEXT NOT NULL, created REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'active', renew INTEGER NOT NULL DEFAULT 0, attested INTEGER NOT NULL DEFAULT 0,
-    pin_verifier BLOB, server_secret BLOB, pin_failures INTEGER NOT NULL DEFAULT 0,
-    pin_blocked_until REAL NOT NULL DEFAULT 0, pin_verifier_next BLOB, confirmed REAL
-);
-CREATE TABLE IF NOT EXISTS keys(
-    device TEXT NOT NULL, key_id TEXT NOT NULL, usage TEXT NOT NULL, format TEXT NOT NULL, spki BLOB NOT NULL,
-    cert BLOB, escrow BLOB, created REAL NOT NULL, active INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS keys_by_device ON keys(device);
-DROP TABLE IF EXISTS nonces;
-CREATE TABLE IF NOT EXISTS spent_nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS spent_nonces_by_expiry ON spent_nonces(expires);
-CREATE TABLE IF NOT EXISTS tickets(
-    id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL,
-    target_key TEXT, state TEXT NOT NULL DEFAULT 'issued'
-);
-CREATE TABLE IF NOT EXISTS relying_parties(
-    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, key_hash TEXT UNIQUE, created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS requests(
-    id TEXT PRIMARY KEY, rp TEXT NOT NULL, kind TEXT NOT NULL, alg TEXT NOT NULL, format TEXT NOT NULL,
-    input TEXT NOT NULL, callback TEXT, named_device TEXT, state TEXT NOT NULL DEFAULT 'PENDING',
-    created REAL NOT NULL, expires REAL NOT NULL, decided REAL, device TEXT, signature TEXT, certificate BLOB
-);
-CREATE INDEX IF NOT EXISTS requests_pending ON requests(state, expires);
-CREATE TABLE IF NOT EXISTS request_targets(
-    request TEXT NOT NULL, device TEXT NOT NULL, key_id TEXT NOT NULL, document TEXT NOT NULL,
-    display_hash TEXT NOT NULL, PRIMARY KEY (request, device)
-);
-CREATE INDEX IF NOT EXISTS request_targets_by_device ON request_targets(device);
-"""
-
-# columns added after the first release, for files made before them: (table, column, declaration, and
-# the statement that fills the column for the rows already there, if its default is not right for them)
-ADDED_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("devices", "pin_verifier_next", "BLOB", None),
-    ("tickets", "target_key", "TEXT", None),
-    ("tickets", "state", "TEXT NOT NULL DEFAULT 'issued'", None),
-    # devices activated before confirmation existed are in use: confirmed as of their activation
-    ("devices", "confirmed", "REAL", "UPDATE devices SET confirmed = created"),
-    # when a key was retired (its certificate revoked); keys retired before: as of their creation
-    ("keys", "retired", "REAL", "UPDATE keys SET retired = created WHERE active = 0"),
-    # the certificate's serial number (hex), for OCSP; filled for older rows by fill_serials()
-    ("keys", "serial", "TEXT", None),
-    # the card's SO PIN (sealed), sent at activation, so that the administrator's unblock reaches the card
-    ("devices", "so_pin", "BLOB", None),
-    ("devices", "unblock", "INTEGER NOT NULL DEFAULT 0", None),
-)
+NONCE_PURGE_EVERY = 5.0  # seconds between deletions of spent nonces past their expiry (per process)
 
 
 def cert_serial(der: bytes | None) -> str | None:
@@ -122,7 +67,7 @@ class NewKey(NamedTuple):
 
 
 _DEVICE_COLUMNS = (
-    "id, user, profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until,"
+    'id, "user", profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until,'
     " pin_verifier_next, created, confirmed"
 )
 
@@ -137,53 +82,71 @@ class FieldSealer(Protocol):
     def unseal_field(self, device: str, name: str, blob: bytes) -> bytes: ...
 
 
-class Database:
-    def __init__(self, path: Path, sealer: FieldSealer) -> None:
-        self._sealer = sealer
-        self._lock = threading.RLock()
-        self._db = sqlite_file.connect(str(path))
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA secure_delete=ON")  # a sealed-over or deleted secret leaves no copy in free pages
-        with self.transaction() as db:
-            sqlite_file.create_schema(db, SCHEMA)
-            for table, column, declaration, backfill in ADDED_COLUMNS:
-                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-                    if backfill:
-                        db.execute(backfill)
-            db.execute("CREATE INDEX IF NOT EXISTS keys_by_serial ON keys(serial)")
+class Database(RequestTables):
+    """All the server's SQL, on whichever back end `open_database` chose."""
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def __init__(self, backend: Backend, sealer: FieldSealer | None = None) -> None:
+        self._b = backend
+        self.sealer = sealer  # set before any device secret is read or written
+        self._purged = 0.0
+        self.version = migrate(backend)
+
+    @property
+    def backend(self) -> Backend:
+        return self._b
+
+    @property
+    def shared(self) -> bool:
+        """Whether other server processes may use this database (PostgreSQL)."""
+        return self._b.dialect == "postgresql"
+
+    def close(self) -> None:
+        self._b.close()
+
+    # --- which data directory the database belongs to --------------------------------------------
+
+    def identity(self) -> dict[str, str]:
+        with self._b.read() as db:
+            return {str(r[0]): str(r[1]) for r in db.execute("SELECT name, value FROM server_identity")}
+
+    def claim_identity(self, values: dict[str, str]) -> dict[str, str]:
+        """Record the data directory's fingerprints where none are recorded yet; the recorded ones."""
+
+        def claim(tx: Tx) -> dict[str, str]:
+            for name, value in values.items():
+                tx.execute(
+                    "INSERT INTO server_identity(name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value)
+                )
+            return {str(r[0]): str(r[1]) for r in tx.execute("SELECT name, value FROM server_identity")}
+
+        return self._b.write(claim)
+
+    def has_devices(self) -> bool:
+        with self._b.read() as db:
+            return db.execute("SELECT 1 FROM devices LIMIT 1").fetchone() is not None
 
     # --- nonces -------------------------------------------------------------------------------
 
     def spend_nonce(self, value: str, expires: float) -> bool:
-        """Record a (valid, unexpired) nonce as used; False if it was used already. Rows last until the
-        nonce would have expired anyway, so the table holds at most what signed requests spent recently."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM spent_nonces WHERE expires < ?", (time.time(),))
-            return (
-                db.execute(
-                    "INSERT OR IGNORE INTO spent_nonces(value, expires) VALUES (?, ?)", (value, expires)
+        """Record a (valid, unexpired) nonce as used; False if it was used already. Rows are deleted (every
+        few seconds) once the nonce would have expired anyway, so the table holds what was spent recently."""
+        now = time.time()
+        if now - self._purged > NONCE_PURGE_EVERY:
+            self._purged = now
+            self._b.write(lambda tx: tx.execute("DELETE FROM spent_nonces WHERE expires < ?", (now,)))
+        return self._b.write(
+            lambda tx: (
+                tx.execute(
+                    "INSERT INTO spent_nonces(value, expires) VALUES (?, ?) ON CONFLICT DO NOTHING", (value, expires)
                 ).rowcount
                 == 1
             )
+        )
 
     def open_tickets(self, device_id: str, since: float) -> int:
         """Migration tickets issued to a device since a time and not completed."""
-        with self._lock:
-            row = self._db.execute(
+        with self._b.read() as db:
+            row = db.execute(
                 "SELECT COUNT(*) FROM tickets WHERE device = ? AND state = 'issued' AND created >= ?",
                 (device_id, since),
             ).fetchone()
@@ -193,33 +156,36 @@ class Database:
 
     def add_activation(self, code: str, user: str, profile: str, ttl: float, ticket: str | None = None) -> None:
         now = time.time()
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO activations(code_hash, user, profile, created, expires, ticket) VALUES (?, ?, ?, ?, ?, ?)",
+        self._b.write(
+            lambda tx: tx.execute(
+                'INSERT INTO activations(code_hash, "user", profile, created, expires, ticket)'
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (code_hash(code), user, profile, now, now + ttl, ticket),
             )
+        )
 
     def activation(self, code: str) -> tuple[str, str] | None:
         """(user, profile) of a usable code, or None for an unknown, used or expired one."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT user, profile FROM activations WHERE code_hash = ? AND used IS NULL AND expires >= ?",
+        with self._b.read() as db:
+            row = db.execute(
+                'SELECT "user", profile FROM activations WHERE code_hash = ? AND used IS NULL AND expires >= ?',
                 (code_hash(code), time.time()),
             ).fetchone()
         return (row[0], row[1]) if row else None
 
     @staticmethod
-    def _use_activation(db: sqlite3.Connection, code: str, device: str) -> bool:
-        cur = db.execute(
+    def _use_activation(tx: Tx, code: str, device: str) -> bool:
+        now = time.time()
+        cur = tx.execute(
             "UPDATE activations SET used = ?, device = ? WHERE code_hash = ? AND used IS NULL AND expires >= ?",
-            (time.time(), device, code_hash(code), time.time()),
+            (now, device, code_hash(code), now),
         )
         return cur.rowcount == 1
 
     def code_device(self, code: str) -> str | None:
         """The device that used an activation code (not a migration ticket's code), or None."""
-        with self._lock:
-            row = self._db.execute(
+        with self._b.read() as db:
+            row = db.execute(
                 "SELECT device FROM activations WHERE code_hash = ? AND used IS NOT NULL AND ticket IS NULL",
                 (code_hash(code),),
             ).fetchone()
@@ -232,64 +198,75 @@ class Database:
     ) -> bool:
         """Store an activated device and its keys, using its activation code or migration ticket once:
         False (and nothing stored) when the code or ticket was used meanwhile."""
-        with self.transaction() as db:
+        device_row = self._device_row(dev, attested)  # sealed outside the transaction
+
+        def register(tx: Tx) -> bool:
             if code is not None:
-                if not self._use_activation(db, code, dev.id):
+                if not self._use_activation(tx, code, dev.id):
                     return False
-            elif db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket,)).fetchone():
-                return False
-            else:
-                db.execute(
-                    "INSERT INTO tickets(id, device, target, created) VALUES (?, ?, 'received', ?)",
+            elif (
+                tx.execute(
+                    "INSERT INTO tickets(id, device, target, created) VALUES (?, ?, 'received', ?)"
+                    " ON CONFLICT DO NOTHING",
                     (ticket, dev.id, time.time()),
-                )
-            self._insert_device(db, dev, attested)
+                ).rowcount
+                != 1
+            ):
+                return False
+            tx.execute(
+                'INSERT INTO devices(id, "user", profile, jwk, created, attested, pin_verifier, server_secret, so_pin)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                device_row,
+            )
             for key in keys:
-                self._insert_key(db, key)
-        return True
+                self._insert_key(tx, key)
+            return True
+
+        return self._b.write(register)
 
     def _seal(self, device_id: str, name: str, value: bytes | None) -> bytes | None:
-        return None if value is None else self._sealer.seal_field(device_id, name, value)
+        assert self.sealer is not None
+        return None if value is None else self.sealer.seal_field(device_id, name, value)
 
     def _unseal(self, device_id: str, name: str, value: bytes | None) -> bytes | None:
-        return None if value is None else self._sealer.unseal_field(device_id, name, bytes(value))
+        assert self.sealer is not None
+        return None if value is None else self.sealer.unseal_field(device_id, name, bytes(value))
 
     def seal_clear_fields(self) -> int:
         """Seal the device secrets an earlier version stored in clear; how many were."""
-        done = 0
-        with self.transaction() as db:
+
+        def seal(tx: Tx) -> int:
+            done = 0
             for name in SEALED_COLUMNS:
-                rows = db.execute(f"SELECT id, {name} FROM devices WHERE {name} IS NOT NULL").fetchall()  # noqa: S608 - constant columns
+                rows = tx.execute(f"SELECT id, {name} FROM devices WHERE {name} IS NOT NULL").fetchall()  # noqa: S608 - constant columns
                 for device_id, value in rows:
                     if self._unseal(device_id, name, value) == bytes(value):  # not sealed yet
                         sealed = self._seal(device_id, name, bytes(value))
-                        db.execute(f"UPDATE devices SET {name} = ? WHERE id = ?", (sealed, device_id))  # noqa: S608
+                        tx.execute(f"UPDATE devices SET {name} = ? WHERE id = ?", (sealed, device_id))  # noqa: S608
                         done += 1
+            return done
+
+        done = self._b.write(seal)
         if done:
-            with self._lock:  # the clear pages are gone from the log too
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._b.compact()  # the clear pages are gone from the log too
         return done
 
-    def _insert_device(self, db: sqlite3.Connection, dev: Device, attested: bool) -> None:
-        db.execute(
-            "INSERT INTO devices(id, user, profile, jwk, created, attested, pin_verifier, server_secret, so_pin)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                dev.id,
-                dev.user,
-                dev.profile,
-                json.dumps(dev.jwk),
-                time.time(),
-                int(attested),
-                self._seal(dev.id, "pin_verifier", dev.pin_verifier),
-                self._seal(dev.id, "server_secret", dev.server_secret),
-                self._seal(dev.id, "so_pin", dev.so_pin),
-            ),
+    def _device_row(self, dev: Device, attested: bool) -> tuple[Any, ...]:
+        return (
+            dev.id,
+            dev.user,
+            dev.profile,
+            json.dumps(dev.jwk),
+            time.time(),
+            int(attested),
+            self._seal(dev.id, "pin_verifier", dev.pin_verifier),
+            self._seal(dev.id, "server_secret", dev.server_secret),
+            self._seal(dev.id, "so_pin", dev.so_pin),
         )
 
     def device(self, device_id: str) -> Device | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)).fetchone()  # noqa: S608 - constant columns
+        with self._b.read() as db:
+            row = db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?", (device_id,)).fetchone()  # noqa: S608 - constant columns
         if row is None:
             return None
         return Device(
@@ -310,19 +287,20 @@ class Database:
 
     def so_pin(self, device_id: str) -> bytes | None:
         """The card's SO PIN as its device sent it at activation (None for devices activated before)."""
-        with self._lock:
-            row = self._db.execute("SELECT so_pin FROM devices WHERE id = ?", (device_id,)).fetchone()
+        with self._b.read() as db:
+            row = db.execute("SELECT so_pin FROM devices WHERE id = ?", (device_id,)).fetchone()
         return None if row is None else self._unseal(device_id, "so_pin", row[0])
 
     def unblock_pending(self, device_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT unblock FROM devices WHERE id = ?", (device_id,)).fetchone()
+        with self._b.read() as db:
+            row = db.execute("SELECT unblock FROM devices WHERE id = ?", (device_id,)).fetchone()
         return bool(row and row[0])
 
     def devices(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, user, profile, state, renew, pin_failures, created, confirmed FROM devices ORDER BY created"
+        with self._b.read() as db:
+            rows = db.execute(
+                'SELECT id, "user", profile, state, renew, pin_failures, created, confirmed FROM devices'
+                " ORDER BY created"
             ).fetchall()
         names = ("id", "user", "profile", "state", "renew", "pin_failures", "created", "confirmed")
         return [dict(zip(names, r, strict=True)) for r in rows]
@@ -332,53 +310,77 @@ class Database:
         fields = {k: self._seal(device_id, k, v) if k in SEALED_COLUMNS else v for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
-        with self.transaction() as db:
-            return db.execute(sql, (*fields.values(), device_id)).rowcount == 1
+        return self._b.write(lambda tx: tx.execute(sql, (*fields.values(), device_id)).rowcount == 1)
 
     def confirm_device(self, device_id: str) -> None:
         """The device's first request under its kid: it got its activation answer, which is not replayed since."""
-        with self.transaction() as db:
-            db.execute("UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL", (time.time(), device_id))
+        self._b.write(
+            lambda tx: tx.execute(
+                "UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL", (time.time(), device_id)
+            )
+        )
 
     def drop_unconfirmed(self, activated_before: float, limit: int) -> list[str]:
-        """Delete (keys retired) at most `limit` devices never confirmed since an activation before the time given."""
-        with self.transaction() as db:
+        """Delete (keys retired) at most `limit` devices never confirmed since an activation before the time
+        given; the ids of those this call deleted (another process may have taken some)."""
+
+        def drop(tx: Tx) -> list[str]:
             ids = [
                 str(row[0])
-                for row in db.execute(
+                for row in tx.execute(
                     "SELECT id FROM devices WHERE confirmed IS NULL AND state = 'active' AND created < ?"
                     " ORDER BY created LIMIT ?",
                     (activated_before, limit),
-                )
+                ).fetchall()
             ]
+            dropped = []
             for device_id in ids:
-                self._retire(db, device_id, "deleted")
-        return ids
+                cur = tx.execute(
+                    "UPDATE devices SET state = 'deleted' WHERE id = ? AND state = 'active' AND confirmed IS NULL",
+                    (device_id,),
+                )
+                if cur.rowcount == 1:
+                    self._retire_keys(tx, device_id)
+                    dropped.append(device_id)
+            return dropped
+
+        return self._b.write(drop)
 
     @staticmethod
-    def _retire(db: sqlite3.Connection, device_id: str, state: str) -> None:
-        db.execute("UPDATE devices SET state = ? WHERE id = ?", (state, device_id))
-        db.execute("UPDATE keys SET active = 0, retired = ? WHERE device = ? AND active = 1", (time.time(), device_id))
+    def _lock_device(tx: Tx, device_id: str) -> Any:
+        """Lock the device's row for the rest of the transaction (PostgreSQL; SQLite's writes are exclusive)."""
+        return tx.execute(
+            "SELECT pin_failures, pin_blocked_until FROM devices WHERE id = ?{lock}", (device_id,)
+        ).fetchone()
+
+    @staticmethod
+    def _retire_keys(tx: Tx, device_id: str) -> None:
+        tx.execute("UPDATE keys SET active = 0, retired = ? WHERE device = ? AND active = 1", (time.time(), device_id))
 
     def end_device(self, device_id: str, state: str) -> None:
         """The device leaves the 'active' state (deleted, migrated): its keys are retired with it."""
-        with self.transaction() as db:
-            self._retire(db, device_id, state)
+
+        def end(tx: Tx) -> None:
+            tx.execute("UPDATE devices SET state = ? WHERE id = ?", (state, device_id))
+            self._retire_keys(tx, device_id)
+
+        self._b.write(end)
 
     def pin_try(self, device_id: str, max_tries: int, now: float) -> tuple[int, float]:
         """(wrong tries so far, blocked until) of a device; the try is counted unless the PIN is blocked
-        (max_tries reached) or in a waiting period, in one transaction so concurrent tries all count."""
-        with self.transaction() as db:
-            failures, blocked_until = db.execute(
-                "SELECT pin_failures, pin_blocked_until FROM devices WHERE id = ?", (device_id,)
-            ).fetchone()
+        (max_tries reached) or in a waiting period, under the device row's lock so concurrent tries all count."""
+
+        def count(tx: Tx) -> tuple[int, float]:
+            failures, blocked_until = self._lock_device(tx, device_id)
             if failures < max_tries and now >= blocked_until:
-                db.execute("UPDATE devices SET pin_failures = ? WHERE id = ?", (failures + 1, device_id))
-        return int(failures), float(blocked_until)
+                tx.execute("UPDATE devices SET pin_failures = ? WHERE id = ?", (failures + 1, device_id))
+            return int(failures), float(blocked_until)
+
+        return self._b.write(count)
 
     @staticmethod
-    def _insert_key(db: sqlite3.Connection, key: NewKey) -> None:
-        db.execute(
+    def _insert_key(tx: Tx, key: NewKey) -> None:
+        tx.execute(
             "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created, serial)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*key, time.time(), cert_serial(key.cert)),
@@ -388,15 +390,18 @@ class Database:
 
     def fill_serials(self) -> None:
         """Serial numbers for certificates stored before the column existed."""
-        with self.transaction() as db:
-            rows = db.execute("SELECT rowid, cert FROM keys WHERE cert IS NOT NULL AND serial IS NULL").fetchall()
+
+        def fill(tx: Tx) -> None:
+            rows = tx.execute("SELECT rowid, cert FROM keys WHERE cert IS NOT NULL AND serial IS NULL").fetchall()
             for rowid, cert in rows:
-                db.execute("UPDATE keys SET serial = ? WHERE rowid = ?", (cert_serial(bytes(cert)), rowid))
+                tx.execute("UPDATE keys SET serial = ? WHERE rowid = ?", (cert_serial(bytes(cert)), rowid))
+
+        self._b.write(fill)
 
     def revoked(self) -> list[tuple[str, float, str]]:
         """(serial hex, retired at, the device's state) of every certificate whose key is retired."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._b.read() as db:
+            rows = db.execute(
                 "SELECT k.serial, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device"
                 " WHERE k.active = 0 AND k.serial IS NOT NULL ORDER BY k.rowid"
             ).fetchall()
@@ -404,8 +409,8 @@ class Database:
 
     def certificate_state(self, serial: str) -> tuple[bool, float, str] | None:
         """(still active, retired at, the device's state) of the certificate with this serial; None if unknown."""
-        with self._lock:
-            row = self._db.execute(
+        with self._b.read() as db:
+            row = db.execute(
                 "SELECT k.active, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device WHERE k.serial = ?",
                 (serial,),
             ).fetchone()
@@ -413,53 +418,59 @@ class Database:
 
     def renew_keys(self, device_id: str, keys: list[NewKey]) -> None:
         """The renewed keys replace the device's generated ones (imported keys stay); the renew flag is cleared."""
-        with self.transaction() as db:
-            db.execute(
+
+        def renew(tx: Tx) -> None:
+            self._lock_device(tx, device_id)  # a concurrent renewal waits, then retires these keys in turn
+            tx.execute(
                 "UPDATE keys SET active = 0, retired = ? WHERE device = ? AND format != 'imported' AND active = 1",
                 (time.time(), device_id),
             )
             for key in keys:
-                self._insert_key(db, key)
-            db.execute("UPDATE devices SET renew = 0 WHERE id = ?", (device_id,))
+                self._insert_key(tx, key)
+            tx.execute("UPDATE devices SET renew = 0 WHERE id = ?", (device_id,))
+
+        self._b.write(renew)
 
     def set_escrow(self, rowid: int, blob: bytes) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE keys SET escrow = ? WHERE rowid = ?", (blob, rowid))
+        self._b.write(lambda tx: tx.execute("UPDATE keys SET escrow = ? WHERE rowid = ?", (blob, rowid)))
 
     def escrow_rows(self) -> list[tuple[int, str, str, bytes]]:
         """(rowid, device, key id, blob) of every escrowed key."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT rowid, device, key_id, escrow FROM keys WHERE escrow IS NOT NULL"
-            ).fetchall()
+        with self._b.read() as db:
+            rows = db.execute("SELECT rowid, device, key_id, escrow FROM keys WHERE escrow IS NOT NULL").fetchall()
         return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
     def ticket(self, ticket_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._b.read() as db:
+            row = db.execute(
                 "SELECT device, target, target_key, state FROM tickets WHERE id = ?", (ticket_id,)
             ).fetchone()
         return None if row is None else {"device": row[0], "target": row[1], "target_key": row[2], "state": row[3]}
 
     def add_ticket(self, ticket_id: str, device: str, target: str, target_key: str) -> None:
-        with self.transaction() as db:
-            db.execute(
+        self._b.write(
+            lambda tx: tx.execute(
                 "INSERT INTO tickets(id, device, target, created, target_key, state) VALUES (?, ?, ?, ?, ?, 'issued')",
                 (ticket_id, device, target, time.time(), target_key),
             )
+        )
 
     def complete_ticket(self, ticket_id: str, device_id: str) -> bool:
         """Close an issued migration ticket once and mark its device migrated; False if it was closed already."""
-        with self.transaction() as db:
-            done = db.execute("UPDATE tickets SET state = 'done' WHERE id = ? AND state = 'issued'", (ticket_id,))
+
+        def complete(tx: Tx) -> bool:
+            done = tx.execute("UPDATE tickets SET state = 'done' WHERE id = ? AND state = 'issued'", (ticket_id,))
             if done.rowcount != 1:
                 return False
-            self._retire(db, device_id, "migrated")
-        return True
+            tx.execute("UPDATE devices SET state = 'migrated' WHERE id = ?", (device_id,))
+            self._retire_keys(tx, device_id)
+            return True
+
+        return self._b.write(complete)
 
     def active_keys(self, device: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._b.read() as db:
+            rows = db.execute(
                 "SELECT key_id, usage, format, spki, cert, escrow FROM keys WHERE device = ? AND active = 1"
                 " ORDER BY rowid",
                 (device,),
@@ -468,120 +479,7 @@ class Database:
             {"key_id": r[0], "usage": r[1], "format": r[2], "spki": r[3], "cert": r[4], "escrow": r[5]} for r in rows
         ]
 
-    # --- relying parties and their requests ------------------------------------------------------
 
-    def add_relying_party(self, rp_id: str, name: str, key_hash: str | None) -> bool:
-        """A new relying party (the admin's built-in one has no key); False when the name is taken."""
-        with self.transaction() as db:
-            if db.execute("SELECT 1 FROM relying_parties WHERE name = ?", (name,)).fetchone():
-                return False
-            db.execute(
-                "INSERT INTO relying_parties(id, name, key_hash, created) VALUES (?, ?, ?, ?)",
-                (rp_id, name, key_hash, time.time()),
-            )
-        return True
-
-    def relying_party(self, *, key_hash: str | None = None, rp_id: str | None = None) -> tuple[str, str] | None:
-        """(id, name) of the relying party with this API key hash, or this id."""
-        with self._lock:
-            if key_hash is not None:
-                row = self._db.execute(
-                    "SELECT id, name FROM relying_parties WHERE key_hash = ?", (key_hash,)
-                ).fetchone()
-            else:
-                row = self._db.execute("SELECT id, name FROM relying_parties WHERE id = ?", (rp_id,)).fetchone()
-        return (str(row[0]), str(row[1])) if row else None
-
-    def user_devices(self, user: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM devices WHERE user = ? AND state = 'active' ORDER BY created", (user,)
-            ).fetchall()
-        return [str(r[0]) for r in rows]
-
-    def add_request(self, row: dict[str, Any], targets: list[tuple[str, str, str, str]]) -> None:
-        """A new PENDING request and, per device it goes to, (device, key id, signed document, display hash)."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO requests(id, rp, kind, alg, format, input, callback, named_device, created, expires)"
-                " VALUES (:id, :rp, :kind, :alg, :format, :input, :callback, :named_device, :created, :expires)",
-                row,
-            )
-            db.executemany(
-                "INSERT INTO request_targets(request, device, key_id, document, display_hash) VALUES (?, ?, ?, ?, ?)",
-                [(row["id"], *t) for t in targets],
-            )
-
-    _REQUEST_COLUMNS = (
-        "id", "rp", "kind", "alg", "format", "input", "callback", "named_device", "state", "created", "expires",
-        "decided", "device", "signature", "certificate",
-    )  # fmt: skip
-
-    def request(self, request_id: str) -> dict[str, Any] | None:
-        columns = ", ".join(self._REQUEST_COLUMNS)
-        with self._lock:
-            row = self._db.execute(f"SELECT {columns} FROM requests WHERE id = ?", (request_id,)).fetchone()  # noqa: S608 - constant columns
-        return None if row is None else dict(zip(self._REQUEST_COLUMNS, row, strict=True))
-
-    def request_target(self, request_id: str, device: str) -> dict[str, Any] | None:
-        """What the request asks of one device: {key_id, document, display_hash}, or None if not sent to it."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT key_id, document, display_hash FROM request_targets WHERE request = ? AND device = ?",
-                (request_id, device),
-            ).fetchone()
-        return None if row is None else {"key_id": row[0], "document": row[1], "display_hash": row[2]}
-
-    def request_devices(self, request_id: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT device FROM request_targets WHERE request = ?", (request_id,)).fetchall()
-        return [str(r[0]) for r in rows]
-
-    def pending_documents(self, device: str, now: float) -> list[tuple[str, str]]:
-        """(id, signed document) of the device's PENDING, unexpired requests, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT r.id, t.document FROM request_targets t JOIN requests r ON r.id = t.request"
-                " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ? ORDER BY r.created",
-                (device, now),
-            ).fetchall()
-        return [(str(r[0]), str(r[1])) for r in rows]
-
-    def pending_load(self, device: str, now: float) -> tuple[int, int]:
-        """(how many, total characters of their documents) of the device's PENDING, unexpired requests."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0) FROM request_targets t"
-                " JOIN requests r ON r.id = t.request WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
-                (device, now),
-            ).fetchone()
-        return int(row[0]), int(row[1])
-
-    def decide_request(
-        self,
-        request_id: str,
-        state: str,
-        now: float,
-        device: str | None = None,
-        signature: str | None = None,
-        certificate: bytes | None = None,
-    ) -> bool:
-        """PENDING -> a final state, once: False when it was decided, cancelled or expired meanwhile.
-        EXPIRED is set only past `expires`, every other state only before it."""
-        # the expiry test as one expression: (state = 'EXPIRED') must equal (expires <= now)
-        with self.transaction() as db:
-            cur = db.execute(
-                "UPDATE requests SET state = ?, decided = ?, device = COALESCE(?, device), signature = ?,"
-                " certificate = ? WHERE id = ? AND state = 'PENDING' AND (? = 'EXPIRED') = (expires <= ?)",
-                (state, now, device, signature, certificate, request_id, state, now),
-            )
-            return cur.rowcount == 1
-
-    def due_requests(self, now: float, limit: int) -> list[str]:
-        """Ids of PENDING requests past their expiry (for the sweep that stores them EXPIRED)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM requests WHERE state = 'PENDING' AND expires <= ? ORDER BY expires LIMIT ?",
-                (now, limit),
-            ).fetchall()
-        return [str(r[0]) for r in rows]
+def open_database(data: Path, database: str | None) -> Database:
+    """The server's database: SQLite in the data directory, or the PostgreSQL of a postgresql:// URL."""
+    return Database(open_backend(data, database))

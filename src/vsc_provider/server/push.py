@@ -1,5 +1,6 @@
 """/v1/push: each device's Server-Sent Events stream. At connect it carries every pending request, then
-each new one within milliseconds (an in-process asyncio notification from the handler that made it), `gone`
+each new one within milliseconds (an in-process asyncio notification from the handler that made it; from
+other instances on the same PostgreSQL database through LISTEN/NOTIFY, push_bus.py), `gone`
 when one is decided, cancelled or expired, a keep-alive comment every PUSH_KEEPALIVE seconds; it ends after
 PUSH_MAX_STREAM seconds.
 
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
 from vsc_provider.provisioning import request_wire
 from vsc_provider.server.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from vsc_provider.server.push_bus import PgPushBus
 
 MAX_STREAMS = 2000
 MAX_PER_DEVICE = 8
@@ -40,13 +46,33 @@ class Subscription:
 class PushHub:
     """Which streams are open for which device; events reach them through the loop (thread-safe publish)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bus: PgPushBus | None = None) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: dict[str, set[Subscription]] = {}
         self._count = 0
+        self._lock = threading.Lock()  # guards _subs' keys for local_devices() from the bus's thread
+        self.bus = bus
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        if self.bus is not None:
+            self.bus.start(self._publish_here, self.local_devices, self._reset_soon)
+
+    def unbind(self) -> None:
+        if self.bus is not None:
+            self.bus.stop()
+
+    def local_devices(self) -> set[str]:
+        with self._lock:
+            return set(self._subs)
+
+    def _reset_soon(self) -> None:
+        """Events may have been missed: end every stream (devices reconnect and get what is pending)."""
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self.close_all)
+            except RuntimeError:
+                pass
 
     # the methods below run on the loop
     def admit(self, device: str) -> None:
@@ -55,7 +81,8 @@ class PushHub:
 
     def subscribe(self, device: str) -> Subscription:
         sub = Subscription(device)
-        self._subs.setdefault(device, set()).add(sub)
+        with self._lock:
+            self._subs.setdefault(device, set()).add(sub)
         self._count += 1
         return sub
 
@@ -65,7 +92,8 @@ class PushHub:
             subs.discard(sub)
             self._count -= 1
             if not subs:
-                del self._subs[sub.device]
+                with self._lock:
+                    del self._subs[sub.device]
 
     def close_all(self) -> None:
         for subs in self._subs.values():
@@ -88,6 +116,13 @@ class PushHub:
 
     # callable from any thread (the handlers run in the thread pool)
     def publish(self, devices: Iterable[str], event: str, request_id: str, data: str) -> None:
+        """To the devices' streams here and, on PostgreSQL, on the other instances."""
+        devices = list(devices)
+        self._publish_here(devices, event, request_id, data)
+        if self.bus is not None:
+            self.bus.send(devices, event, request_id)
+
+    def _publish_here(self, devices: Iterable[str], event: str, request_id: str, data: str) -> None:
         if self._loop is None:
             return
         try:

@@ -4,6 +4,8 @@ device key, this endpoint's url, a fresh nonce)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -12,17 +14,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from jwcrypto import jwk as jose_jwk
 
 from vsc_provider.server import jose
 from vsc_provider.server.ca import Authority
-from vsc_provider.server.db import Database, Device
+from vsc_provider.server.db import Device, open_database
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
 from vsc_provider.server.limits import Limits
 from vsc_provider.server.outbound import Outbox
 from vsc_provider.server.profiles import load as load_profiles
 from vsc_provider.server.push import PushHub
+from vsc_provider.server.push_bus import PgPushBus
 from vsc_provider.server.relay import Relay
 from vsc_provider.server.revocation import Revocation
 
@@ -58,16 +62,31 @@ class Verified:
     device: Device | None
 
 
-class IdentityServer:
-    """State shared by the handlers: data directory, CA, database, protocol key, profiles."""
+class WrongDataDirectory(Exception):
+    """The data directory is not the one the (shared) database belongs to (a one-line reason)."""
 
-    def __init__(self, data: Path, hosts: list[str]) -> None:
+
+class IdentityServer:
+    """State shared by the handlers: data directory, CA, database, protocol key, profiles.
+
+    `database` is a postgresql:// URL that several instances share (each with a copy of the same data
+    directory), or None for SQLite in the data directory."""
+
+    def __init__(self, data: Path, hosts: list[str], database: str | None = None) -> None:
         self.data = data
         self._public_url = ""
         private_folder(data)
+        self.db = open_database(data, database)
+        if not (data / "ca.key").exists() and (self.db.identity() or self.db.has_devices()):
+            raise WrongDataDirectory(
+                f"the database already serves devices but {data} holds no CA: copy the data directory of the"
+                " server that made it (every instance needs the same one)"
+            )
         self.authority = Authority.load_or_create(data, hosts)
         self.escrow = EscrowVault(data)
-        self.db = Database(data / "server.sqlite", self.escrow)
+        self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
+        self._check_identity()
+        self.db.sealer = self.escrow
         self.limits = Limits(self.escrow.key)
         self.db.fill_serials()
         self.revocation = Revocation(self.db, self.authority)
@@ -75,12 +94,35 @@ class IdentityServer:
         self.db.seal_clear_fields()
         private_files(data)
         self.profiles = load_profiles(data)
-        self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
         self.admin_token = self._admin_token()
         self.db.add_relying_party(ADMIN_RP, ADMIN_RP, None)
-        self.push = PushHub()
+        bus = None
+        if database is not None:
+            notify = self.db.backend.notify  # type: ignore[attr-defined]
+            bus = PgPushBus(database, notify, self._push_document)
+        self.push = PushHub(bus)
         self.outbox = Outbox()
         self.relay: Relay | None = None  # set by `vsc server run --push-relay URL`
+
+    def _check_identity(self) -> None:
+        """The database records which CA, protocol key and escrow key its data directory holds: an instance
+        with other ones (a data directory made anew instead of copied) is refused before it serves."""
+        mine = {
+            "ca": hashlib.sha256(self.authority.cert.public_bytes(Encoding.DER)).hexdigest(),
+            "protocol_key": self.protocol_key.thumbprint(),
+            "escrow_key": hmac.new(self.escrow.key, b"vsc-escrow-key-check", hashlib.sha256).hexdigest(),
+        }
+        recorded = self.db.claim_identity(mine)
+        differ = [name for name, value in mine.items() if recorded.get(name) != value]
+        if differ:
+            raise WrongDataDirectory(
+                f"{self.data} does not belong to this database (its {', '.join(differ)} differ):"
+                " give every instance a copy of the same data directory"
+            )
+
+    def _push_document(self, request_id: str, device: str) -> str | None:
+        target = self.db.request_target(request_id, device)
+        return None if target is None else str(target["document"])
 
     def _seal_legacy_escrow(self) -> None:
         """Escrowed keys stored in clear by earlier versions are sealed in place at start-up."""

@@ -1,0 +1,136 @@
+"""The SQL of relying parties and their authentication / signing requests (part of the server's Database)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vsc_provider.server.db_backend import Backend, Tx
+
+
+class RequestTables:
+    """Relying parties, requests and the per-device documents they send; a request is decided once."""
+
+    _b: Backend
+
+    def add_relying_party(self, rp_id: str, name: str, key_hash: str | None) -> bool:
+        """A new relying party (the admin's built-in one has no key); False when the name is taken."""
+
+        def add(tx: Tx) -> bool:
+            cur = tx.execute(
+                "INSERT INTO relying_parties(id, name, key_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (rp_id, name, key_hash, time.time()),
+            )
+            return cur.rowcount == 1
+
+        return self._b.write(add)
+
+    def relying_party(self, *, key_hash: str | None = None, rp_id: str | None = None) -> tuple[str, str] | None:
+        """(id, name) of the relying party with this API key hash, or this id."""
+        with self._b.read() as db:
+            if key_hash is not None:
+                row = db.execute("SELECT id, name FROM relying_parties WHERE key_hash = ?", (key_hash,)).fetchone()
+            else:
+                row = db.execute("SELECT id, name FROM relying_parties WHERE id = ?", (rp_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def user_devices(self, user: str) -> list[str]:
+        with self._b.read() as db:
+            rows = db.execute(
+                "SELECT id FROM devices WHERE \"user\" = ? AND state = 'active' ORDER BY created", (user,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def add_request(self, row: dict[str, Any], targets: list[tuple[str, str, str, str]]) -> None:
+        """A new PENDING request and, per device it goes to, (device, key id, signed document, display hash)."""
+        names = ("id", "rp", "kind", "alg", "format", "input", "callback", "named_device", "created", "expires")
+
+        def add(tx: Tx) -> None:
+            tx.execute(
+                f"INSERT INTO requests({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
+                tuple(row[n] for n in names),
+            )
+            tx.executemany(
+                "INSERT INTO request_targets(request, device, key_id, document, display_hash) VALUES (?, ?, ?, ?, ?)",
+                [(row["id"], *t) for t in targets],
+            )
+
+        self._b.write(add)
+
+    _REQUEST_COLUMNS = (
+        "id", "rp", "kind", "alg", "format", "input", "callback", "named_device", "state", "created", "expires",
+        "decided", "device", "signature", "certificate",
+    )  # fmt: skip
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        columns = ", ".join(self._REQUEST_COLUMNS)
+        with self._b.read() as db:
+            row = db.execute(f"SELECT {columns} FROM requests WHERE id = ?", (request_id,)).fetchone()  # noqa: S608 - constant columns
+        return None if row is None else dict(zip(self._REQUEST_COLUMNS, row, strict=True))
+
+    def request_target(self, request_id: str, device: str) -> dict[str, Any] | None:
+        """What the request asks of one device: {key_id, document, display_hash}, or None if not sent to it."""
+        with self._b.read() as db:
+            row = db.execute(
+                "SELECT key_id, document, display_hash FROM request_targets WHERE request = ? AND device = ?",
+                (request_id, device),
+            ).fetchone()
+        return None if row is None else {"key_id": row[0], "document": row[1], "display_hash": row[2]}
+
+    def request_devices(self, request_id: str) -> list[str]:
+        with self._b.read() as db:
+            rows = db.execute("SELECT device FROM request_targets WHERE request = ?", (request_id,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def pending_documents(self, device: str, now: float) -> list[tuple[str, str]]:
+        """(id, signed document) of the device's PENDING, unexpired requests, oldest first."""
+        with self._b.read() as db:
+            rows = db.execute(
+                "SELECT r.id, t.document FROM request_targets t JOIN requests r ON r.id = t.request"
+                " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ? ORDER BY r.created",
+                (device, now),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def pending_load(self, device: str, now: float) -> tuple[int, int]:
+        """(how many, total characters of their documents) of the device's PENDING, unexpired requests."""
+        with self._b.read() as db:
+            row = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0) FROM request_targets t"
+                " JOIN requests r ON r.id = t.request WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
+                (device, now),
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def decide_request(
+        self,
+        request_id: str,
+        state: str,
+        now: float,
+        device: str | None = None,
+        signature: str | None = None,
+        certificate: bytes | None = None,
+    ) -> bool:
+        """PENDING -> a final state, once: False when it was decided, cancelled or expired meanwhile.
+        EXPIRED is set only past `expires`, every other state only before it."""
+        # the expiry test in the statement: EXPIRED needs expires <= now, every other state expires > now
+        expiry = "expires <= ?" if state == "EXPIRED" else "expires > ?"
+
+        def decide(tx: Tx) -> bool:
+            cur = tx.execute(
+                "UPDATE requests SET state = ?, decided = ?, device = COALESCE(?, device), signature = ?,"  # noqa: S608
+                f" certificate = ? WHERE id = ? AND state = 'PENDING' AND {expiry}",
+                (state, now, device, signature, certificate, request_id, now),
+            )
+            return cur.rowcount == 1
+
+        return self._b.write(decide)
+
+    def due_requests(self, now: float, limit: int) -> list[str]:
+        """Ids of PENDING requests past their expiry (for the sweep that stores them EXPIRED)."""
+        with self._b.read() as db:
+            rows = db.execute(
+                "SELECT id FROM requests WHERE state = 'PENDING' AND expires <= ? ORDER BY expires LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [str(r[0]) for r in rows]

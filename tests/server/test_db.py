@@ -1,0 +1,173 @@
+"""The storage layer on both back ends, in process: versioned migrations (an SQLite file from before versions
+included), and the "happens once" steps raced between two Database objects (two pools, as two instances)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vsc_provider.server.db import Database, Device, NewKey, open_database
+from vsc_provider.server.db_backend import DatabaseUnavailable
+from vsc_provider.server.db_schema import MIGRATIONS
+
+
+class PlainSealer:
+    """Marks values instead of encrypting them (the sealing itself is tested in test_at_rest.py)."""
+
+    def seal_field(self, device: str, name: str, plain: bytes) -> bytes:
+        return b"sealed:" + plain
+
+    def unseal_field(self, device: str, name: str, blob: bytes) -> bytes:
+        return blob[len(b"sealed:") :] if blob.startswith(b"sealed:") else blob
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    return request.getfixturevalue("postgres").database() if request.param == "postgresql" else None
+
+
+@pytest.fixture
+def two(url: str | None, tmp_path: Path) -> Iterator[tuple[Database, Database]]:
+    first, second = open_database(tmp_path, url), open_database(tmp_path, url)
+    for db in (first, second):
+        db.sealer = PlainSealer()
+    yield first, second
+    first.close()
+    second.close()
+
+
+def _device(db: Database, name: str, code: str | None = None) -> str:
+    dev = Device(name, "u", "light", {"kty": "EC"}, "active", False, b"v", b"s", 0, 0.0)
+    key = NewKey(name, "auth", "auth", "generated", b"spki", None)
+    if code is not None:
+        assert db.register_device(dev, False, [key], code=code)
+    else:
+        assert db.register_device(dev, False, [key], ticket=f"t-{name}")
+    return name
+
+
+def test_migrations_reach_the_newest_version_once(two: tuple[Database, Database]) -> None:
+    first, second = two
+    newest = MIGRATIONS[-1][0]
+    assert first.version == second.version == newest
+    with first.backend.read() as db:
+        assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == list(
+            range(1, newest + 1)
+        )
+
+
+def test_a_code_is_used_once_across_two_pools(two: tuple[Database, Database]) -> None:
+    first, second = two
+    first.add_activation("the-code", "u", "light", 60)
+    devices = [Device(f"d{n}", "u", "light", {}, "active", False, None, None, 0, 0.0) for n in range(16)]
+
+    def use(n: int) -> bool:
+        db = (first, second)[n % 2]
+        return db.register_device(devices[n], False, [NewKey(f"d{n}", "auth", "auth", "g", b"k", None)], "the-code")
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(use, range(16)))
+    assert results.count(True) == 1
+    assert len(first.devices()) == 1 and len(first.active_keys(first.devices()[0]["id"])) == 1
+
+
+def test_nonces_and_tickets_are_spent_once_across_two_pools(two: tuple[Database, Database]) -> None:
+    first, second = two
+    expires = time.time() + 60
+    with ThreadPoolExecutor(16) as pool:
+        spent = list(pool.map(lambda n: (first, second)[n % 2].spend_nonce("n1", expires), range(16)))
+    assert spent.count(True) == 1
+    device = _device(first, "dev-t")
+    first.add_ticket("tk", device, "https://b.example", "{}")
+    with ThreadPoolExecutor(8) as pool:
+        closed = list(pool.map(lambda n: (first, second)[n % 2].complete_ticket("tk", device), range(8)))
+    assert closed.count(True) == 1 and second.device(device).state == "migrated"  # type: ignore[union-attr]
+
+
+def test_pin_tries_race_to_exactly_the_maximum(two: tuple[Database, Database]) -> None:
+    first, second = two
+    device = _device(first, "dev-p")
+    with ThreadPoolExecutor(16) as pool:
+        seen = list(pool.map(lambda n: (first, second)[n % 2].pin_try(device, 10, time.time())[0], range(40)))
+    assert sorted(seen)[:10] == list(range(10)) and seen.count(10) == 30  # each count 0..9 seen once
+    assert second.device(device).pin_failures == 10  # type: ignore[union-attr]
+
+
+def test_requests_are_decided_once_and_renewals_do_not_pile_up(two: tuple[Database, Database]) -> None:
+    first, second = two
+    device = _device(first, "dev-r")
+    now = time.time()
+    row: dict[str, Any] = {
+        "id": "rq", "rp": "admin", "kind": "auth", "alg": "ES256", "format": "jws", "input": "{}",
+        "callback": None, "named_device": None, "created": now, "expires": now + 60,
+    }  # fmt: skip
+    first.add_request(row, [(device, "auth", "doc", "hash")])
+    assert second.pending_documents(device, now) == [("rq", "doc")]
+
+    def decide(n: int) -> bool:
+        return (first, second)[n % 2].decide_request("rq", ("APPROVED", "REJECTED")[n % 2], now)
+
+    with ThreadPoolExecutor(8) as pool:
+        decided = list(pool.map(decide, range(8)))
+    assert decided.count(True) == 1
+    assert not first.decide_request("rq", "EXPIRED", now + 120)
+
+    def renew(n: int) -> None:
+        (first, second)[n % 2].renew_keys(device, [NewKey(device, "auth", "auth", "generated", b"k%d" % n, None)])
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(renew, range(6)))
+    assert len(first.active_keys(device)) == 1
+
+
+def test_a_file_from_before_schema_versions_is_upgraded_in_place(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "server.sqlite")
+    old.executescript(
+        """
+        CREATE TABLE devices(id TEXT PRIMARY KEY, user TEXT NOT NULL, profile TEXT NOT NULL, jwk TEXT NOT NULL,
+            created REAL NOT NULL, state TEXT NOT NULL DEFAULT 'active', renew INTEGER NOT NULL DEFAULT 0,
+            attested INTEGER NOT NULL DEFAULT 0, pin_verifier BLOB, server_secret BLOB,
+            pin_failures INTEGER NOT NULL DEFAULT 0, pin_blocked_until REAL NOT NULL DEFAULT 0);
+        CREATE TABLE keys(device TEXT NOT NULL, key_id TEXT NOT NULL, usage TEXT NOT NULL, format TEXT NOT NULL,
+            spki BLOB NOT NULL, cert BLOB, escrow BLOB, created REAL NOT NULL, active INTEGER NOT NULL DEFAULT 1);
+        CREATE TABLE tickets(id TEXT PRIMARY KEY, device TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE nonces(value TEXT PRIMARY KEY, expires REAL NOT NULL);
+        INSERT INTO devices(id, user, profile, jwk, created) VALUES ('old', 'ann', 'default', '{}', 1000.0);
+        INSERT INTO keys(device, key_id, usage, format, spki, created, active)
+            VALUES ('old', 'a', 'auth', 'g', x'00', 5, 0);
+        """
+    )
+    old.close()
+    db = open_database(tmp_path, None)
+    db.sealer = PlainSealer()
+    try:
+        assert db.version == MIGRATIONS[-1][0]
+        dev = db.device("old")
+        assert dev is not None and dev.user == "ann" and dev.confirmed == 1000.0  # confirmed as of its activation
+        assert db.revoked() == []  # no serial: not listed, but retired as of its creation
+        with db.backend.read() as tx:
+            assert tx.execute("SELECT retired FROM keys").fetchall() == [(5.0,)]
+            assert tx.execute("SELECT name FROM sqlite_master WHERE name = 'nonces'").fetchall() == []
+    finally:
+        db.close()
+    again = open_database(tmp_path, None)  # opening again changes nothing
+    try:
+        assert again.version == MIGRATIONS[-1][0] and again.identity() == {}
+    finally:
+        again.close()
+
+
+def test_an_unreachable_or_unknown_database_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUnavailable) as info:
+        open_database(tmp_path, "mysql://x@localhost/db")
+    assert "postgresql://" in str(info.value)
+    with pytest.raises(DatabaseUnavailable) as info:
+        open_database(tmp_path, "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
+    message = str(info.value)
+    assert "\n" not in message and "secret" not in message and "127.0.0.1" in message

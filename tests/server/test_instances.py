@@ -1,0 +1,223 @@
+"""Several `vsc server run` processes on one PostgreSQL database, each with a copy of the same data directory,
+behave as one server: codes used once, PIN tries counted once, nothing half-done after a SIGKILL, push events
+delivered by whichever instance the device is connected to; an instance with a data directory of its own is
+refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.server.idserver import IdServer, light_request, software_csr, start_server
+from tests.server.request_device import PushReader
+from vsc_provider.provisioning import wire
+from vsc_provider.provisioning.device import DeviceKey, jwe_to_server
+from vsc_provider.provisioning.http import ServerError
+
+
+@pytest.fixture(scope="module")
+def instances(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[IdServer]]:
+    """Three instances on one new database: the first makes the data directory, the others get copies."""
+    database = postgres.database()
+    root = tmp_path_factory.mktemp("instances")
+    first = start_server(root / "a", database=database)
+    servers = [first]
+    try:
+        for name in ("b", "c"):
+            shutil.copytree(first.data, root / name, ignore=shutil.ignore_patterns("server.json"))
+            servers.append(start_server(root / name, database=database))
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _activate(server: IdServer, link: str, device: DeviceKey | None = None) -> int | str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        body, client = light_request(server, link, device=device, keys=[{"id": "auth", "csr": software_csr(key)}])
+        with client:
+            return str(client.call("POST", "/v1/activate", body)["device"])
+    except ServerError as exc:
+        return exc.status
+
+
+def test_instances_share_one_tls_key_and_ca(instances: list[IdServer]) -> None:
+    assert len({s.pin for s in instances}) == 1 and len({s.url for s in instances}) == 3
+    infos = []
+    for server in instances:
+        with server.client() as c:
+            infos.append(c.call("GET", "/v1/server")["jwks"])
+    assert infos[0] == infos[1] == infos[2]
+
+
+def test_a_link_made_on_one_instance_is_used_on_another(instances: list[IdServer]) -> None:
+    a, b, c = instances
+    link = a.link("across", "light")
+    device_id = _activate(b, link)
+    assert isinstance(device_id, str)
+    for server in instances:
+        assert [d["id"] for d in server.devices() if d["user"] == "across"] == [device_id]
+    assert _activate(c, link) == 404  # used, on every instance
+
+
+def test_one_link_raced_on_three_instances_gives_exactly_one_success(instances: list[IdServer]) -> None:
+    link = instances[0].link("raced", "light")
+    tries = [instances[n % 3] for n in range(18)]
+    with ThreadPoolExecutor(len(tries)) as pool:
+        results = list(pool.map(lambda s: _activate(s, link), tries, timeout=300))
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1, results
+    assert all(r in (404, 409) for r in results if not isinstance(r, str))
+    assert [d["id"] for d in instances[2].devices() if d["user"] == "raced"] == winners
+    assert instances[0].query("SELECT COUNT(*) FROM keys WHERE device = ?", (winners[0],)) == [(1,)]
+
+
+def _online_device(server: IdServer, verifier: bytes) -> tuple[DeviceKey, str]:
+    with server.client() as info:
+        jwks = info.call("GET", "/v1/server")["jwks"]
+    device = DeviceKey.generate()
+    code = wire.ActivationLink.parse(server.link("pin-spread", "online")).code
+    payload = {
+        "code": code,
+        "keys": [{"id": "auth", "csr": software_csr(rsa.generate_private_key(65537, 2048))}],
+        "pin_verifier": jwe_to_server(jwks, verifier),
+    }
+    with server.client() as c:
+        answer = c.call("POST", "/v1/activate", device.sign(server.url + "/v1/activate", c.nonce(), payload))
+    return device, str(answer["device"])
+
+
+def _pin_try(server: IdServer, device: DeviceKey, device_id: str, verifier: bytes) -> ServerError | None:
+    with server.client() as c:
+        nonce = c.nonce()
+        payload = {"proof": wire.b64u(wire.pin_proof(verifier, nonce))}
+        try:
+            c.call("POST", "/v1/pin", device.sign(server.url + "/v1/pin", nonce, payload, kid=device_id))
+        except ServerError as exc:
+            return exc
+    return None
+
+
+def test_ten_wrong_pins_spread_over_instances_block_at_exactly_ten(instances: list[IdServer]) -> None:
+    right = b"r" * 32
+    device, device_id = _online_device(instances[0], right)
+    answers: list[str] = []
+    deadline = time.monotonic() + 240
+    while "pin_blocked" not in answers and time.monotonic() < deadline:
+        # bursts over all three instances at once: the count and the waits hold across them
+        with ThreadPoolExecutor(6) as pool:
+            refusals = list(
+                pool.map(lambda n: _pin_try(instances[n % 3], device, device_id, b"w" * 32), range(6), timeout=120)
+            )
+        answers += [r.error if r else "accepted" for r in refusals]
+        assert instances[1].query("SELECT pin_failures FROM devices WHERE id = ?", (device_id,))[0][0] <= 10
+        time.sleep(0.2)
+    assert set(answers) <= {"pin_incorrect", "pin_wait", "pin_blocked"}, answers
+    assert answers.count("pin_incorrect") == 9, answers  # the tenth wrong try is answered with the block
+    assert instances[2].query("SELECT pin_failures FROM devices WHERE id = ?", (device_id,)) == [(10,)]
+    for server in instances:  # blocked everywhere, the right PIN too, and the count stays at ten
+        refused = _pin_try(server, device, device_id, right)
+        assert refused is not None and (refused.status, refused.error) == (423, "pin_blocked")
+    assert instances[0].query("SELECT pin_failures FROM devices WHERE id = ?", (device_id,)) == [(10,)]
+
+
+def test_an_instance_killed_mid_activation_leaves_nothing_half_done(
+    instances: list[IdServer], postgres: Any, tmp_path: Path
+) -> None:
+    a = instances[0]
+    victim_data = tmp_path / "victim"
+    shutil.copytree(a.data, victim_data, ignore=shutil.ignore_patterns("server.json"))
+    victim = start_server(victim_data, database=a.database)  # a fourth instance, killed below
+    links = [a.link(f"killed{n}", "light") for n in range(40)]
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            pending = [pool.submit(_activate, victim, link) for link in links]
+            deadline = time.monotonic() + 120
+            while len(a.query("SELECT id FROM devices WHERE \"user\" LIKE 'killed%'")) < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            victim.proc.send_signal(signal.SIGKILL)  # with a dozen activations under way
+            results = [f.result(timeout=120) for f in pending]
+    finally:
+        victim.stop()
+    done = [r for r in results if isinstance(r, str)]
+    assert 0 < len(done) < len(links), results  # killed in the middle
+    users = [f"killed{n}" for n in range(40)]
+    rows = a.query(
+        'SELECT a."user", a.used IS NOT NULL, a.device, (SELECT COUNT(*) FROM keys k WHERE k.device = a.device),'
+        " (SELECT COUNT(*) FROM devices d WHERE d.id = a.device) FROM activations a WHERE a.\"user\" LIKE 'killed%'"
+    )
+    assert sorted(r[0] for r in rows) == sorted(users)
+    for _user, used, device, keys, devices in rows:
+        # each code is either used with its device and key stored, or unused with nothing stored
+        assert (used, keys, devices) in ((True, 1, 1), (False, 0, 0)), (used, device, keys, devices)
+    stored = {d["id"] for d in a.devices() if d["user"].startswith("killed")}
+    assert set(done) <= stored and len(stored) == sum(1 for r in rows if r[1])
+    # the codes the killed instance never used work on another instance
+    unused = [links[users.index(r[0])] for r in rows if not r[1]]
+    retried = [_activate(instances[1], link) for link in unused]
+    assert all(isinstance(r, str) for r in retried), retried
+
+
+@dataclass
+class SoftDevice:
+    """What PushReader needs of a device: its server and bodies signed with its device key."""
+
+    server: IdServer
+    key: DeviceKey
+    device_id: str
+
+    def signed_body(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with self.server.client() as c:
+            return self.key.sign(self.server.url + path, c.nonce(), payload, kid=self.device_id)
+
+
+def test_a_request_made_on_one_instance_is_pushed_by_another(instances: list[IdServer]) -> None:
+    a, b, _ = instances
+    key = DeviceKey.generate()
+    device_id = _activate(a, a.link("pushed", "light"), device=key)
+    assert isinstance(device_id, str)
+    reader = PushReader(SoftDevice(b, key, device_id))  # type: ignore[arg-type]
+    try:
+        assert reader.response.status_code == 200
+        time.sleep(0.3)  # the stream is subscribed on b
+        started = time.perf_counter()
+        made = a.admin("POST", "/admin/requests", {"user": "pushed", "kind": "auth"})
+        at, token = reader.next("request", timeout=10)
+        claims = json.loads(wire.unb64u(token.split(".")[1]))
+        assert claims["id"] == made["id"] and claims["device"] == device_id
+        assert (at - started) < 5.0
+        a.admin("POST", f"/admin/requests/{made['id']}/cancel")
+        assert reader.next("gone", timeout=10)[1] == made["id"]
+    finally:
+        reader.close()
+
+
+def test_a_second_instance_with_a_data_directory_of_its_own_is_refused(
+    instances: list[IdServer], tmp_path: Path
+) -> None:
+    data = tmp_path / "fresh"
+    command = [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data)]
+    proc = subprocess.run(
+        [*command, "--database", str(instances[0].database), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "copy the data directory" in lines[0], proc.stderr
+    assert not (data / "ca.key").exists()
