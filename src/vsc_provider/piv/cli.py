@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from vsc_provider.cli_support import ask, friendly
 
+if TYPE_CHECKING:
+    from vsc_provider.token.engine import Card, Engine
+
 _CARD_HELP = "card serial or label"
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGINT: stop serving."""
+_stopping = threading.Event()
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped(signum)
+    """SIGTERM or SIGINT: stop serving (the serving loop looks at the flag at least twice a second)."""
+    _stopping.set()
 
 
 @click.group()
@@ -53,16 +58,33 @@ def serve(
     """Serve the card as a PIV card (SP 800-73-4) to vpcd at HOST:PORT until stopped (SIGTERM, Ctrl-C),
     connecting again when pcscd restarts. The first time, a random management key is set (with the SO PIN)
     and printed once: keep it to generate keys and write certificates through PIV."""
-    from vsc_provider.piv import management_key as M
     from vsc_provider.piv import objects as O
-    from vsc_provider.piv import serving, vpcd
-    from vsc_provider.piv.processor import PivCard
+    from vsc_provider.piv import serving
 
     try:
         slot_ids = O.parse_slot_map(list(slots))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     engine, card = serving.open_card(card_ref)
+    signal.signal(signal.SIGTERM, _stop)  # before the key is printed: whoever reads it may stop us at once
+    signal.signal(signal.SIGINT, _stop)
+    _serve(engine, card, host, port, slot_ids, mgmt_key, mgmt_alg, so_pin)
+
+
+def _serve(
+    engine: Engine,
+    card: Card,
+    host: str,
+    port: int,
+    slot_ids: dict[int, bytes],
+    mgmt_key: str | None,
+    mgmt_alg: str,
+    so_pin: str | None,
+) -> None:
+    from vsc_provider.piv import management_key as M
+    from vsc_provider.piv import vpcd
+    from vsc_provider.piv.processor import PivCard
+
     if mgmt_key is not None or not M.is_set(engine, card):
         try:
             key = bytes.fromhex(mgmt_key) if mgmt_key is not None else None
@@ -76,13 +98,9 @@ def serve(
         if key is None:
             click.echo(f"PIV management key ({mgmt_alg}), shown only now: {made.key.hex()}")
     piv = PivCard(engine, card.slot_id, slot_ids)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
 
     def connected() -> None:
         print(f"card {card.serial} is in the virtual reader at {host}:{port}", file=sys.stderr, flush=True)
 
-    try:
-        vpcd.serve(piv, host, port, on_connect=connected)
-    except _Stopped:
-        piv.reset()
+    if not _stopping.is_set():
+        vpcd.serve(piv, host, port, _stopping, on_connect=connected)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
+import threading
 from collections.abc import Callable
 
 from vsc_provider.piv.processor import PivCard
@@ -33,18 +33,43 @@ def make_atr(historical: bytes = b"vsc-PIV") -> bytes:
 ATR = make_atr()
 
 
+POLL = 0.5  # seconds between looks at the stop flag while the reader is quiet
+
+
 class ReaderGone(Exception):
     """The reader closed the connection (pcscd stopped or restarted)."""
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
+class Stopped(Exception):
+    """Asked to stop (the stop event was set)."""
+
+
+def _read_exact(sock: socket.socket, n: int, stop: threading.Event) -> bytes:
     chunks = b""
     while len(chunks) < n:
-        got = sock.recv(n - len(chunks))
+        if stop.is_set():
+            raise Stopped
+        _quick_ack(sock)
+        try:
+            got = sock.recv(n - len(chunks))
+        except TimeoutError:
+            continue
         if not got:
             raise ReaderGone("the reader closed the connection")
         chunks += got
     return chunks
+
+
+def _quick_ack(sock: socket.socket) -> None:
+    """vpcd writes a message's length and its bytes in two writes: with Nagle's algorithm on its side, the
+    second waits for our ACK of the first, which Linux delays by up to 40 ms. Acknowledge at once (Linux
+    turns quick ACKs off again by itself, so this is set before every read)."""
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError:
+            pass
 
 
 def _send(sock: socket.socket, payload: bytes) -> None:
@@ -64,11 +89,11 @@ def answer(card: PivCard, message: bytes, atr: bytes = ATR) -> bytes | None:
     return card.process(message)
 
 
-def run_connection(card: PivCard, sock: socket.socket, atr: bytes = ATR) -> None:
-    """Answer the reader until it goes."""
+def run_connection(card: PivCard, sock: socket.socket, stop: threading.Event, atr: bytes = ATR) -> None:
+    """Answer the reader until it goes or `stop` is set."""
     while True:
-        size = int.from_bytes(_read_exact(sock, 2), "big")
-        reply = answer(card, _read_exact(sock, size), atr)
+        size = int.from_bytes(_read_exact(sock, 2, stop), "big")
+        reply = answer(card, _read_exact(sock, size, stop), atr)
         if reply is not None:
             _send(sock, reply)
 
@@ -77,31 +102,35 @@ def serve(
     card: PivCard,
     host: str,
     port: int,
+    stop: threading.Event,
     on_connect: Callable[[], None] | None = None,
     retry: float = 0.5,
 ) -> None:
     """Connect to vpcd and answer it; when the reader goes (pcscd restarts) or is not there yet, connect
-    again every `retry` seconds. Returns only through an exception (SIGTERM's handler raises one)."""
+    again every `retry` seconds. Returns when `stop` is set (a signal handler sets it), the card reset."""
     waiting_logged = False
-    while True:
+    while not stop.is_set():
         try:
             sock = socket.create_connection((host, port), timeout=5)
         except OSError as exc:
             if not waiting_logged:
                 log.warning("no virtual reader at %s:%d yet (%s): retrying", host, port, exc.strerror or exc)
                 waiting_logged = True
-            time.sleep(retry)
+            stop.wait(retry)
             continue
         waiting_logged = False
-        sock.settimeout(None)
+        sock.settimeout(POLL)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if on_connect is not None:
             on_connect()
         try:
-            run_connection(card, sock)
+            run_connection(card, sock, stop)
+        except Stopped:
+            break
         except (ReaderGone, OSError) as exc:
             log.warning("the virtual reader went (%s): reconnecting", exc)
             card.reset()
         finally:
             sock.close()
-        time.sleep(retry)
+        stop.wait(retry)
+    card.reset()
