@@ -8,6 +8,7 @@ packages=(
   build-essential python3-venv ca-certificates sqlite3 xdg-utils desktop-file-utils
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin libnss3-tools
   openssh-client openssh-server openvpn p11-kit curl firefox-esr poppler-utils
+  pcscd vsmartcard-vpcd yubico-piv-tool
 )
 missing=()
 for p in "${packages[@]}"; do
