@@ -4,6 +4,7 @@ pkcs11-tool and opensc-pkcs11.so) and yubico-piv-tool."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import subprocess
 import sys
@@ -13,13 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 from pcsc_support import READER, free_port_pair, private_pcscd, reader_has_card, start_serve, stop, wait_for
-from piv_support import PIN, SO_PIN, PivHome, make_piv_home
+from piv_support import PIN, SO_PIN, PivHome, make_piv_home, self_signed
 
 from tests.conftest import require_file, require_tool
 from vsc_provider import module
+from vsc_provider.ck import constants as C
+from vsc_provider.piv import management_key as M
+from vsc_provider.piv import objects as O
+from vsc_provider.token import service
 
 OPENSC_PKCS11 = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 HERE = Path(__file__).resolve().parent
@@ -165,3 +172,51 @@ def test_a_wrong_pin_counts_down_and_blocks_then_the_puk_unblocks(stack: Stack) 
     run("yubico-piv-tool", "--reader", READER, "--action", "unblock-pin", f"--pin={SO_PIN}", f"--new-pin={PIN}")
     assert "PIN tries left:\t10" in run("yubico-piv-tool", "--reader", READER, "--action", "status")
     run("yubico-piv-tool", "--reader", READER, "--action", "verify-pin", f"--pin={PIN}")
+
+
+def test_yubico_piv_tool_generates_self_signs_and_imports_with_a_3des_management_key(stack: Stack) -> None:
+    # yubico-piv-tool 2.2 authenticates with 3DES only: give the card such a key (the SO PIN proves it)
+    engine = stack.piv.engine()
+    key = M.set_key(engine, stack.piv.card(engine), SO_PIN.encode(), O.ALG_3DES).key.hex()
+    pub, cert = stack.workdir / "gen-pub.pem", stack.workdir / "gen-cert.pem"
+    wrong = subprocess.run(
+        ["yubico-piv-tool", "--reader", READER, f"--key={'01' * 24}", "-a", "generate", "-s", "9e", "-A", "ECCP256"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "failed authentication" in (wrong.stdout + wrong.stderr).lower()
+    run(
+        "yubico-piv-tool", "--reader", READER, f"--key={key}", "-a", "generate", "-s", "9e", "-A", "ECCP256",
+        "-o", str(pub),
+    )  # fmt: skip
+    # an issuer (here a throw-away CA) certifies the public key the card gave out
+    public = serialization.load_pem_public_key(pub.read_bytes())
+    ca = ec.generate_private_key(ec.SECP256R1())
+    issued = self_signed(ca, "test CA")
+    now = datetime.datetime.now(datetime.UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "made through PIV")]))
+        .issuer_name(issued.subject)
+        .public_key(public)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca, hashes.SHA256())
+    )
+    cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    run("yubico-piv-tool", "--reader", READER, f"--key={key}", "-a", "import-certificate", "-s", "9e", "-i", str(cert))
+    status = run("yubico-piv-tool", "--reader", READER, "-a", "status")
+    assert "CN=made through PIV" in status
+    out = run(
+        "yubico-piv-tool", "--reader", READER, "-a", "verify-pin", f"--pin={PIN}", "-a", "test-signature",
+        "-s", "9e", "-i", str(cert),
+    )  # fmt: skip
+    assert "Successful ECDSA verification" in out
+    # the new key pair and certificate are PKCS#11 objects with 9E's CKA_ID (04)
+    card = stack.piv.card(engine)
+    engine.poll()
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    found = service.with_key_id(card, b"\x04", C.CKO_PUBLIC_KEY)
+    assert [o.attrs[C.CKA_PUBLIC_KEY_INFO] for o in found] == [spki]
+    certs = service.with_key_id(card, b"\x04", C.CKO_CERTIFICATE)
+    assert len(certs) == 1 and x509.load_der_x509_certificate(certs[0].attrs[C.CKA_VALUE]).public_key() == public
