@@ -240,3 +240,33 @@ def test_management_key_guards_generate_and_put_data(card: PivCard, piv_home: Pi
     card.reset()
     ok(card.process(SELECT))
     assert card.process(gen) == b"\x69\x82"
+
+
+def test_p384_signs_and_rsa_3072_is_generated_and_signs_by_extended_apdus(card: PivCard, piv_home: PivHome) -> None:
+    ok(card.process(apdu(0, 0x20, 0, 0x80, pin_field(PIN))))
+    digest = hashlib.sha384(b"PIV").digest()
+    sig = _sign(card, O.ALG_P384, 0x9E, digest)
+    piv_home.certificates[0x9E].public_key().verify(sig, digest, ec.ECDSA(Prehashed(hashes.SHA384())))  # type: ignore[call-arg]
+    _admin(card, piv_home)
+    resp = card.process(bytes.fromhex("0047009A05AC0380010500"))
+    fields = inner(card, resp, 0x7F49)
+    public = rsa.RSAPublicNumbers(int.from_bytes(fields[0x82], "big"), int.from_bytes(fields[0x81], "big")).public_key()
+    assert public.key_size == 3072
+    digest_info = bytes.fromhex("3031300d060960864801650304020105000420") + hashlib.sha256(b"3072").digest()
+    block = b"\x00\x01" + b"\xff" * (384 - 3 - len(digest_info)) + b"\x00" + digest_info
+    body = tlv.tlv(0x7C, tlv.tlv(0x82) + tlv.tlv(0x81, block))
+    extended = bytes([0, 0x87, O.ALG_RSA_3072, 0x9A, 0]) + len(body).to_bytes(2, "big") + body + b"\x00\x00"
+    sig = inner(card, card.process(extended))[0x82]
+    public.verify(sig, b"3072", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_vpcd_control_messages(card: PivCard) -> None:
+    from vsc_provider.piv import vpcd
+
+    atr = vpcd.answer(card, b"\x04")
+    assert atr == bytes.fromhex("3B878001" + b"vsc-PIV".hex() + "02")  # TCK: XOR of T0..the last byte
+    ok(card.process(apdu(0, 0x20, 0, 0x80, pin_field(PIN))))
+    assert card.process(bytes.fromhex("00200080")) == b"\x90\x00"
+    assert vpcd.answer(card, b"\x02") is None  # reset: the PIN is no longer verified
+    assert card.process(bytes.fromhex("00200080")) == b"\x63\xca"
+    assert vpcd.answer(card, SELECT) == card.process(SELECT)
