@@ -146,6 +146,8 @@ def test_bad_apdus_get_status_words(card: PivCard) -> None:
     assert card.process(bytes.fromhex("00CB3FFF015C")) == b"\x6a\x80"
     assert card.process(apdu(0, 0x20, 0, 0x80, b"\x31\x32")) == b"\x6a\x80"  # not 8 bytes
     assert card.process(bytes.fromhex("00C0000000")) == b"\x69\x85"  # nothing to get
+    assert card.process(bytes.fromhex("0047009A04AC028000")) == b"\x6a\x80"  # an empty algorithm
+    assert card.process(bytes.fromhex("0087119C047C028200")) == b"\x6a\x80"  # neither 81 nor 85
 
 
 def _sign(card: PivCard, alg: int, slot: int, block: bytes) -> bytes:

@@ -162,7 +162,8 @@ def generate(session: PivSession, cmd: P.Command) -> bytes:
 
     if cmd.p1 != 0x00 or cmd.p2 not in session.slot_ids:
         raise P.ApduError(P.SW_WRONG_P1P2, f"no key slot {cmd.p2:02X}")
-    kind = O.KEY_KINDS.get(_template(cmd, 0xAC).get(0x80, b"\x00")[:1][0] if cmd.data else 0)
+    alg = _template(cmd, 0xAC).get(0x80, b"")
+    kind = O.KEY_KINDS.get(alg[0]) if len(alg) == 1 else None
     if kind is None:
         raise P.ApduError(P.SW_WRONG_DATA, "algorithm 07, 05, 11 or 14")
     key_id = session.slot_ids[cmd.p2]

@@ -97,6 +97,9 @@ class PivCard:
         except CKRError as exc:
             log.info("PIV %02X failed: %s", cmd.ins, exc)
             return P.response(sw=P.SW_UNKNOWN)
+        except Exception:  # a bug must not take the card out of the reader: 6F00, and the traceback logged
+            log.exception("PIV %02X failed", cmd.ins)
+            return P.response(sw=P.SW_UNKNOWN)
         return self._send(answer, cmd.le if cmd.le else (65536 if cmd.extended else SHORT_MAX))
 
     def _send(self, answer: bytes, room: int) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vsc_provider.piv import management_key as M
 from vsc_provider.piv.apdu import SW_SECURITY, ApduError
@@ -22,7 +22,6 @@ class PivSession:
     witness: bytes | None = None
     challenge: bytes | None = None
     pin_just_verified: bytes | None = None  # for one signature by a key that wants its PIN each time
-    extra: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def card(self) -> Card:
