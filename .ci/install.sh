@@ -9,6 +9,7 @@ packages=(
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin libnss3-tools
   openssh-client openssh-server openvpn p11-kit curl firefox-esr poppler-utils
   keyutils libkeyutils1 libtss2-dev swtpm swtpm-tools tpm2-tools strace postgresql
+  pcscd vsmartcard-vpcd yubico-piv-tool
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -14,7 +14,7 @@ import vsc_provider
 PACKAGE = Path(vsc_provider.__file__).resolve().parent
 ROOT = "vsc_provider"
 # What the token layer (the card model, the card service, the store) must never import.
-ABOVE_TOKEN = ("pkcs11", "minidriver", "provisioning", "server", "api", "cli", "clients", "demo")
+ABOVE_TOKEN = ("pkcs11", "minidriver", "piv", "provisioning", "server", "api", "cli", "clients", "demo")
 
 
 def module_name(path: Path) -> str:
@@ -188,5 +188,23 @@ def test_the_push_relay_imports_nothing_else_of_the_package() -> None:
         if module == relay or module.startswith(relay + ".")
         for target in targets
         if not (target == relay or target.startswith(relay + "."))
+    )
+    assert not wrong, "; ".join(wrong)
+
+
+def test_the_piv_card_edge_is_a_front_end_over_the_card_service() -> None:
+    # piv/ answers APDUs from the card service (token/service.py, token/access.py): never through PKCS#11,
+    # the Python API, the CLI module, the identity server, pending requests or the minidriver card edge
+    edges = graph()
+    piv = f"{ROOT}.piv"
+    assert f"{ROOT}.token.service" in edges[f"{piv}.keys"]
+    assert f"{ROOT}.token.access" in edges[f"{piv}.pins"]
+    banned = tuple(f"{ROOT}.{name}" for name in ("pkcs11", "api", "cli", "server", "requests", "minidriver"))
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in edges.items()
+        if module == piv or module.startswith(piv + ".")
+        for target in targets
+        if any(target == b or target.startswith(b + ".") for b in banned)
     )
     assert not wrong, "; ".join(wrong)

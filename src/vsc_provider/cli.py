@@ -43,6 +43,7 @@ class LazyGroup(click.Group):
         "licenses": "vsc_provider.licenses:licenses",
         "open": "vsc_provider.links:open_link",
         "otp": "vsc_provider.oath.cli:otp",
+        "pcsc": "vsc_provider.piv.cli:pcsc",
         "requests": "vsc_provider.requests.cli:requests",
         "server": "vsc_provider.server.cli:server",
         "setup": "vsc_provider.clients:setup",

@@ -1,0 +1,81 @@
+"""`vsc pcsc serve` as a process: the management key set and printed once, back in the reader after pcscd
+restarts, and stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pcsc_support import free_port_pair, private_pcscd, reader_has_card, start_serve, stop, wait_for
+from piv_support import SO_PIN, make_piv_home
+
+from tests.conftest import require_file, require_tool
+from tests.pkcs11.p11_support import USER_PIN, vsc
+from vsc_provider.piv import management_key as M
+from vsc_provider.token.engine import Engine
+
+
+def test_the_first_serve_sets_a_random_management_key_and_prints_it_once(tmp_path: Path) -> None:
+    home = tmp_path / "vsc-home"
+    out = vsc(home, "card", "create", "--label", "Fresh", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json")
+    serial = json.loads(out.stdout)["serial"]
+    port = free_port_pair()  # nothing listens there: serve waits for the reader
+    args = [sys.executable, "-m", "vsc_provider.cli", "pcsc", "serve", "--card", "Fresh", "--port", str(port)]
+    env = {"VSC_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    wrong = subprocess.run([*args, "--so-pin", "11111111"], capture_output=True, text=True, env=env, timeout=60)
+    assert wrong.returncode == 1 and "SO PIN was refused" in wrong.stderr
+    proc = subprocess.Popen([*args, "--so-pin", SO_PIN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    match = re.fullmatch(r"PIV management key \(aes192\), shown only now: ([0-9a-f]{48})\n", line)
+    assert match, line
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    engine = Engine(home / "store.sqlite", home / "device.key")
+    engine.refresh()
+    card = next(c for c in engine.cards.values() if c.serial == serial)
+    stored = M.load(engine, card)
+    assert stored is not None and stored.key.hex() == match.group(1) and stored.algorithm == 0x0A
+    # the second time: no SO PIN needed, nothing printed
+    again = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert again.stderr is not None
+    assert "no virtual reader at 127.0.0.1" in again.stderr.readline().decode()  # up and waiting for vpcd
+    assert stop(again) == 0
+    assert again.stdout is not None and again.stdout.read() == b""
+
+
+def test_serve_comes_back_after_pcscd_restarts_and_stops_on_sigterm(tmp_path: Path) -> None:
+    require_tool("pcscd", "pcscd")
+    require_file("/usr/lib/pcsc/drivers/serial/libifdvpcd.so", "vsmartcard-vpcd")
+    require_tool("opensc-tool", "opensc")
+    piv = make_piv_home(tmp_path / "vsc-home")
+    port = free_port_pair()
+    serve = None
+    try:
+        with private_pcscd(tmp_path / "first", port):
+            serve = start_serve(piv.home, piv.serial, port, tmp_path / "serve.log")
+            wait_for(reader_has_card, 30, "the card in the first pcscd")
+        with private_pcscd(tmp_path / "second", port):
+            wait_for(reader_has_card, 30, "the card in the restarted pcscd")
+            assert (
+                "Personal Identity Verification Card"
+                in subprocess.run(
+                    ["opensc-tool", "--reader", "Virtual PCD 00 00", "--name"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                ).stdout
+            )
+            assert stop(serve) == 0
+            serve = None
+            wait_for(lambda: not reader_has_card(), 15, "the card to leave the reader")
+    finally:
+        if serve is not None:
+            serve.kill()
+            serve.wait()
+    log = (tmp_path / "serve.log").read_text()
+    assert "the virtual reader went" in log and log.count("is in the virtual reader") == 2
