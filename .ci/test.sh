@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install.sh
+# The PC/SC tests run a pcscd of their own (with vsmartcard's virtual reader); a system pcscd started by
+# systemd would hold its socket. `systemctl start pcscd.socket` brings it back afterwards.
+if command -v systemctl >/dev/null 2>&1; then
+  for unit in pcscd.socket pcscd.service; do
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then
+      echo "stopping $unit for the PC/SC tests"
+      systemctl stop "$unit"
+    fi
+  done
+fi
 .venv/bin/ruff check src tests benchmarks softhsm-config native
 .venv/bin/ruff format --check src tests benchmarks softhsm-config native
 .venv/bin/mypy
