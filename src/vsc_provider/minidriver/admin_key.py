@@ -11,35 +11,20 @@ The SO proves the PIN to set the first key; a card re-initialised since (a new d
 
 from __future__ import annotations
 
-import base64
 import hmac
-import json
 import os
 from typing import Any
 
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.minidriver import errors as E
 from vsc_provider.minidriver.context import CardContext
-from vsc_provider.token import keywrap
-from vsc_provider.token.engine import Card
+from vsc_provider.token.admin_secret import AdminSecret
 
 ADMIN_KEY_SIZE = 24
 CHALLENGE_SIZE = 8
 
 
-def _meta_key(card: Card) -> str:
-    return f"minidriver-admin:{card.serial}"
-
-
-def _aad(card: Card, what: str) -> bytes:
-    return f"vsc-minidriver:{card.serial}:{card.record.created}:{what}".encode()
-
-
-def _layer(admin_key: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(hashes.SHA256(), keywrap.KEY_SIZE, None, b"vsc-minidriver admin key").derive(admin_key)
+SECRET = AdminSecret("minidriver-admin", "vsc-minidriver", b"vsc-minidriver admin key")
 
 
 def _response(admin_key: bytes, challenge: bytes) -> bytes:
@@ -51,17 +36,7 @@ def _response(admin_key: bytes, challenge: bytes) -> bytes:
 
 
 def _load(ctx: CardContext, db: Any = None) -> dict[str, Any] | None:
-    card = ctx.card
-    store = ctx.engine.store
-    if db is None:
-        with store.transaction() as tx:
-            raw = store.meta(tx, _meta_key(card))
-    else:
-        raw = store.meta(db, _meta_key(card))
-    if raw is None:
-        return None
-    entry: dict[str, Any] = json.loads(raw)
-    return entry if entry.get("created") == card.record.created else None
+    return SECRET.read(ctx.engine.store, ctx.card, db)
 
 
 def is_set(ctx: CardContext) -> bool:
@@ -82,18 +57,9 @@ def set_admin_key(ctx: CardContext, so_pin: bytes, new_key: bytes) -> None:
 
 
 def _store(ctx: CardContext, new_key: bytes, data_key: bytes) -> None:
-    card = ctx.card
-    device_key = ctx.engine.device_key
-    entry = {
-        "created": card.record.created,
-        "key": base64.b64encode(keywrap.seal(device_key, new_key, _aad(card, "key"))).decode(),
-        "data_key": base64.b64encode(
-            keywrap.wrap_layers(data_key, [_layer(new_key), device_key], _aad(card, "data-key"))
-        ).decode(),
-        "failures": 0,
-    }
-    with ctx.engine.store.transaction() as db:
-        ctx.engine.store.set_meta(db, _meta_key(card), json.dumps(entry))
+    SECRET.write(
+        ctx.engine.store, ctx.card, SECRET.new_entry(ctx.engine.device_key, ctx.card, new_key, data_key, failures=0)
+    )
 
 
 def get_challenge(ctx: CardContext) -> bytes:
@@ -119,18 +85,17 @@ def _check(ctx: CardContext, response: bytes) -> tuple[bytes, bytes]:
             raise E.MinidriverError(E.SCARD_W_CHV_BLOCKED, "the admin key is blocked", 0)
         if challenge is None:
             raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "ask for a challenge first")
-        admin_key = keywrap.unseal(device_key, base64.b64decode(entry["key"]), _aad(card, "key"))
+        admin_key = SECRET.key(device_key, card, entry)
         if admin_key is None:
             raise E.MinidriverError(E.SCARD_F_INTERNAL_ERROR, "the admin key does not open (another device's store?)")
         right = hmac.compare_digest(_response(admin_key, challenge), response)
         entry["failures"] = 0 if right else entry["failures"] + 1
-        store.set_meta(db, _meta_key(card), json.dumps(entry))
+        SECRET.write(store, card, entry, db)
     if not right:
         left = max(0, limit - entry["failures"])
         code = E.SCARD_W_CHV_BLOCKED if left == 0 else E.SCARD_W_WRONG_CHV
         raise E.MinidriverError(code, "wrong response to the admin challenge", left)
-    inner = keywrap.unseal(device_key, base64.b64decode(entry["data_key"]), _aad(card, "data-key"))
-    data_key = None if inner is None else keywrap.unseal(_layer(admin_key), inner, _aad(card, "data-key"))
+    data_key = SECRET.data_key(device_key, card, entry, admin_key)
     if data_key is None:
         raise E.MinidriverError(E.SCARD_F_INTERNAL_ERROR, "the admin key's copy of the data key does not open")
     return admin_key, data_key

@@ -11,15 +11,13 @@ right to the data key); a card re-initialised since (a new data key) has no mana
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.piv import objects as O
-from vsc_provider.token import keywrap
+from vsc_provider.token.admin_secret import AdminSecret
 from vsc_provider.token.engine import Card, Engine
 
 KEY_SIZES = {O.ALG_3DES: 24, O.ALG_AES_128: 16, O.ALG_AES_192: 24, O.ALG_AES_256: 32}
@@ -53,28 +51,11 @@ class ManagementKey:
         return enc.update(block) + enc.finalize()
 
 
-def _meta_key(card: Card) -> str:
-    return f"piv-management:{card.serial}"
-
-
-def _aad(card: Card, what: str) -> bytes:
-    return f"vsc-piv:{card.serial}:{card.record.created}:{what}".encode()
-
-
-def _layer(key: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(hashes.SHA256(), keywrap.KEY_SIZE, None, b"vsc-piv management key").derive(key)
+SECRET = AdminSecret("piv-management", "vsc-piv", b"vsc-piv management key")
 
 
 def _entry(engine: Engine, card: Card) -> dict[str, Any] | None:
-    with engine.store.transaction() as db:
-        raw = engine.store.meta(db, _meta_key(card))
-    if raw is None:
-        return None
-    entry: dict[str, Any] = json.loads(raw)
-    return entry if entry.get("created") == card.record.created else None
+    return SECRET.read(engine.store, card)
 
 
 def is_set(engine: Engine, card: Card) -> bool:
@@ -85,7 +66,7 @@ def load(engine: Engine, card: Card) -> ManagementKey | None:
     entry = _entry(engine, card)
     if entry is None:
         return None
-    key = keywrap.unseal(engine.device_key, base64.b64decode(entry["key"]), _aad(card, "key"))
+    key = SECRET.key(engine.device_key, card, entry)
     if key is None:
         raise ManagementKeyError("the management key does not open (another device's store?)")
     return ManagementKey(int(entry["algorithm"]), key)
@@ -96,8 +77,7 @@ def data_key(engine: Engine, card: Card, mk: ManagementKey) -> bytes:
     entry = _entry(engine, card)
     if entry is None:
         raise ManagementKeyError("this card has no management key")
-    inner = keywrap.unseal(engine.device_key, base64.b64decode(entry["data_key"]), _aad(card, "data-key"))
-    found = None if inner is None else keywrap.unseal(_layer(mk.key), inner, _aad(card, "data-key"))
+    found = SECRET.data_key(engine.device_key, card, entry, mk.key)
     if found is None:
         raise ManagementKeyError("the management key's copy of the data key does not open")
     return found
@@ -116,15 +96,5 @@ def set_key(engine: Engine, card: Card, so_pin: bytes, algorithm: int, key: byte
         card_data_key = engine.verify_pin(card, True, so_pin)
     except CKRError as exc:
         raise ManagementKeyError(f"the SO PIN was refused: {exc}") from None
-    device_key = engine.device_key
-    entry = {
-        "created": card.record.created,
-        "algorithm": algorithm,
-        "key": base64.b64encode(keywrap.seal(device_key, key, _aad(card, "key"))).decode(),
-        "data_key": base64.b64encode(
-            keywrap.wrap_layers(card_data_key, [_layer(key), device_key], _aad(card, "data-key"))
-        ).decode(),
-    }
-    with engine.store.transaction() as db:
-        engine.store.set_meta(db, _meta_key(card), json.dumps(entry))
+    SECRET.write(engine.store, card, SECRET.new_entry(engine.device_key, card, key, card_data_key, algorithm=algorithm))
     return ManagementKey(algorithm, key)
