@@ -3,7 +3,6 @@ card service as an issuer's import would make them, and the card's management ke
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pkcs11"))
 
 from p11_support import vsc
 
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.piv import management_key as M
 from vsc_provider.piv import objects as O
 from vsc_provider.token import access, service
@@ -46,17 +46,7 @@ class PivHome:
 
 def self_signed(private: Any, name: str) -> x509.Certificate:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(private, hashes.SHA256())
-    )
+    return certificate_builder(subject, subject, private.public_key(), 30).sign(private, hashes.SHA256())
 
 
 def new_key(kind: str) -> Any:

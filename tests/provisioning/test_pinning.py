@@ -3,7 +3,6 @@ that connection right after answering (HTTP/1.0 style), and refuses any other ke
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 import ssl
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning.http import PinMismatch, PinnedClient, cert_pin
 
 
@@ -39,15 +39,8 @@ class _Closing(BaseHTTPRequestHandler):
 def _certificate(folder: Path, name: str) -> tuple[Path, Path, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        certificate_builder(subject, subject, key.public_key(), 1)
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .sign(key, hashes.SHA256())
     )

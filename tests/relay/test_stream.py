@@ -3,7 +3,6 @@ client's stop event, HTTPS with the operator's certificate, nothing written to d
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.conftest import run_vsc
 from tests.relay.relay_process import Listener, Relay, fake_jwe, free_port, new_topic
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.relay.client import RelayError, listen, post_notification
 
 
@@ -124,15 +124,8 @@ def test_head_answers_headers_and_takes_no_place(make_relay: Callable[..., Relay
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay test")])
-    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        certificate_builder(name, name, key.public_key(), 1)
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())

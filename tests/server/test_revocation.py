@@ -18,6 +18,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from tests.server.idserver import IdServer, free_port, light_request, software_csr
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning import wire
 
 
@@ -75,17 +76,7 @@ def _start_s_server(tmp: Path, ca: Path, crl: Path) -> tuple[subprocess.Popen[by
     """openssl s_server demanding a client certificate from the CA and checking it against the CRL."""
     server_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relying party")])
-    now = dt.datetime.now(dt.UTC)
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(server_key, hashes.SHA256())
-    )
+    server_cert = certificate_builder(name, name, server_key.public_key(), 1).sign(server_key, hashes.SHA256())
     _pem(tmp / "srv.pem", server_cert.public_bytes(serialization.Encoding.PEM))
     _pem(tmp / "srv.key", _key_pem(server_key))
     port = free_port()
