@@ -61,20 +61,22 @@ class Buckets:
         tokens, since = self._state.get(client, (self.burst, now))
         return min(self.burst, tokens + (now - since) * self.rate)
 
+    def _refuse_when_empty(self, level: float) -> None:
+        if level < 1.0:
+            raise ProtocolError(429, self.error, self.detail, retry_after=(1.0 - level) / self.rate)
+
     def check(self, client: str) -> None:
         """Refuse (429) while the client's bucket is empty, taking nothing."""
         with self._lock:
             level = self._level(client, time.monotonic())
-        if level < 1.0:
-            raise ProtocolError(429, self.error, self.detail, retry_after=(1.0 - level) / self.rate)
+        self._refuse_when_empty(level)
 
     def take(self, client: str) -> None:
         """Take one token, or refuse (429) when there is none."""
         now = time.monotonic()
         with self._lock:
             level = self._level(client, now)
-            if level < 1.0:
-                raise ProtocolError(429, self.error, self.detail, retry_after=(1.0 - level) / self.rate)
+            self._refuse_when_empty(level)
             self._state[client] = (level - 1.0, now)
             self._state.move_to_end(client)
             while len(self._state) > _MAX_CLIENTS:

@@ -39,6 +39,7 @@ class Revocation:
         self.db, self.authority = db, authority
         self._lock = threading.Lock()
         self._crl: tuple[tuple[int, float], dt.datetime, bytes] | None = None
+        self._hashes: dict[str, tuple[bytes, bytes]] = {}  # OCSP hash name -> (issuer name hash, key hash)
 
     def crl(self) -> bytes:
         """The current CRL (DER)."""
@@ -114,13 +115,22 @@ class Revocation:
         return builder.sign(authority.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
     def _issuer_matches(self, request: Any) -> bool:  # an ocsp.OCSPRequest
-        cert = self.authority.cert
-        digest = hashes.Hash(request.hash_algorithm)
-        digest.update(cert.subject.public_bytes())
-        name_hash = digest.finalize()
-        key_hash_digest = hashes.Hash(request.hash_algorithm)
-        key_hash_digest.update(_subject_public_key_bits(cert))
-        return name_hash == request.issuer_name_hash and key_hash_digest.finalize() == request.issuer_key_hash
+        name_hash, key_hash = self._issuer_hashes(request.hash_algorithm)
+        return name_hash == request.issuer_name_hash and key_hash == request.issuer_key_hash
+
+    def _issuer_hashes(self, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+        """The CA's issuerNameHash and issuerKeyHash under an OCSP request's hash (made once per hash)."""
+        if algorithm.name not in self._hashes:
+            cert = self.authority.cert
+            name_hash = _digest(algorithm, cert.subject.public_bytes())
+            self._hashes[algorithm.name] = (name_hash, _digest(algorithm, _subject_public_key_bits(cert)))
+        return self._hashes[algorithm.name]
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    digest = hashes.Hash(algorithm)
+    digest.update(data)
+    return digest.finalize()
 
 
 def _subject_public_key_bits(cert: x509.Certificate) -> bytes:
