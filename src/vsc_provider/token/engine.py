@@ -75,7 +75,9 @@ class Engine:
 
     def _mac_legacy_bindings(self) -> None:
         """Bindings stored before they carried a MAC get one, once per store; from then on a binding
-        without one is as refused as an edited one."""
+        without one is as refused as an edited one. Once done, a start reads one meta row and writes nothing."""
+        if self.store.read_meta(binding_mac.META_KEY):
+            return
         ids = [r.id for r in self.store.load()[0]]
         with self.store.transaction() as db:
             if self.store.meta(db, binding_mac.META_KEY):

@@ -198,6 +198,11 @@ class Store:
             if self._db.total_changes != changes:
                 self.signal.bump()  # after the commit: a process that sees the new value also sees the data
 
+    def read_meta(self, key: str) -> str | None:
+        """A meta value, read outside any write transaction."""
+        with self.lock:
+            return self.meta(self._db, key)
+
     def data_version(self) -> int:
         """Changes when another connection commits (cheap: no file read when nothing changed)."""
         with self.lock:
