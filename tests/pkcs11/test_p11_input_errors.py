@@ -115,7 +115,7 @@ def test_aes_key_wrap_pad_of_nothing_is_data_len_range(aes):
     assert len(key.encrypt(b"k", mechanism=Mechanism.AES_KEY_WRAP_PAD)) == 16
 
 
-@pytest.mark.parametrize("label", [None, b"x", os.urandom(1000)])
+@pytest.mark.parametrize("label", [None, b"x", os.urandom(1000)], ids=["none", "short", "random-1000"])
 def test_oaep_labels(rsa_pair, label):
     pub, priv = rsa_pair
     param = (Mechanism.SHA256, MGF.SHA256, label)
@@ -189,6 +189,7 @@ def _point(curve: ec.EllipticCurve) -> bytes:
         _point(ec.SECP384R1()),  # another curve's point
         os.urandom(65),
     ],
+    ids=["empty", "infinity", "off-curve", "truncated", "p384-point", "random"],
 )
 def test_ecdh_with_a_bad_public_point_is_mechanism_param_invalid(ecdh_key, point):
     with pytest.raises(exceptions.MechanismParamInvalid):
@@ -243,6 +244,7 @@ def test_aes_key_lengths_outside_the_range_are_key_size_range(session, length):
         bytes.fromhex("3080"),  # an indefinite-length SEQUENCE with nothing in it
         os.urandom(40),
     ],
+    ids=["empty", "truncated-oid", "p192", "empty-indefinite", "random"],
 )
 def test_malformed_or_unsupported_curves_are_curve_not_supported(raw_session, params):
     raw, h = raw_session
