@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,10 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
     if push_relay is not None:
         ident.relay = Relay.load(data, push_relay)
     url = (public_url or f"https://{host}:{port}").rstrip("/")
-    (data / "server.json").write_text(json.dumps({"url": url, "pin": ident.authority.tls_pin}))
+    # written whole or not at all: scripts and other instances wait for this file to appear
+    fresh = data / "server.json.new"
+    fresh.write_text(json.dumps({"url": url, "pin": ident.authority.tls_pin}))
+    os.replace(fresh, data / "server.json")
     click.echo(f"identity server on {url}  (TLS key pin {ident.authority.tls_pin})")
     click.echo(f"admin credentials: {data / 'admin.json'}")
     sys.stdout.flush()
