@@ -60,21 +60,10 @@ def chuid(serial: str) -> bytes:
 def ccc(serial: str) -> bytes:
     """The card capability container (a version-2.1 container naming PIV's data model)."""
     card_id = bytes.fromhex("A000000116FF02") + card_guid(serial)[:14]
-    return (
-        tlv(0xF0, card_id)
-        + tlv(0xF1, b"\x21")
-        + tlv(0xF2, b"\x21")
-        + tlv(0xF3, b"")
-        + tlv(0xF4, b"\x00")
-        + tlv(0xF5, b"\x10")
-        + tlv(0xF6, b"")
-        + tlv(0xF7, b"")
-        + tlv(0xFA, b"")
-        + tlv(0xFB, b"")
-        + tlv(0xFC, b"")
-        + tlv(0xFD, b"")
-        + tlv(0xFE, b"")
-    )
+    # F1/F2 container and grammar version 2.1, F4 PKCS#15 0, F5 data model 0x10 (PIV); the rest empty
+    fields = {0xF0: card_id, 0xF1: b"\x21", 0xF2: b"\x21", 0xF4: b"\x00", 0xF5: b"\x10"}
+    tags = (0xF0, 0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xFA, 0xFB, 0xFC, 0xFD, 0xFE)
+    return b"".join(tlv(tag, fields.get(tag, b"")) for tag in tags)
 
 
 def discovery() -> bytes:

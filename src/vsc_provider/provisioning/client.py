@@ -362,7 +362,7 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     if result.get("state") in ("deleted", "migrated"):
         wipe(eng, card)
         raise CardWiped(f"the server {result['state']} this card's identity: card {card.serial} wiped")
-    _learn_tls(eng, card)
+    learn_server(eng, card)
     if "unblock" in result:
         _unblock(eng, card, result["unblock"])
         result = device_call(card, "/v1/status", {"unblocked": True}, eng)
@@ -376,22 +376,26 @@ def status(ref: str, pin: str | None = None) -> dict[str, Any]:
     return result
 
 
-def _learn_tls(eng: Engine, card: Card) -> None:
-    """Remember the TLS keys the server announces (a JWS by its protocol key) and its CA, so the card still
-    reaches it after `vsc server rotate-tls --switch`, even if it is offline at that moment."""
+def learn_server(eng: Engine, card: Card) -> dict[str, Any] | None:
+    """Fetch GET /v1/server (pinned) and keep in the binding what the card needs of it: the TLS keys the server
+    announces (a JWS by its protocol key) and its CA, so the card still reaches it after `vsc server rotate-tls
+    --switch` even if it is offline at that moment; and its protocol keys, which sign requests. Returns those
+    keys (a JWKS), or None when the answer has none."""
     binding = active_binding(card)
     with PinnedClient.for_binding(binding) as client:
         info = client.call("GET", "/v1/server")
+    kept: dict[str, Any] = {}
+    jwks = info.get("jwks")
+    if isinstance(jwks, dict):
+        kept["server_jwks"] = jwks
     try:
-        pins = tls_pins(info)
-        ca = wire.unb64u(info["ca"]).hex()
+        if "tls" in info:  # servers announce; the card keeps what it has when one does not
+            kept.update(tls_pins=tls_pins(info), tls_ca=wire.unb64u(info["ca"]).hex())
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("card %s: the server's TLS announcement is not usable: %s", card.serial, exc)
-        return
-    if binding.get("tls_pins") != pins or binding.get("tls_ca") != ca:
-        eng.edit_binding(
-            card.slot_id, lambda b: {**b, "tls_pins": pins, "tls_ca": ca} if b.get("state") == "active" else None
-        )
+    if any(binding.get(name) != value for name, value in kept.items()):
+        eng.edit_binding(card.slot_id, lambda b: {**b, **kept} if b.get("state") == "active" else None)
+    return kept.get("server_jwks")
 
 
 def tls_pins(info: dict[str, Any]) -> list[str]:

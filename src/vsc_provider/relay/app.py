@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from vsc_provider.relay import wire
 from vsc_provider.relay.hub import Hub, Limits, Listener, RelayFull, TopicFull
 from vsc_provider.relay.stream import EventStream
+from vsc_provider.web_service import error_handlers
 
 log = logging.getLogger("vsc.relay")
 
@@ -42,16 +42,6 @@ def _refused(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refusal)
     headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
     return JSONResponse({"error": exc.error, "detail": exc.detail}, exc.status, headers=headers)
-
-
-def _http_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": "http", "detail": str(exc.detail)}, exc.status_code)
-
-
-def _crash(_: Request, exc: Exception) -> Response:
-    log.exception("internal error", exc_info=exc)
-    return JSONResponse({"error": "internal", "detail": "internal server error"}, 500)
 
 
 def _topic(request: Request) -> str:
@@ -142,6 +132,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/topics/{topic}", stream, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
     ]
-    return Starlette(
-        routes=routes, exception_handlers={Refusal: _refused, HTTPException: _http_error, Exception: _crash}
-    )
+    return Starlette(routes=routes, exception_handlers={Refusal: _refused, **error_handlers(log)})

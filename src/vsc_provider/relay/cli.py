@@ -65,9 +65,8 @@ def run(
     stream_seconds: float,
 ) -> None:
     """Serve until interrupted. It stores nothing: notifications for a topic nobody listens on are dropped."""
-    import uvicorn
-
     from vsc_provider.relay.app import Settings, create_app
+    from vsc_provider.web_service import serve
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -87,14 +86,5 @@ def run(
     posting = "post token required" if post_token else "anyone may post"
     click.echo(f"push relay on {scheme}://{where}:{port}  ({posting})")
     sys.stdout.flush()
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        log_level="warning",
-        access_log=False,  # topics are not secrets, but a relay that keeps nothing keeps no log of them either
-        server_header=False,
-        timeout_graceful_shutdown=2,  # streams last minutes: do not wait for them at shutdown
-    )
+    # no access log: topics are not secrets, but a relay that keeps nothing keeps no log of them either
+    serve(create_app(settings), host, port, tls_cert, tls_key)

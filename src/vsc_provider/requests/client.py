@@ -42,14 +42,15 @@ def bound_cards(eng: Engine) -> list[Card]:
 
 
 def server_jwks(eng: Engine, card: Card, again: bool = False) -> dict[str, Any]:
-    """The server's protocol key as the binding keeps it, fetched from GET /v1/server (pinned) when absent
-    (or, with again, when a request names another key: the server may have changed its key)."""
+    """The server's protocol key as the binding keeps it (every status call refreshes it), fetched from GET
+    /v1/server when absent (or, with again, when a request names another key: the server may have changed
+    its key)."""
     binding = provisioning.active_binding(card)
     if "server_jwks" in binding and not again:
         return dict(binding["server_jwks"])
-    with provisioning.pinned_client(binding) as client:
-        jwks = client.call("GET", "/v1/server")["jwks"]
-    eng.edit_binding(card.slot_id, lambda now: {**now, "server_jwks": jwks} if now.get("state") == "active" else None)
+    jwks = provisioning.learn_server(eng, card)
+    if jwks is None:
+        raise RequestError("the server did not name its protocol keys")
     return dict(jwks)
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -40,7 +39,9 @@ from vsc_provider.server import (
     requests,
 )
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.relying_parties import RelyingParty
 from vsc_provider.server.state import IdentityServer
+from vsc_provider.web_service import error_handlers
 
 __all__ = ["IdentityServer", "ProtocolError", "create_app"]
 
@@ -97,16 +98,6 @@ def _error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProtocolError)
     headers = {"Retry-After": str(int(exc.extra["retry_after"]) + 1)} if "retry_after" in exc.extra else None
     return JSONResponse({"error": exc.error, "detail": exc.detail, **exc.extra}, exc.status, headers=headers)
-
-
-def _http_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": "http", "detail": str(exc.detail)}, exc.status_code)
-
-
-def _crash(_: Request, exc: Exception) -> Response:
-    log.exception("internal error", exc_info=exc)
-    return JSONResponse({"error": "internal", "detail": "internal server error"}, 500)
 
 
 def create_app(server: IdentityServer) -> Starlette:
@@ -167,10 +158,13 @@ def create_app(server: IdentityServer) -> Starlette:
         limits.requests.take(_client(request))
         return JSONResponse(openapi.SPEC)
 
-    async def admin_activation(request: Request) -> Response:
-        admin.check_admin(server, request)
-        body = await _json_body(request)
-        return JSONResponse(await run_in_threadpool(admin.create_activation, server, body), 201)
+    def admin_create(make: Callable[[IdentityServer, Any], dict[str, Any]]) -> Any:
+        async def endpoint(request: Request) -> Response:
+            admin.check_admin(server, request)
+            body = await _json_body(request)
+            return JSONResponse(await run_in_threadpool(make, server, body), 201)
+
+        return endpoint
 
     async def admin_devices(request: Request) -> Response:
         admin.check_admin(server, request)
@@ -189,39 +183,34 @@ def create_app(server: IdentityServer) -> Starlette:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
-    async def rp_create(request: Request) -> Response:
-        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
-        body = await _json_body(request, request_wire.MAX_RP_BODY)
-        return JSONResponse(await run_in_threadpool(requests.create, server, rp, body), 201)
+    async def as_relying_party(request: Request) -> RelyingParty:
+        return await run_in_threadpool(relying_parties.authenticate, server, request)
 
-    async def rp_request(request: Request) -> Response:
-        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
-        return JSONResponse(await run_in_threadpool(requests.get, server, rp, request.path_params["id"]))
+    async def as_admin(request: Request) -> RelyingParty:
+        admin.check_admin(server, request)  # the admin asks as the server's own relying party
+        return await run_in_threadpool(relying_parties.admin, server)
 
-    async def rp_cancel(request: Request) -> Response:
-        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
-        return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
+    def request_routes(prefix: str, caller: Callable[[Request], Awaitable[RelyingParty]]) -> list[Route]:
+        """Create, read and cancel authentication and signing requests, for whoever CALLER says is asking."""
 
-    async def admin_relying_party(request: Request) -> Response:
-        admin.check_admin(server, request)
-        body = await _json_body(request)
-        return JSONResponse(await run_in_threadpool(relying_parties.create, server, body), 201)
+        async def create(request: Request) -> Response:
+            rp = await caller(request)
+            body = await _json_body(request, request_wire.MAX_RP_BODY)
+            return JSONResponse(await run_in_threadpool(requests.create, server, rp, body), 201)
 
-    async def admin_request_create(request: Request) -> Response:
-        admin.check_admin(server, request)
-        body = await _json_body(request, request_wire.MAX_RP_BODY)
-        rp = await run_in_threadpool(relying_parties.admin, server)
-        return JSONResponse(await run_in_threadpool(requests.create, server, rp, body), 201)
+        async def read(request: Request) -> Response:
+            rp = await caller(request)
+            return JSONResponse(await run_in_threadpool(requests.get, server, rp, request.path_params["id"]))
 
-    async def admin_request(request: Request) -> Response:
-        admin.check_admin(server, request)
-        rp = await run_in_threadpool(relying_parties.admin, server)
-        return JSONResponse(await run_in_threadpool(requests.get, server, rp, request.path_params["id"]))
+        async def cancel(request: Request) -> Response:
+            rp = await caller(request)
+            return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
 
-    async def admin_request_cancel(request: Request) -> Response:
-        admin.check_admin(server, request)
-        rp = await run_in_threadpool(relying_parties.admin, server)
-        return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
+        return [
+            Route(prefix, create, methods=["POST"]),
+            Route(prefix + "/{id}", read, methods=["GET"]),
+            Route(prefix + "/{id}/cancel", cancel, methods=["POST"]),
+        ]
 
     routes = [
         Route("/openapi.json", spec, methods=["GET"]),
@@ -233,21 +222,17 @@ def create_app(server: IdentityServer) -> Starlette:
             Route(path, device_call(handler, path in CODE_CALLS), methods=["POST"])
             for path, handler in DEVICE_CALLS.items()
         ),
-        Route("/admin/activations", admin_activation, methods=["POST"]),
+        Route("/admin/activations", admin_create(admin.create_activation), methods=["POST"]),
         Route("/admin/devices", admin_devices, methods=["GET"]),
         Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),
         Route("/v1/push", push_stream, methods=["POST"]),
-        Route("/rp/v1/requests", rp_create, methods=["POST"]),
-        Route("/rp/v1/requests/{id}", rp_request, methods=["GET"]),
-        Route("/rp/v1/requests/{id}/cancel", rp_cancel, methods=["POST"]),
-        Route("/admin/relying-parties", admin_relying_party, methods=["POST"]),
-        Route("/admin/requests", admin_request_create, methods=["POST"]),
-        Route("/admin/requests/{id}", admin_request, methods=["GET"]),
-        Route("/admin/requests/{id}/cancel", admin_request_cancel, methods=["POST"]),
+        *request_routes("/rp/v1/requests", as_relying_party),
+        Route("/admin/relying-parties", admin_create(relying_parties.create), methods=["POST"]),
+        *request_routes("/admin/requests", as_admin),
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={ProtocolError: _error, HTTPException: _http_error, Exception: _crash},
+        exception_handlers={ProtocolError: _error, **error_handlers(log)},
         lifespan=lifespan,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,11 @@ def server() -> None:
 def run(data: Path, database: str | None, host: str, port: int, public_url: str | None, push_relay: str | None) -> None:
     """Serve until interrupted; creates the CA, TLS certificate and admin token on first start. Instances
     sharing one --database each need a copy of the same data directory (never one made anew)."""
-    import uvicorn
-
     from vsc_provider.server.app import create_app
     from vsc_provider.server.db_backend import DatabaseUnavailable
     from vsc_provider.server.relay import Relay
     from vsc_provider.server.state import IdentityServer, WrongDataDirectory
+    from vsc_provider.web_service import serve
 
     if push_relay is not None and not push_relay.startswith(("https://", "http://")):
         raise click.BadParameter("an http(s):// URL", param_hint="--push-relay")
@@ -83,19 +83,14 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
     if push_relay is not None:
         ident.relay = Relay.load(data, push_relay)
     url = (public_url or f"https://{host}:{port}").rstrip("/")
-    (data / "server.json").write_text(json.dumps({"url": url, "pin": ident.authority.tls_pin}))
+    # written whole or not at all: scripts and other instances wait for this file to appear
+    fresh = data / "server.json.new"
+    fresh.write_text(json.dumps({"url": url, "pin": ident.authority.tls_pin}))
+    os.replace(fresh, data / "server.json")
     click.echo(f"identity server on {url}  (TLS key pin {ident.authority.tls_pin})")
     click.echo(f"admin credentials: {data / 'admin.json'}")
     sys.stdout.flush()
-    uvicorn.run(
-        create_app(ident),
-        host=host,
-        port=port,
-        ssl_certfile=str(ident.authority.tls_cert_path),
-        ssl_keyfile=str(ident.authority.tls_key_path),
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
+    serve(create_app(ident), host, port, ident.authority.tls_cert_path, ident.authority.tls_key_path)
 
 
 @server.command("rotate-tls")

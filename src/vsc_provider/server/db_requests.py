@@ -7,6 +7,12 @@ from typing import Any
 
 from vsc_provider.server.db_backend import Backend, Tx
 
+# A device's requests still waiting for its answer (parameters: the device, now), as FROM ... WHERE.
+_PENDING_FOR_DEVICE = (
+    "FROM request_targets t JOIN requests r ON r.id = t.request"
+    " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?"
+)
+
 
 class RequestTables:
     """Relying parties, requests and the per-device documents they send; a request is decided once."""
@@ -85,21 +91,15 @@ class RequestTables:
     def pending_documents(self, device: str, now: float) -> list[tuple[str, str]]:
         """(id, signed document) of the device's PENDING, unexpired requests, oldest first."""
         with self._b.read() as db:
-            rows = db.execute(
-                "SELECT r.id, t.document FROM request_targets t JOIN requests r ON r.id = t.request"
-                " WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ? ORDER BY r.created",
-                (device, now),
-            ).fetchall()
+            query = f"SELECT r.id, t.document {_PENDING_FOR_DEVICE} ORDER BY r.created"
+            rows = db.execute(query, (device, now)).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
 
     def pending_load(self, device: str, now: float) -> tuple[int, int]:
         """(how many, total characters of their documents) of the device's PENDING, unexpired requests."""
         with self._b.read() as db:
-            row = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0) FROM request_targets t"
-                " JOIN requests r ON r.id = t.request WHERE t.device = ? AND r.state = 'PENDING' AND r.expires > ?",
-                (device, now),
-            ).fetchone()
+            sizes = "COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0)"
+            row = db.execute(f"SELECT {sizes} {_PENDING_FOR_DEVICE}", (device, now)).fetchone()
         return int(row[0]), int(row[1])
 
     def decide_request(

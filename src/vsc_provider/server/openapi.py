@@ -104,30 +104,19 @@ _REQUEST_DOC = {
 }
 
 
-def _new_request(summary: str, security: str) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "security": [{security: []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _NEW_REQUEST}}},
-            "responses": {
-                "201": _ok("the request: id, state PENDING, expires, challenge (auth)"),
-                **_errors(400, 401, 409, 413),
-            },
-        }
-    }
+def _request_paths(prefix: str, security: str, create: str, read: str, cancel: str) -> dict[str, Any]:
+    """Create, read and cancel requests under PREFIX, for the caller SECURITY names (summaries given)."""
 
+    def one(method: str, summary: str, body: dict[str, Any], responses: dict[str, Any]) -> dict[str, Any]:
+        return {method: {"summary": summary, "security": [{security: []}], **body, "responses": responses}}
 
-def _read_request(
-    summary: str, security: str, method: str = "get", errors: tuple[int, ...] = (401, 404)
-) -> dict[str, Any]:
+    new = {"requestBody": {"required": True, "content": {"application/json": {"schema": _NEW_REQUEST}}}}
+    created = {"201": _ok("the request: id, state PENDING, expires, challenge (auth)"), **_errors(400, 401, 409, 413)}
+    state = {"200": _ok("the request", _REQUEST_DOC)}
     return {
-        method: {
-            "summary": summary,
-            "security": [{security: []}],
-            "parameters": _ID,
-            "responses": {"200": _ok("the request", _REQUEST_DOC), **_errors(*errors)},
-        }
+        prefix: one("post", create, new, created),
+        prefix + "/{id}": one("get", read, {"parameters": _ID}, {**state, **_errors(401, 404)}),
+        prefix + "/{id}/cancel": one("post", cancel, {"parameters": _ID}, {**state, **_errors(401, 404, 409)}),
     }
 
 
@@ -188,9 +177,13 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
-        "/rp/v1/requests": _new_request("ask a user's card to authenticate or sign", "rp"),
-        "/rp/v1/requests/{id}": _read_request("a request's state and, once approved, its verified result", "rp"),
-        "/rp/v1/requests/{id}/cancel": _read_request("cancel a pending request", "rp", "post", (401, 404, 409)),
+        **_request_paths(
+            "/rp/v1/requests",
+            "rp",
+            create="ask a user's card to authenticate or sign",
+            read="a request's state and, once approved, its verified result",
+            cancel="cancel a pending request",
+        ),
         "/admin/relying-parties": {
             "post": {
                 "summary": "register a relying party; its API key is in the answer, once",
@@ -199,9 +192,13 @@ SPEC: dict[str, Any] = {
                 "responses": {"201": _ok("id, name, api_key"), **_errors(400, 401, 409, 413)},
             }
         },
-        "/admin/requests": _new_request("a request made by the admin (the built-in relying party 'admin')", "admin"),
-        "/admin/requests/{id}": _read_request("any request's state and result", "admin"),
-        "/admin/requests/{id}/cancel": _read_request("cancel any pending request", "admin", "post", (401, 404, 409)),
+        **_request_paths(
+            "/admin/requests",
+            "admin",
+            create="a request made by the admin (the built-in relying party 'admin')",
+            read="any request's state and result",
+            cancel="cancel any pending request",
+        ),
         "/admin/activations": {
             "post": {
                 "summary": "create a one-time activation link (bearer token from admin.json)",
