@@ -57,10 +57,8 @@ def test_a_stop_event_ends_a_quiet_listen_at_once(relay: Relay) -> None:
     listener = Listener(relay.url, new_topic())
     relay.wait_listeners(base + 1)
     time.sleep(0.3)
-    began = time.monotonic()
     listener.stop.set()
-    assert listener.ended.wait(3)
-    assert time.monotonic() - began < 1.5
+    assert listener.ended.wait(3)  # well before the keep-alive, 15 s away
     assert listener.error is None
     relay.wait_listeners(base)
     # a stop event set beforehand: no connection at all
@@ -153,10 +151,8 @@ def test_https_with_the_operators_certificate(
         relay.wait_listeners(1)
         assert post_notification(relay.url, topic, jwe) == 1
         assert listener.next() == jwe
-        began = time.monotonic()
         listener.stop.set()  # the stop guard works under TLS too
         assert listener.ended.wait(3)
-        assert time.monotonic() - began < 1.5
         assert listener.error is None
     finally:
         listener.close()
