@@ -97,9 +97,18 @@ def start_server(
         env=full_env,
     )
     server = IdServer(data, port, proc, env=full_env, database=database)
+    try:
+        _wait_until_up(server, data)
+    except BaseException:
+        server.stop()  # never leave a server behind a failed start
+        raise
+    return server
+
+
+def _wait_until_up(server: IdServer, data: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if server.proc.poll() is not None:
             raise RuntimeError(f"server exited: {(data.parent / f'{data.name}.log').read_text()}")
         info = data / "server.json"
         if info.exists():
@@ -108,11 +117,10 @@ def start_server(
             try:
                 with server.client() as c:
                     c.call("GET", "/v1/server")
-                return server
+                return
             except ServerError:
                 pass
         time.sleep(0.1)
-    server.stop()
     raise RuntimeError("the identity server did not come up within 60 s")
 
 
