@@ -73,6 +73,8 @@ def enrolled_fingers() -> list[str]:
             raise Unavailable(f"fprintd: {_error_name(exc)}") from None
         except TimeoutError:
             raise Unavailable("fprintd does not answer") from None
+        except OSError as exc:
+            raise Unavailable(f"the connection to fprintd broke: {exc}") from None
     return [str(f) for f in fingers]
 
 
@@ -101,34 +103,37 @@ def verify(timeout: float = SCAN_TIMEOUT_S) -> bool:
     Unavailable when it cannot tell (no reader, no finger in time, the reader failed)."""
     with _connect() as conn:
         try:
-            device = _device(conn)
-            rule = MatchRule(type="signal", interface=DEVICE_INTERFACE, member="VerifyStatus", path=device.object_path)
-            _call(conn, message_bus, "AddMatch", "s", rule.serialise())
-            _call(conn, device, "Claim", "s", "")
+            return _verify(conn, timeout)
         except DBusErrorResponse as exc:
             raise Unavailable(f"fprintd: {_error_name(exc)}") from None
         except TimeoutError:
             raise Unavailable("fprintd does not answer") from None
-        try:
-            with conn.filter(rule, bufsize=16) as queue:
-                try:
-                    _call(conn, device, "VerifyStart", "s", "any")
-                except DBusErrorResponse as exc:
-                    raise Unavailable(f"fprintd: {_error_name(exc)}") from None
-                try:
-                    deadline = time.monotonic() + timeout
-                    while True:
-                        result, done = _status(conn, queue, deadline)
-                        if result == "verify-match":
-                            return True
-                        if result == "verify-no-match":
-                            return False
-                        if done or result not in RETRY_RESULTS:
-                            raise Unavailable(f"the fingerprint reader failed: {result}")
-                finally:
-                    _quietly(conn, device, "VerifyStop")
-        finally:
-            _quietly(conn, device, "Release")
+        except OSError as exc:
+            raise Unavailable(f"the connection to fprintd broke: {exc}") from None
+
+
+def _verify(conn: DBusConnection, timeout: float) -> bool:
+    device = _device(conn)
+    rule = MatchRule(type="signal", interface=DEVICE_INTERFACE, member="VerifyStatus", path=device.object_path)
+    _call(conn, message_bus, "AddMatch", "s", rule.serialise())
+    _call(conn, device, "Claim", "s", "")
+    try:
+        with conn.filter(rule, bufsize=16) as queue:
+            _call(conn, device, "VerifyStart", "s", "any")
+            try:
+                deadline = time.monotonic() + timeout
+                while True:
+                    result, done = _status(conn, queue, deadline)
+                    if result == "verify-match":
+                        return True
+                    if result == "verify-no-match":
+                        return False
+                    if done or result not in RETRY_RESULTS:
+                        raise Unavailable(f"the fingerprint reader failed: {result}")
+            finally:
+                _quietly(conn, device, "VerifyStop")
+    finally:
+        _quietly(conn, device, "Release")
 
 
 def _quietly(conn: DBusConnection, device: DBusAddress, method: str) -> None:
