@@ -10,6 +10,7 @@ packages=(
   openssh-client openssh-server openvpn p11-kit curl firefox-esr poppler-utils
   keyutils libkeyutils1 libtss2-dev swtpm swtpm-tools tpm2-tools strace postgresql
   pcscd vsmartcard-vpcd yubico-piv-tool
+  fprintd libfprint-2-2 dbus-daemon python3-dbusmock
 )
 missing=()
 for p in "${packages[@]}"; do

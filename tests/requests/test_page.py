@@ -539,3 +539,19 @@ def test_connections_get_tcp_nodelay() -> None:
     finally:
         for s in (client, accepted, listener):
             s.close()
+
+
+def test_fingerprint_is_offered_only_by_a_source_that_has_it_and_needs_the_csrf_token(serving: Serving) -> None:
+    """A source without fingerprint support (this test double) shows no "Use fingerprint" button, and a form
+    that asks for one anyway approves nothing; a fingerprint answer without the CSRF token is refused before any
+    reader is asked (the agent's fingerprint approval with fprintd is in test_fingerprint.py)."""
+    source = MemorySource.holding(request("req-1"))
+    with serving(source) as (client, base, origin):
+        page = client.get(f"{base}requests/req-1").text
+        assert 'value="fingerprint"' not in page and "Use fingerprint" not in page
+        form = {**answer_form(client, base), "decision": "fingerprint"}
+        asked = client.post(f"{base}requests/req-1", data=form, headers={"Origin": origin})
+        assert asked.status_code == 400 and "Type the card&#x27;s PIN to approve." in asked.text, asked.text
+        forged = client.post(f"{base}requests/req-1", data={**form, "csrf": "x" * 43}, headers={"Origin": origin})
+        assert forged.status_code == 403
+    assert source.approved == [] and [r.id for r in source.pending()] == ["req-1"]

@@ -136,6 +136,21 @@ class Agent:
             raise
         self.forget(request_id)
 
+    def fingerprint_ready(self, request: PendingRequest) -> bool:
+        try:
+            return client.fingerprint_ready(self.eng, api.find_card(request.card))
+        except Exception:  # the card is gone: no fingerprint, and approving says so
+            return False
+
+    def approve_with_fingerprint(self, request_id: str) -> None:
+        card, request = self._take(request_id)
+        try:
+            client.approve_with_fingerprint(self.eng, card, request)
+        except client.Gone:
+            self.forget(request_id)
+            raise
+        self.forget(request_id)
+
     def reject(self, request_id: str) -> None:
         card, request = self._take(request_id)
         try:

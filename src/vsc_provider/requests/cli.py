@@ -165,11 +165,27 @@ def show(request_id: str) -> None:
 @requests.command("approve")
 @click.argument("request_id")
 @click.option("--pin", default=None, help="the card's user PIN (asked for when omitted)")
+@click.option(
+    "--fingerprint",
+    "use_fingerprint",
+    is_flag=True,
+    help="approve with a fingerprint (vsc requests fingerprint enable); the PIN is asked when none can be used",
+)
 @_one_line
-def approve(request_id: str, pin: str | None) -> None:
-    """Approve: the card signs with the request's key after the PIN check."""
+def approve(request_id: str, pin: str | None, use_fingerprint: bool) -> None:
+    """Approve: the card signs with the request's key after the PIN check (or a fingerprint match)."""
+    from vsc_provider.requests.model import FingerprintUnavailable
+
     source = _source()
     request = source.find(request_id)
+    if use_fingerprint and pin is None:
+        click.echo("put a finger enrolled with fprintd on the reader", err=True)
+        try:
+            source.approve_with_fingerprint(request.id)
+            click.echo(f"approved request {request.id} (fingerprint)")
+            return
+        except FingerprintUnavailable as exc:
+            click.echo(f"no fingerprint approval: {exc}", err=True)
     source.approve(request.id, ask(pin, f"PIN of card {request.card_label!r}"))
     click.echo(f"approved request {request.id}")
 
@@ -238,3 +254,8 @@ def setup_agent(undo: bool) -> None:
         click.echo(f"nothing to change in {unit_path()}")
     elif not undo:
         click.echo("start it with: systemctl --user daemon-reload && systemctl --user enable --now vsc-agent")
+
+
+from vsc_provider.requests.fingerprint_cli import fingerprint  # noqa: E402 - the group needs `requests` above
+
+requests.add_command(fingerprint)

@@ -21,8 +21,8 @@ from vsc_provider.ck.params import Mechanism
 from vsc_provider.provisioning import client as provisioning
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.http import ServerError
-from vsc_provider.requests import signing
-from vsc_provider.requests.model import PendingRequest, RequestError
+from vsc_provider.requests import fingerprint, signing
+from vsc_provider.requests.model import FingerprintUnavailable, PendingRequest, RequestError
 from vsc_provider.requests.verify import RefusedRequest, UnknownKey, pending_request
 from vsc_provider.token import service
 from vsc_provider.token.engine import Card, Engine
@@ -32,6 +32,10 @@ log = vlog.get("vsc.requests")
 
 class Gone(RequestError):
     """The request cannot be answered any more: expired, or decided, expired or cancelled on the server."""
+
+
+class PinRefused(RequestError):
+    """The card refused the PIN (wrong, or blocked)."""
 
 
 def bound_cards(eng: Engine) -> list[Card]:
@@ -101,11 +105,11 @@ def _certificate(card: Card, key_id: bytes) -> bytes:
 def _pin_error(card: Card, exc: CKRError) -> RequestError:
     if exc.rv == C.CKR_PIN_INCORRECT:
         if exc.reason and "tries left" in exc.reason:
-            return RequestError(exc.reason)  # the server's count
+            return PinRefused(exc.reason)  # the server's count
         left = max(card.policy.pin.max_tries - card.record.user_failures, 0)
-        return RequestError(f"wrong PIN ({left} tries left)")
+        return PinRefused(f"wrong PIN ({left} tries left)")
     if exc.rv == C.CKR_PIN_LOCKED:
-        return RequestError("the PIN is blocked")
+        return PinRefused("the PIN is blocked")
     return RequestError(exc.reason or f"the card refused: 0x{exc.rv:x}")
 
 
@@ -152,7 +156,25 @@ def approve(eng: Engine, card: Card, request: PendingRequest, pin: str) -> None:
         eng.refresh(force=True)
         raise _pin_error(card, exc) from None
     _answer(eng, card, request, {"decision": "approve", "signature": signature, "certificate": wire.b64u(certificate)})
+    fingerprint.approved(eng, card)
     log.info("card %s: approved request %s of %s", card.serial, request.id, request.rp)
+
+
+def approve_with_fingerprint(eng: Engine, card: Card, request: PendingRequest) -> None:
+    """Approve with the card's sealed PIN once fprintd reports a match (requests/fingerprint.py)."""
+    _check_fresh(request, time.time())
+    pin = fingerprint.pin_after_match(eng, card)
+    try:
+        approve(eng, card, request, pin)
+    except PinRefused:
+        fingerprint.pin_refused(eng, card)
+        raise FingerprintUnavailable(
+            "the card refused the sealed PIN (changed since?): fingerprint approval is disabled, type the PIN"
+        ) from None
+
+
+def fingerprint_ready(eng: Engine, card: Card) -> bool:
+    return fingerprint.ready(eng, card)
 
 
 def reject(eng: Engine, card: Card, request: PendingRequest) -> None:
@@ -207,6 +229,18 @@ class CardRequests:
     def approve(self, request_id: str, pin: str) -> None:
         request = self.find(request_id)
         approve(self.eng, self._card(request), request, pin)
+        self.known.pop(request_id, None)
+
+    def fingerprint_ready(self, request: PendingRequest) -> bool:
+        try:
+            card = self._card(request)
+        except RequestError:
+            return False
+        return fingerprint.ready(self.eng, card)
+
+    def approve_with_fingerprint(self, request_id: str) -> None:
+        request = self.find(request_id)
+        approve_with_fingerprint(self.eng, self._card(request), request)
         self.known.pop(request_id, None)
 
     def reject(self, request_id: str) -> None:

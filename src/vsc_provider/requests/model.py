@@ -7,13 +7,18 @@ docs/protocol.md ("Requests") describes the messages these come from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 DECISIONS = ("accept", "reject", "ask")
 
 
 class RequestError(Exception):
     """A request cannot be shown, approved or rejected; the message is one line for the user."""
+
+
+class FingerprintUnavailable(RequestError):
+    """A fingerprint cannot approve here (not enabled for the card, no fprintd or enrolled finger, too many
+    no-matches, no finger in time): the PIN is asked instead."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,18 @@ class RequestSource(Protocol):
         """Sign with the card's key after checking the PIN the card's way; RequestError when refused."""
 
     def reject(self, request_id: str) -> None: ...
+
+
+@runtime_checkable
+class FingerprintSource(Protocol):
+    """A source that can also approve after a fingerprint match (requests/fingerprint.py)."""
+
+    def fingerprint_ready(self, request: PendingRequest) -> bool:
+        """Whether the request's card can be approved with a fingerprint now (no reader is claimed)."""
+
+    def approve_with_fingerprint(self, request_id: str) -> None:
+        """Approve after fprintd reports a match; RequestError on a no-match, FingerprintUnavailable when a
+        fingerprint cannot decide (the PIN is asked instead)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The approval page: a local web application that lists pending requests, shows one with everything the
-relying party sent, and approves it with the card's PIN or rejects it.
+relying party sent, and approves it with the card's PIN (or, where the source can, a fingerprint that fprintd
+verifies: requests/fingerprint.py) or rejects it.
 
 It is meant for 127.0.0.1 only (page_server.py runs it). Every route sits under an unguessable per-session
 token (`/{token}/...`, compared in constant time; anything else is 404); a POST needs the per-app CSRF token in
@@ -26,7 +27,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vsc_provider.requests import page_html
-from vsc_provider.requests.model import PendingRequest, RequestError, RequestSource
+from vsc_provider.requests.model import (
+    FingerprintSource,
+    FingerprintUnavailable,
+    PendingRequest,
+    RequestError,
+    RequestSource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 MAX_FORM_BYTES = 8192
 _HOST = re.compile(r"(?P<name>\[[0-9a-fA-F:]+\]|[^:\[\]]+)(?::\d{1,5})?")
 _COLOUR_NAME = re.compile(r"[0-9a-f]{6}")
+_DONE = {"approve": "approved", "reject": "rejected", "fingerprint": "approved"}
 
 
 class _Headers:
@@ -124,8 +132,14 @@ class _ApprovalPage:
         pending = await run_in_threadpool(self._find, str(request.path_params["request_id"]))
         if pending is None:
             return self._message("No such request", "This request is not pending (any more).", 404)
-        text = await run_in_threadpool(page_html.detail_page, self.base, pending, self.csrf, time.time())
+        fingerprint = await run_in_threadpool(self._fingerprint_ready, pending)
+        text = await run_in_threadpool(
+            page_html.detail_page, self.base, pending, self.csrf, time.time(), None, "", fingerprint
+        )
         return self._html(text)
+
+    def _fingerprint_ready(self, pending: PendingRequest) -> bool:
+        return isinstance(self.source, FingerprintSource) and self.source.fingerprint_ready(pending)
 
     def _same_origin(self, request: Request) -> bool:
         own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
@@ -166,12 +180,18 @@ class _ApprovalPage:
         if pending is None:
             return self._message("No such request", "This request is not pending (any more).", 404)
         decision = form.get("decision")
-        if decision not in ("approve", "reject"):
+        if decision not in ("approve", "reject", "fingerprint"):
             return await self._again(pending, "Choose Approve or Reject.", 400)
         if not hmac.compare_digest(form.get("shown", "").encode(), pending.display_hash.encode()):
             return await self._again(pending, "The request changed after this page showed it: read it again.", 409)
         try:
-            if decision == "approve":
+            if decision == "fingerprint":
+                if pending.expires <= time.time():
+                    return await self._again(pending, "This request has expired.", 409)
+                if not isinstance(self.source, FingerprintSource):
+                    return await self._again(pending, "Type the card's PIN to approve.", 400)
+                await run_in_threadpool(self.source.approve_with_fingerprint, pending.id)
+            elif decision == "approve":
                 if pending.expires <= time.time():
                     return await self._again(pending, "This request has expired.", 409)
                 pin = form.get("pin", "")
@@ -180,18 +200,24 @@ class _ApprovalPage:
                 await run_in_threadpool(self.source.approve, pending.id, pin)
             else:
                 await run_in_threadpool(self.source.reject, pending.id)
+        except FingerprintUnavailable as exc:
+            log.info("request %s: no fingerprint approval: %s", pending.id, exc)
+            return await self._again(pending, f"No fingerprint approval: {exc}. Type the card's PIN.", 409)
         except RequestError as exc:
             log.info("request %s: %s refused: %s", pending.id, decision, exc)
-            return await self._again(pending, str(exc) or f"The request could not be {decision}d.", 400)
+            return await self._again(pending, str(exc) or f"The request could not be {_DONE[decision]}.", 400)
         except Exception:
             log.exception("request %s: %s failed", pending.id, decision)
-            return await self._again(pending, f"The request could not be {decision}d: see the agent's log.", 500)
-        log.info("request %s from %s %sd on the approval page", pending.id, pending.rp, decision)
+            return await self._again(pending, f"The request could not be {_DONE[decision]}: see the agent's log.", 500)
+        log.info("request %s from %s %s on the approval page (%s)", pending.id, pending.rp, _DONE[decision], decision)
         return self._html(page_html.answered_page(self.base, pending, decision))
 
     async def _again(self, pending: PendingRequest, error: str, status: int) -> Response:
         """The request's page again with `error` on it (and an empty PIN field)."""
-        text = await run_in_threadpool(page_html.detail_page, self.base, pending, self.csrf, time.time(), error)
+        fingerprint = await run_in_threadpool(self._fingerprint_ready, pending)
+        text = await run_in_threadpool(
+            page_html.detail_page, self.base, pending, self.csrf, time.time(), error, "", fingerprint
+        )
         return self._html(text, status)
 
 

@@ -206,8 +206,15 @@ def _pdf(item: MetadataItem) -> str:
 
 
 def detail_page(
-    base: str, request: PendingRequest, csrf: str, now: float, error: str | None = None, status: str = ""
+    base: str,
+    request: PendingRequest,
+    csrf: str,
+    now: float,
+    error: str | None = None,
+    status: str = "",
+    fingerprint: bool = False,
 ) -> str:
+    """One request's page; with `fingerprint`, a "Use fingerprint" button approves after fprintd's match."""
     left = time_left(request.expires, now)
     facts = (
         '<dl class="facts">'
@@ -236,7 +243,13 @@ def detail_page(
             '<input type="password" id="pin" name="pin" autocomplete="off" inputmode="numeric"></p>'
             '<p><button type="submit" id="approve" name="decision" value="approve">Approve</button>'
             '<button type="submit" id="reject" name="decision" value="reject">Reject</button></p>'
-            "</form>"
+            + (
+                '<p><button type="submit" id="fingerprint" name="decision" value="fingerprint">Use fingerprint'
+                "</button> then put your finger on the reader (instead of typing the PIN)</p>"
+                if fingerprint
+                else ""
+            )
+            + "</form>"
         )
     body = (
         f'<p><a href="{base}">All requests</a></p>'
@@ -253,7 +266,7 @@ def _branded(title: str, body: str, base: str, request: PendingRequest) -> str:
 
 
 def answered_page(base: str, request: PendingRequest, decision: str) -> str:
-    verb = "approved" if decision == "approve" else "rejected"
+    verb = "rejected" if decision == "reject" else "approved"
     body = (
         f'<h1 id="answered">Request {verb}</h1>'
         f"<p>You {verb} the request from {_e(request.rp)} on {_e(request.card_label)}.</p>"

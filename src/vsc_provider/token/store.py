@@ -181,6 +181,10 @@ class Store:
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    @staticmethod
+    def delete_meta(db: sqlite3.Connection, key: str) -> bool:
+        return db.execute("DELETE FROM meta WHERE key = ?", (key,)).rowcount > 0
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: BEGIN IMMEDIATE takes the write lock first, so read-modify-write is race-free."""
