@@ -1,6 +1,6 @@
 """The identity server's HTTP API (Starlette): routes, body limits and error answers; the handlers live in
 one module per resource (activation, pins, renewal, devices, migration, admin, discovery, relying parties,
-requests, answers, push).
+requests, answers, push, OTP verification).
 
 Every device message is a JWS, every secret a JWE (jose.py). Handlers verify everything first and change
 state last, in one transaction whose first statement is the conditional "use this code / ticket once", so a
@@ -33,6 +33,7 @@ from vsc_provider.server import (
     discovery,
     migration,
     openapi,
+    otp_verify,
     pins,
     push,
     relying_parties,
@@ -202,6 +203,12 @@ def create_app(server: IdentityServer) -> Starlette:
         rp = await run_in_threadpool(relying_parties.authenticate, server, request)
         return JSONResponse(await run_in_threadpool(requests.cancel, server, rp, request.path_params["id"]))
 
+    async def rp_otp_verify(request: Request) -> Response:
+        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
+        body = await _json_body(request, otp_verify.MAX_BODY)
+        answer = await run_in_threadpool(otp_verify.verify, server, rp, body)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
     async def admin_relying_party(request: Request) -> Response:
         admin.check_admin(server, request)
         body = await _json_body(request)
@@ -240,6 +247,7 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/rp/v1/requests", rp_create, methods=["POST"]),
         Route("/rp/v1/requests/{id}", rp_request, methods=["GET"]),
         Route("/rp/v1/requests/{id}/cancel", rp_cancel, methods=["POST"]),
+        Route("/v1/otp/verify", rp_otp_verify, methods=["POST"]),
         Route("/admin/relying-parties", admin_relying_party, methods=["POST"]),
         Route("/admin/requests", admin_request_create, methods=["POST"]),
         Route("/admin/requests/{id}", admin_request, methods=["GET"]),
