@@ -248,7 +248,8 @@ def test_wrong_codes_wait_like_pins_and_block_at_the_tenth(
     for code in (wrong, hotp.at(0)):  # blocked: even the right code is refused
         status, answer, _ = post(id_server, rp_key, {"device": dev.id, "code": code})
         assert (status, answer["error"]) == (423, "otp_blocked")
-    run_vsc("server", "device", "action", "--data", str(id_server.data), dev.id, "unblock")
+    # "--": a device id may start with "-"
+    run_vsc("server", "device", "action", "--data", str(id_server.data), "--", dev.id, "unblock")
     assert check(id_server, rp_key, dev.id, hotp.at(0))["valid"] is True
 
 
