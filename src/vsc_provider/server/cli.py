@@ -187,7 +187,7 @@ def device_list(data: Path) -> None:
 @click.argument("device_id")
 @click.argument("action", type=click.Choice(["delete", "renew", "unblock"]))
 def device_action(data: Path, device_id: str, action: str) -> None:
-    """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN counter)."""
+    """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN and OTP-code counters)."""
     _admin(data, "POST", f"/admin/devices/{device_id}/{action}")
     click.echo(f"{action}: {device_id}")
 
