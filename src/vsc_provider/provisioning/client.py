@@ -17,7 +17,7 @@ from vsc_provider import api, processes
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.provisioning import card_keys, device, online, wire
+from vsc_provider.provisioning import card_keys, device, online, otp_seed, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
 from vsc_provider.provisioning.online import pin_verifier
 from vsc_provider.token import card_layer, curves, service
@@ -313,6 +313,7 @@ def _finish_activation(
     in the same transaction as the data key's re-wrap under the server secret)."""
     client, link, dev, offer, pin, pv_salt, _ = act
     recorded = _install(eng, card, dev, made, result["keys"], offer["user"])
+    otp_name = otp_seed.install(eng, card, dev, result.get("otp"))
     online = "secret" in result
     binding = {
         "url": link.server,
@@ -330,6 +331,8 @@ def _finish_activation(
         "keys": recorded,
         "activated": time.time(),
     }
+    if otp_name is not None:
+        binding["otp"] = otp_name  # the OTP key whose seed the server holds
     if online:
         eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]), server=binding)
     else:

@@ -1,5 +1,6 @@
 """/v1/offer and /v1/activate: a device shows its one-time code (or a migration ticket), proves its keys with
-CSRs and gets certificates, its server secret and, for imported keys, the keys themselves.
+CSRs and gets certificates, its server secret, for imported keys the keys themselves and, when its profile
+or code says so, an OATH seed (otp_provision.py).
 
 An activation verifies everything first and stores last, using the code or ticket once; a device that
 lost the answer asks again with the same keys and gets it replayed until its first kid-signed request.
@@ -18,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jose_jwk
 
 from vsc_provider.provisioning import wire
-from vsc_provider.server import issuance, jose, migration
+from vsc_provider.server import issuance, jose, migration, otp_provision
 from vsc_provider.server.db import Device
+from vsc_provider.server.db_otp import OtpSeed
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.pins import new_verifier
 from vsc_provider.server.profiles import Profile
@@ -52,13 +54,17 @@ def offer(srv: IdentityServer, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProtocolError(400, "malformed", "expected a JSON object with 'code'")
     user, profile = _offer_for(srv, body.get("code"))
-    return {
+    out = {
         "user": user,
         "profile": profile.to_json(),
         "device_key": {"kty": "RSA", "min_bits": wire.MIN_RSA_BITS, "algorithms": list(wire.JWS_ALGS)},
         "attestation_required": bool(srv.attestation_keys()),
         "server": {"jwks": srv.public_jwks()},
     }
+    otp = otp_provision.setting_for(srv, profile, body["code"])
+    if otp is not None:
+        out["otp"] = otp.to_json()
+    return out
 
 
 def _check_attestation(srv: IdentityServer, v: Verified) -> bool:
@@ -112,12 +118,15 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     jwk = v.key.export_public(as_dict=True)
     keys, rows = issuance.issue(srv, device_id, user, jwk, requests, publics)
     dev = Device(device_id, user, profile.name, jwk, "active", False, verifier, secret, 0, 0.0, so_pin=_so_pin(srv, v))
-    if not srv.db.register_device(dev, attested, rows, code=code, ticket=ticket_id):
+    # a migrated card keeps the OTP keys it has; the target provisions none
+    otp = otp_provision.setting_for(srv, profile, code) if ticket_id is None else None
+    seed = None if otp is None else otp_provision.new_seed(srv, device_id, profile, otp)
+    if not srv.db.register_device(dev, attested, rows, code=code, ticket=ticket_id, otp=seed):
         if code is not None:
             raise ProtocolError(409, "code_used", "this activation code was used meanwhile")
         raise ProtocolError(409, "ticket_used", "this migration ticket was used already")
     log.info("activated device %s for %s (profile %s)", device_id, user, profile.name)
-    out = _answer(srv, dev, profile, keys)
+    out = _answer(srv, dev, profile, keys, seed)
     if ticket_id is not None:
         out["receipt"] = migration.receipt(srv, ticket_id, device_id)
     return out
@@ -135,7 +144,9 @@ def _so_pin(srv: IdentityServer, v: Verified) -> bytes | None:
     return so_pin
 
 
-def _answer(srv: IdentityServer, dev: Device, profile: Profile, keys: list[dict[str, Any]]) -> dict[str, Any]:
+def _answer(
+    srv: IdentityServer, dev: Device, profile: Profile, keys: list[dict[str, Any]], seed: OtpSeed | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "device": dev.id,
         "user": dev.user,
@@ -146,6 +157,8 @@ def _answer(srv: IdentityServer, dev: Device, profile: Profile, keys: list[dict[
     }
     if dev.server_secret is not None:
         out["secret"] = jose.jwe_to(dev.jwk, dev.server_secret)
+    if seed is not None:
+        out["otp"] = otp_provision.answer(dev.jwk, seed, dev.user)
     return out
 
 
@@ -191,7 +204,7 @@ def _replay(srv: IdentityServer, v: Verified, code: str) -> dict[str, Any] | Non
             entry["key"] = jose.jwe_to(dev.jwk, srv.escrow.unseal(dev.id, key_id, bytes(row["escrow"])))
         keys.append(entry)
     log.info("replayed the activation of unconfirmed device %s for %s", dev.id, dev.user)
-    return _answer(srv, dev, profile, keys)
+    return _answer(srv, dev, profile, keys, srv.db.otp_seed(dev.id))
 
 
 def drop_unconfirmed(srv: IdentityServer) -> None:

@@ -4,6 +4,7 @@ device list, and delete / renew / unblock of one device."""
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from vsc_provider.provisioning import wire
 from vsc_provider.server.activation import ACTIVATION_TTL, drop_unconfirmed
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.otp_setting import OtpSetting
 from vsc_provider.server.state import IdentityServer
 
 
@@ -29,10 +31,19 @@ def create_activation(srv: IdentityServer, body: Any) -> dict[str, Any]:
         raise ProtocolError(400, "bad_user", "user is 1 to 64 printable characters")
     if not isinstance(profile, str) or profile not in srv.profiles:
         raise ProtocolError(400, "bad_profile", f"profile is one of {', '.join(sorted(srv.profiles))}")
+    otp = None
+    if body.get("otp") is not None:  # an OATH seed for this card, whatever the profile says
+        try:
+            otp = OtpSetting.parse(body["otp"])
+        except ValueError as exc:
+            raise ProtocolError(400, "bad_otp", str(exc)) from None
     code = secrets.token_urlsafe(18)
-    srv.db.add_activation(code, user, profile, ACTIVATION_TTL)
+    srv.db.add_activation(code, user, profile, ACTIVATION_TTL, otp=None if otp is None else json.dumps(otp.to_json()))
     link = wire.ActivationLink(srv.public_url(), code, srv.authority.tls_pin)
-    return {"link": str(link), "user": user, "profile": profile, "expires_in": ACTIVATION_TTL}
+    out = {"link": str(link), "user": user, "profile": profile, "expires_in": ACTIVATION_TTL}
+    if otp is not None:
+        out["otp"] = otp.to_json()
+    return out
 
 
 def devices(srv: IdentityServer) -> list[dict[str, Any]]:
@@ -52,6 +63,7 @@ def device_action(srv: IdentityServer, device_id: str, action: str) -> dict[str,
         srv.db.set_device(
             device_id, pin_failures=0, pin_blocked_until=0.0, unblock=int(srv.db.so_pin(device_id) is not None)
         )
+        srv.db.otp_unblock(device_id)  # and the wrong-code counter of its OATH seed
     else:
         raise ProtocolError(404, "unknown_action", "actions: delete, renew, unblock")
     return {"device": device_id, "done": action}

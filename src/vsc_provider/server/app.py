@@ -1,6 +1,6 @@
 """The identity server's HTTP API (Starlette): routes, body limits and error answers; the handlers live in
 one module per resource (activation, pins, renewal, devices, migration, admin, discovery, relying parties,
-requests, answers, push).
+requests, answers, push, OTP verification).
 
 Every device message is a JWS, every secret a JWE (jose.py). Handlers verify everything first and change
 state last, in one transaction whose first statement is the conditional "use this code / ticket once", so a
@@ -32,6 +32,7 @@ from vsc_provider.server import (
     discovery,
     migration,
     openapi,
+    otp_verify,
     pins,
     push,
     relying_parties,
@@ -183,6 +184,12 @@ def create_app(server: IdentityServer) -> Starlette:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
+    async def rp_otp_verify(request: Request) -> Response:
+        rp = await run_in_threadpool(relying_parties.authenticate, server, request)
+        body = await _json_body(request, otp_verify.MAX_BODY)
+        answer = await run_in_threadpool(otp_verify.verify, server, rp, body)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
     async def as_relying_party(request: Request) -> RelyingParty:
         return await run_in_threadpool(relying_parties.authenticate, server, request)
 
@@ -227,6 +234,7 @@ def create_app(server: IdentityServer) -> Starlette:
         Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),
         Route("/v1/push", push_stream, methods=["POST"]),
         *request_routes("/rp/v1/requests", as_relying_party),
+        Route("/v1/otp/verify", rp_otp_verify, methods=["POST"]),
         Route("/admin/relying-parties", admin_create(relying_parties.create), methods=["POST"]),
         *request_routes("/admin/requests", as_admin),
     ]

@@ -125,10 +125,34 @@ def activation() -> None:
 @_DATA
 @click.option("--user", required=True, help="the user the card is for (the card takes it as its label)")
 @click.option("--profile", default="default", show_default=True, help="activation profile: which keys the card gets")
+@click.option("--otp", "otp_type", type=click.Choice(["totp", "hotp"]), default=None, help="also an OATH seed")
+@click.option("--otp-algorithm", type=click.Choice(["SHA1", "SHA256", "SHA512"]), default=None, help="default SHA1")
+@click.option("--otp-digits", type=click.IntRange(6, 8), default=None, help="default 6")
+@click.option("--otp-period", type=click.IntRange(1, 3600), default=None, help="TOTP seconds, default 30")
+@click.option("--otp-issuer", default=None, help="the account's issuer (default: the branding name or host)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
-def activation_create(data: Path, user: str, profile: str, as_json: bool) -> None:
-    """Print a one-time activation link for USER (and a QR code when segno is installed)."""
-    result = _admin(data, "POST", "/admin/activations", {"user": user, "profile": profile})
+def activation_create(
+    data: Path,
+    user: str,
+    profile: str,
+    otp_type: str | None,
+    otp_algorithm: str | None,
+    otp_digits: int | None,
+    otp_period: int | None,
+    otp_issuer: str | None,
+    as_json: bool,
+) -> None:
+    """Print a one-time activation link for USER (and a QR code when segno is installed).
+
+    --otp totp|hotp gives the card an OATH seed (whatever the profile says); the server verifies its codes
+    for relying parties at POST /v1/otp/verify."""
+    body: dict[str, Any] = {"user": user, "profile": profile}
+    given = {"algorithm": otp_algorithm, "digits": otp_digits, "period": otp_period, "issuer": otp_issuer}
+    if otp_type is not None:
+        body["otp"] = {"type": otp_type, **{k: v for k, v in given.items() if v is not None}}
+    elif any(v is not None for v in given.values()):
+        raise click.ClickException("--otp-algorithm, --otp-digits, --otp-period and --otp-issuer go with --otp")
+    result = _admin(data, "POST", "/admin/activations", body)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -158,7 +182,7 @@ def device_list(data: Path) -> None:
 @click.argument("device_id")
 @click.argument("action", type=click.Choice(["delete", "renew", "unblock"]))
 def device_action(data: Path, device_id: str, action: str) -> None:
-    """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN counter)."""
+    """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN and OTP-code counters)."""
     _admin(data, "POST", f"/admin/devices/{device_id}/{action}")
     click.echo(f"{action}: {device_id}")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from vsc_provider.server.db_backend import Backend, Tx, open_backend
+from vsc_provider.server.db_otp import OtpSeed, OtpTables
 from vsc_provider.server.db_requests import RequestTables
 from vsc_provider.server.db_schema import migrate
 
@@ -82,7 +83,7 @@ class FieldSealer(Protocol):
     def unseal_field(self, device: str, name: str, blob: bytes) -> bytes: ...
 
 
-class Database(RequestTables):
+class Database(RequestTables, OtpTables):
     """All the server's SQL, on whichever back end `open_database` chose."""
 
     def __init__(self, backend: Backend, sealer: FieldSealer | None = None) -> None:
@@ -154,15 +155,24 @@ class Database(RequestTables):
 
     # --- activation codes ---------------------------------------------------------------------
 
-    def add_activation(self, code: str, user: str, profile: str, ttl: float, ticket: str | None = None) -> None:
+    def add_activation(
+        self, code: str, user: str, profile: str, ttl: float, ticket: str | None = None, otp: str | None = None
+    ) -> None:
+        """A new activation code; `otp` is the JSON of the OTP setting it was made with (None: the profile's)."""
         now = time.time()
         self._b.write(
             lambda tx: tx.execute(
-                'INSERT INTO activations(code_hash, "user", profile, created, expires, ticket)'
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (code_hash(code), user, profile, now, now + ttl, ticket),
+                'INSERT INTO activations(code_hash, "user", profile, created, expires, ticket, otp)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (code_hash(code), user, profile, now, now + ttl, ticket, otp),
             )
         )
+
+    def activation_otp(self, code: str) -> str | None:
+        """The JSON of the OTP setting an activation code was made with, or None."""
+        with self._b.read() as db:
+            row = db.execute("SELECT otp FROM activations WHERE code_hash = ?", (code_hash(code),)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def activation(self, code: str) -> tuple[str, str] | None:
         """(user, profile) of a usable code, or None for an unknown, used or expired one."""
@@ -194,11 +204,18 @@ class Database(RequestTables):
     # --- devices ------------------------------------------------------------------------------
 
     def register_device(
-        self, dev: Device, attested: bool, keys: list[NewKey], code: str | None = None, ticket: str | None = None
+        self,
+        dev: Device,
+        attested: bool,
+        keys: list[NewKey],
+        code: str | None = None,
+        ticket: str | None = None,
+        otp: OtpSeed | None = None,
     ) -> bool:
-        """Store an activated device and its keys, using its activation code or migration ticket once:
-        False (and nothing stored) when the code or ticket was used meanwhile."""
+        """Store an activated device, its keys and its OATH seed, using its activation code or migration ticket
+        once: False (and nothing stored) when the code or ticket was used meanwhile."""
         device_row = self._device_row(dev, attested)  # sealed outside the transaction
+        otp_row = None if otp is None else self._otp_row(otp)
 
         def register(tx: Tx) -> bool:
             if code is not None:
@@ -220,6 +237,8 @@ class Database(RequestTables):
             )
             for key in keys:
                 self._insert_key(tx, key)
+            if otp_row is not None:
+                self._insert_otp(tx, otp_row)
             return True
 
         return self._b.write(register)

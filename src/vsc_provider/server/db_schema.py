@@ -60,7 +60,21 @@ _V2 = """
 CREATE TABLE IF NOT EXISTS server_identity(name TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# version 3: OATH seeds provisioned at activation (sealed), with their verification state (the next HOTP
+# counter, the last TOTP step accepted, a pending HOTP resync) and wrong-code throttle; the OTP setting an
+# activation link was made with
+_V3 = """
+CREATE TABLE IF NOT EXISTS otp_seeds(
+    device TEXT PRIMARY KEY, kind TEXT NOT NULL, algorithm TEXT NOT NULL, digits INTEGER NOT NULL,
+    period INTEGER NOT NULL, issuer TEXT NOT NULL, seed {blob} NOT NULL, steps INTEGER NOT NULL,
+    resync INTEGER NOT NULL, counter BIGINT NOT NULL DEFAULT 0, last_step BIGINT NOT NULL DEFAULT -1,
+    resync_at BIGINT, failures INTEGER NOT NULL DEFAULT 0, blocked_until {real} NOT NULL DEFAULT 0,
+    created {real} NOT NULL
+);
+ALTER TABLE activations ADD COLUMN otp TEXT
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 
 _TYPES = {
     "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": ""},

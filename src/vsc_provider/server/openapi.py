@@ -103,6 +103,52 @@ _REQUEST_DOC = {
     },
 }
 
+_OTP_VERIFY = {
+    "type": "object",
+    "required": ["code"],
+    "additionalProperties": False,
+    "description": "exactly one of user and device (see docs/protocol.md)",
+    "properties": {
+        "user": {"type": "string"},
+        "device": {"type": "string"},
+        "code": {"type": "string", "pattern": "^[0-9]{6,8}$"},
+    },
+}
+_OTP_ANSWER = {
+    "type": "object",
+    "required": ["valid", "device", "user", "type"],
+    "properties": {
+        "valid": {"type": "boolean"},
+        "device": {"type": "string"},
+        "user": {"type": "string"},
+        "type": {"enum": ["totp", "hotp"]},
+        "step": {"type": "integer"},
+        "counter": {"type": "integer"},
+        "reason": {"enum": ["wrong", "replayed", "resync"]},
+        "tries_left": {"type": "integer"},
+        "retry_after": {"type": "number"},
+    },
+}
+_OTP_SETTING = {
+    "description": "an OATH seed for the card (otherwise the profile's, if any)",
+    "oneOf": [
+        {"enum": ["totp", "hotp"]},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "type": {"enum": ["totp", "hotp"]},
+                "algorithm": {"enum": ["SHA1", "SHA256", "SHA512"]},
+                "digits": {"type": "integer", "minimum": 6, "maximum": 8},
+                "period": {"type": "integer", "minimum": 1, "maximum": 3600},
+                "issuer": {"type": "string", "maxLength": 64},
+                "window": {"type": "integer", "minimum": 0},
+                "resync": {"type": "integer", "minimum": 0, "maximum": 10000},
+            },
+        },
+    ],
+}
+
 
 def _request_paths(prefix: str, security: str, create: str, read: str, cancel: str) -> dict[str, Any]:
     """Create, read and cancel requests under PREFIX, for the caller SECURITY names (summaries given)."""
@@ -184,6 +230,14 @@ SPEC: dict[str, Any] = {
             read="a request's state and, once approved, its verified result",
             cancel="cancel a pending request",
         ),
+        "/v1/otp/verify": {
+            "post": {
+                "summary": "whether a code of a card's OATH seed is right (each code is accepted once)",
+                "security": [{"rp": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _OTP_VERIFY}}},
+                "responses": {"200": _ok("valid or not", _OTP_ANSWER), **_errors(400, 401, 404, 409, 413, 423, 429)},
+            }
+        },
         "/admin/relying-parties": {
             "post": {
                 "summary": "register a relying party; its API key is in the answer, once",
@@ -203,7 +257,9 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "create a one-time activation link (bearer token from admin.json)",
                 "security": [{"admin": []}],
-                "requestBody": _json_body(["user"], {"user": {"type": "string"}, "profile": {"type": "string"}}),
+                "requestBody": _json_body(
+                    ["user"], {"user": {"type": "string"}, "profile": {"type": "string"}, "otp": _OTP_SETTING}
+                ),
                 "responses": {"201": _ok("the link"), **_errors(400, 401, 413)},
             }
         },

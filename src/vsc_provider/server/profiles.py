@@ -1,5 +1,5 @@
-"""Activation profiles: which keys a card gets, in which form, whether it may work offline, and the
-branding (name, logo, colour) its cards show on requests.
+"""Activation profiles: which keys a card gets, in which form, whether it may work offline, the branding
+(name, logo, colour) its cards show on requests, and the OATH seed it may get (otp_setting.py).
 
 The built-in profiles cover the protocol's cases; a server operator can replace them with a
 `profiles.json` file in the data directory (same shape as `Profile.to_json`).
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vsc_provider.provisioning import wire
+from vsc_provider.server.otp_setting import OtpSetting
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Profile:
     pin_min_length: int = 6
     extra: dict[str, Any] = field(default_factory=dict)
     branding: dict[str, str] | None = None  # None: the server's default (branding_for)
+    otp: OtpSetting | None = None  # an OATH seed provisioned to each card at activation
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -69,6 +71,8 @@ class Profile:
         }
         if self.branding is not None:
             out["branding"] = dict(self.branding)
+        if self.otp is not None:
+            out["otp"] = self.otp.to_json()
         return out
 
     def branding_for(self, server_name: str) -> dict[str, str]:
@@ -105,5 +109,6 @@ def load(data: Path) -> dict[str, Profile]:
             bool(item.get("offline", True)),
             int(item.get("pin_min_length", 6)),
             branding=check_branding(item["branding"]) if "branding" in item else None,
+            otp=OtpSetting.parse(item["otp"]) if "otp" in item else None,
         )
     return out

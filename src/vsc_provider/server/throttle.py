@@ -1,6 +1,6 @@
-"""Wrong server-checked PINs: each try is counted before its proof is checked, waits grow after the third
-wrong one (the token's PinPolicy formula, so card and server throttle alike), and the tenth blocks the PIN
-until the administrator unblocks it."""
+"""Wrong server-checked PINs (and OTP codes, otp_verify.py): each try is counted before its proof is checked,
+waits grow after the third wrong one (the token's PinPolicy formula, so card and server throttle alike), and
+the tenth blocks the PIN (or the OTP seed) until the administrator unblocks it."""
 
 from __future__ import annotations
 
@@ -18,8 +18,18 @@ def policy() -> PinPolicy:
     return PinPolicy(max_tries=10, delay_from_try=3, delay_base=base, delay_max=3600.0)
 
 
-def _blocked() -> ProtocolError:
-    return ProtocolError(423, "pin_blocked", "the PIN is blocked: ask the administrator to unblock it")
+def _blocked(what: str = "pin") -> ProtocolError:
+    name = "PIN" if what == "pin" else "OTP seed"
+    return ProtocolError(423, f"{what}_blocked", f"the {name} is blocked: ask the administrator to unblock it")
+
+
+def check_held(pol: PinPolicy, failures: int, blocked_until: float, now: float, what: str = "pin") -> None:
+    """Refuse a try while blocked (423 <what>_blocked) or in a waiting period (429 <what>_wait, Retry-After)."""
+    if failures >= pol.max_tries:
+        raise _blocked(what)
+    if now < blocked_until:
+        name = "PINs" if what == "pin" else "codes"
+        raise ProtocolError(429, f"{what}_wait", f"too many wrong {name}: wait", retry_after=blocked_until - now)
 
 
 class PinTry:
@@ -29,11 +39,7 @@ class PinTry:
     def __init__(self, db: Database, device_id: str) -> None:
         self.db, self.device_id, self.policy, self.started = db, device_id, policy(), time.time()
         failures, blocked_until = db.pin_try(device_id, self.policy.max_tries, self.started)
-        if failures >= self.policy.max_tries:
-            raise _blocked()
-        if self.started < blocked_until:
-            wait = blocked_until - self.started
-            raise ProtocolError(429, "pin_wait", "too many wrong PINs: wait", retry_after=wait)
+        check_held(self.policy, failures, blocked_until, self.started)
         self.counted = failures + 1
 
     def right(self) -> None:
