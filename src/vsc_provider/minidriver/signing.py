@@ -84,6 +84,14 @@ class RsaDecryptInfo:
     padding_type: int = 0
 
 
+def _refused(ctx: CardContext, exc: CKRError) -> E.MinidriverError:
+    """The card service's refusal; a private key out of sight because nobody is logged in is the
+    specification's "authenticate first" (SCARD_W_SECURITY_VIOLATION), so that a CSP asks for the PIN."""
+    if exc.rv == C.CKR_KEY_HANDLE_INVALID and not ctx.card.user:
+        return E.MinidriverError(E.SCARD_W_SECURITY_VIOLATION, "authenticate the user first")
+    return E.from_ckr(exc)
+
+
 def _hash(alg_id: int) -> tuple[str, int, int, int | None]:
     found = _BY_ALG_ID.get(alg_id)
     if found is None:
@@ -162,7 +170,7 @@ def sign_data(ctx: CardContext, info: SigningInfo) -> bytes:
     try:
         signature = service.sign(ctx.engine, ctx.card, c.key_id, mechanism, payload)
     except CKRError as exc:
-        raise E.from_ckr(exc) from None
+        raise _refused(ctx, exc) from None
     info.signed_data = signature[::-1] if c.key_type == C.CKK_RSA else signature
     info.cb_signed_data = len(info.signed_data)
     return info.signed_data
@@ -194,7 +202,7 @@ def rsa_decrypt(ctx: CardContext, info: RsaDecryptInfo) -> bytes:
     try:
         plain = service.decrypt(ctx.engine, ctx.card, c.key_id, mechanism, info.data[::-1])
     except CKRError as exc:
-        raise E.from_ckr(exc) from None
+        raise _refused(ctx, exc) from None
     if mechanism.type == C.CKM_RSA_X_509:
         plain = plain.rjust(c.bits // 8, b"\0")
     info.data = plain[::-1]
