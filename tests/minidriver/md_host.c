@@ -446,6 +446,55 @@ static int bench(int argc, char **argv)
     return 0;
 }
 
+/* The same signatures through the PKCS#11 library, for comparison: C_SignInit + C_Sign with CKM_RSA_PKCS
+ * over the DigestInfo CardSignData builds, by the private key with this CKA_ID (argv: p11bench PKCS11 PIN
+ * KEYID N DIGESTINFO). */
+typedef unsigned long CK_ULONG;
+typedef struct { CK_ULONG type; void *value; CK_ULONG len; } CK_ATTRIBUTE;
+typedef struct { CK_ULONG mechanism; void *param; CK_ULONG len; } CK_MECHANISM;
+typedef CK_ULONG (*ck_fn)();
+struct ck_table { unsigned char version[2]; ck_fn fn[68]; };
+
+static int p11bench(int argc, char **argv)
+{
+    void *handle;
+    struct ck_table *t = NULL;
+    CK_ULONG (*get)(struct ck_table **);
+    CK_ULONG slot, count = 1, session, key, found = 0, klass = 3, len;
+    BYTE id[64], info[128], sig[1024];
+    int id_len, info_len, n, i;
+    CK_ATTRIBUTE tmpl[2];
+    CK_MECHANISM mech = {1, NULL, 0}; /* CKM_RSA_PKCS */
+    double start;
+    if (argc < 8)
+        return 2;
+    handle = dlopen(argv[3], RTLD_NOW | RTLD_LOCAL);
+    get = handle ? (CK_ULONG(*)(struct ck_table **))dlsym(handle, "C_GetFunctionList") : NULL;
+    if (!get || get(&t) != 0)
+        return 1;
+    id_len = hex_to_bytes(argv[5], id, sizeof(id));
+    n = atoi(argv[6]);
+    info_len = hex_to_bytes(argv[7], info, sizeof(info));
+    tmpl[0].type = 0; tmpl[0].value = &klass; tmpl[0].len = sizeof(klass); /* CKA_CLASS */
+    tmpl[1].type = 0x102; tmpl[1].value = id; tmpl[1].len = id_len;       /* CKA_ID */
+    if (t->fn[0](NULL) != 0 || t->fn[4](1, &slot, &count) != 0 || count < 1)
+        return 1;
+    if (t->fn[12](slot, 4UL, NULL, NULL, &session) != 0 || t->fn[18](session, 1UL, argv[4], strlen(argv[4])) != 0)
+        return 1;
+    if (t->fn[26](session, tmpl, 2UL) != 0 || t->fn[27](session, &key, 1UL, &found) != 0 || found != 1)
+        return 1;
+    t->fn[28](session);
+    start = now();
+    for (i = 0; i < n; i++) {
+        len = sizeof(sig);
+        if (t->fn[42](session, &mech, key) != 0 || t->fn[43](session, info, (CK_ULONG)info_len, sig, &len) != 0)
+            return 1;
+    }
+    printf("p11-sign-per-second %.0f\n", n / (now() - start));
+    t->fn[1](NULL);
+    return 0;
+}
+
 /* CardAcquireContext alone: which card the library chose (its serial). */
 static int acquire_mode(void)
 {
@@ -530,6 +579,8 @@ int main(int argc, char **argv)
         return csp(argc, argv);
     if (!strcmp(argv[2], "bench"))
         return bench(argc, argv);
+    if (!strcmp(argv[2], "p11bench"))
+        return p11bench(argc, argv);
     if (!strcmp(argv[2], "acquire"))
         return acquire_mode();
     if (!strcmp(argv[2], "fork"))

@@ -7,6 +7,7 @@ takes and gives its buffer reversed. ECDSA signatures are r || s, big-endian, as
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -105,14 +106,20 @@ def _named_hash(name: str) -> int:
     return _BY_NAME[name]
 
 
-def _digest_info(alg_id: int, digest: bytes) -> bytes:
+@functools.cache
+def _digest_info_prefix(name: str, size: int) -> bytes:
+    """A DigestInfo's DER up to its digest: fixed by the hash (asn1crypto encodes it once per hash)."""
     from asn1crypto import algos, core
 
+    algorithm = algos.DigestAlgorithm({"algorithm": name, "parameters": core.Null()})
+    return bytes(algos.DigestInfo({"digest_algorithm": algorithm, "digest": bytes(size)}).dump()[:-size])
+
+
+def _digest_info(alg_id: int, digest: bytes) -> bytes:
     name, size, _, _ = _hash(alg_id)
     if len(digest) != size:
         raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, f"a {name} hash has {size} bytes")
-    algorithm = algos.DigestAlgorithm({"algorithm": name, "parameters": core.Null()})
-    return algos.DigestInfo({"digest_algorithm": algorithm, "digest": digest}).dump()
+    return _digest_info_prefix(name, size) + digest
 
 
 def _rsa_mechanism(info: SigningInfo) -> tuple[Mechanism, bytes]:
