@@ -495,6 +495,40 @@ static int p11bench(int argc, char **argv)
     return 0;
 }
 
+/* Both libraries in one C process, either one started first (argv: both PKCS11 md-first|p11-first): the
+ * second finds the interpreter the first started and uses it as a Python host's. */
+static int both(int argc, char **argv)
+{
+    void *handle;
+    struct ck_table *t = NULL;
+    CK_ULONG (*get)(struct ck_table **);
+    CK_ULONG count = 0;
+    CARD_DATA cd;
+    PBYTE data = NULL;
+    DWORD size = 0, rv;
+    int md_first;
+    if (argc < 5)
+        return 2;
+    md_first = !strcmp(argv[4], "md-first");
+    handle = dlopen(argv[3], RTLD_NOW | RTLD_LOCAL);
+    get = handle ? (CK_ULONG(*)(struct ck_table **))dlsym(handle, "C_GetFunctionList") : NULL;
+    if (!get || get(&t) != 0)
+        return 1;
+    if (md_first && !acquire(&cd))
+        return 1;
+    printf("p11-initialize %lu\n", t->fn[0](NULL));
+    if (!md_first && !acquire(&cd))
+        return 1;
+    printf("p11-slots %lu", t->fn[4](1, NULL, &count));
+    printf(" %lu\n", count);
+    rv = cd.pfnCardReadFile(&cd, NULL, "cardid", 0, &data, &size);
+    printf("md-cardid %u %u\n", rv, size);
+    csp_free(data);
+    printf("p11-finalize %lu\n", t->fn[1](NULL));
+    printf("md-delete %u\n", cd.pfnCardDeleteContext(&cd));
+    return 0;
+}
+
 /* CardAcquireContext alone: which card the library chose (its serial). */
 static int acquire_mode(void)
 {
@@ -581,6 +615,8 @@ int main(int argc, char **argv)
         return bench(argc, argv);
     if (!strcmp(argv[2], "p11bench"))
         return p11bench(argc, argv);
+    if (!strcmp(argv[2], "both"))
+        return both(argc, argv);
     if (!strcmp(argv[2], "acquire"))
         return acquire_mode();
     if (!strcmp(argv[2], "fork"))

@@ -229,6 +229,16 @@ def test_fork_while_another_thread_is_inside_the_library(md_host, md_library, vs
     assert out["forked-children-ok"] == ["10"], out
 
 
+@pytest.mark.parametrize("order", ["md-first", "p11-first"])
+def test_both_libraries_in_one_c_process(md_host, md_library, module_path, vsc_home, order):
+    _card("Both")
+    out = _run(md_host, md_library, "both", module_path, order)
+    assert out["acquire"] == ["0", "7"]
+    assert out["p11-initialize"] == ["0"] and out["p11-slots"] == ["0", "1"]
+    assert out["md-cardid"] == ["0", "16"]
+    assert out["p11-finalize"] == ["0"] and out["md-delete"] == ["0"]
+
+
 def test_vsc_module_path_minidriver(md_library):
     printed = run_vsc("module", "path", "--minidriver").stdout.strip()
     assert printed == md_library and Path(printed).is_file()
