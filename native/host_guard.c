@@ -24,7 +24,6 @@ static void vsc_log(const char *what, const char *detail)
     fprintf(stderr, VSC_LOG_PREFIX ": %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
 }
 
-
 /* Host safety around every call into Python.
  * - A Python host's cyclic GC may run in any allocation of the module's Python code, and with it any
  *   finalizer of the host, which may wait on a lock the host holds around this very call (PyKCS11's
