@@ -38,11 +38,32 @@ static void vsc_log(const char *what, const char *detail)
  *   is refused at once (VSC_CALL_AS's `refused` value): it never waits on the outer call and never sees its
  *   half-made state. */
 static __thread int vsc_depth = 0;
-static int vsc_gc_calls = 0;
-static int vsc_gc_was_on = 0;
-/* A child forked while other threads were inside calls: their count is void there; the GC they turned off
- * goes back on at once when the forking thread holds the GIL (os.fork), else at the child's first call. */
-static int vsc_gc_on_in_child = 0;
+/* The count of calls in flight and what the GC was before the first: one per interpreter, not per library,
+ * or a Python host calling the PKCS#11 and the minidriver library from two threads would have one library
+ * turn the GC back on under the other's call. The first library to start shares its own through a capsule
+ * in the sys module (vsc_share_gc_state); the fields are only touched with the GIL held.
+ * on_in_child: a child forked while other threads were inside calls: their count is void there; the GC
+ * they turned off goes back on at once when the forking thread holds the GIL (os.fork), else at the
+ * child's first call. */
+typedef struct { int calls; int was_on; int on_in_child; } vsc_gc_state;
+static vsc_gc_state vsc_gc_own;
+static vsc_gc_state *vsc_gc = &vsc_gc_own;
+#define VSC_GC_CAPSULE "vsc_provider.gc_hold"
+
+static void vsc_share_gc_state(void)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *found = PySys_GetObject("_vsc_gc_hold"); /* borrowed */
+    if (found && PyCapsule_IsValid(found, VSC_GC_CAPSULE)) {
+        vsc_gc = (vsc_gc_state *)PyCapsule_GetPointer(found, VSC_GC_CAPSULE);
+    } else {
+        PyObject *capsule = PyCapsule_New(&vsc_gc_own, VSC_GC_CAPSULE, NULL); /* the library is never unloaded */
+        if (!capsule || PySys_SetObject("_vsc_gc_hold", capsule) != 0)
+            PyErr_Clear();
+        Py_XDECREF(capsule);
+    }
+    PyGILState_Release(gil);
+}
 
 typedef struct { PyGILState_STATE gil; int gc; } vsc_call;
 
@@ -51,9 +72,9 @@ static void vsc_gc_hold(vsc_call *c)
     c->gc = !vsc_own_python;
     if (c->gc) {
         c->gil = PyGILState_Ensure();
-        if (vsc_gc_calls++ == 0) {
-            vsc_gc_was_on = PyGC_Disable() || vsc_gc_on_in_child;
-            vsc_gc_on_in_child = 0;
+        if (vsc_gc->calls++ == 0) {
+            vsc_gc->was_on = PyGC_Disable() || vsc_gc->on_in_child;
+            vsc_gc->on_in_child = 0;
         }
     }
 }
@@ -61,7 +82,7 @@ static void vsc_gc_hold(vsc_call *c)
 static void vsc_gc_release(vsc_call *c)
 {
     if (c->gc) {
-        if (--vsc_gc_calls == 0 && vsc_gc_was_on)
+        if (--vsc_gc->calls == 0 && vsc_gc->was_on)
             PyGC_Enable();
         PyGILState_Release(c->gil);
     }
@@ -113,13 +134,13 @@ static void vsc_after_fork_parent(void)
 static void vsc_after_fork_child(void)
 {
     vsc_on_fork_child();
-    if (vsc_gc_calls) { /* only ever non-zero in a Python host */
-        vsc_gc_calls = 0;
-        if (vsc_gc_was_on) {
+    if (vsc_gc->calls) { /* only ever non-zero in a Python host (the libraries share it: the first resets) */
+        vsc_gc->calls = 0;
+        if (vsc_gc->was_on) {
             if (PyGILState_Check())
                 PyGC_Enable();
             else
-                vsc_gc_on_in_child = 1;
+                vsc_gc->on_in_child = 1;
         }
     }
     if (vsc_own_python) {
@@ -166,6 +187,7 @@ static int vsc_boot_locked(void)
         vsc_own_python = 1;
         PyEval_SaveThread();
     }
+    vsc_share_gc_state();
     pthread_atfork(vsc_before_fork, vsc_after_fork_parent, vsc_after_fork_child);
     /* The glue's imports allocate most of all: a Python host's GC stays off for them too. */
     vsc_gc_hold(&c);
