@@ -29,6 +29,11 @@
 
 static PFN_CARD_ACQUIRE_CONTEXT acquire_fn;
 
+#ifdef FAKE_PYTHON
+/* Pretend to be a host that runs another CPython: the library must refuse, not hang. */
+__attribute__((visibility("default"))) const char *Py_GetVersion(void) { return "3.99.0 (fake host)"; }
+#endif
+
 /* --- the caller's allocator: a header marks its blocks, so a buffer from anywhere else is caught --- */
 #define MAGIC 0x5653434d4d44ULL
 static long allocs, frees, bad_frees;

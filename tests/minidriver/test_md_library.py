@@ -38,11 +38,14 @@ def _card(label: str) -> str:
 
 @pytest.fixture
 def md_host(tmp_path: Path) -> Path:
+    return _build(tmp_path)
+
+
+def _build(tmp_path: Path, *flags: str) -> Path:
     cc = require_tool("cc", "build-essential")
-    exe = tmp_path / "md_host"
-    subprocess.run(
-        [cc, "-O1", "-Wall", "-I", str(ROOT / "native"), "-o", str(exe), str(SOURCE), "-ldl", "-lpthread"], check=True
-    )
+    exe = tmp_path / ("md_host" + "".join(f.strip("-") for f in flags))
+    command = [cc, "-O1", "-Wall", "-I", str(ROOT / "native"), "-o", str(exe), str(SOURCE), "-ldl", "-lpthread"]
+    subprocess.run([*command, *flags], check=True)
     return exe
 
 
@@ -237,6 +240,14 @@ def test_both_libraries_in_one_c_process(md_host, md_library, module_path, vsc_h
     assert out["p11-initialize"] == ["0"] and out["p11-slots"] == ["0", "1"]
     assert out["md-cardid"] == ["0", "16"]
     assert out["p11-finalize"] == ["0"] and out["md-delete"] == ["0"]
+
+
+def test_a_host_running_another_python_is_refused(tmp_path, md_library, vsc_home):
+    exe = _build(tmp_path, "-DFAKE_PYTHON", "-rdynamic")
+    result = subprocess.run([str(exe), md_library, "acquire"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _lines(result.stdout)["acquire"][0] == str(E.SCARD_F_INTERNAL_ERROR)
+    assert "built for Python" in result.stderr and "3.99.0" in result.stderr
 
 
 def test_vsc_module_path_minidriver(md_library):
