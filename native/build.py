@@ -6,11 +6,7 @@ process that is not Python loads it, and links it so that it can never be unload
 
 from __future__ import annotations
 
-import marshal
-import os
-import site
 import sys
-import sysconfig
 from pathlib import Path
 
 import cffi
@@ -18,20 +14,11 @@ import cffi
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from embed import init_code, library_version, set_source, with_host_guard  # noqa: E402
 from functions import NOT_PARALLEL, NOT_SUPPORTED, V2, V3, V32, Param, python_functions  # noqa: E402
 
 MODULE = "vsc_provider._pkcs11"
-
-
-def _library_version() -> tuple[str, str]:
-    """major.minor of the package, read from its source so the build needs no import of it."""
-    text = (HERE.parent / "src" / "vsc_provider" / "__init__.py").read_text()
-    version = text.split('__version__ = "', 1)[1].split('"', 1)[0]
-    major, minor = version.split(".")[:2]
-    return major, minor
-
-
-_LIB_VERSION = _library_version()
+_LIB_VERSION = library_version()
 
 
 def _signature(params: list[Param]) -> str:
@@ -80,61 +67,23 @@ def _source() -> str:
         f"static VSC_FUNCTION_LIST vsc_functions_3_0 = {{\n    {{3, 0}},\n{table([*V2, *V3])}\n}};\n"
         f"static VSC_FUNCTION_LIST vsc_functions_3_2 = {{\n    {{3, 2}},\n{table([*V2, *V3, *V32])}\n}};\n"
     )
-    shim = (HERE / "shim.c").read_text()
+    shim = with_host_guard((HERE / "shim.c").read_text())
     shim = shim.replace("VSC_PY_DECLS", decls).replace("VSC_WRAPPERS", "\n".join(wrappers))
     shim = shim.replace("VSC_TABLES", tables)
     return (HERE / "pkcs11_types.h").read_text() + shim
-
-
-def _c_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _site_dirs() -> list[str]:
-    dirs = list(site.getsitepackages())
-    source = HERE.parent / "src"  # an editable install imports the package from here
-    if (source / "vsc_provider").is_dir():
-        dirs.append(str(source))
-    return [d for d in dirs if os.path.isdir(d)]
-
-
-def _init_code() -> str:
-    """The embedding init code: the site directories, then the glue as bytecode compiled here, so that no
-    host process spends time compiling it at every start (the module only runs on this Python version)."""
-    glue_path = HERE / "glue.py"
-    code = compile(glue_path.read_text(), str(glue_path), "exec", dont_inherit=True)
-    prelude = f"import sys\nfor _p in {_site_dirs()!r}:\n    if _p not in sys.path:\n        sys.path.append(_p)\n"
-    glue = f"import marshal\nexec(marshal.loads({marshal.dumps(code)!r}), {{'__name__': 'vsc_provider.native_glue'}})\n"
-    return prelude + glue
 
 
 def make_builder() -> cffi.FFI:
     ffi = cffi.FFI()
     ffi.cdef(_cdef())
     ffi.embedding_api("")
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    soname = sysconfig.get_config_var("INSTSONAME") or f"libpython{sys.version_info[0]}.{sys.version_info[1]}.so"
-    ffi.set_source(
+    set_source(
+        ffi,
         MODULE,
         _source(),
-        define_macros=[
-            ("VSC_PYTHON_EXE", _c_string(sys.executable)),
-            ("VSC_LIBPYTHON", _c_string(soname)),
-            ("VSC_PY_MAJMIN", _c_string(f"{sys.version_info[0]}.{sys.version_info[1]}")),
-            ("VSC_LIB_MAJOR", _LIB_VERSION[0]),
-            ("VSC_LIB_MINOR", _LIB_VERSION[1]),
-        ],
-        library_dirs=[libdir] if libdir else [],
-        extra_compile_args=["-O2", "-fvisibility=hidden"],
-        extra_link_args=[
-            "-Wl,-z,nodelete",
-            *([f"-L{libdir}", f"-Wl,-rpath,{libdir}"] if libdir else []),
-            f"-lpython{sys.version_info[0]}.{sys.version_info[1]}{getattr(sys, 'abiflags', '')}",
-            "-ldl",
-            "-lpthread",
-        ],
+        [("VSC_LIB_MAJOR", _LIB_VERSION[0]), ("VSC_LIB_MINOR", _LIB_VERSION[1])],
     )
-    ffi.embedding_init_code(_init_code())
+    ffi.embedding_init_code(init_code("glue.py", "vsc_provider.native_glue"))
     return ffi
 
 

@@ -398,14 +398,15 @@ def _new_user_pin(
 
 @main.group("module")
 def module_group() -> None:
-    """Where the PKCS#11 library is, and how to register it."""
+    """Where the PKCS#11 and minidriver libraries are, and how to register the first."""
 
 
 @module_group.command("path")
+@click.option("--minidriver", is_flag=True, help="the minidriver card-edge library (CardAcquireContext) instead")
 @friendly
-def module_path() -> None:
-    """Print the absolute path of the PKCS#11 library."""
-    click.echo(str(module.library_path()))
+def module_path(minidriver: bool) -> None:
+    """Print the absolute path of the PKCS#11 library (or of the minidriver card-edge library)."""
+    click.echo(str(module.minidriver_path() if minidriver else module.library_path()))
 
 
 @module_group.command("p11-kit")

@@ -4,6 +4,7 @@ before creating the container, files created but not yet written, ECDH agreement
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from vsc_provider import config
@@ -43,6 +44,7 @@ class CardContext:
     admin: bool = False
     pending_names: dict[int, str] = field(default_factory=dict)
     created_files: dict[tuple[str, str], int] = field(default_factory=dict)  # access conditions
+    created_dirs: set[str] = field(default_factory=set)  # made by CardCreateDirectory, no file in them yet
     agreements: dict[int, bytes] = field(default_factory=dict)
     challenge: bytes | None = None  # the last admin challenge, good for one response
 
@@ -75,6 +77,34 @@ def acquire_context(
     return CardContext(eng, matches[0].slot_id, min(version, CARD_DATA_CURRENT_VERSION))
 
 
+CARD_ENV = "VSC_MINIDRIVER_CARD"
+
+
+def acquire_for_caller(
+    card_name: str, version: int = CARD_DATA_CURRENT_VERSION, engine: Engine | None = None
+) -> CardContext:
+    """CardAcquireContext from a C caller, which names no card of the store: the card whose label or serial
+    VSC_MINIDRIVER_CARD gives; without it, the card whose label or serial is CARD_DATA's pwszCardName; else
+    the store's only card (SCARD_E_NO_SMARTCARD when there are none or several)."""
+    wanted = os.environ.get(CARD_ENV, "").strip()
+    if wanted:
+        return acquire_context(wanted, version, engine)
+    if version < CARD_DATA_VERSION_FOUR:
+        raise E.MinidriverError(E.ERROR_REVISION_MISMATCH, f"CARD_DATA version {version} is older than 4")
+    eng = engine or default_engine()
+    eng.refresh()
+    named = card_name.strip().lower()
+    cards = list(eng.cards.values())
+    matches = [c for c in cards if named and named in (c.serial.lower(), c.label.lower())]
+    if len(matches) != 1:
+        matches = cards
+    if len(matches) != 1:
+        raise E.MinidriverError(
+            E.SCARD_E_NO_SMARTCARD, f"{len(matches)} cards in {eng.store.path}: set {CARD_ENV} to a label or serial"
+        )
+    return CardContext(eng, matches[0].slot_id, min(version, CARD_DATA_CURRENT_VERSION))
+
+
 def delete_context(ctx: CardContext) -> None:
     """CardDeleteContext: the context's secrets go (agreements, the admin role); the card's login state is the
     engine's, shared with other contexts of this process, and stays."""
@@ -83,3 +113,4 @@ def delete_context(ctx: CardContext) -> None:
     ctx.challenge = None
     ctx.pending_names.clear()
     ctx.created_files.clear()
+    ctx.created_dirs.clear()

@@ -139,7 +139,7 @@ def enum_files(ctx: CardContext, directory: str, flags: int = 0) -> list[str]:
     extra = [_label(o).split("/", 1)[1] for o in _file_objects(card, directory)]
     pending = [n for d, n in ctx.created_files if d == directory]
     names += sorted(set(extra + pending) - set(names))
-    if not names and directory not in ("", "mscp"):
+    if not names and directory not in ("", "mscp") and directory not in ctx.created_dirs:
         raise E.MinidriverError(E.SCARD_E_DIR_NOT_FOUND, f"no directory {directory!r}")
     return names
 

@@ -172,6 +172,15 @@ def parse_rsa_private_blob(blob: bytes) -> RsaPrivateFields:
     return RsaPrivateFields(bits, exponent, n, p, q, dp, dq, qinv, d)
 
 
+def private_blob_length(head: bytes, rsa: bool) -> int:
+    """The whole length of an import blob from its first 20 bytes (an RSA PRIVATEKEYBLOB's headers) or 8 bytes
+    (a BCRYPT_ECCKEY_BLOB): CardCreateContainer passes the blob without its length."""
+    if rsa:
+        bits = RSAPUBKEY.unpack_from(head, BLOBHEADER.size)[1]
+        return BLOBHEADER.size + RSAPUBKEY.size + 2 * (bits // 8) + 5 * (bits // 16)
+    return BCRYPT_ECCKEY_BLOB.size + 3 * BCRYPT_ECCKEY_BLOB.unpack_from(head, 0)[1]
+
+
 def rsa_private_blob(f: RsaPrivateFields, alg_id: int) -> bytes:
     """The PRIVATEKEYBLOB of these integers (what a CSP hands CardCreateContainer to import a key)."""
     full, half = f.bits // 8, f.bits // 16

@@ -7,6 +7,7 @@ takes and gives its buffer reversed. ECDSA signatures are r || s, big-endian, as
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -84,6 +85,14 @@ class RsaDecryptInfo:
     padding_type: int = 0
 
 
+def _refused(ctx: CardContext, exc: CKRError) -> E.MinidriverError:
+    """The card service's refusal; a private key out of sight because nobody is logged in is the
+    specification's "authenticate first" (SCARD_W_SECURITY_VIOLATION), so that a CSP asks for the PIN."""
+    if exc.rv == C.CKR_KEY_HANDLE_INVALID and not ctx.card.user:
+        return E.MinidriverError(E.SCARD_W_SECURITY_VIOLATION, "authenticate the user first")
+    return E.from_ckr(exc)
+
+
 def _hash(alg_id: int) -> tuple[str, int, int, int | None]:
     found = _BY_ALG_ID.get(alg_id)
     if found is None:
@@ -97,14 +106,20 @@ def _named_hash(name: str) -> int:
     return _BY_NAME[name]
 
 
-def _digest_info(alg_id: int, digest: bytes) -> bytes:
+@functools.cache
+def _digest_info_prefix(name: str, size: int) -> bytes:
+    """A DigestInfo's DER up to its digest: fixed by the hash (asn1crypto encodes it once per hash)."""
     from asn1crypto import algos, core
 
+    algorithm = algos.DigestAlgorithm({"algorithm": name, "parameters": core.Null()})
+    return bytes(algos.DigestInfo({"digest_algorithm": algorithm, "digest": bytes(size)}).dump()[:-size])
+
+
+def _digest_info(alg_id: int, digest: bytes) -> bytes:
     name, size, _, _ = _hash(alg_id)
     if len(digest) != size:
         raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, f"a {name} hash has {size} bytes")
-    algorithm = algos.DigestAlgorithm({"algorithm": name, "parameters": core.Null()})
-    return algos.DigestInfo({"digest_algorithm": algorithm, "digest": digest}).dump()
+    return _digest_info_prefix(name, size) + digest
 
 
 def _rsa_mechanism(info: SigningInfo) -> tuple[Mechanism, bytes]:
@@ -162,7 +177,7 @@ def sign_data(ctx: CardContext, info: SigningInfo) -> bytes:
     try:
         signature = service.sign(ctx.engine, ctx.card, c.key_id, mechanism, payload)
     except CKRError as exc:
-        raise E.from_ckr(exc) from None
+        raise _refused(ctx, exc) from None
     info.signed_data = signature[::-1] if c.key_type == C.CKK_RSA else signature
     info.cb_signed_data = len(info.signed_data)
     return info.signed_data
@@ -194,7 +209,7 @@ def rsa_decrypt(ctx: CardContext, info: RsaDecryptInfo) -> bytes:
     try:
         plain = service.decrypt(ctx.engine, ctx.card, c.key_id, mechanism, info.data[::-1])
     except CKRError as exc:
-        raise E.from_ckr(exc) from None
+        raise _refused(ctx, exc) from None
     if mechanism.type == C.CKM_RSA_X_509:
         plain = plain.rjust(c.bits // 8, b"\0")
     info.data = plain[::-1]

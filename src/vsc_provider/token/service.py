@@ -33,6 +33,9 @@ KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
 }
 
 
+_PREPARED_MAX = 256
+
+
 def with_key_id(card: Card, key_id: bytes, klass: int | None = None) -> list[TokenObject]:
     """The card's token objects with this CKA_ID (of one class if given), as this login state sees them."""
     return [
@@ -67,9 +70,18 @@ def sign(
         if confirm_pin is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs its PIN again for each signature")
         engine.verify_pin(card, False, confirm_pin)
+    # The card's prepared signers, shared with PKCS#11's C_SignInit (same key: handle and mechanism, same
+    # check: the object and its attribute dict unchanged): loading the key is most of a signature's cost.
+    prepared = card.signers.get((key.handle, mechanism))
+    if prepared is not None and prepared[1] is key and prepared[2] is key.attrs:
+        return prepared[0].sign(data)  # type: ignore[no-any-return]
     from vsc_provider.token import crypto  # loaded at the first operation, as for PKCS#11
 
-    return crypto.make_signer(mechanism, engine.crypto_key(card, key)).sign(data)
+    signer = crypto.make_signer(mechanism, engine.crypto_key(card, key))
+    if len(card.signers) >= _PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
+        card.signers.clear()
+    card.signers[key.handle, mechanism] = (signer, key, key.attrs, key.bool(C.CKA_ALWAYS_AUTHENTICATE))
+    return signer.sign(data)
 
 
 def _usable_private_key(card: Card, key_id: bytes, mechanism: Mechanism, use: int, use_name: str) -> TokenObject:
