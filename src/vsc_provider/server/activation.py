@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jose_jwk
 
 from vsc_provider.provisioning import wire
-from vsc_provider.server import issuance, jose, migration
+from vsc_provider.server import issuance, jose, migration, tpm_attestation
 from vsc_provider.server.db import Device
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.pins import new_verifier
@@ -100,6 +100,7 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     else:
         raise ProtocolError(400, "malformed", "the payload names either a code or a ticket")
     attested = _check_attestation(srv, v)
+    tpm_key = tpm_attestation.at_activation(v.payload, v.key.thumbprint(), v.header["nonce"])
     requests = list(profile.keys)
     if ticket_id is not None:
         requests = [r for r in requests if r.format != "imported"]
@@ -111,7 +112,20 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     device_id = secrets.token_urlsafe(16)
     jwk = v.key.export_public(as_dict=True)
     keys, rows = issuance.issue(srv, device_id, user, jwk, requests, publics)
-    dev = Device(device_id, user, profile.name, jwk, "active", False, verifier, secret, 0, 0.0, so_pin=_so_pin(srv, v))
+    dev = Device(
+        device_id,
+        user,
+        profile.name,
+        jwk,
+        "active",
+        False,
+        verifier,
+        secret,
+        0,
+        0.0,
+        so_pin=_so_pin(srv, v),
+        tpm_key=tpm_key,
+    )
     if not srv.db.register_device(dev, attested, rows, code=code, ticket=ticket_id):
         if code is not None:
             raise ProtocolError(409, "code_used", "this activation code was used meanwhile")
@@ -168,6 +182,11 @@ def _replay(srv: IdentityServer, v: Verified, code: str) -> dict[str, Any] | Non
     if profile is None:
         return None
     _check_attestation(srv, v)
+    tpm_key = tpm_attestation.at_activation(v.payload, v.key.thumbprint(), v.header["nonce"])
+    if not tpm_attestation.same_key(dev.tpm_key, tpm_key):
+        raise ProtocolError(
+            409, "activation_mismatch", "the TPM key is not the one registered at this code's activation"
+        )
     issued = {k["key_id"]: k for k in srv.db.active_keys(dev.id)}
     publics = issuance.csr_keys(v, [r for r in profile.keys if r.id in issued], None)
     for key_id, public in publics.items():

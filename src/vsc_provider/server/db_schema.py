@@ -60,7 +60,12 @@ _V2 = """
 CREATE TABLE IF NOT EXISTS server_identity(name TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# version 3: the public key (JWK) of the device's TPM attestation key, registered at activation (None: no TPM)
+_V3 = """
+ALTER TABLE devices ADD COLUMN tpm_key TEXT
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 
 _TYPES = {
     "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": ""},
