@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import USER_PIN, run_vsc
 from tests.provisioning.test_activation import activate
-from tests.server.idserver import IdServer, light_request
+from tests.server.idserver import IdServer, light_request, start_server
 from tests.swtpm_support import swtpm
 from vsc_provider import api
 from vsc_provider.provisioning import wire
@@ -142,3 +142,24 @@ def test_server_refuses_a_tpm_key_it_cannot_check(
         client.call("POST", "/v1/activate", body)
     assert (unsigned.value.status, unsigned.value.error) == (403, "tpm_attestation_required")
     assert id_server.admin("POST", "/v1/offer", {"code": wire.ActivationLink.parse(link).code})["user"] == "tess"
+
+
+def test_migration_registers_the_same_tpm_key_with_the_new_server(
+    id_server: IdServer, vsc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = start_server(tmp_path / "b")
+    try:
+        run_vsc("server", "trust", "--data", str(target.data), "--peer-data", str(id_server.data))
+        with swtpm(tmp_path / "tpm") as tcti:
+            monkeypatch.setenv("VSC_TPM_TCTI", tcti)
+            serial = activate(id_server.link("mona", "light"), "--device-key", "tpm")["serial"]
+            before = dict(api.find_card(serial).record.server or {})
+            run_vsc("identity", "migrate", serial, "--to", target.url, "--to-pin", target.pin, "--pin", USER_PIN)
+            after = dict(api.find_card(serial).record.server or {})
+            assert after["url"] == target.url and after["tpm_key"] == before["tpm_key"]
+            shown = _device_show(target, after["device"])
+            assert shown["attested"] == "tpm" and shown["tpm_key"] == before["tpm_key"]["jwk"]
+            assert _device_show(id_server, before["device"])["state"] == "migrated"
+            run_vsc("identity", "status", serial)  # attested towards the new server
+    finally:
+        target.stop()
