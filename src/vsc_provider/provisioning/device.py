@@ -138,5 +138,6 @@ def tpm_attestation(tpm_key: dict[str, Any], device_thumbprint: str, nonce: str)
         return tpm_attest.sign_es256(tpm_key, wire.TPM_ATTESTATION_TYP, claims)
     except tpm_attest.TpmError as exc:
         raise CKRError(
-            C.CKR_DEVICE_ERROR, f"this card's TPM attestation key does not load on this machine's TPM: {exc}"
+            C.CKR_DEVICE_ERROR,
+            f"this card's TPM attestation key cannot sign: {exc} (it signs only on the TPM that made it)",
         ) from None
