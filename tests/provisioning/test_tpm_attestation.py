@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,8 @@ def test_tpm_key_registered_and_a_copied_store_cannot_attest(
         _one_line_error(run_vsc("identity", "status", serial, check=False, env=elsewhere), "TPM")
         _one_line_error(run_vsc("identity", "delete", serial, check=False, env=elsewhere), "TPM")
         _one_line_error(run_vsc("key", "list", "--card", serial, "--pin", USER_PIN, check=False, env=elsewhere), "TPM")
+        run_vsc("identity", "delete", serial, "--force", env=elsewhere)  # the copy wipes itself, the server untold
+        assert run_vsc("card", "show", serial, check=False, env=elsewhere).returncode != 0
         assert {d["id"]: d for d in id_server.devices()}[binding["device"]]["state"] == "active"
         run_vsc("identity", "status", serial)  # the original still attests
 
@@ -163,3 +167,29 @@ def test_migration_registers_the_same_tpm_key_with_the_new_server(
             run_vsc("identity", "status", serial)  # attested towards the new server
     finally:
         target.stop()
+
+
+def test_a_resumed_activation_sends_the_same_tpm_key(
+    id_server: IdServer, vsc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.provisioning.test_resume import CRASHED, KILLED_ACTIVATION
+
+    link = id_server.link("rita", "light")
+    with swtpm(tmp_path / "tpm") as tcti:
+        monkeypatch.setenv("VSC_TPM_TCTI", tcti)
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_ACTIVATION, "before_install", "activate", link, "--pin", USER_PIN],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert killed.returncode == CRASHED, killed.stderr
+        first = next(d for d in id_server.devices() if d["user"] == "rita")
+        assert first["attested"] == "tpm" and first["confirmed"] is None
+        registered = _device_show(id_server, first["id"])["tpm_key"]
+        serial = activate(link)["serial"]  # resumed: the same device, the same TPM key
+        binding = dict(api.find_card(serial).record.server or {})
+        assert binding["device"] == first["id"] and binding["tpm_key"]["jwk"] == registered
+        assert _device_show(id_server, first["id"])["confirmed"] is not None
+        run_vsc("identity", "status", serial)

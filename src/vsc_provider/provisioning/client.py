@@ -462,7 +462,7 @@ def delete(ref: str, force: bool = False) -> None:
         device_call(card, "/v1/delete", {}, eng)
     except CardWiped:
         return
-    except ServerError:
+    except (ServerError, CKRError):  # CKRError: the call could not be made (its TPM attestation key, on a copy)
         if not force:
             raise
     eng.delete_card(card.slot_id)
