@@ -54,6 +54,7 @@ def test_tpm_key_registered_and_a_copied_store_cannot_attest(
         binding = dict(api.find_card(serial).record.server or {})
         tpm_key = binding["tpm_key"]
         assert set(tpm_key) == {"public", "private", "jwk"}  # the TPM's own blobs: nothing exportable
+        assert json.loads(run_vsc("card", "show", serial, "--json").stdout)["attestation"] == "tpm"
         shown = _device_show(id_server, binding["device"])
         assert shown["attested"] == "tpm" and shown["tpm_key"] == tpm_key["jwk"]
         listed = {d["id"]: d for d in id_server.devices()}
@@ -122,6 +123,7 @@ def test_file_back_end_cards_attest_as_before(
         serial = activate(id_server.link("fred", "light"), "--device-key", "file")["serial"]
         binding = dict(api.find_card(serial).record.server or {})
         assert "tpm_key" not in binding
+        assert json.loads(run_vsc("card", "show", serial, "--json").stdout)["attestation"] is None
         assert _device_show(id_server, binding["device"])["attested"] is None
         run_vsc("identity", "status", serial)
     monkeypatch.delenv("VSC_TPM_TCTI")
