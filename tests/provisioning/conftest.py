@@ -11,7 +11,7 @@ import pytest
 from tests.server.conftest import BACK_ENDS, start_for
 from tests.server.idserver import IdServer
 
-ON_POSTGRES = {"test_activation.py", "test_online_pin.py", "test_lifecycle.py", "test_tpm_attestation.py"}
+ON_POSTGRES = {"test_activation.py", "test_online_pin.py", "test_lifecycle.py"}
 
 
 @pytest.fixture(scope="session", params=BACK_ENDS)
