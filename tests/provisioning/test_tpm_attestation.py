@@ -148,6 +148,9 @@ def test_server_refuses_a_tpm_key_it_cannot_check(
         client.call("POST", "/v1/activate", body)
     assert (unsigned.value.status, unsigned.value.error) == (403, "tpm_attestation_required")
     assert id_server.admin("POST", "/v1/offer", {"code": wire.ActivationLink.parse(link).code})["user"] == "tess"
+    with pytest.raises(ServerError) as unknown:
+        id_server.admin("GET", "/admin/devices/no-such-device")
+    assert (unknown.value.status, unknown.value.error) == (404, "unknown_device")
 
 
 def test_migration_registers_the_same_tpm_key_with_the_new_server(
