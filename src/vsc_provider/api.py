@@ -81,6 +81,7 @@ class CardInfo:
     renewal_requested: bool = False  # the card's server asked for new keys (done with the PIN: vsc card renew)
     policy: str = "strict"  # the card policy, fixed at creation: strict or compatible (for test rigs)
     device_key: str = "file"  # the back end of the card's device-key layer: tpm, keyring or file
+    attestation: str | None = None  # "tpm": its server registered the card's TPM key (docs/attestation.md)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -176,6 +177,7 @@ def card_info(card: Card, with_private: bool = False) -> CardInfo:
         if o.klass in CLASS_NAMES and (with_private or not o.private)
     ]
     rec = card.record
+    binding = rec.server or {}
     return CardInfo(
         slot=card.slot_id,
         serial=card.serial,
@@ -189,6 +191,7 @@ def card_info(card: Card, with_private: bool = False) -> CardInfo:
         renewal_requested=bool((rec.server or {}).get("renew_requested")),
         policy=card.policy.name,
         device_key=card_layer.kind(rec.device_key),
+        attestation="tpm" if binding.get("tpm_key") and binding.get("state") == "active" else None,
     )
 
 

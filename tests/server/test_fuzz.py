@@ -35,6 +35,8 @@ FIELDS = [
     "target_key",
     "receipt",
     "renewal",
+    "tpm_key",
+    "tpm_attestation",
 ]
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 

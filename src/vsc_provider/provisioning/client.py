@@ -56,7 +56,21 @@ def signed_body(
 ) -> dict[str, Any]:
     """A device call's body: the payload in a JWS by the card's device key (kid), with a fresh nonce."""
     key = device.DeviceKey.unseal(binding["device_key"], eng.device_key, serial)
-    return key.sign(binding["url"] + path, client.nonce(), payload, kid=binding["device"])
+    nonce = client.nonce()
+    return key.sign(
+        binding["url"] + path, nonce, tpm_attested(binding, key, path, payload, nonce), kid=binding["device"]
+    )
+
+
+def tpm_attested(
+    binding: dict[str, Any], dev: device.DeviceKey, path: str, payload: dict[str, Any], nonce: str
+) -> dict[str, Any]:
+    """The payload with the TPM key's attestation for this nonce, when the card has a TPM key and the call is
+    one the server checks it on (wire.TPM_ATTESTED_CALLS); else the payload as it is."""
+    tpm_key = binding.get("tpm_key")
+    if not tpm_key or path not in wire.TPM_ATTESTED_CALLS:
+        return payload
+    return {**payload, "tpm_attestation": device.tpm_attestation(tpm_key, dev.thumbprint(), nonce)}
 
 
 def _signed_call(binding: dict[str, Any], serial: str, path: str, payload: dict[str, Any], eng: Engine) -> Any:
@@ -146,6 +160,9 @@ def activate(link_text: str, pin: str, label: str | None = None, device_key: str
             with api.session(card, pin=pin):
                 made, entries = _generate_requests(eng, card, profile["keys"], offer["user"])
                 pv_salt = secrets.token_bytes(16)
+                tpm_key = device.new_tpm_key() if card_layer.kind(card.record.device_key) == "tpm" else None
+                if tpm_key is not None:
+                    pending["tpm_key"] = tpm_key
                 pending.update(
                     device_key=dev.seal(eng.device_key, card.serial),
                     offer=offer,
@@ -154,7 +171,7 @@ def activate(link_text: str, pin: str, label: str | None = None, device_key: str
                 )
                 eng.set_binding(card.slot_id, pending)  # from here on a killed activation can resume
                 sent = True
-                act = _Activation(client, link, dev, offer, pin, pv_salt, so_pin)
+                act = _Activation(client, link, dev, offer, pin, pv_salt, so_pin, tpm_key)
                 result = client.call("POST", "/v1/activate", _activation_request(act, entries))
                 binding = _finish_activation(eng, card, act, made, result)
         except BaseException as exc:
@@ -221,7 +238,7 @@ def _resume(eng: Engine, slot_id: int, link: wire.ActivationLink, pin: str) -> a
             service.keep_only(eng, card, [k.key_id for k in made])  # what a half-done install left goes
             entries = [{"id": k.request_id, "csr": wire.b64u(card_keys.csr(eng, card, k, offer["user"]))} for k in made]
             pv_salt = bytes.fromhex(pending["pin_salt"])
-            act = _Activation(client, link, dev, offer, pin, pv_salt)
+            act = _Activation(client, link, dev, offer, pin, pv_salt, None, pending.get("tpm_key"))
             result = client.call("POST", "/v1/activate", _activation_request(act, entries))
             binding = _finish_activation(eng, card, act, made, result)
             _confirm(client, binding, dev)
@@ -266,10 +283,11 @@ class _Activation(NamedTuple):
     pv_salt: bytes
     so_pin: str | None = None  # sent to the server (a JWE) so its administrator can unblock the card; None
     # when resuming: the server kept the one of the first try
+    tpm_key: dict[str, Any] | None = None  # the card's TPM attestation key (tpm back end), registered with the device
 
 
 def _activation_request(act: _Activation, entries: list[dict[str, str]]) -> dict[str, Any]:
-    client, link, dev, offer, pin, pv_salt, so_pin = act
+    client, link, dev, offer, pin, pv_salt, so_pin, tpm_key = act
     payload: dict[str, Any] = {"code": link.code, "keys": entries}
     if so_pin is not None:
         payload["so_pin"] = device.jwe_to_server(offer["server"]["jwks"], so_pin.encode())
@@ -279,6 +297,9 @@ def _activation_request(act: _Activation, entries: list[dict[str, str]]) -> dict
     attestation = device.attest(dev, nonce)
     if attestation is not None:
         payload["attestation"] = attestation
+    if tpm_key is not None:
+        payload["tpm_key"] = tpm_key["jwk"]
+        payload["tpm_attestation"] = device.tpm_attestation(tpm_key, dev.thumbprint(), nonce)
     return dev.sign(link.server + "/v1/activate", nonce, payload)
 
 
@@ -311,7 +332,7 @@ def _finish_activation(
 ) -> dict[str, Any]:
     """Certificates and imported keys onto the card, then the binding turns active (for an online profile
     in the same transaction as the data key's re-wrap under the server secret)."""
-    client, link, dev, offer, pin, pv_salt, _ = act
+    client, link, dev, offer, pin, pv_salt, _, tpm_key = act
     recorded = _install(eng, card, dev, made, result["keys"], offer["user"])
     otp_name = otp_seed.install(eng, card, dev, result.get("otp"))
     online = "secret" in result
@@ -333,6 +354,8 @@ def _finish_activation(
     }
     if otp_name is not None:
         binding["otp"] = otp_name  # the OTP key whose seed the server holds
+    if tpm_key is not None:
+        binding["tpm_key"] = tpm_key
     if online:
         eng.bind_server_secret(card, pin.encode(), dev.open(result["secret"]), server=binding)
     else:
@@ -344,7 +367,9 @@ def _confirm(client: PinnedClient, binding: dict[str, Any], dev: device.DeviceKe
     """The first kid-signed request: the server stops replaying the activation (and will not drop the
     device as never confirmed). If it fails, the card's next signed request (status, online PIN) confirms."""
     try:
-        body = dev.sign(binding["url"] + "/v1/status", client.nonce(), {}, kid=binding["device"])
+        nonce = client.nonce()
+        payload = tpm_attested(binding, dev, "/v1/status", {}, nonce)
+        body = dev.sign(binding["url"] + "/v1/status", nonce, payload, kid=binding["device"])
         client.call("POST", "/v1/status", body)
     except ServerError as exc:
         log.warning("the server was not told that device %s is installed: %s", binding["device"], exc)
@@ -444,7 +469,7 @@ def delete(ref: str, force: bool = False) -> None:
         device_call(card, "/v1/delete", {}, eng)
     except CardWiped:
         return
-    except ServerError:
+    except (ServerError, CKRError):  # CKRError: the call could not be made (its TPM attestation key, on a copy)
         if not force:
             raise
     eng.delete_card(card.slot_id)
@@ -474,7 +499,8 @@ def renew(ref: str, pin: str) -> api.CardInfo:
         # certificates it issued, so a stolen device key alone cannot renew
         claim = {"nonce": nonce, "device": binding["device"], "keys": entries}
         possession = card_keys.possession_jws(eng, card, old_keys, claim)
-        body = dev.sign(binding["url"] + "/v1/renew", nonce, {"renewal": possession}, kid=binding["device"])
+        payload = tpm_attested(binding, dev, "/v1/renew", {"renewal": possession}, nonce)
+        body = dev.sign(binding["url"] + "/v1/renew", nonce, payload, kid=binding["device"])
         try:
             result = client.call("POST", "/v1/renew", body)
         except BaseException:
@@ -539,6 +565,9 @@ def migrate(ref: str, pin: str, target_url: str, target_pin: str) -> api.CardInf
         attestation = device.attest(dev, nonce)
         if attestation is not None:
             payload["attestation"] = attestation
+        if binding.get("tpm_key"):  # the same TPM key, registered with the new server too
+            payload["tpm_key"] = binding["tpm_key"]["jwk"]
+            payload["tpm_attestation"] = device.tpm_attestation(binding["tpm_key"], dev.thumbprint(), nonce)
         result = target.call("POST", "/v1/activate", dev.sign(target_url + "/v1/activate", nonce, payload))
         for k in made:  # the old server's certificates go; the keys stay
             service.destroy_key_id(eng, card, k.key_id, C.CKO_CERTIFICATE)

@@ -20,8 +20,10 @@ from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
 
 from vsc_provider import config
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning import wire
-from vsc_provider.token import keywrap
+from vsc_provider.token import keywrap, tpm_attest
 
 _JWS_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"RS256": hashes.SHA256, "RS512": hashes.SHA512}
 
@@ -118,3 +120,24 @@ def attest(device: DeviceKey, nonce: str) -> str | None:
     token = jose_jws.JWS(wire.canonical({"device": device.thumbprint(), "nonce": nonce}))
     token.add_signature(key, alg=alg, protected=json.dumps({"alg": alg}))
     return str(token.serialize(compact=True))
+
+
+def new_tpm_key() -> dict[str, Any]:
+    """A TPM attestation key for a card whose device-key layer is the TPM (kept in its server binding)."""
+    try:
+        return tpm_attest.create()
+    except tpm_attest.TpmError as exc:
+        raise CKRError(C.CKR_DEVICE_ERROR, f"TPM attestation key: {exc}") from None
+
+
+def tpm_attestation(tpm_key: dict[str, Any], device_thumbprint: str, nonce: str) -> str:
+    """A compact JWS (ES256) by the card's TPM key over the device key's thumbprint and this request's nonce:
+    only the TPM that made the key produces it, so a copy of the store on another machine cannot."""
+    claims = {"device": device_thumbprint, "nonce": nonce}
+    try:
+        return tpm_attest.sign_es256(tpm_key, wire.TPM_ATTESTATION_TYP, claims)
+    except tpm_attest.TpmError as exc:
+        raise CKRError(
+            C.CKR_DEVICE_ERROR,
+            f"this card's TPM attestation key cannot sign: {exc} (it signs only on the TPM that made it)",
+        ) from None

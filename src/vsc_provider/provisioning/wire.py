@@ -24,6 +24,10 @@ LINK_SCHEME = "personal"
 KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "ed25519")
 KEY_USAGES = ("auth", "sign", "encryption")
 KEY_FORMATS = ("certificate", "jwk", "imported")
+# TPM attestation (docs/attestation.md): the device calls that carry `tpm_attestation` once a TPM key is
+# registered with the device, and the JWS type its TPM key signs
+TPM_ATTESTED_CALLS = ("/v1/status", "/v1/renew", "/v1/migration", "/v1/delete")
+TPM_ATTESTATION_TYP = "vsc-tpm-attestation"
 
 
 def b64u(data: bytes) -> str:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jose_jwk
 
 from vsc_provider.provisioning import wire
-from vsc_provider.server import issuance, jose, migration, otp_provision
+from vsc_provider.server import issuance, jose, migration, otp_provision, tpm_attestation
 from vsc_provider.server.db import Device
 from vsc_provider.server.db_otp import OtpSeed
 from vsc_provider.server.errors import ProtocolError
@@ -106,6 +106,7 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     else:
         raise ProtocolError(400, "malformed", "the payload names either a code or a ticket")
     attested = _check_attestation(srv, v)
+    tpm_key = tpm_attestation.at_activation(v.payload, v.key.thumbprint(), v.header["nonce"])
     requests = list(profile.keys)
     if ticket_id is not None:
         requests = [r for r in requests if r.format != "imported"]
@@ -117,7 +118,20 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     device_id = secrets.token_urlsafe(16)
     jwk = v.key.export_public(as_dict=True)
     keys, rows = issuance.issue(srv, device_id, user, jwk, requests, publics)
-    dev = Device(device_id, user, profile.name, jwk, "active", False, verifier, secret, 0, 0.0, so_pin=_so_pin(srv, v))
+    dev = Device(
+        device_id,
+        user,
+        profile.name,
+        jwk,
+        "active",
+        False,
+        verifier,
+        secret,
+        0,
+        0.0,
+        so_pin=_so_pin(srv, v),
+        tpm_key=tpm_key,
+    )
     # a migrated card keeps the OTP keys it has; the target provisions none
     otp = otp_provision.setting_for(srv, profile, code) if ticket_id is None else None
     seed = None if otp is None else otp_provision.new_seed(srv, device_id, profile, otp)
@@ -181,6 +195,11 @@ def _replay(srv: IdentityServer, v: Verified, code: str) -> dict[str, Any] | Non
     if profile is None:
         return None
     _check_attestation(srv, v)
+    tpm_key = tpm_attestation.at_activation(v.payload, v.key.thumbprint(), v.header["nonce"])
+    if not tpm_attestation.same_key(dev.tpm_key, tpm_key):
+        raise ProtocolError(
+            409, "activation_mismatch", "the TPM key is not the one registered at this code's activation"
+        )
     issued = {k["key_id"]: k for k in srv.db.active_keys(dev.id)}
     publics = issuance.csr_keys(v, [r for r in profile.keys if r.id in issued], None)
     for key_id, public in publics.items():

@@ -51,6 +51,14 @@ def devices(srv: IdentityServer) -> list[dict[str, Any]]:
     return srv.db.devices()
 
 
+def device(srv: IdentityServer, device_id: str) -> dict[str, Any]:
+    """One device as the admin sees it, with its registered TPM key when it has one."""
+    found = srv.db.devices(device_id)
+    if not found:
+        raise ProtocolError(404, "unknown_device", "no such device")
+    return found[0]
+
+
 def device_action(srv: IdentityServer, device_id: str, action: str) -> dict[str, Any]:
     if srv.db.device(device_id) is None:
         raise ProtocolError(404, "unknown_device", "no such device")

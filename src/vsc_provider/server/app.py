@@ -171,6 +171,10 @@ def create_app(server: IdentityServer) -> Starlette:
         admin.check_admin(server, request)
         return JSONResponse({"devices": await run_in_threadpool(admin.devices, server)})
 
+    async def admin_device_show(request: Request) -> Response:
+        admin.check_admin(server, request)
+        return JSONResponse(await run_in_threadpool(admin.device, server, request.path_params["device"]))
+
     async def admin_device(request: Request) -> Response:
         admin.check_admin(server, request)
         action = partial(admin.device_action, server, request.path_params["device"], request.path_params["action"])
@@ -231,6 +235,7 @@ def create_app(server: IdentityServer) -> Starlette:
         ),
         Route("/admin/activations", admin_create(admin.create_activation), methods=["POST"]),
         Route("/admin/devices", admin_devices, methods=["GET"]),
+        Route("/admin/devices/{device}", admin_device_show, methods=["GET"]),
         Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),
         Route("/v1/push", push_stream, methods=["POST"]),
         *request_routes("/rp/v1/requests", as_relying_party),

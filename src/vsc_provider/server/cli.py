@@ -177,6 +177,14 @@ def device_list(data: Path) -> None:
     click.echo(json.dumps(_admin(data, "GET", "/admin/devices")["devices"], indent=2))
 
 
+@device_group.command("show")
+@_DATA
+@click.argument("device_id")
+def device_show(data: Path, device_id: str) -> None:
+    """One device (JSON): its state and `attested` (tpm, implementer or null), its TPM key if registered."""
+    click.echo(json.dumps(_admin(data, "GET", f"/admin/devices/{device_id}"), indent=2))
+
+
 @device_group.command("action")
 @_DATA
 @click.argument("device_id")

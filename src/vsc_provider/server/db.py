@@ -53,6 +53,7 @@ class Device:
     created: float = 0.0
     confirmed: float | None = None  # the first request signed with its kid; None while only activated
     so_pin: bytes | None = None  # stored at registration only (read with Database.so_pin)
+    tpm_key: dict[str, Any] | None = None  # public JWK of its TPM attestation key (docs/attestation.md)
 
 
 class NewKey(NamedTuple):
@@ -69,7 +70,7 @@ class NewKey(NamedTuple):
 
 _DEVICE_COLUMNS = (
     'id, "user", profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until,'
-    " pin_verifier_next, created, confirmed"
+    " pin_verifier_next, created, confirmed, tpm_key"
 )
 
 
@@ -231,8 +232,8 @@ class Database(RequestTables, OtpTables):
             ):
                 return False
             tx.execute(
-                'INSERT INTO devices(id, "user", profile, jwk, created, attested, pin_verifier, server_secret, so_pin)'
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                'INSERT INTO devices(id, "user", profile, jwk, created, attested, pin_verifier, server_secret, so_pin,'
+                " tpm_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 device_row,
             )
             for key in keys:
@@ -281,6 +282,7 @@ class Database(RequestTables, OtpTables):
             self._seal(dev.id, "pin_verifier", dev.pin_verifier),
             self._seal(dev.id, "server_secret", dev.server_secret),
             self._seal(dev.id, "so_pin", dev.so_pin),
+            None if dev.tpm_key is None else json.dumps(dev.tpm_key),
         )
 
     def device(self, device_id: str) -> Device | None:
@@ -302,6 +304,7 @@ class Database(RequestTables, OtpTables):
             self._unseal(row[0], "pin_verifier_next", row[10]),
             row[11],
             row[12],
+            tpm_key=None if row[13] is None else json.loads(row[13]),
         )
 
     def so_pin(self, device_id: str) -> bytes | None:
@@ -315,14 +318,26 @@ class Database(RequestTables, OtpTables):
             row = db.execute("SELECT unblock FROM devices WHERE id = ?", (device_id,)).fetchone()
         return bool(row and row[0])
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """The admin's view of every device (or of one): `attested` is "tpm" (a TPM key is registered),
+        "implementer" (an implementer attestation key signed its activation) or None."""
+        sql = (
+            'SELECT id, "user", profile, state, renew, pin_failures, created, confirmed, attested, tpm_key FROM devices'
+        )
         with self._b.read() as db:
-            rows = db.execute(
-                'SELECT id, "user", profile, state, renew, pin_failures, created, confirmed FROM devices'
-                " ORDER BY created"
-            ).fetchall()
+            if device_id is None:
+                rows = db.execute(sql + " ORDER BY created").fetchall()
+            else:
+                rows = db.execute(sql + " WHERE id = ?", (device_id,)).fetchall()
         names = ("id", "user", "profile", "state", "renew", "pin_failures", "created", "confirmed")
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        out = []
+        for r in rows:
+            entry = dict(zip(names, r[:8], strict=True))
+            entry["attested"] = "tpm" if r[9] is not None else "implementer" if r[8] else None
+            if device_id is not None and r[9] is not None:
+                entry["tpm_key"] = json.loads(r[9])
+            out.append(entry)
+        return out
 
     def set_device(self, device_id: str, **fields: Any) -> bool:
         """Update columns named by the code (never by a request); device secrets are sealed on the way."""

@@ -74,7 +74,12 @@ CREATE TABLE IF NOT EXISTS otp_seeds(
 ALTER TABLE activations ADD COLUMN otp TEXT
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+# version 4: the public key (JWK) of the device's TPM attestation key, registered at activation (None: no TPM)
+_V4 = """
+ALTER TABLE devices ADD COLUMN tpm_key TEXT
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 
 _TYPES = {
     "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": ""},

@@ -270,6 +270,14 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": _ok("devices"), **_errors(401)},
             }
         },
+        "/admin/devices/{device}": {
+            "get": {
+                "summary": "one device, with `attested` (tpm, implementer or null) and its registered TPM key",
+                "security": [{"admin": []}],
+                "parameters": [{"name": "device", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _ok("the device"), **_errors(401, 404)},
+            }
+        },
         "/admin/devices/{device}/{action}": {
             "post": {
                 "summary": "delete, renew or unblock a device",

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import Encoding
 from jwcrypto import jwk as jose_jwk
 
-from vsc_provider.server import jose
+from vsc_provider.server import jose, tpm_attestation
 from vsc_provider.server.ca import Authority
 from vsc_provider.server.db import Device, open_database
 from vsc_provider.server.errors import ProtocolError
@@ -182,6 +182,8 @@ class IdentityServer:
         if expires is None or not self.db.spend_nonce(str(nonce), expires):
             raise ProtocolError(400, "bad_nonce", "unknown, expired or already used nonce: get a new one")
         claims = jose.json_object(payload)
+        if device is not None:  # refused before it confirms anything: a copied store does not count as the device
+            tpm_attestation.on_call(device, path, claims, key.thumbprint(), str(nonce))
         if device is not None and device.confirmed is None:
             # the device knows its id, so it has its activation answer: that answer is not replayed any more
             self.db.confirm_device(device.id)

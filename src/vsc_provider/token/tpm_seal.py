@@ -31,7 +31,7 @@ def available() -> bool:
 
 
 @contextmanager
-def _tpm() -> Iterator[tuple[Any, Any]]:
+def connect() -> Iterator[tuple[Any, Any]]:
     """An ESAPI context and the storage key's handle, flushed and closed at the end."""
     tcti = config.tpm_tcti()
     if tcti is None:
@@ -61,7 +61,7 @@ def _tpm() -> Iterator[tuple[Any, Any]]:
         ectx.close()
 
 
-def _require_tss() -> None:
+def require_tss() -> None:
     try:
         import tpm2_pytss  # noqa: F401
     except ImportError as exc:
@@ -70,20 +70,20 @@ def _require_tss() -> None:
 
 def seal(secret: bytes) -> dict[str, str]:
     """The sealed object's public and private parts (hex), loadable only by this TPM."""
-    _require_tss()
+    require_tss()
     from tpm2_pytss.constants import TPMA_OBJECT
     from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPMS_SENSITIVE_CREATE
 
     attrs = TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
     template = TPM2B_PUBLIC.parse("keyedhash", objectAttributes=attrs)
     sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(secret)))
-    with _tpm() as (ectx, primary):
+    with connect() as (ectx, primary):
         private, public = ectx.create(primary, sensitive, template)[:2]
     return {"public": bytes(public.marshal()).hex(), "private": bytes(private.marshal()).hex()}
 
 
 def unseal(sealed: dict[str, Any]) -> bytes:
-    _require_tss()
+    require_tss()
     from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_SESSION
     from tpm2_pytss.types import TPM2B_PRIVATE, TPM2B_PUBLIC, TPMT_SYM_DEF, TPMU_SYM_KEY_BITS, TPMU_SYM_MODE
 
@@ -93,7 +93,7 @@ def unseal(sealed: dict[str, Any]) -> bytes:
     except (KeyError, TypeError, ValueError) as exc:
         raise TpmError(f"the card's TPM object is damaged: {exc}") from None
     aes = TPMT_SYM_DEF(algorithm=TPM2_ALG.AES, keyBits=TPMU_SYM_KEY_BITS(aes=128), mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB))
-    with _tpm() as (ectx, primary):
+    with connect() as (ectx, primary):
         session = ectx.start_auth_session(primary, ESYS_TR.NONE, TPM2_SE.HMAC, aes, TPM2_ALG.SHA256)
         try:
             ectx.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT | TPMA_SESSION.CONTINUESESSION)
