@@ -11,7 +11,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import curves, ec_params, key_attrs, key_info, mechanisms, object_attrs
+from vsc_provider.token import audit, curves, ec_params, key_attrs, key_info, mechanisms, object_attrs
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
 from vsc_provider.token.policy import CardPolicy
@@ -67,9 +67,7 @@ def sign(
         if confirm_pin is None:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "this key needs its PIN again for each signature")
         engine.verify_pin(card, False, confirm_pin)
-    from vsc_provider.token import crypto  # loaded at the first operation, as for PKCS#11
-
-    return crypto.make_signer(mechanism, engine.crypto_key(card, key)).sign(data)
+    return engine.signer(card, key, mechanism).sign(data)
 
 
 def _usable_private_key(card: Card, key_id: bytes, mechanism: Mechanism, use: int, use_name: str) -> TokenObject:
@@ -97,9 +95,7 @@ def decrypt(engine: Engine, card: Card, key_id: bytes, mechanism: Mechanism, dat
     if mechanism.type not in (C.CKM_RSA_PKCS, C.CKM_RSA_PKCS_OAEP, C.CKM_RSA_X_509):
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mechanism.type:x} does not decrypt here")
     key = _usable_private_key(card, key_id, mechanism, C.CKA_DECRYPT, "CKA_DECRYPT")
-    from vsc_provider.token import crypto
-
-    return crypto.make_decryptor(mechanism, engine.crypto_key(card, key)).run(data)
+    return engine.decryptor(card, key, mechanism).run(data)
 
 
 def ecdh_secret(engine: Engine, card: Card, key_id: bytes, peer_point: bytes) -> bytes:
@@ -115,8 +111,11 @@ def ecdh_secret(engine: Engine, card: Card, key_id: bytes, peer_point: bytes) ->
     try:
         peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, peer_point)
     except ValueError as exc:
+        engine.key_used(card, key, audit.DERIVE, C.CKM_ECDH1_DERIVE, C.CKR_MECHANISM_PARAM_INVALID)
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
-    return private.exchange(ec.ECDH(), peer)
+    secret = private.exchange(ec.ECDH(), peer)
+    engine.key_used(card, key, audit.DERIVE, C.CKM_ECDH1_DERIVE)
+    return secret
 
 
 def destroy(engine: Engine, card: Card, obj: TokenObject) -> None:
