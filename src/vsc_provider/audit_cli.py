@@ -70,4 +70,7 @@ def audit_verify(card_ref: str) -> None:
         count = token_audit.verify(engine.device_key, card.serial, chain, head)
     except token_audit.AuditBroken as exc:
         raise click.ClickException(str(exc)) from None
+    if not count:
+        click.echo(f"audit log of {card.label} ({card.serial}): no entries yet")
+        return
     click.echo(f"audit log of {card.label} ({card.serial}): {count} entries, chain and signed head verified")
