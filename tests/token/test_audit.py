@@ -79,6 +79,16 @@ def test_unblock_user_is_recorded(tmp_path: Path) -> None:
     ]
 
 
+def test_reinitializing_the_card_is_recorded_and_keeps_the_log(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.login(card, False, PIN)
+    engine.logout(card)
+    engine.reinitialize(card, SO, "renamed")
+    assert _kinds(engine, card.slot_id) == [("login-user", "CKR_OK"), ("login-so", "CKR_OK"), ("init-token", "CKR_OK")]
+    assert _verify(engine, card.slot_id, card.serial) == 3
+
+
 def test_a_forked_child_does_not_write_its_parents_queue(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     card = engine.create_card("c", SO, PIN)

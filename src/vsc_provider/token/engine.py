@@ -412,6 +412,7 @@ class Engine:
             card.forget_secrets()
             card.session_objects.clear()
             self.refresh(force=True)
+        self.audit.event(card.slot_id, "init-token")  # the log stays: it is the card's, not its objects'
 
     # --- objects and key material (token/object_store.py, token/sealing.py) -----------------------
 
