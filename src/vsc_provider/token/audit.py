@@ -230,9 +230,9 @@ class AuditLog:
         origin = self.origin
         with self.store.audit_transaction() as db:
             for card_id, uses in by_card.items():
-                rec = self.store.card(db, card_id)
-                if rec is not None:  # a deleted card's entries go with it
-                    self._append(db, card_id, rec.serial, uses, origin)
+                serial = self.store.card_serial(db, card_id)
+                if serial is not None:  # a deleted card's entries go with it
+                    self._append(db, card_id, serial, uses, origin)
 
     def _append(
         self, db: sqlite3.Connection, card_id: int, serial: str, uses: list[tuple[int, Who, int]], origin: str

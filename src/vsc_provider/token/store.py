@@ -277,6 +277,10 @@ class Store:
         row = db.execute(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)).fetchone()  # noqa: S608
         return _card(row) if row else None
 
+    def card_serial(self, db: sqlite3.Connection, card_id: int) -> str | None:
+        row = db.execute("SELECT serial FROM cards WHERE id = ?", (card_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def insert_card(self, db: sqlite3.Connection, rec: CardRecord) -> int:
         cur = db.execute(
             "INSERT INTO cards(serial, label, created, policy, kdf, user_salt, user_wrapped, so_salt, so_wrapped,"
