@@ -4,6 +4,7 @@ two processes signing at once keep one linear chain, and a killed process loses 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -19,9 +20,10 @@ import pkcs11
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from p11_support import SO_PIN, USER_PIN, CardEnv, make_card, reinitialize, vsc
+from p11_support import CK_MECHANISM, SO_PIN, USER_PIN, CardEnv, RawModule, make_card, reinitialize, vsc
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
 
+from vsc_provider.ck import constants as C
 from vsc_provider.token import audit
 
 P256 = bytes.fromhex("06082a8648ce3d030107")
@@ -75,7 +77,9 @@ def home(card_env: CardEnv) -> Path:
     return card_env.home
 
 
-def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(card_env: CardEnv, home: Path) -> None:
+def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(
+    card_env: CardEnv, home: Path, module_path: str
+) -> None:
     serial = make_card(home, "Audit card")
     token = card_env.token(serial)
     with pytest.raises(pkcs11.PinIncorrect):
@@ -84,7 +88,9 @@ def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(card_env: Car
         _, ec_key = s.generate_keypair(
             KeyType.EC, store=True, label="ec", id=b"\x0e\xc1", public_template={Attribute.EC_PARAMS: P256}
         )
-        rsa_pub, rsa_key = s.generate_keypair(KeyType.RSA, 2048, store=True, label="rsa", id=b"\x75\xa0")
+        rsa_pub, rsa_key = s.generate_keypair(
+            KeyType.RSA, 2048, store=True, label="rsa", id=b"\x75\xa0", private_template={Attribute.SIGN_RECOVER: True}
+        )
         only_wraps = {Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.WRAP: True, Attribute.UNWRAP: True}
         wrapper = s.generate_key(KeyType.AES, 256, store=True, label="wrapper", id=b"\xa3\x50", template=only_wraps)
         assert ec_key.sign(DATA, mechanism=Mechanism.ECDSA_SHA256)
@@ -97,6 +103,14 @@ def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(card_env: Car
         target = s.generate_key(KeyType.AES, 128, template={Attribute.EXTRACTABLE: True})
         wrapped = wrapper.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP)
         wrapper.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=Mechanism.AES_KEY_WRAP)
+        # C_SignRecover through the C function list (python-pkcs11 has no call for it), in the same login.
+        raw = RawModule(module_path)
+        h = raw.open(int(token.slot.slot_id))
+        assert raw.C_SignRecoverInit(h, ctypes.byref(CK_MECHANISM(C.CKM_RSA_PKCS, None, 0)), rsa_key.handle) == 0
+        n = ctypes.c_ulong(512)
+        out = (ctypes.c_ubyte * 512)()
+        assert raw.C_SignRecover(h, DATA, len(DATA), out, ctypes.byref(n)) == 0
+        raw.C_CloseSession(h)
     vsc(home, "otp", "add", "--card", serial, TOTP_LINK, "--pin", USER_PIN)
     vsc(home, "otp", "code", "Example:alice", "--card", serial, "--pin", USER_PIN)
     vsc(home, "pin", "change", "--card", serial, "--old", USER_PIN, "--new", NEW_PIN)
@@ -110,8 +124,10 @@ def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(card_env: Car
     assert ("login-user", "", "", "CKR_OK") in kinds
     assert ("sign", "0ec1", "CKM_ECDSA_SHA256", "CKR_OK") in kinds
     assert ("decrypt", "75a0", "CKM_RSA_PKCS", "CKR_OK") in kinds
+    assert ("sign", "75a0", "CKM_RSA_PKCS", "CKR_OK") in kinds  # C_SignRecover
     assert ("derive", "0ec1", "CKM_ECDH1_DERIVE", "CKR_OK") in kinds
     assert ("unwrap", "a350", "CKM_AES_KEY_WRAP", "CKR_OK") in kinds
+    assert kinds.count(("wrap", "a350", "CKM_AES_KEY_WRAP", "CKR_OK")) == 1  # the length query is not a use
     assert any(k[0] == "otp-code" and k[2] == "CKM_VSC_TOTP" and k[3] == "CKR_OK" for k in kinds)
     assert ("pin-change-user", "", "", "CKR_OK") in kinds
     signed = next(e for e in entries if e["kind"] == "sign")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -177,6 +177,12 @@ def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int, mech_type
 
 def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capacity: int) -> bytes:
     s = LIB.session(h)
+    if query:  # the length query wraps to learn the length: not a use to record
+        return _wrap_key(s, mech, wrapping, key, query, capacity)
+    return _audited(s, wrapping, audit.WRAP, mech, lambda: _wrap_key(s, mech, wrapping, key, query, capacity))
+
+
+def _wrap_key(s: Session, mech: Mechanism, wrapping: int, key: int, query: bool, capacity: int) -> bytes:
     if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_WRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not wrap")
     wrapper, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID, mech.type)
@@ -204,10 +210,13 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
     return out
 
 
-def _audited(s: Session, key: int, kind: str, mech: Mechanism, run: Callable[[], int]) -> int:
-    """Run an unwrap or derivation, recorded in the card's audit log as a use of its key (when the key exists)."""
+R = TypeVar("R")
+
+
+def _audited(s: Session, key: int, kind: str, mech: Mechanism, run: Callable[[], R]) -> R:
+    """Run a wrap, unwrap or derivation, recorded in the card's audit log as a use of its key (when it exists)."""
     try:
-        handle = run()
+        result = run()
     except CKRError as exc:
         obj = s.card.get(key)
         if obj is not None:
@@ -216,7 +225,7 @@ def _audited(s: Session, key: int, kind: str, mech: Mechanism, run: Callable[[],
     obj = s.card.get(key)
     if obj is not None:
         LIB.require().key_used(s.card, obj, kind, mech.type)
-    return handle
+    return result
 
 
 def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: list[tuple[int, bytes]]) -> int:

@@ -43,7 +43,7 @@ MAX_AGE_NS = 1_000_000_000  # an entry recorded this long after the last write w
 MAX_PENDING = 16 * BATCH  # while the store cannot be written, older entries beyond this are dropped (logged)
 
 # What a card key is used for; the PIN events carry the role in their kind (login-user, block-so...).
-SIGN, DECRYPT, DERIVE, UNWRAP, OTP_CODE = "sign", "decrypt", "derive", "unwrap", "otp-code"
+SIGN, DECRYPT, DERIVE, UNWRAP, WRAP, OTP_CODE = "sign", "decrypt", "derive", "unwrap", "wrap", "otp-code"
 
 
 class Who(NamedTuple):

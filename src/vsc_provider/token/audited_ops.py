@@ -16,6 +16,21 @@ def _rv(exc: Exception) -> int:
     return int(getattr(exc, "rv", C.CKR_FUNCTION_FAILED))
 
 
+def audited_call(fn: Callable[[bytes], bytes], record: Record, who: Who) -> Callable[[bytes], bytes]:
+    """A one-shot key operation (C_SignRecover's) recorded at each call."""
+
+    def call(data: bytes) -> bytes:
+        try:
+            out = fn(data)
+        except Exception as exc:
+            record(who, _rv(exc))
+            raise
+        record(who, C.CKR_OK)
+        return out
+
+    return call
+
+
 class AuditedSigner(Signer):
     """A signer whose every signature (one-shot or final) is an audit entry; the length query signs nothing."""
 

@@ -460,6 +460,14 @@ class Engine:
         inner = crypto.make_decryptor(mech, self.crypto_key(card, obj))
         return audited_ops.AuditedCipherer(inner, self.audit.use, self.audit_who(card, obj, kind, mech.type))
 
+    def audited_call(
+        self, card: Card, obj: TokenObject, kind: str, mech_type: int, fn: Callable[[bytes], bytes]
+    ) -> Callable[[bytes], bytes]:
+        """A one-shot operation by the key (C_SignRecover's), recorded at each call."""
+        from vsc_provider.token import audited_ops
+
+        return audited_ops.audited_call(fn, self.audit.use, self.audit_who(card, obj, kind, mech_type))
+
     def key_used(self, card: Card, obj: TokenObject, kind: str, mech_type: int | None, rv: int = C.CKR_OK) -> None:
         """Record a use done elsewhere (a derivation, an OTP code)."""
         self.audit.use(self.audit_who(card, obj, kind, mech_type), rv)
