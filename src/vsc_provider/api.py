@@ -102,6 +102,7 @@ def engine() -> Engine:
         # load at the first such PIN.
         eng.online = ServerPinCheck()
         eng.unlock_guard = tamper.check_unlock  # this engine serves the CLI or the agent, never a PKCS#11 host
+        eng.audit.front_end = "api"
         _engines.clear()
         _engines[where] = eng
     return eng

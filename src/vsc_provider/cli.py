@@ -37,6 +37,7 @@ class LazyGroup(click.Group):
 
     lazy: ClassVar[dict[str, str]] = {
         "activate": "vsc_provider.provisioning.cli:activate",
+        "audit": "vsc_provider.audit_cli:audit",
         "agent": "vsc_provider.requests.cli:agent",
         "identity": "vsc_provider.provisioning.cli:identity",
         "push-relay": "vsc_provider.relay.cli:push_relay",

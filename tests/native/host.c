@@ -175,6 +175,21 @@ int main(int argc, char **argv)
         }
     }
 
+    if (strcmp(mode, "sign-finalize") == 0) { /* argv[3] PIN, argv[4] count: the audit log's C_Finalize write */
+        CK_MECHANISM mech = {0x40, NULL, 0}; /* CKM_SHA256_RSA_PKCS */
+        unsigned char sig[512];
+        long i, count = atol(argv[4]), ok = 0;
+        printf("prepare %d\n", prepare_signer(t, argv[3]));
+        for (i = 0; i < count; i++) {
+            CK_ULONG len = sizeof(sig);
+            if (((fn_signinit)t->fn[42])(sign_session, &mech, sign_key) == 0
+                && ((fn_sign)t->fn[43])(sign_session, (unsigned char *)"data", 4, sig, &len) == 0)
+                ok++;
+        }
+        printf("signed %ld\n", ok);
+        printf("finalize %lu\n", ((fn_init)t->fn[T_FINALIZE])(NULL));
+    }
+
     if (strcmp(mode, "fork") == 0 || strcmp(mode, "fork-sign") == 0) {
         pthread_t thread;
         int i, ok = 0;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -79,6 +80,21 @@ def test_fork_while_another_thread_signs(host, module_path, vsc_home):
     assert out["prepare"] == ["0"]
     assert out["forked-children-ok"] == ["20"], out
     assert out["signatures-ok"] == ["1"]
+    # The children re-initialised and never wrote what the parent's audit log held: one chain, still whole.
+    assert "verified" in run_vsc("audit", "verify", "--card", "Forked").stdout
+
+
+def test_c_finalize_writes_the_audit_entries_a_c_host_left_in_memory(host, module_path, vsc_home):
+    """A C host never runs Python's exit handlers: what the audit log still holds is written by C_Finalize."""
+    run_vsc("card", "create", "--label", "Audited", "--pin", USER_PIN, "--so-pin", SO_PIN)
+    run_vsc("key", "generate", "--card", "Audited", "--type", "rsa2048", "--label", "k", "--pin", USER_PIN)
+    out, _ = run(host, module_path, "sign-finalize", USER_PIN, "37")  # fewer than a batch: all left in memory
+    assert out["prepare"] == ["0"] and out["signed"] == ["37"] and out["finalize"] == ["0"]
+    listing = json.loads(run_vsc("audit", "list", "--card", "Audited", "--json").stdout)
+    signs = [e for e in listing["entries"] if e["kind"] == "sign"]
+    assert len(signs) == 37 and {e["mechanism"] for e in signs} == {"CKM_SHA256_RSA_PKCS"}
+    assert all(e["origin"].startswith("pkcs11/host") for e in signs)
+    assert "verified" in run_vsc("audit", "verify", "--card", "Audited").stdout
 
 
 def test_a_host_running_another_python_is_refused(tmp_path, module_path, vsc_home):

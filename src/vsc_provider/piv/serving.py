@@ -13,6 +13,7 @@ def open_card(card_ref: str) -> tuple[Engine, Card]:
     from vsc_provider.provisioning.online import ServerPinCheck
 
     engine.online = ServerPinCheck()
+    engine.audit.front_end = "piv"
     engine.refresh()
     matches = [c for c in engine.cards.values() if card_ref.lower() in (c.serial.lower(), c.label.lower())]
     if len(matches) != 1:

@@ -27,9 +27,7 @@ def decrypt_init(h: int, mech: Mechanism, key: int) -> None:
     obj = operation_key(s, "decrypt", mech.type, key, classes, C.CKA_DECRYPT, "decryption")
     if obj.private and not s.card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN)
-    from vsc_provider.token import crypto
-
-    worker = crypto.make_decryptor(mech, LIB.require().crypto_key(s.card, obj))
+    worker = LIB.require().decryptor(s.card, obj, mech)  # each decryption is an audit entry
     s.decrypt = Operation(worker, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE))
 
 

@@ -37,6 +37,7 @@ def initialize(args: InitArgs | None) -> None:
         # Server-checked PINs (provisioned cards) reach their server through provisioning: its HTTP and JOSE
         # load at the first such PIN, so a host with local cards only never imports them.
         engine.online = ServerPinCheck()
+        engine.audit.front_end = "pkcs11"
         LIB.engine = engine
         LIB.forked = False
         LIB.seen_slots = frozenset(engine.cards)
@@ -46,6 +47,7 @@ def initialize(args: InitArgs | None) -> None:
 def finalize() -> None:
     with LIB.lock:
         engine = LIB.require()
+        engine.audit.flush()  # what the audit log holds in memory, before the host may exit without a word
         for card in engine.cards.values():
             card.forget_secrets()
             card.session_objects.clear()

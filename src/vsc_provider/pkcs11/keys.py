@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -12,7 +13,7 @@ from vsc_provider.ck.params import Ecdh1Params, Mechanism
 from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
 from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object, writable
-from vsc_provider.token import curves, ec_params, key_attrs, key_info, mechanisms
+from vsc_provider.token import audit, curves, ec_params, key_attrs, key_info, mechanisms
 from vsc_provider.token.policy import CardPolicy
 
 
@@ -176,6 +177,12 @@ def _wrapping_crypto(s: Session, handle: int, attr: int, invalid: int, mech_type
 
 def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capacity: int) -> bytes:
     s = LIB.session(h)
+    if query:  # the length query wraps to learn the length: not a use to record
+        return _wrap_key(s, mech, wrapping, key, query, capacity)
+    return _audited(s, wrapping, audit.WRAP, mech, lambda: _wrap_key(s, mech, wrapping, key, query, capacity))
+
+
+def _wrap_key(s: Session, mech: Mechanism, wrapping: int, key: int, query: bool, capacity: int) -> bytes:
     if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_WRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not wrap")
     wrapper, wrapping_key = _wrapping_crypto(s, wrapping, C.CKA_WRAP, C.CKR_WRAPPING_KEY_HANDLE_INVALID, mech.type)
@@ -203,8 +210,30 @@ def wrap_key(h: int, mech: Mechanism, wrapping: int, key: int, query: bool, capa
     return out
 
 
+R = TypeVar("R")
+
+
+def _audited(s: Session, key: int, kind: str, mech: Mechanism, run: Callable[[], R]) -> R:
+    """Run a wrap, unwrap or derivation, recorded in the card's audit log as a use of its key (when it exists)."""
+    try:
+        result = run()
+    except CKRError as exc:
+        obj = s.card.get(key)
+        if obj is not None:
+            LIB.require().key_used(s.card, obj, kind, mech.type, exc.rv)
+        raise
+    obj = s.card.get(key)
+    if obj is not None:
+        LIB.require().key_used(s.card, obj, kind, mech.type)
+    return result
+
+
 def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
+    return _audited(s, unwrapping, audit.UNWRAP, mech, lambda: _unwrap_key(s, mech, unwrapping, wrapped, pairs))
+
+
+def _unwrap_key(s: Session, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: list[tuple[int, bytes]]) -> int:
     if mech.type not in mechanisms.MECHANISMS or not mechanisms.MECHANISMS[mech.type][2] & C.CKF_UNWRAP:
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mech.type:x} does not unwrap")
     if not s.card.user and not s.card.policy.public_keys:
@@ -253,6 +282,10 @@ def unwrap_key(h: int, mech: Mechanism, unwrapping: int, wrapped: bytes, pairs: 
 
 def derive_key(h: int, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]]) -> int:
     s = LIB.session(h)
+    return _audited(s, base, audit.DERIVE, mech, lambda: _derive_key(s, mech, base, pairs))
+
+
+def _derive_key(s: Session, mech: Mechanism, base: int, pairs: list[tuple[int, bytes]]) -> int:
     if mech.type in mechanisms.SECRET_DERIVATIONS:
         from vsc_provider.pkcs11.derive import derive_secret
 

@@ -21,7 +21,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism, OtpParams
 from vsc_provider.pkcs11.state import LIB, Operation, Session, operation_key
-from vsc_provider.token import otp, otp_keys
+from vsc_provider.token import audit, otp, otp_keys
 from vsc_provider.token.card import Card
 from vsc_provider.token.objects import TokenObject
 
@@ -147,8 +147,13 @@ class OtpSigner:
             if self.req.next_otp:
                 at += self.spec.period
             spec = self.spec if self.req.digits is None else self.spec._replace(digits=self.req.digits)
-            secret = bytes(engine.crypto_key(self.card, self.obj))
-            code = otp.totp(secret, at, spec)
+            try:
+                secret = bytes(engine.crypto_key(self.card, self.obj))
+                code = otp.totp(secret, at, spec)
+            except CKRError as exc:
+                engine.key_used(self.card, self.obj, audit.OTP_CODE, C.CKM_VSC_TOTP, exc.rv)
+                raise
+            engine.key_used(self.card, self.obj, audit.OTP_CODE, C.CKM_VSC_TOTP)
             when = time.strftime("%Y%m%d%H%M%S", time.gmtime(int(at))).encode()
             return OtpSignature(((C.CK_OTP_VALUE, code.code.encode()), (C.CK_OTP_TIME, when)))
         got = otp_keys.code(engine, self.card, self.obj, counter=self.req.counter)

@@ -6,6 +6,7 @@ from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11.state import LIB, Operation, Session, active_operation, deliver, operation_key
+from vsc_provider.token import audit
 
 RECOVER_MECHS = (C.CKM_RSA_PKCS, C.CKM_RSA_X_509)
 
@@ -20,9 +21,11 @@ def _init(s: Session, attr: str, mech: Mechanism, key: int, classes: tuple[int, 
     obj = operation_key(s, attr, mech.type, key, classes, usage, "recovery")
     from vsc_provider.token import recover
 
-    crypto_key = LIB.require().crypto_key(s.card, obj)
+    engine = LIB.require()
+    crypto_key = engine.crypto_key(s.card, obj)
     if usage == C.CKA_SIGN_RECOVER:
         fn, length = recover.make_sign_recover(mech.type, crypto_key)
+        fn = engine.audited_call(s.card, obj, audit.SIGN, mech.type, fn)  # each signature is an audit entry
     else:
         fn, length = recover.make_verify_recover(mech.type, crypto_key)
     return Operation(fn, obj, needs_auth=obj.bool(C.CKA_ALWAYS_AUTHENTICATE), length=length)

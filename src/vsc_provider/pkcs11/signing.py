@@ -65,9 +65,7 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
     if prepared is not None and prepared[1] is obj:
         signer = prepared[0]
     else:
-        from vsc_provider.token import crypto  # imported at the first operation, not at C_Initialize
-
-        signer = crypto.make_signer(mech, LIB.require().crypto_key(card, obj))
+        signer = LIB.require().signer(card, obj, mech)  # each signature it makes is an audit entry
     needs_auth = obj.bool(C.CKA_ALWAYS_AUTHENTICATE)
     if len(card.signers) >= _PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
         card.signers.clear()

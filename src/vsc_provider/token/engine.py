@@ -19,8 +19,9 @@ from vsc_provider import config
 from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
+from vsc_provider.ck.params import Mechanism
+from vsc_provider.token import audit, card_layer, keywrap, login, sealing
 from vsc_provider.token import binding as binding_mac
-from vsc_provider.token import card_layer, keywrap, login, sealing
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
 from vsc_provider.token.object_attrs import profile_attrs
@@ -68,6 +69,7 @@ class Engine:
         self.lock = threading.RLock()
         self._version = -1
         self.object_store = ObjectStore(self.store, self.device_key, self.lock)
+        self.audit = audit.AuditLog(self.store, self.device_key)
         self.signal = self.store.signal.map
         self.signal_seen = self.signal[:8]
         self._mac_legacy_bindings()
@@ -295,10 +297,19 @@ class Engine:
         if self.unlock_guard is not None:
             self.unlock_guard()
         server_secret = None
-        if not so and card.policy.pin.may_be(pin, so=False) and server_checked(card.record):
-            server_secret = self._online_secret(card.record, pin)  # raises on a refused PIN
-        layer = self.layer_key(card)
-        return login.unlock(self.store, layer, card, so, pin, server_secret, lambda: self.refresh(force=True))
+        role = "so" if so else "user"
+        try:
+            if not so and card.policy.pin.may_be(pin, so=False) and server_checked(card.record):
+                server_secret = self._online_secret(card.record, pin)  # raises on a refused PIN
+            layer = self.layer_key(card)
+            data_key = login.unlock(self.store, layer, card, so, pin, server_secret, lambda: self.refresh(force=True))
+        except CKRError as exc:
+            self.audit.event(card.slot_id, f"login-{role}", exc.rv)
+            if isinstance(exc, login.PinBlocked):
+                self.audit.event(card.slot_id, f"block-{role}", C.CKR_OK)
+            raise
+        self.audit.event(card.slot_id, f"login-{role}")
+        return data_key
 
     def login(self, card: Card, so: bool, pin: bytes) -> None:
         data_key = self.verify_pin(card, so, pin)
@@ -347,6 +358,7 @@ class Engine:
         with the PIN its store is wrapped under)."""
         secret = self._online().change(card.record, old_pin, new_pin, self.device_key)
         self.bind_server_secret(card, new_pin, secret)
+        self.audit.event(card.slot_id, "pin-change-user")
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
         self.refresh(force=True)
@@ -359,6 +371,7 @@ class Engine:
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
         self.refresh(force=True)
+        self.audit.event(card.slot_id, "unblock-user")
 
     def set_so_pin(self, card: Card, new_pin: bytes) -> None:
         card.policy.pin.check(new_pin, so=True)
@@ -373,6 +386,8 @@ class Engine:
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, **fields)
         self.refresh(force=True)
+        # The SO setting the user's PIN (C_InitPIN) also unblocks it: a reset, told apart from a change.
+        self.audit.event(card.slot_id, f"pin-reset-{role}" if role == "user" and card.so else f"pin-change-{role}")
 
     def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
         """C_InitToken on an existing card: SO PIN checked, every object destroyed, user PIN unset; the card
@@ -397,6 +412,7 @@ class Engine:
             card.forget_secrets()
             card.session_objects.clear()
             self.refresh(force=True)
+        self.audit.event(card.slot_id, "init-token")  # the log stays: it is the card's, not its objects'
 
     # --- objects and key material (token/object_store.py, token/sealing.py) -----------------------
 
@@ -427,6 +443,39 @@ class Engine:
 
     def material(self, card: Card, obj: TokenObject) -> bytes:
         return sealing.material(self.device_key, card, obj)
+
+    # --- key uses, each an audit entry (token/audit.py) ----------------------------------------------
+
+    def signer(self, card: Card, obj: TokenObject, mech: Mechanism) -> Any:
+        """The key's prepared signer for a mechanism; each signature it makes is recorded."""
+        from vsc_provider.token import audited_ops, crypto  # loaded at the first operation
+
+        inner = crypto.make_signer(mech, self.crypto_key(card, obj))
+        return audited_ops.AuditedSigner(inner, self.audit.use, self.audit_who(card, obj, audit.SIGN, mech.type))
+
+    def decryptor(self, card: Card, obj: TokenObject, mech: Mechanism, kind: str = audit.DECRYPT) -> Any:
+        """A decryption (or, with kind UNWRAP, an unwrap) by the key; each use is recorded."""
+        from vsc_provider.token import audited_ops, crypto
+
+        inner = crypto.make_decryptor(mech, self.crypto_key(card, obj))
+        return audited_ops.AuditedCipherer(inner, self.audit.use, self.audit_who(card, obj, kind, mech.type))
+
+    def audited_call(
+        self, card: Card, obj: TokenObject, kind: str, mech_type: int, fn: Callable[[bytes], bytes]
+    ) -> Callable[[bytes], bytes]:
+        """A one-shot operation by the key (C_SignRecover's), recorded at each call."""
+        from vsc_provider.token import audited_ops
+
+        return audited_ops.audited_call(fn, self.audit.use, self.audit_who(card, obj, kind, mech_type))
+
+    def key_used(self, card: Card, obj: TokenObject, kind: str, mech_type: int | None, rv: int = C.CKR_OK) -> None:
+        """Record a use done elsewhere (a derivation, an OTP code)."""
+        self.audit.use(self.audit_who(card, obj, kind, mech_type), rv)
+
+    @staticmethod
+    def audit_who(card: Card, obj: TokenObject, kind: str, mech_type: int | None) -> audit.Who:
+        label = obj.attrs.get(C.CKA_LABEL, b"").decode("utf-8", "replace")
+        return audit.Who(card.slot_id, kind, obj.attrs.get(C.CKA_ID, b"").hex(), label, mech_type)
 
     def crypto_key(self, card: Card, obj: TokenObject) -> Any:
         """The `cryptography` key (or secret bytes) behind an object, loaded once per login."""

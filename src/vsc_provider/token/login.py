@@ -16,6 +16,10 @@ from vsc_provider.token.card import Card
 from vsc_provider.token.store import Store
 
 
+class PinBlocked(CKRError):
+    """CKR_PIN_LOCKED raised by the wrong try that blocked the PIN (the audit log records the block)."""
+
+
 def aad(serial: str, role: str) -> bytes:
     return f"vsc-card:{serial}:{role}".encode()
 
@@ -110,6 +114,6 @@ def unlock(
         # This try's own number decides the answer, so concurrent tries get consistent answers.
         this_try = failures + 1
         if this_try >= policy.max_tries:
-            raise CKRError(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {this_try} wrong tries")
+            raise PinBlocked(C.CKR_PIN_LOCKED, f"{role} PIN blocked after {this_try} wrong tries")
         raise CKRError(C.CKR_PIN_INCORRECT, f"wrong {role} PIN ({this_try} of {policy.max_tries} tries used)")
     return data_key

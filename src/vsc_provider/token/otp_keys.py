@@ -13,7 +13,7 @@ import time
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token import otp, sealing
+from vsc_provider.token import audit, otp, sealing
 from vsc_provider.token.card import Card
 from vsc_provider.token.engine import Engine
 from vsc_provider.token.objects import TokenObject
@@ -74,12 +74,20 @@ def code(engine: Engine, card: Card, obj: TokenObject, at: float | None = None, 
     """The key's current code: TOTP at `at` (now by default); HOTP at the stored counter, which moves on by
     one, or at a given `counter` (nothing stored changes: a look-up, as PKCS#11's CK_OTP_COUNTER allows)."""
     spec = otp.spec_of(obj.attrs)
-    secret = _secret(engine, card, obj)
-    if spec.kind == "totp":
-        return otp.totp(secret, time.time() if at is None else at, spec)
-    if counter is not None:
-        return otp.Code(otp.hotp(secret, counter, spec.digits, spec.algorithm), counter, None)
-    return _next_hotp(engine, card, obj, secret)
+    mech = C.CKM_VSC_TOTP if spec.kind == "totp" else C.CKM_HOTP
+    try:
+        secret = _secret(engine, card, obj)
+        if spec.kind == "totp":
+            got = otp.totp(secret, time.time() if at is None else at, spec)
+        elif counter is not None:
+            got = otp.Code(otp.hotp(secret, counter, spec.digits, spec.algorithm), counter, None)
+        else:
+            got = _next_hotp(engine, card, obj, secret)
+    except CKRError as exc:
+        engine.key_used(card, obj, audit.OTP_CODE, mech, exc.rv)
+        raise
+    engine.key_used(card, obj, audit.OTP_CODE, mech)
+    return got
 
 
 def _next_hotp(engine: Engine, card: Card, obj: TokenObject, secret: bytes) -> otp.Code:

@@ -11,7 +11,7 @@ from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import curves, ec_params, key_attrs, key_info, mechanisms, object_attrs
+from vsc_provider.token import audit, curves, ec_params, key_attrs, key_info, mechanisms, object_attrs
 from vsc_provider.token.engine import Card, Engine
 from vsc_provider.token.objects import TokenObject
 from vsc_provider.token.policy import CardPolicy
@@ -75,9 +75,7 @@ def sign(
     prepared = card.signers.get((key.handle, mechanism))
     if prepared is not None and prepared[1] is key and prepared[2] is key.attrs:
         return prepared[0].sign(data)  # type: ignore[no-any-return]
-    from vsc_provider.token import crypto  # loaded at the first operation, as for PKCS#11
-
-    signer = crypto.make_signer(mechanism, engine.crypto_key(card, key))
+    signer = engine.signer(card, key, mechanism)  # each signature it makes is recorded in the audit log
     if len(card.signers) >= _PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
         card.signers.clear()
     card.signers[key.handle, mechanism] = (signer, key, key.attrs, key.bool(C.CKA_ALWAYS_AUTHENTICATE))
@@ -109,9 +107,7 @@ def decrypt(engine: Engine, card: Card, key_id: bytes, mechanism: Mechanism, dat
     if mechanism.type not in (C.CKM_RSA_PKCS, C.CKM_RSA_PKCS_OAEP, C.CKM_RSA_X_509):
         raise CKRError(C.CKR_MECHANISM_INVALID, f"mechanism 0x{mechanism.type:x} does not decrypt here")
     key = _usable_private_key(card, key_id, mechanism, C.CKA_DECRYPT, "CKA_DECRYPT")
-    from vsc_provider.token import crypto
-
-    return crypto.make_decryptor(mechanism, engine.crypto_key(card, key)).run(data)
+    return engine.decryptor(card, key, mechanism).run(data)
 
 
 def ecdh_secret(engine: Engine, card: Card, key_id: bytes, peer_point: bytes) -> bytes:
@@ -127,8 +123,11 @@ def ecdh_secret(engine: Engine, card: Card, key_id: bytes, peer_point: bytes) ->
     try:
         peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, peer_point)
     except ValueError as exc:
+        engine.key_used(card, key, audit.DERIVE, C.CKM_ECDH1_DERIVE, C.CKR_MECHANISM_PARAM_INVALID)
         raise CKRError(C.CKR_MECHANISM_PARAM_INVALID, "peer public point is not on the curve") from exc
-    return private.exchange(ec.ECDH(), peer)
+    secret = private.exchange(ec.ECDH(), peer)
+    engine.key_used(card, key, audit.DERIVE, C.CKM_ECDH1_DERIVE)
+    return secret
 
 
 def destroy(engine: Engine, card: Card, obj: TokenObject) -> None:

@@ -51,6 +51,27 @@ CREATE TABLE IF NOT EXISTS objects(
     secret BLOB
 );
 CREATE INDEX IF NOT EXISTS objects_by_card ON objects(card_id);
+CREATE TABLE IF NOT EXISTS audit(
+    card_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_label TEXT NOT NULL,
+    mechanism TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    result TEXT NOT NULL,
+    prev BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY(card_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_heads(
+    card_id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    sealed_key BLOB NOT NULL
+);
 """
 
 
@@ -186,8 +207,10 @@ class Store:
         return db.execute("DELETE FROM meta WHERE key = ?", (key,)).rowcount > 0
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: BEGIN IMMEDIATE takes the write lock first, so read-modify-write is race-free."""
+    def transaction(self, signal: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock first, so read-modify-write is race-free.
+        `signal=False`: a write no other process needs to take in (the audit log) leaves the change signal
+        alone, so hosts signing at once do not reload their cards after each other's audit writes."""
         with self.lock:
             self._db.execute("BEGIN IMMEDIATE")
             changes = self._db.total_changes
@@ -199,8 +222,27 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            if self._db.total_changes != changes:
+            if signal and self._db.total_changes != changes:
                 self.signal.bump()  # after the commit: a process that sees the new value also sees the data
+
+    @contextmanager
+    def audit_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write of audit entries: no change signal, and without the fsync of synchronous=FULL. In WAL mode
+        a commit with synchronous=NORMAL survives the process being killed (the WAL is written before COMMIT
+        returns); only a power loss can take back the last commits."""
+        with self.lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.transaction(signal=False) as db:
+                    yield db
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads outside a write transaction, under this process's connection lock."""
+        with self.lock:
+            yield self._db
 
     def read_meta(self, key: str) -> str | None:
         """A meta value, read outside any write transaction."""
@@ -239,6 +281,10 @@ class Store:
         row = db.execute(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,)).fetchone()  # noqa: S608
         return _card(row) if row else None
 
+    def card_serial(self, db: sqlite3.Connection, card_id: int) -> str | None:
+        row = db.execute("SELECT serial FROM cards WHERE id = ?", (card_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def insert_card(self, db: sqlite3.Connection, rec: CardRecord) -> int:
         cur = db.execute(
             "INSERT INTO cards(serial, label, created, policy, kdf, user_salt, user_wrapped, so_salt, so_wrapped,"
@@ -271,6 +317,8 @@ class Store:
         db.execute(f"UPDATE cards SET {assignments} WHERE id = ?", (*fields.values(), card_id))  # noqa: S608 - names checked
 
     def delete_card(self, db: sqlite3.Connection, card_id: int) -> None:
+        db.execute("DELETE FROM audit WHERE card_id = ?", (card_id,))
+        db.execute("DELETE FROM audit_heads WHERE card_id = ?", (card_id,))
         db.execute("DELETE FROM objects WHERE card_id = ?", (card_id,))
         db.execute("DELETE FROM cards WHERE id = ?", (card_id,))
 

@@ -1,0 +1,292 @@
+"""The audit log through the real module and the `vsc` command: every key use and PIN event becomes a chained
+entry without data or PINs, `vsc audit verify` names the first entry that was changed, removed or reordered,
+two processes signing at once keep one linear chain, and a killed process loses at most the documented bound."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from p11_support import CK_MECHANISM, SO_PIN, USER_PIN, CardEnv, RawModule, make_card, reinitialize, vsc
+from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
+
+from vsc_provider.ck import constants as C
+from vsc_provider.token import audit
+
+P256 = bytes.fromhex("06082a8648ce3d030107")
+DATA = b"audit-test-data-5c1e9b"  # what is signed, decrypted, derived: must appear nowhere in the store
+NEW_PIN = "730461"
+TOTP_LINK = "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example"
+
+FIND_IN_STORE = """
+import pathlib, sys
+stored = b"".join(p.read_bytes() for p in pathlib.Path(sys.argv[1]).glob("store.sqlite*"))
+for wanted in sys.argv[2:]:
+    print("found" if bytes.fromhex(wanted) in stored else "absent")
+"""
+
+SIGNER = """
+import sys, time
+import pkcs11
+from pkcs11 import Mechanism, ObjectClass
+lib = pkcs11.lib(sys.argv[1])
+with lib.get_token(token_serial=sys.argv[2].encode()).open(user_pin=sys.argv[3]) as s:
+    key = s.get_key(ObjectClass.PRIVATE_KEY, label=sys.argv[4])
+    for _ in range(int(sys.argv[5])):
+        key.sign(b"data", mechanism=Mechanism.ECDSA_SHA256)
+    print("signed", flush=True)
+    if sys.argv[6] == "wait":
+        time.sleep(120)
+"""
+
+
+def _log(home: Path, card: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(vsc(home, "audit", "list", "--card", card, "--json").stdout)
+    return result
+
+
+def _signer(
+    home: Path, module_path: str, serial: str, label: str, count: int, wait: bool = False
+) -> subprocess.Popen[str]:
+    args = [sys.executable, "-c", SIGNER, module_path, serial, USER_PIN, label, str(count), "wait" if wait else "exit"]
+    env = {"VSC_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def _card_with_key(home: Path, label: str) -> str:
+    serial = make_card(home, label)
+    vsc(home, "key", "generate", "--card", serial, "--type", "p256", "--label", "k", "--pin", USER_PIN)
+    return serial
+
+
+@pytest.fixture(scope="module")
+def home(card_env: CardEnv) -> Path:
+    return card_env.home
+
+
+def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(
+    card_env: CardEnv, home: Path, module_path: str
+) -> None:
+    serial = make_card(home, "Audit card")
+    token = card_env.token(serial)
+    with pytest.raises(pkcs11.PinIncorrect):
+        token.open(user_pin="000000")
+    with token.open(rw=True, user_pin=USER_PIN) as s:
+        _, ec_key = s.generate_keypair(
+            KeyType.EC, store=True, label="ec", id=b"\x0e\xc1", public_template={Attribute.EC_PARAMS: P256}
+        )
+        rsa_pub, rsa_key = s.generate_keypair(
+            KeyType.RSA, 2048, store=True, label="rsa", id=b"\x75\xa0", private_template={Attribute.SIGN_RECOVER: True}
+        )
+        only_wraps = {Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.WRAP: True, Attribute.UNWRAP: True}
+        wrapper = s.generate_key(KeyType.AES, 256, store=True, label="wrapper", id=b"\xa3\x50", template=only_wraps)
+        assert ec_key.sign(DATA, mechanism=Mechanism.ECDSA_SHA256)
+        assert (
+            rsa_key.decrypt(rsa_pub.encrypt(DATA, mechanism=Mechanism.RSA_PKCS), mechanism=Mechanism.RSA_PKCS) == DATA
+        )
+        peer = ec.generate_private_key(ec.SECP256R1()).public_key()
+        point = peer.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        ec_key.derive_key(KeyType.GENERIC_SECRET, 256, mechanism_param=(KDF.NULL, None, point))
+        target = s.generate_key(KeyType.AES, 128, template={Attribute.EXTRACTABLE: True})
+        wrapped = wrapper.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP)
+        wrapper.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped, mechanism=Mechanism.AES_KEY_WRAP)
+        # C_SignRecover through the C function list (python-pkcs11 has no call for it), in the same login.
+        raw = RawModule(module_path)
+        h = raw.open(int(token.slot.slot_id))
+        assert raw.C_SignRecoverInit(h, ctypes.byref(CK_MECHANISM(C.CKM_RSA_PKCS, None, 0)), rsa_key.handle) == 0
+        n = ctypes.c_ulong(512)
+        out = (ctypes.c_ubyte * 512)()
+        assert raw.C_SignRecover(h, DATA, len(DATA), out, ctypes.byref(n)) == 0
+        raw.C_CloseSession(h)
+    vsc(home, "otp", "add", "--card", serial, TOTP_LINK, "--pin", USER_PIN)
+    vsc(home, "otp", "code", "Example:alice", "--card", serial, "--pin", USER_PIN)
+    vsc(home, "pin", "change", "--card", serial, "--old", USER_PIN, "--new", NEW_PIN)
+    reinitialize(card_env.lib)  # C_Finalize writes what the module still holds
+
+    log = _log(home, serial)
+    entries = log["entries"]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    kinds = [(e["kind"], e["key_id"], e["mechanism"], e["result"]) for e in entries]
+    assert ("login-user", "", "", "CKR_PIN_INCORRECT") in kinds
+    assert ("login-user", "", "", "CKR_OK") in kinds
+    assert ("sign", "0ec1", "CKM_ECDSA_SHA256", "CKR_OK") in kinds
+    assert ("decrypt", "75a0", "CKM_RSA_PKCS", "CKR_OK") in kinds
+    assert ("sign", "75a0", "CKM_RSA_PKCS", "CKR_OK") in kinds  # C_SignRecover
+    assert ("derive", "0ec1", "CKM_ECDH1_DERIVE", "CKR_OK") in kinds
+    assert ("unwrap", "a350", "CKM_AES_KEY_WRAP", "CKR_OK") in kinds
+    assert kinds.count(("wrap", "a350", "CKM_AES_KEY_WRAP", "CKR_OK")) == 1  # the length query is not a use
+    assert any(k[0] == "otp-code" and k[2] == "CKM_VSC_TOTP" and k[3] == "CKR_OK" for k in kinds)
+    assert ("pin-change-user", "", "", "CKR_OK") in kinds
+    signed = next(e for e in entries if e["kind"] == "sign")
+    assert signed["key_label"] == "ec" and signed["origin"].startswith("pkcs11/")
+    assert next(e for e in entries if e["kind"] == "otp-code")["origin"].startswith("api/")
+    assert log["signed_head"]["seq"] == len(entries)
+    assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
+
+    # No PIN, data or digest of data anywhere in the store (the WAL included) nor in the listing.
+    # Read by another process: closing a file descriptor of the store here would drop this process's SQLite
+    # locks on it (POSIX), and the module loaded here holds the store open.
+    secrets = [USER_PIN.encode(), NEW_PIN.encode(), SO_PIN.encode(), DATA, hashlib.sha256(DATA).digest()]
+    found = subprocess.run(
+        [sys.executable, "-c", FIND_IN_STORE, str(home), *(x.hex() for x in secrets)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert found.stdout.split() == ["absent"] * len(secrets)
+    listing = json.dumps(log).encode()
+    for secret in secrets:
+        assert secret not in listing
+    assert hashlib.sha256(DATA).hexdigest().encode() not in listing
+
+
+def test_block_and_unblock_are_recorded(card_env: CardEnv, home: Path) -> None:
+    out = vsc(
+        home,
+        "card",
+        "create",
+        "--label",
+        "Audit block",
+        "--pin",
+        "4821",
+        "--so-pin",
+        SO_PIN,
+        "--policy",
+        "compatible",
+        "--json",
+    )
+    serial = json.loads(out.stdout)["serial"]
+    token = card_env.token(serial)
+    with pytest.raises(pkcs11.PinLocked):
+        for _ in range(10):
+            try:
+                token.open(user_pin="9999")
+            except pkcs11.PinIncorrect:
+                continue
+    vsc(home, "pin", "reset", "--card", serial, "--so-pin", SO_PIN, "--new", "4822")
+    entries = _log(home, serial)["entries"]
+    kinds = [(e["kind"], e["result"]) for e in entries]
+    assert kinds.count(("login-user", "CKR_PIN_INCORRECT")) == 9
+    assert ("login-user", "CKR_PIN_LOCKED") in kinds
+    assert kinds.index(("block-user", "CKR_OK")) == kinds.index(("login-user", "CKR_PIN_LOCKED")) + 1
+    assert kinds[-2:] == [("login-so", "CKR_OK"), ("pin-reset-user", "CKR_OK")]  # the reset unblocks
+    assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
+
+
+# --- tampering -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signed_store(home: Path, module_path: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A store whose card has 12 entries: the CLI's login (1), the module's login (2) and 10 signatures."""
+    own = tmp_path_factory.mktemp("audit-tamper")
+    serial = _card_with_key(own, "Tamper card")
+    signer = _signer(own, module_path, serial, "k", 10)
+    assert signer.wait(timeout=60) == 0
+    assert len(_log(own, serial)["entries"]) == 12
+    return own, serial
+
+
+def _rehash_from(db: sqlite3.Connection, serial: str, start: int) -> None:
+    """What a forger without the device key can do: recompute every hash from entry `start` on."""
+    rows = db.execute(
+        "SELECT seq, time, kind, key_id, key_label, mechanism, origin, result, prev, hash FROM audit ORDER BY seq"
+    ).fetchall()
+    prev = audit.genesis(serial)
+    for row in rows:
+        e = audit.Entry(*row[:8], prev if row[0] >= start else bytes(row[8]), b"")
+        digest = audit.entry_hash(e) if row[0] >= start else bytes(row[9])
+        db.execute("UPDATE audit SET prev = ?, hash = ? WHERE seq = ?", (e.prev, digest, row[0]))
+        prev = digest
+
+
+TAMPERING = {
+    "changed field": ("UPDATE audit SET result = 'CKR_GENERAL_ERROR' WHERE seq = 5", 5, "was changed"),
+    "deleted middle": ("DELETE FROM audit WHERE seq = 6", 6, "is missing"),
+    "swapped": (
+        "UPDATE audit SET seq = -4 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = 5;"
+        " UPDATE audit SET seq = 5 WHERE seq = -4",
+        4,
+        "does not follow",
+    ),
+    "truncated tail": ("DELETE FROM audit WHERE seq > 9", 10, "is missing"),
+    "rehashed after a change": ("UPDATE audit SET key_label = 'other' WHERE seq = 7", 12, "signed head"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_verify_names_the_first_bad_entry(signed_store: tuple[Path, str], tmp_path: Path, case: str) -> None:
+    source, serial = signed_store
+    copy = tmp_path / "home"
+    shutil.copytree(source, copy)
+    statement, bad, words = TAMPERING[case]
+    db = sqlite3.connect(copy / "store.sqlite", isolation_level=None)
+    db.execute("BEGIN")
+    db.executescript(statement) if ";" in statement else db.execute(statement)
+    if case == "rehashed after a change":
+        _rehash_from(db, serial, 7)
+    if db.in_transaction:
+        db.execute("COMMIT")
+    db.close()
+    result = vsc(copy, "audit", "verify", "--card", serial, check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert f"broken at entry {bad}:" in message and words in message and "\n" not in message
+    # The untouched store still verifies.
+    assert vsc(source, "audit", "verify", "--card", serial).returncode == 0
+
+
+def test_a_writer_does_not_sign_over_a_cut_chain(
+    signed_store: tuple[Path, str], tmp_path: Path, module_path: str
+) -> None:
+    source, serial = signed_store
+    copy = tmp_path / "home"
+    shutil.copytree(source, copy)
+    db = sqlite3.connect(copy / "store.sqlite", isolation_level=None)
+    db.execute("DELETE FROM audit WHERE seq > 9")
+    db.close()
+    assert _signer(copy, module_path, serial, "k", 3).wait(timeout=60) == 0
+    result = vsc(copy, "audit", "verify", "--card", serial, check=False)
+    assert result.returncode == 1 and "broken at entry 10:" in result.stderr
+
+
+# --- several processes, and a killed one ----------------------------------------------------------------
+
+
+def test_two_processes_signing_at_once_keep_one_linear_chain(home: Path, module_path: str) -> None:
+    serial = _card_with_key(home, "Audit shared")
+    count = 2 * audit.BATCH + 17
+    signers = [_signer(home, module_path, serial, "k", count) for _ in range(2)]
+    for p in signers:
+        assert p.wait(timeout=120) == 0
+    entries = _log(home, serial)["entries"]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    by_origin: dict[str, int] = {}
+    for e in entries:
+        if e["kind"] == "sign":
+            by_origin[e["origin"]] = by_origin.get(e["origin"], 0) + 1
+    assert sorted(by_origin.values()) == [count, count]
+    assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
+
+
+def test_sigkill_loses_at_most_the_documented_bound(home: Path, module_path: str) -> None:
+    serial = _card_with_key(home, "Audit killed")
+    count = audit.BATCH + 40
+    signer = _signer(home, module_path, serial, "k", count, wait=True)
+    assert signer.stdout is not None and signer.stdout.readline().strip() == "signed"
+    os.kill(signer.pid, signal.SIGKILL)
+    signer.wait(timeout=30)
+    signs = [e for e in _log(home, serial)["entries"] if e["kind"] == "sign"]
+    assert count - (audit.BATCH - 1) <= len(signs) <= count
+    assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout

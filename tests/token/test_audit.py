@@ -1,0 +1,128 @@
+"""The audit log in the engine on a real store: the server's unblock and the SO's block, a forked child that
+must not write its parent's queue, a deleted card's log, and a store opened with another device key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vsc_provider.ck import constants as C
+from vsc_provider.ck.errors import CKRError
+from vsc_provider.token import audit
+from vsc_provider.token.engine import Engine
+from vsc_provider.token.pin import PinPolicy
+
+PIN = b"482915"
+SO = b"19283746"
+
+
+def _engine(root: Path, key: str = "device.key") -> Engine:
+    return Engine(root / "store.sqlite", root / key)
+
+
+def _kinds(engine: Engine, card_id: int) -> list[tuple[str, str]]:
+    engine.audit.flush()
+    chain, _ = audit.entries(engine.store, card_id)
+    return [(e.kind, e.result) for e in chain]
+
+
+def _verify(engine: Engine, card_id: int, serial: str) -> int:
+    chain, head = audit.entries(engine.store, card_id)
+    return audit.verify(engine.device_key, serial, chain, head)
+
+
+def test_so_block_and_the_servers_unblock(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN, policy=PinPolicy(max_tries=3, delays=False))
+    for _ in range(2):
+        with pytest.raises(CKRError):
+            engine.login(card, True, b"00000001")
+    with pytest.raises(CKRError) as blocked:
+        engine.login(card, True, b"00000002")
+    assert blocked.value.rv == C.CKR_PIN_LOCKED
+    for _ in range(3):
+        with pytest.raises(CKRError):
+            engine.login(card, False, b"000001")
+    other = _engine(tmp_path)  # another process
+    with pytest.raises(CKRError):  # the SO PIN is blocked: no unblock with it
+        other.unblock_user(other.cards[card.slot_id], SO)
+    other.audit.flush()
+    kinds = _kinds(engine, card.slot_id)
+    assert kinds[:4] == [
+        ("login-so", "CKR_PIN_INCORRECT"),
+        ("login-so", "CKR_PIN_INCORRECT"),
+        ("login-so", "CKR_PIN_LOCKED"),
+        ("block-so", "CKR_OK"),
+    ]
+    assert kinds[4:8] == [("login-user", "CKR_PIN_INCORRECT")] * 2 + [
+        ("login-user", "CKR_PIN_LOCKED"),
+        ("block-user", "CKR_OK"),
+    ]
+    assert kinds[8:] == [("login-so", "CKR_PIN_LOCKED")]
+    assert _verify(engine, card.slot_id, card.serial) == 9
+
+
+def test_unblock_user_is_recorded(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN, policy=PinPolicy(max_tries=2, delays=False))
+    for _ in range(2):
+        with pytest.raises(CKRError):
+            engine.login(card, False, b"000001")
+    engine.unblock_user(card, SO)
+    engine.login(card, False, PIN)
+    assert _kinds(engine, card.slot_id)[-3:] == [
+        ("login-so", "CKR_OK"),
+        ("unblock-user", "CKR_OK"),
+        ("login-user", "CKR_OK"),
+    ]
+
+
+def test_reinitializing_the_card_is_recorded_and_keeps_the_log(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.login(card, False, PIN)
+    engine.logout(card)
+    engine.reinitialize(card, SO, "renamed")
+    assert _kinds(engine, card.slot_id) == [("login-user", "CKR_OK"), ("login-so", "CKR_OK"), ("init-token", "CKR_OK")]
+    assert _verify(engine, card.slot_id, card.serial) == 3
+
+
+def test_a_forked_child_does_not_write_its_parents_queue(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
+    for _ in range(5):
+        engine.audit.use(who, C.CKR_OK)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            engine.audit.flush()  # what the parent queued is the parent's
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert _kinds(engine, card.slot_id) == [("sign", "CKR_OK")] * 5
+    assert _verify(engine, card.slot_id, card.serial) == 5
+
+
+def test_a_deleted_cards_log_goes_with_it(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.login(card, False, PIN)
+    assert _kinds(engine, card.slot_id) == [("login-user", "CKR_OK")]
+    engine.delete_card(card.slot_id)
+    assert audit.entries(engine.store, card.slot_id) == ([], None)
+
+
+def test_another_device_key_cannot_vouch_for_the_head(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.login(card, False, PIN)
+    engine.audit.flush()
+    foreign = _engine(tmp_path, "other.key")  # a new device key for the same store
+    chain, head = audit.entries(foreign.store, card.slot_id)
+    with pytest.raises(audit.AuditBroken) as broken:
+        audit.verify(foreign.device_key, card.serial, chain, head)
+    assert broken.value.seq == 1 and "not sealed on this device" in broken.value.reason
+    assert audit.verify(engine.device_key, card.serial, chain, head) == 1
