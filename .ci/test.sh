@@ -19,10 +19,10 @@ fi
 .venv/bin/mypy
 # Every test, on several workers (pytest-xdist): most of the suite waits on real processes (servers,
 # clients, Firefox), so twice as many workers as cores keeps both cores busy. Each test file runs whole on one
-# worker; files sharing a system-wide resource (pcscd's socket, Firefox's policies) on the same one, one
-# after another (tests/conftest.py). VSC_TEST_WORKERS=0 runs everything in this process.
+# worker (its module fixtures are made once); tests that need a system-wide resource (pcscd's socket,
+# Firefox's policies file) take turns for it (tests/exclusive.py). VSC_TEST_WORKERS=0 runs all in this process.
 workers=${VSC_TEST_WORKERS:-$(( $(nproc) * 2 ))}
-.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist loadgroup "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile "$@"
 if [ -d benchmarks ] && ls benchmarks/test_*.py >/dev/null 2>&1; then
   .venv/bin/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
 fi

@@ -43,31 +43,6 @@ def require_file(path: str, package: str) -> str:
     return path
 
 
-# Under pytest-xdist (`-n N --dist loadgroup`, as .ci/test.sh runs the suite) each test file runs whole on
-# one worker, so its module fixtures are made once; files that share one system-wide resource run on the
-# same worker one after another: pcscd's fixed socket, and Firefox's system policies file (read by every
-# Firefox the tests start).
-SHARED_RESOURCES = {
-    "pcscd": ("tests/piv/test_serve.py", "tests/piv/test_pcsc_middleware.py"),
-    "firefox": ("tests/e2e/test_firefox.py", "tests/e2e/test_approval_page.py"),
-}
-
-
-def _worker_group(relative: str) -> str:
-    for group, files in SHARED_RESOURCES.items():
-        if relative in files:
-            return group
-    return relative
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(str(config.rootpath))
-    for item in items:
-        relative = Path(str(item.path)).relative_to(root).as_posix()
-        item.add_marker(pytest.mark.xdist_group(_worker_group(relative)))
-
-
 # What the product and the clients it sets up write in a home directory.
 HOME_PATHS = (".local/share/vsc-provider", ".pki", ".ssh", ".config/pkcs11", ".config/vsc", ".mozilla")
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from e2e_support import Background, E2ECard, make_card
 
+from tests.exclusive import exclusive
+
 
 @pytest.fixture
 def background(tmp_path: Path) -> Iterator[object]:
@@ -39,3 +41,11 @@ def e2e_card(tmp_path_factory: pytest.TempPathFactory) -> E2ECard:
 def fresh_card(tmp_path: Path) -> E2ECard:
     """A card of its own in its own store, for tests that change it."""
     return make_card(tmp_path / "vsc-home", tmp_path / "work")
+
+
+@pytest.fixture
+def firefox_turn() -> Iterator[None]:
+    """Firefox reads the system policies file at start: one test process at a time starts Firefox or
+    changes that file."""
+    with exclusive("firefox"):
+        yield

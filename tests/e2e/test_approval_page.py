@@ -31,7 +31,7 @@ BRAND = "#1a7f37"
 
 
 @pytest.fixture
-def browser(background: Any, tmp_path: Path) -> Iterator[Marionette]:
+def browser(firefox_turn: None, background: Any, tmp_path: Path) -> Iterator[Marionette]:
     """A headless Firefox on a fresh profile (no card, no module), with a Marionette session."""
     binary = firefox_binary()
     port = free_port()

@@ -120,7 +120,7 @@ def _js(value: object) -> str:
 
 
 @pytest.fixture
-def firefox(background: Any, tmp_path: Path) -> Iterator[Any]:
+def firefox(firefox_turn: None, background: Any, tmp_path: Path) -> Iterator[Any]:
     """Start a headless Firefox on a profile for a card; yields (marionette, process); always stopped."""
     require_tool("certutil", "libnss3-tools")
     binary = firefox_binary()
@@ -156,7 +156,7 @@ def firefox(background: Any, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def system_policy(e2e_card: E2ECard, tmp_path: Path) -> Iterator[Path]:
+def system_policy(firefox_turn: None, e2e_card: E2ECard, tmp_path: Path) -> Iterator[Path]:
     """The SecurityDevices policy for the module in Firefox's system policies.json, for one test; root only.
 
     Any existing policies.json is kept aside and put back afterwards; directories made here are removed.

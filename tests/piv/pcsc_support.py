@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.exclusive import exclusive
+
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 READER = "Virtual PCD 00 00"
@@ -60,7 +62,13 @@ def wait_for(check: object, timeout: float, what: str) -> None:
 
 @contextmanager
 def private_pcscd(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """pcscd -f with only a vpcd reader listening on `port` (its own reader.conf.d directory)."""
+    """pcscd -f with only a vpcd reader listening on `port` (its own reader.conf.d directory); other test
+    processes wait for their turn, since pcscd's socket is one for the whole machine."""
+    with exclusive("pcscd"):
+        yield from _pcscd(workdir, port)
+
+
+def _pcscd(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     if _socket_answers(PCSCD_SOCKET):
         pytest.fail(f"another pcscd is running ({PCSCD_SOCKET}): stop it, the PC/SC tests start their own")
     conf = workdir / "reader.conf.d"
