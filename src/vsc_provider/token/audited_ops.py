@@ -16,19 +16,20 @@ def _rv(exc: Exception) -> int:
     return int(getattr(exc, "rv", C.CKR_FUNCTION_FAILED))
 
 
+def recorded(record: Record, who: Who, step: Callable[..., bytes], *args: bytes) -> bytes:
+    """STEP's output, its use recorded with its result (CKR_OK, or the refusal's code, re-raised)."""
+    try:
+        out = step(*args)
+    except Exception as exc:
+        record(who, _rv(exc))
+        raise
+    record(who, C.CKR_OK)
+    return out
+
+
 def audited_call(fn: Callable[[bytes], bytes], record: Record, who: Who) -> Callable[[bytes], bytes]:
     """A one-shot key operation (C_SignRecover's) recorded at each call."""
-
-    def call(data: bytes) -> bytes:
-        try:
-            out = fn(data)
-        except Exception as exc:
-            record(who, _rv(exc))
-            raise
-        record(who, C.CKR_OK)
-        return out
-
-    return call
+    return lambda data: recorded(record, who, fn, data)
 
 
 class AuditedSigner(Signer):
@@ -41,25 +42,13 @@ class AuditedSigner(Signer):
         self._who = who
 
     def sign(self, data: bytes) -> bytes:
-        try:
-            out = self.inner.sign(data)
-        except Exception as exc:
-            self._record(self._who, _rv(exc))
-            raise
-        self._record(self._who, C.CKR_OK)
-        return out
+        return recorded(self._record, self._who, self.inner.sign, data)
 
     def update(self, part: bytes) -> None:
         self.inner.update(part)
 
     def final(self) -> bytes:
-        try:
-            out = self.inner.final()
-        except Exception as exc:
-            self._record(self._who, _rv(exc))
-            raise
-        self._record(self._who, C.CKR_OK)
-        return out
+        return recorded(self._record, self._who, self.inner.final)
 
     def fresh(self) -> AuditedSigner:
         return AuditedSigner(self.inner.fresh(), self._record, self._who)
@@ -74,22 +63,10 @@ class AuditedCipherer(Cipherer):
         self._who = who
 
     def run(self, data: bytes) -> bytes:  # type: ignore[override]
-        try:
-            out = self.inner.run(data)
-        except Exception as exc:
-            self._record(self._who, _rv(exc))
-            raise
-        self._record(self._who, C.CKR_OK)
-        return out
+        return recorded(self._record, self._who, self.inner.run, data)
 
     def update(self, part: bytes) -> bytes:
         return self.inner.update(part)
 
     def final(self) -> bytes:
-        try:
-            out = self.inner.final()
-        except Exception as exc:
-            self._record(self._who, _rv(exc))
-            raise
-        self._record(self._who, C.CKR_OK)
-        return out
+        return recorded(self._record, self._who, self.inner.final)
