@@ -60,11 +60,25 @@ _V2 = """
 CREATE TABLE IF NOT EXISTS server_identity(name TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# version 3: the rate limits' token buckets, shared by the instances on PostgreSQL (limits_shared.py; unlogged:
+# a crash forgets them, and writing them costs no WAL flush); SQLite servers keep theirs in the process
+_V3 = """
+CREATE {unlogged}TABLE IF NOT EXISTS rate_buckets(
+    name TEXT NOT NULL, client TEXT NOT NULL, tokens {real} NOT NULL, since {real} NOT NULL,
+    PRIMARY KEY (name, client)
+)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 
 _TYPES = {
-    "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": ""},
-    "postgresql": {"real": "DOUBLE PRECISION", "blob": "BYTEA", "rowid": "rowid BIGINT GENERATED ALWAYS AS IDENTITY, "},
+    "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": "", "unlogged": ""},
+    "postgresql": {
+        "real": "DOUBLE PRECISION",
+        "blob": "BYTEA",
+        "rowid": "rowid BIGINT GENERATED ALWAYS AS IDENTITY, ",
+        "unlogged": "UNLOGGED ",
+    },
 }
 
 # SQLite files from before schema_version: the columns added after the first release, and the statement
