@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
@@ -221,6 +222,25 @@ def test_a_request_made_on_one_instance_is_pushed_by_another(instances: list[IdS
         reader.close()
 
 
+def test_a_card_deleted_through_one_instance_is_on_every_instance_crl_at_once(instances: list[IdServer]) -> None:
+    def crl(server: IdServer) -> x509.CertificateRevocationList:
+        with server.client() as c:
+            return x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    body, client = light_request(
+        instances[0], instances[0].link("crl", "light"), keys=[{"id": "auth", "csr": software_csr(key)}]
+    )
+    with client:
+        answer = client.call("POST", "/v1/activate", body)
+    serial = x509.load_der_x509_certificate(wire.unb64u(answer["keys"][0]["certificate"])).serial_number
+    for server in instances:  # each signs and keeps a CRL without it
+        assert crl(server).get_revoked_certificate_by_serial_number(serial) is None
+    instances[1].admin("POST", f"/admin/devices/{answer['device']}/delete")
+    for server in instances:  # the generation moved on in the database: no instance serves its old CRL
+        assert crl(server).get_revoked_certificate_by_serial_number(serial) is not None
+
+
 def test_a_second_instance_with_a_data_directory_of_its_own_is_refused(
     instances: list[IdServer], tmp_path: Path
 ) -> None:
@@ -240,10 +260,7 @@ def test_a_second_instance_with_a_data_directory_of_its_own_is_refused(
 
 def _full_buckets(server: IdServer) -> None:
     """Every address starts again with full buckets (the shared rows deleted)."""
-    import psycopg
-
-    with psycopg.connect(str(server.database), autocommit=True) as conn:
-        conn.execute("DELETE FROM rate_buckets")
+    server.query("DELETE FROM rate_buckets")
 
 
 def _hammer(servers: list[IdServer], calls: int) -> list[httpx.Response]:

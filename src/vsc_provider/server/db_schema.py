@@ -8,8 +8,10 @@ once). SQLite files made before versions existed are brought to version 1 by add
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from vsc_provider.server.db_backend import Backend, Tx
+from vsc_provider.server.db_certs import fill_not_after
 
 # version 1: the tables as they were when versions began; {real}, {blob} and {rowid} are spelled per dialect
 # (SQLite keeps its implicit rowid on keys; PostgreSQL gets an identity column of that name)
@@ -69,7 +71,18 @@ CREATE {unlogged}TABLE IF NOT EXISTS rate_buckets(
 )
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+# version 4: each certificate's notAfter (UNIX time), stored when it is issued and filled here for the rows
+# already there, so the renewal check reads a column instead of parsing certificates; and counters, whose
+# 'revocations' row counts retirements, so every instance knows whether the CRL it signed is still current
+_V4 = """
+ALTER TABLE keys ADD COLUMN not_after {real};
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+
+# what a version fills in Python after its statements (in the same transaction)
+_FILLS: dict[int, Callable[[Tx], None]] = {4: fill_not_after}
 
 _TYPES = {
     "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": "", "unlogged": ""},
@@ -138,6 +151,8 @@ def migrate(backend: Backend) -> int:
             if number > reached:
                 for statement in _statements(backend.dialect, script):
                     tx.execute(statement)
+                if number in _FILLS:
+                    _FILLS[number](tx)
                 tx.execute("INSERT INTO schema_version(version, applied) VALUES (?, ?)", (number, time.time()))
                 reached = number
         return reached
