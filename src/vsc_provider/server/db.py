@@ -113,15 +113,9 @@ class Database(RequestTables, CertificateTables):
         now = time.time()
         if now - self._purged > NONCE_PURGE_EVERY:
             self._purged = now
-            self._b.write(lambda tx: tx.execute("DELETE FROM spent_nonces WHERE expires < ?", (now,)))
-        return self._b.write(
-            lambda tx: (
-                tx.execute(
-                    "INSERT INTO spent_nonces(value, expires) VALUES (?, ?) ON CONFLICT DO NOTHING", (value, expires)
-                ).rowcount
-                == 1
-            )
-        )
+            self._b.write_one("DELETE FROM spent_nonces WHERE expires < ?", (now,))
+        sql = "INSERT INTO spent_nonces(value, expires) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        return self._b.write_one(sql, (value, expires)) == 1
 
     def open_tickets(self, device_id: str, since: float) -> int:
         """Migration tickets issued to a device since a time and not completed."""
@@ -290,15 +284,12 @@ class Database(RequestTables, CertificateTables):
         fields = {k: self._seal(device_id, k, v) if k in SEALED_COLUMNS else v for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
-        return self._b.write(lambda tx: tx.execute(sql, (*fields.values(), device_id)).rowcount == 1)
+        return self._b.write_one(sql, (*fields.values(), device_id)) == 1
 
     def confirm_device(self, device_id: str) -> None:
         """The device's first request under its kid: it got its activation answer, which is not replayed since."""
-        self._b.write(
-            lambda tx: tx.execute(
-                "UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL", (time.time(), device_id)
-            )
-        )
+        sql = "UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL"
+        self._b.write_one(sql, (time.time(), device_id))
 
     def drop_unconfirmed(self, activated_before: float, limit: int) -> list[str]:
         """Delete (keys retired) at most `limit` devices never confirmed since an activation before the time
