@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +23,6 @@ from vsc_provider.provisioning import wire
 from vsc_provider.server import jose, results
 from vsc_provider.server.db import Device
 from vsc_provider.server.errors import ProtocolError
-from vsc_provider.server.relay import NOTIFY_TIMEOUT
 from vsc_provider.server.relying_parties import RelyingParty
 from vsc_provider.server.request_input import RequestInput, bad, parse
 from vsc_provider.server.state import ADMIN_RP, IdentityServer
@@ -145,14 +145,15 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
 
 
 def _notify_relay(srv: IdentityServer, device_id: str) -> None:
-    if srv.relay is None:
+    relay = srv.relay
+    if relay is None:
         return
     dev = srv.db.device(device_id)
     if dev is None:
         return
     waiting, _ = srv.db.pending_load(device_id, time.time())
-    url, body = srv.relay.notification(device_id, dev.jwk, waiting)
-    srv.outbox.post(url, body, "push-relay notification", tries=1, timeout=NOTIFY_TIMEOUT)
+    jwe = relay.notification(dev.jwk, waiting)
+    srv.outbox.call(partial(relay.post, device_id, jwe), "push-relay notification", relay.url)
 
 
 def document(row: dict[str, Any]) -> dict[str, Any]:
