@@ -62,27 +62,31 @@ _V2 = """
 CREATE TABLE IF NOT EXISTS server_identity(name TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
-# version 3: the rate limits' token buckets, shared by the instances on PostgreSQL (limits_shared.py; unlogged:
+# the rate limits' token buckets, shared by the instances on PostgreSQL (limits_shared.py; unlogged:
 # a crash forgets them, and writing them costs no WAL flush); SQLite servers keep theirs in the process
-_V3 = """
+_RATE_BUCKETS = """
 CREATE {unlogged}TABLE IF NOT EXISTS rate_buckets(
     name TEXT NOT NULL, client TEXT NOT NULL, tokens {real} NOT NULL, since {real} NOT NULL,
     PRIMARY KEY (name, client)
 )
 """
 
-# version 4: each certificate's notAfter (UNIX time), stored when it is issued and filled here for the rows
+# each certificate's notAfter (UNIX time), stored when it is issued and filled here for the rows
 # already there, so the renewal check reads a column instead of parsing certificates; and counters, whose
 # 'revocations' row counts retirements, so every instance knows whether the CRL it signed is still current
-_V4 = """
+_NOT_AFTER = """
 ALTER TABLE keys ADD COLUMN not_after {real};
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+# the rate buckets are version 3 and notAfter 4 on this branch; merged after main's OTP seeds (3) and TPM key
+# (4), they become 5 and 6: renumber here (NOT_AFTER_VERSION follows) and nothing else
+NOT_AFTER_VERSION = 4  # the version that adds keys.not_after (and fills it)
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _RATE_BUCKETS), (NOT_AFTER_VERSION, _NOT_AFTER))
 
 # what a version fills in Python after its statements (in the same transaction)
-_FILLS: dict[int, Callable[[Tx], None]] = {4: fill_not_after}
+_FILLS: dict[int, Callable[[Tx], None]] = {NOT_AFTER_VERSION: fill_not_after}
 
 _TYPES = {
     "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": "", "unlogged": ""},
