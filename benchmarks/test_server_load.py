@@ -25,11 +25,12 @@ def cluster() -> Iterator[Any]:
 
 @pytest.mark.parametrize(("backend", "instances"), CONFIGS, ids=[f"{b}-{n}" for b, n in CONFIGS])
 def test_server_load(benchmark: Any, cluster: Any, backend: str, instances: int) -> None:
-    counts = Counts(8, 16, 40, 4) if smoke(benchmark) else Counts()
-    keys = [DeviceKey.generate() for _ in range(counts.activations + counts.pin_devices)]
+    counts = Counts(8, 16, 40, 4, 8, 4) if smoke(benchmark) else Counts()
+    keys = [DeviceKey.generate() for _ in range(counts.device_keys)]
     url = cluster.database() if backend == "postgresql" else None
     result = benchmark.pedantic(measure, args=(instances, url, keys, counts), rounds=1)
     assert result["activation"]["failed"] == 0 and result["status"]["failed"] == 0
+    assert result["request"]["failed"] == 0 and result["request"]["done"] == counts.requests
     where = f"{backend} x{instances}"
     rows = []
     for phase, figures in result.items():

@@ -41,14 +41,16 @@ class IdServer:
     database: str | None = None  # the postgresql:// URL it runs on; None: SQLite in its data directory
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Rows of a statement on the server's database, whichever back end (`?` placeholders)."""
+        """Rows of a statement on the server's database, whichever back end (`?` placeholders); [] for a
+        statement that returns none (an UPDATE, committed)."""
         if self.database is None:
             with sqlite3.connect(self.data / "server.sqlite") as db:
                 return db.execute(sql, params).fetchall()
         import psycopg
 
         with psycopg.connect(self.database, autocommit=True) as conn:
-            return conn.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
+            cur = conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+            return cur.fetchall() if cur.description is not None else []
 
     def client(self) -> PinnedClient:
         return PinnedClient(self.url, self.pin)

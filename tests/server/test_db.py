@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from vsc_provider.cert_builder import certificate_builder
+from vsc_provider.server import db_schema
 from vsc_provider.server.db import Database, Device, NewKey, open_database
 from vsc_provider.server.db_backend import DatabaseUnavailable
 from vsc_provider.server.db_schema import MIGRATIONS
@@ -161,6 +167,43 @@ def test_a_file_from_before_schema_versions_is_upgraded_in_place(tmp_path: Path)
         assert again.version == MIGRATIONS[-1][0] and again.identity() == {}
     finally:
         again.close()
+
+
+def test_not_after_is_filled_for_certificates_stored_before_the_column(
+    url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+    cert = certificate_builder(name, name, key.public_key(), 90).sign(key, hashes.SHA256())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    earlier = tuple(m for m in MIGRATIONS if m[0] < db_schema.NOT_AFTER_VERSION)
+    monkeypatch.setattr(db_schema, "MIGRATIONS", earlier)  # a database from before the column
+    old = open_database(tmp_path, url)
+    assert old.version == earlier[-1][0]
+    old.backend.write(
+        lambda tx: tx.executemany(
+            "INSERT INTO keys(device, key_id, usage, format, spki, cert, created, serial)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("d", "auth", "auth", "generated", b"k", der, 1.0, "1"),
+                ("d", "enc", "enc", "generated", b"k", None, 1.0, None),
+            ],
+        )
+    )
+    old.close()
+    monkeypatch.undo()
+    db = open_database(tmp_path, url)
+    try:
+        assert db.version == MIGRATIONS[-1][0]
+        with db.backend.read() as tx:
+            rows = tx.execute("SELECT key_id, not_after FROM keys ORDER BY key_id").fetchall()
+        assert [tuple(r) for r in rows] == [("auth", cert.not_valid_after_utc.timestamp()), ("enc", None)]
+        assert db.expiring("d", cert.not_valid_after_utc.timestamp()) and not db.expiring("d", time.time())
+        assert db.revocation_generation() == 0
+        db.end_device("d", "deleted")
+        assert db.revocation_generation() == 1
+    finally:
+        db.close()
 
 
 def test_an_unreachable_or_unknown_database_is_one_line(tmp_path: Path) -> None:

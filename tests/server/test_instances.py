@@ -1,11 +1,12 @@
 """Several `vsc server run` processes on one PostgreSQL database, each with a copy of the same data directory,
-behave as one server: codes used once, PIN tries counted once, nothing half-done after a SIGKILL, push events
-delivered by whichever instance the device is connected to; an instance with a data directory of its own is
-refused."""
+behave as one server: codes used once, PIN tries counted once, address limits and the wrong-code throttle
+reached at one server's total, nothing half-done after a SIGKILL, push events delivered by whichever instance
+the device is connected to; an instance with a data directory of its own is refused."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
@@ -27,21 +30,34 @@ from vsc_provider.provisioning.device import DeviceKey, jwe_to_server
 from vsc_provider.provisioning.http import ServerError
 
 
-@pytest.fixture(scope="module")
-def instances(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[IdServer]]:
+def _cluster(postgres: Any, root: Path, env: dict[str, str] | None = None) -> Iterator[list[IdServer]]:
     """Three instances on one new database: the first makes the data directory, the others get copies."""
     database = postgres.database()
-    root = tmp_path_factory.mktemp("instances")
-    first = start_server(root / "a", database=database)
+    first = start_server(root / "a", database=database, env=env)
     servers = [first]
     try:
         for name in ("b", "c"):
             shutil.copytree(first.data, root / name, ignore=shutil.ignore_patterns("server.json"))
-            servers.append(start_server(root / name, database=database))
+            servers.append(start_server(root / name, database=database, env=env))
         yield servers
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def instances(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[IdServer]]:
+    yield from _cluster(postgres, tmp_path_factory.mktemp("instances"))
+
+
+# a burst of 30 requests and 6 wrong codes per address, refilled so slowly that a test never sees a refill
+LIMITED = {"VSC_SERVER_RATE_LIMIT": "0.01,30", "VSC_SERVER_CODE_LIMIT": "0.001,6"}
+
+
+@pytest.fixture(scope="module")
+def limited(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[IdServer]]:
+    """Three instances with strict address limits."""
+    yield from _cluster(postgres, tmp_path_factory.mktemp("limited"), LIMITED)
 
 
 def _activate(server: IdServer, link: str, device: DeviceKey | None = None) -> int | str:
@@ -206,6 +222,25 @@ def test_a_request_made_on_one_instance_is_pushed_by_another(instances: list[IdS
         reader.close()
 
 
+def test_a_card_deleted_through_one_instance_is_on_every_instance_crl_at_once(instances: list[IdServer]) -> None:
+    def crl(server: IdServer) -> x509.CertificateRevocationList:
+        with server.client() as c:
+            return x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    body, client = light_request(
+        instances[0], instances[0].link("crl", "light"), keys=[{"id": "auth", "csr": software_csr(key)}]
+    )
+    with client:
+        answer = client.call("POST", "/v1/activate", body)
+    serial = x509.load_der_x509_certificate(wire.unb64u(answer["keys"][0]["certificate"])).serial_number
+    for server in instances:  # each signs and keeps a CRL without it
+        assert crl(server).get_revoked_certificate_by_serial_number(serial) is None
+    instances[1].admin("POST", f"/admin/devices/{answer['device']}/delete")
+    for server in instances:  # the generation moved on in the database: no instance serves its old CRL
+        assert crl(server).get_revoked_certificate_by_serial_number(serial) is not None
+
+
 def test_a_second_instance_with_a_data_directory_of_its_own_is_refused(
     instances: list[IdServer], tmp_path: Path
 ) -> None:
@@ -221,3 +256,59 @@ def test_a_second_instance_with_a_data_directory_of_its_own_is_refused(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "copy the data directory" in lines[0], proc.stderr
     assert not (data / "ca.key").exists()
+
+
+def _full_buckets(server: IdServer) -> None:
+    """Every address starts again with full buckets (the shared rows deleted)."""
+    server.query("DELETE FROM rate_buckets")
+
+
+def _hammer(servers: list[IdServer], calls: int) -> list[httpx.Response]:
+    """GET /v1/nonce `calls` times, round-robin over the servers, eight at a time."""
+    clients = [s.client() for s in servers]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda n: clients[n % len(clients)]._http.get("/v1/nonce"), range(calls), timeout=120))
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_request_limits_are_shared_by_the_instances(limited: list[IdServer]) -> None:
+    accepted = {}
+    for spread in (limited[:1], limited):
+        _full_buckets(limited[0])
+        answers = _hammer(spread, 60)
+        accepted[len(spread)] = sum(r.status_code == 200 for r in answers)
+        refused = [r for r in answers if r.status_code != 200]
+        assert {r.status_code for r in refused} == {429}
+        assert all(r.json()["error"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1 for r in refused)
+        for server in limited:  # refused on every instance now, whichever served the burst
+            with server.client() as c:
+                assert c._http.get("/v1/nonce").status_code == 429
+    assert accepted == {1: 30, 3: 30}  # one instance's total, not three times it
+
+
+def test_wrong_activation_codes_are_counted_across_instances(limited: list[IdServer]) -> None:
+    a, b, c = limited
+    _full_buckets(a)
+    good = wire.ActivationLink.parse(a.link("guessed", "light")).code
+    _full_buckets(a)
+
+    def offer(server: IdServer, code: str) -> tuple[int, str]:
+        with server.client() as client:
+            try:
+                return 200, str(client.call("POST", "/v1/offer", {"code": code})["user"])
+            except ServerError as exc:
+                return exc.status, exc.error
+
+    with ThreadPoolExecutor(6) as pool:
+        guesses = list(pool.map(lambda n: offer(limited[n % 3], secrets.token_urlsafe(18)), range(6), timeout=60))
+    assert [status for status, _ in guesses] == [404] * 6
+    for server in limited:  # the seventh guess is refused wherever it goes, and so is the good code now
+        assert offer(server, secrets.token_urlsafe(18)) == (429, "too_many_codes")
+    assert offer(b, good) == (429, "too_many_codes")
+    rows = a.query("SELECT name, client FROM rate_buckets ORDER BY name")
+    assert [r[0] for r in rows] == ["codes", "requests"]  # one row per bucket and address, whatever instance
+    _full_buckets(a)
+    assert offer(c, good) == (200, "guessed")

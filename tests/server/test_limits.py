@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.server.conftest import BACK_ENDS
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey
@@ -54,8 +55,14 @@ def test_nonces_are_stateless_and_spent_once(id_server: IdServer, tmp_path: Path
     _status(id_server, device, device_id, nonces[2])
 
 
-def test_requests_per_address_are_rate_limited(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", env={"VSC_SERVER_RATE_LIMIT": "0.5,6"})
+def _database(request: pytest.FixtureRequest, backend: str) -> str | None:
+    return request.getfixturevalue("postgres").database() if backend == "postgresql" else None
+
+
+@pytest.mark.parametrize("backend", BACK_ENDS)
+def test_requests_per_address_are_rate_limited(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
+    database = _database(request, backend)
+    server = start_server(tmp_path / "data", env={"VSC_SERVER_RATE_LIMIT": "0.5,6"}, database=database)
     try:
         with server.client() as c:
             answers = []
@@ -70,8 +77,11 @@ def test_requests_per_address_are_rate_limited(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_wrong_activation_codes_are_throttled(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", env={"VSC_SERVER_CODE_LIMIT": "0.01,10"})
+@pytest.mark.parametrize("backend", BACK_ENDS)
+def test_wrong_activation_codes_are_throttled(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
+    server = start_server(
+        tmp_path / "data", env={"VSC_SERVER_CODE_LIMIT": "0.01,10"}, database=_database(request, backend)
+    )
     try:
         good = wire.ActivationLink.parse(server.link("gus", "light")).code
         with server.client() as c:
@@ -85,7 +95,9 @@ def test_wrong_activation_codes_are_throttled(tmp_path: Path) -> None:
     finally:
         server.stop()
     # a good code never counts
-    server = start_server(tmp_path / "data2", env={"VSC_SERVER_CODE_LIMIT": "0.01,2"})
+    server = start_server(
+        tmp_path / "data2", env={"VSC_SERVER_CODE_LIMIT": "0.01,2"}, database=_database(request, backend)
+    )
     try:
         good = wire.ActivationLink.parse(server.link("gus", "light")).code
         with server.client() as c:

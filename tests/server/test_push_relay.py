@@ -1,6 +1,7 @@
-"""A server started with --push-relay, short push timings and a profiles.json with branding: the relay gets
-an opaque notification per request (a JWE only the device opens), devices learn their topic, the stream
-keeps alive and ends on time, and a user's two devices both get a request that the first answer decides."""
+"""A server started with --push-relay (the real `vsc push-relay run`, wanting a post token), short push timings
+and a profiles.json with branding: each device's topic gets an opaque notification per request (a JWE only
+the device opens), devices learn their topic, the stream keeps alive and ends on time, and a user's two
+devices both get a request that the first answer decides."""
 
 from __future__ import annotations
 
@@ -17,24 +18,29 @@ from typing import Any
 import pytest
 
 from tests.conftest import USER_PIN, run_vsc
+from tests.relay.relay_process import Listener, Relay, start_relay
 from tests.server.idserver import IdServer, start_server
-from tests.server.request_device import CardDevice, PushReader, Receiver, activate
+from tests.server.request_device import CardDevice, PushReader, activate
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.http import ServerError
+from vsc_provider.relay.client import RelayError, post_notification
 
 LOGO = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
 BRANDING = {"name": "Example Bank", "colour": "#aa3300", "logo": LOGO}
 
 
-@pytest.fixture(scope="module")
-def relay() -> Iterator[Receiver]:
-    receiver = Receiver()
-    yield receiver
-    receiver.shutdown()
+POST_TOKEN = "post-token-of-the-test-relay"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, relay: Receiver) -> Iterator[IdServer]:
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    started = start_relay(tmp_path_factory.mktemp("relay"), env={"VSC_RELAY_POST_TOKEN": POST_TOKEN})
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[IdServer]:
     data = tmp_path_factory.mktemp("relayed") / "data"
     data.mkdir()
     profile = {
@@ -43,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, relay: Receiver) -> Iterato
         "branding": BRANDING,
     }
     (data / "profiles.json").write_text(json.dumps([profile]))
-    env = {"VSC_SERVER_PUSH_KEEPALIVE": "0.5", "VSC_SERVER_PUSH_MAX_STREAM": "3"}
+    env = {"VSC_SERVER_PUSH_KEEPALIVE": "0.5", "VSC_SERVER_PUSH_MAX_STREAM": "3", "VSC_RELAY_POST_TOKEN": POST_TOKEN}
     srv = start_server(data, env=env, args=("--push-relay", relay.url + "/"))
     yield srv
     srv.stop()
@@ -58,27 +64,29 @@ def admin_request(server: IdServer, **body: Any) -> dict[str, Any]:
     return server.admin("POST", "/admin/requests", {"user": "two-devices", "kind": "auth", **body})
 
 
-def test_the_relay_gets_an_opaque_notification_for_the_device_topic(
-    server: IdServer, relay: Receiver, devices: list[CardDevice]
+def test_each_device_topic_gets_an_opaque_notification_through_the_relay(
+    server: IdServer, relay: Relay, devices: list[CardDevice]
 ) -> None:
-    first = devices[0]
-    listing = first.call("/v1/requests", {})
     secret = (server.data / "relay-secret").read_bytes()
-    topic = wire.b64u(hmac.new(secret, first.device_id.encode(), hashlib.sha256).digest())
-    assert listing["relay"] == {"url": relay.url, "topic": topic}
-    relay.posts.clear()
-    relay.got.clear()
-    made = admin_request(server)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(relay.posts) < 2:
-        time.sleep(0.05)
-    by_path = dict(relay.posts)
-    assert set(by_path) == {f"/v1/topics/{d.call('/v1/requests', {})['relay']['topic']}" for d in devices}
-    note = by_path[f"/v1/topics/{topic}"]
-    assert set(note) == {"notification"}
-    assert made["id"] not in json.dumps(note)
-    opened = json.loads(first.device_key.open(note["notification"]))
-    assert opened["waiting"] >= 1 and abs(opened["iat"] - time.time()) < 30
+    topics = [wire.b64u(hmac.new(secret, d.device_id.encode(), hashlib.sha256).digest()) for d in devices]
+    for device, topic in zip(devices, topics, strict=True):
+        assert device.call("/v1/requests", {})["relay"] == {"url": relay.url, "topic": topic}
+    base = relay.health()["listeners"]
+    listeners = [Listener(relay.url, topic) for topic in topics]
+    try:
+        relay.wait_listeners(base + 2)
+        made = admin_request(server)
+        for device, listener in zip(devices, listeners, strict=True):
+            jwe = listener.next(timeout=10)  # posted with the relay's post token, or the relay would refuse it
+            assert made["id"] not in jwe
+            opened = json.loads(device.device_key.open(jwe))
+            assert opened["waiting"] >= 1 and abs(opened["iat"] - time.time()) < 30
+    finally:
+        for listener in listeners:
+            listener.close()
+    with pytest.raises(RelayError) as info:  # the relay does want the token
+        post_notification(relay.url, topics[0], jwe)
+    assert (info.value.status, info.value.error) == (401, "bad_post_token")
     server.admin("GET", f"/admin/requests/{made['id']}")
 
 
@@ -128,9 +136,8 @@ def test_the_stream_keeps_alive_and_ends_on_time(server: IdServer, devices: list
         reader.close()
 
 
-def test_an_unreachable_relay_is_logged_not_fatal(server: IdServer, relay: Receiver, devices: list[CardDevice]) -> None:
-    relay.shutdown()
-    relay.server_close()
+def test_an_unreachable_relay_is_logged_not_fatal(server: IdServer, relay: Relay, devices: list[CardDevice]) -> None:
+    relay.stop()
     started = time.monotonic()
     made = admin_request(server)
     assert time.monotonic() - started < 5

@@ -40,6 +40,7 @@ from vsc_provider.server import (
     requests,
 )
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.limits import Bucket
 from vsc_provider.server.relying_parties import RelyingParty
 from vsc_provider.server.state import IdentityServer
 from vsc_provider.web_service import error_handlers
@@ -101,6 +102,21 @@ def _error(_: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.error, "detail": exc.detail, **exc.extra}, exc.status, headers=headers)
 
 
+async def _take(bucket: Bucket, client: str) -> None:
+    """One token of a bucket; one in the shared database is taken in a thread, off the event loop."""
+    if bucket.local:
+        bucket.take(client)
+    else:
+        await run_in_threadpool(bucket.take, client)
+
+
+async def _check(bucket: Bucket, client: str) -> None:
+    if bucket.local:
+        bucket.check(client)
+    else:
+        await run_in_threadpool(bucket.check, client)
+
+
 def create_app(server: IdentityServer) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -121,42 +137,42 @@ def create_app(server: IdentityServer) -> Starlette:
     def device_call(handler: Callable[[IdentityServer, Any], dict[str, Any]], takes_code: bool) -> Any:
         async def endpoint(request: Request) -> Response:
             client = _client(request)
-            limits.requests.take(client)
+            await _take(limits.requests, client)
             if takes_code:  # activation codes: wrong ones from one address are throttled on their own
-                limits.codes.check(client)
+                await _check(limits.codes, client)
             body = await _json_body(request)
             try:
                 result = await run_in_threadpool(handler, server, body)
             except ProtocolError as exc:
                 if takes_code and exc.error in ("unknown_code", "bad_code"):
-                    limits.codes.take(client)
+                    await _take(limits.codes, client)
                 raise
             return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
         return endpoint
 
     async def info(request: Request) -> Response:
-        limits.requests.take(_client(request))
+        await _take(limits.requests, _client(request))
         return JSONResponse(discovery.info(server))
 
     async def nonce(request: Request) -> Response:
-        limits.requests.take(_client(request))
+        await _take(limits.requests, _client(request))
         value = discovery.new_nonce(server)
         return JSONResponse({"nonce": value}, headers={"Replay-Nonce": value, "Cache-Control": "no-store"})
 
     async def crl(request: Request) -> Response:
-        limits.requests.take(_client(request))
+        await _take(limits.requests, _client(request))
         der = await run_in_threadpool(server.revocation.crl)
         return Response(der, media_type="application/pkix-crl", headers={"Cache-Control": "max-age=60"})
 
     async def ocsp(request: Request) -> Response:
-        limits.requests.take(_client(request))
+        await _take(limits.requests, _client(request))
         body = await _bounded_body(request, MAX_OCSP_REQUEST)
         der = await run_in_threadpool(server.revocation.ocsp, body)
         return Response(der, media_type="application/ocsp-response", headers={"Cache-Control": "no-store"})
 
     async def spec(request: Request) -> Response:
-        limits.requests.take(_client(request))
+        await _take(limits.requests, _client(request))
         return JSONResponse(openapi.SPEC)
 
     def admin_create(make: Callable[[IdentityServer, Any], dict[str, Any]]) -> Any:

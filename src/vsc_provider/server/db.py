@@ -14,23 +14,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from vsc_provider.server.db_backend import Backend, Tx, open_backend
+from vsc_provider.server.db_certs import CertificateTables, NewKey
 from vsc_provider.server.db_otp import OtpSeed, OtpTables
 from vsc_provider.server.db_requests import RequestTables
 from vsc_provider.server.db_schema import migrate
 
 NONCE_PURGE_EVERY = 5.0  # seconds between deletions of spent nonces past their expiry (per process)
-
-
-def cert_serial(der: bytes | None) -> str | None:
-    """A certificate's serial number as lower-case hex (what OCSP and the CRL name it by)."""
-    if der is None:
-        return None
-    from cryptography import x509
-
-    return format(x509.load_der_x509_certificate(der).serial_number, "x")
 
 
 def code_hash(code: str) -> str:
@@ -56,18 +48,6 @@ class Device:
     tpm_key: dict[str, Any] | None = None  # public JWK of its TPM attestation key (docs/attestation.md)
 
 
-class NewKey(NamedTuple):
-    """A key row to store: what the server certified (or generated and escrowed) for a device."""
-
-    device: str
-    key_id: str
-    usage: str
-    format: str
-    spki: bytes
-    cert: bytes | None
-    escrow: bytes | None = None
-
-
 _DEVICE_COLUMNS = (
     'id, "user", profile, jwk, state, renew, pin_verifier, server_secret, pin_failures, pin_blocked_until,'
     " pin_verifier_next, created, confirmed, tpm_key"
@@ -84,7 +64,7 @@ class FieldSealer(Protocol):
     def unseal_field(self, device: str, name: str, blob: bytes) -> bytes: ...
 
 
-class Database(RequestTables, OtpTables):
+class Database(RequestTables, OtpTables, CertificateTables):
     """All the server's SQL, on whichever back end `open_database` chose."""
 
     def __init__(self, backend: Backend, sealer: FieldSealer | None = None) -> None:
@@ -135,15 +115,9 @@ class Database(RequestTables, OtpTables):
         now = time.time()
         if now - self._purged > NONCE_PURGE_EVERY:
             self._purged = now
-            self._b.write(lambda tx: tx.execute("DELETE FROM spent_nonces WHERE expires < ?", (now,)))
-        return self._b.write(
-            lambda tx: (
-                tx.execute(
-                    "INSERT INTO spent_nonces(value, expires) VALUES (?, ?) ON CONFLICT DO NOTHING", (value, expires)
-                ).rowcount
-                == 1
-            )
-        )
+            self._b.write_one("DELETE FROM spent_nonces WHERE expires < ?", (now,))
+        sql = "INSERT INTO spent_nonces(value, expires) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        return self._b.write_one(sql, (value, expires)) == 1
 
     def open_tickets(self, device_id: str, since: float) -> int:
         """Migration tickets issued to a device since a time and not completed."""
@@ -344,15 +318,12 @@ class Database(RequestTables, OtpTables):
         fields = {k: self._seal(device_id, k, v) if k in SEALED_COLUMNS else v for k, v in fields.items()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE devices SET {assignments} WHERE id = ?"  # noqa: S608 - column names from the code
-        return self._b.write(lambda tx: tx.execute(sql, (*fields.values(), device_id)).rowcount == 1)
+        return self._b.write_one(sql, (*fields.values(), device_id)) == 1
 
     def confirm_device(self, device_id: str) -> None:
         """The device's first request under its kid: it got its activation answer, which is not replayed since."""
-        self._b.write(
-            lambda tx: tx.execute(
-                "UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL", (time.time(), device_id)
-            )
-        )
+        sql = "UPDATE devices SET confirmed = ? WHERE id = ? AND confirmed IS NULL"
+        self._b.write_one(sql, (time.time(), device_id))
 
     def drop_unconfirmed(self, activated_before: float, limit: int) -> list[str]:
         """Delete (keys retired) at most `limit` devices never confirmed since an activation before the time
@@ -367,15 +338,16 @@ class Database(RequestTables, OtpTables):
                     (activated_before, limit),
                 ).fetchall()
             ]
-            dropped = []
+            dropped, retired = [], 0
             for device_id in ids:
                 cur = tx.execute(
                     "UPDATE devices SET state = 'deleted' WHERE id = ? AND state = 'active' AND confirmed IS NULL",
                     (device_id,),
                 )
                 if cur.rowcount == 1:
-                    self._retire_keys(tx, device_id)
+                    retired += self._retire_keys(tx, device_id)
                     dropped.append(device_id)
+            self._count_revocations(tx, retired)
             return dropped
 
         return self._b.write(drop)
@@ -387,16 +359,12 @@ class Database(RequestTables, OtpTables):
             "SELECT pin_failures, pin_blocked_until FROM devices WHERE id = ?{lock}", (device_id,)
         ).fetchone()
 
-    @staticmethod
-    def _retire_keys(tx: Tx, device_id: str) -> None:
-        tx.execute("UPDATE keys SET active = 0, retired = ? WHERE device = ? AND active = 1", (time.time(), device_id))
-
     def end_device(self, device_id: str, state: str) -> None:
         """The device leaves the 'active' state (deleted, migrated): its keys are retired with it."""
 
         def end(tx: Tx) -> None:
             tx.execute("UPDATE devices SET state = ? WHERE id = ?", (state, device_id))
-            self._retire_keys(tx, device_id)
+            self._count_revocations(tx, self._retire_keys(tx, device_id))
 
         self._b.write(end)
 
@@ -412,56 +380,16 @@ class Database(RequestTables, OtpTables):
 
         return self._b.write(count)
 
-    @staticmethod
-    def _insert_key(tx: Tx, key: NewKey) -> None:
-        tx.execute(
-            "INSERT INTO keys(device, key_id, usage, format, spki, cert, escrow, created, serial)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, time.time(), cert_serial(key.cert)),
-        )
-
-    # --- revocation ---------------------------------------------------------------------------
-
-    def fill_serials(self) -> None:
-        """Serial numbers for certificates stored before the column existed."""
-
-        def fill(tx: Tx) -> None:
-            rows = tx.execute("SELECT rowid, cert FROM keys WHERE cert IS NOT NULL AND serial IS NULL").fetchall()
-            for rowid, cert in rows:
-                tx.execute("UPDATE keys SET serial = ? WHERE rowid = ?", (cert_serial(bytes(cert)), rowid))
-
-        self._b.write(fill)
-
-    def revoked(self) -> list[tuple[str, float, str]]:
-        """(serial hex, retired at, the device's state) of every certificate whose key is retired."""
-        with self._b.read() as db:
-            rows = db.execute(
-                "SELECT k.serial, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device"
-                " WHERE k.active = 0 AND k.serial IS NOT NULL ORDER BY k.rowid"
-            ).fetchall()
-        return [(str(r[0]), float(r[1] or 0.0), str(r[2])) for r in rows]
-
-    def certificate_state(self, serial: str) -> tuple[bool, float, str] | None:
-        """(still active, retired at, the device's state) of the certificate with this serial; None if unknown."""
-        with self._b.read() as db:
-            row = db.execute(
-                "SELECT k.active, k.retired, d.state FROM keys k JOIN devices d ON d.id = k.device WHERE k.serial = ?",
-                (serial,),
-            ).fetchone()
-        return None if row is None else (bool(row[0]), float(row[1] or 0.0), str(row[2]))
-
     def renew_keys(self, device_id: str, keys: list[NewKey]) -> None:
         """The renewed keys replace the device's generated ones (imported keys stay); the renew flag is cleared."""
 
         def renew(tx: Tx) -> None:
             self._lock_device(tx, device_id)  # a concurrent renewal waits, then retires these keys in turn
-            tx.execute(
-                "UPDATE keys SET active = 0, retired = ? WHERE device = ? AND format != 'imported' AND active = 1",
-                (time.time(), device_id),
-            )
+            retired = self._retire_keys(tx, device_id, keep_imported=True)
             for key in keys:
                 self._insert_key(tx, key)
             tx.execute("UPDATE devices SET renew = 0 WHERE id = ?", (device_id,))
+            self._count_revocations(tx, retired)
 
         self._b.write(renew)
 
@@ -497,7 +425,7 @@ class Database(RequestTables, OtpTables):
             if done.rowcount != 1:
                 return False
             tx.execute("UPDATE devices SET state = 'migrated' WHERE id = ?", (device_id,))
-            self._retire_keys(tx, device_id)
+            self._count_revocations(tx, self._retire_keys(tx, device_id))
             return True
 
         return self._b.write(complete)

@@ -4,7 +4,8 @@ BEGIN IMMEDIATE) and PostgreSQL through a psycopg connection pool (several proce
 Both speak the same SQL: `?` placeholders (rewritten to `%s` for psycopg), ON CONFLICT DO NOTHING, and a
 row lock written as `{lock}` (FOR UPDATE on PostgreSQL; nothing on SQLite, whose write transactions are
 exclusive already). A write is a function of one transaction, so PostgreSQL can run it again after a
-deadlock or serialization failure.
+deadlock or serialization failure. A write of one statement (write_one) is its own transaction: on PostgreSQL
+one round trip instead of BEGIN, the statement and COMMIT.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Backend(Protocol):
 
     def write(self, body: Callable[[Tx], T]) -> T: ...
 
+    def write_one(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
     def compact(self) -> None: ...
 
     def close(self) -> None: ...
@@ -100,6 +103,10 @@ class SqliteBackend:
                 raise
             self._db.execute("COMMIT")
             return result
+
+    def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement, atomic on its own; the rows it changed."""
+        return self.write(lambda tx: tx.execute(sql, params).rowcount)
 
     def compact(self) -> None:
         """Rewritten secrets leave no old copy in the write-ahead log."""
@@ -181,6 +188,19 @@ class PostgresBackend:
             try:
                 with self._pool.connection() as conn, conn.transaction():
                     return body(_PostgresTx(conn))
+            except self._errors as exc:
+                if attempt == WRITE_TRIES - 1:
+                    raise
+                log.info("write ran into %s: running it again", type(exc).__name__)
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement, atomic on its own, sent outside a transaction block (autocommit); the rows it changed."""
+        for attempt in range(WRITE_TRIES):
+            try:
+                with self._pool.connection() as conn:
+                    return int(_PostgresTx(conn).execute(sql, params).rowcount)
             except self._errors as exc:
                 if attempt == WRITE_TRIES - 1:
                     raise

@@ -116,15 +116,11 @@ class RequestTables:
         # the expiry test in the statement: EXPIRED needs expires <= now, every other state expires > now
         expiry = "expires <= ?" if state == "EXPIRED" else "expires > ?"
 
-        def decide(tx: Tx) -> bool:
-            cur = tx.execute(
-                "UPDATE requests SET state = ?, decided = ?, device = COALESCE(?, device), signature = ?,"  # noqa: S608
-                f" certificate = ? WHERE id = ? AND state = 'PENDING' AND {expiry}",
-                (state, now, device, signature, certificate, request_id, now),
-            )
-            return cur.rowcount == 1
-
-        return self._b.write(decide)
+        sql = (
+            "UPDATE requests SET state = ?, decided = ?, device = COALESCE(?, device), signature = ?,"  # noqa: S608
+            f" certificate = ? WHERE id = ? AND state = 'PENDING' AND {expiry}"
+        )
+        return self._b.write_one(sql, (state, now, device, signature, certificate, request_id, now)) == 1
 
     def due_requests(self, now: float, limit: int) -> list[str]:
         """Ids of PENDING requests past their expiry (for the sweep that stores them EXPIRED)."""

@@ -8,8 +8,10 @@ once). SQLite files made before versions existed are brought to version 1 by add
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from vsc_provider.server.db_backend import Backend, Tx
+from vsc_provider.server.db_certs import fill_not_after
 
 # version 1: the tables as they were when versions began; {real}, {blob} and {rowid} are spelled per dialect
 # (SQLite keeps its implicit rowid on keys; PostgreSQL gets an identity column of that name)
@@ -79,11 +81,46 @@ _V4 = """
 ALTER TABLE devices ADD COLUMN tpm_key TEXT
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+
+# the rate limits' token buckets, shared by the instances on PostgreSQL (limits_shared.py; unlogged:
+# a crash forgets them, and writing them costs no WAL flush); SQLite servers keep theirs in the process
+_RATE_BUCKETS = """
+CREATE {unlogged}TABLE IF NOT EXISTS rate_buckets(
+    name TEXT NOT NULL, client TEXT NOT NULL, tokens {real} NOT NULL, since {real} NOT NULL,
+    PRIMARY KEY (name, client)
+)
+"""
+
+# each certificate's notAfter (UNIX time), stored when it is issued and filled here for the rows
+# already there, so the renewal check reads a column instead of parsing certificates; and counters, whose
+# 'revocations' row counts retirements, so every instance knows whether the CRL it signed is still current
+_NOT_AFTER = """
+ALTER TABLE keys ADD COLUMN not_after {real};
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL)
+"""
+
+NOT_AFTER_VERSION = 6  # the version that adds keys.not_after (and fills it)
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+    (4, _V4),
+    (5, _RATE_BUCKETS),
+    (NOT_AFTER_VERSION, _NOT_AFTER),
+)
+
+# what a version fills in Python after its statements (in the same transaction)
+_FILLS: dict[int, Callable[[Tx], None]] = {NOT_AFTER_VERSION: fill_not_after}
 
 _TYPES = {
-    "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": ""},
-    "postgresql": {"real": "DOUBLE PRECISION", "blob": "BYTEA", "rowid": "rowid BIGINT GENERATED ALWAYS AS IDENTITY, "},
+    "sqlite": {"real": "REAL", "blob": "BLOB", "rowid": "", "unlogged": ""},
+    "postgresql": {
+        "real": "DOUBLE PRECISION",
+        "blob": "BYTEA",
+        "rowid": "rowid BIGINT GENERATED ALWAYS AS IDENTITY, ",
+        "unlogged": "UNLOGGED ",
+    },
 }
 
 # SQLite files from before schema_version: the columns added after the first release, and the statement
@@ -143,6 +180,8 @@ def migrate(backend: Backend) -> int:
             if number > reached:
                 for statement in _statements(backend.dialect, script):
                     tx.execute(statement)
+                if number in _FILLS:
+                    _FILLS[number](tx)
                 tx.execute("INSERT INTO schema_version(version, applied) VALUES (?, ?)", (number, time.time()))
                 reached = number
         return reached

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import time
 from typing import Any
-
-from cryptography import x509
 
 from vsc_provider.server import jose
 from vsc_provider.server.db import Device
@@ -20,14 +18,9 @@ def renew_window() -> float:
 
 
 def wants_renewal(srv: IdentityServer, dev: Device) -> bool:
-    """The admin's renew flag, or a certificate of the device's that expires within renew_window()."""
-    if dev.renew:
-        return True
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=renew_window())
-    for key in srv.db.active_keys(dev.id):
-        if key["cert"] is not None and x509.load_der_x509_certificate(bytes(key["cert"])).not_valid_after_utc <= soon:
-            return True
-    return False
+    """The admin's renew flag, or a certificate of the device's that expires within renew_window() (its
+    notAfter as stored when it was issued)."""
+    return dev.renew or srv.db.expiring(dev.id, time.time() + renew_window())
 
 
 def status(srv: IdentityServer, body: Any) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """What bounds an unauthenticated client: stateless nonces (nothing stored until a signed request spends
 one), a token bucket per client address, and a separate, slower bucket for wrong activation codes.
 
-The buckets live in this process; several instances on one database each keep their own (per-instance
-limits, documented in docs/deployment notes). Nonces are checked by a key derived from the escrow key,
-which every instance shares through the data directory.
+On SQLite (one process) the buckets live in this process; on PostgreSQL they live in the database
+(limits_shared.py), so several instances refuse a client at the same total as one. Nonces are checked by a
+key derived from the escrow key, which every instance shares through the data directory.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import struct
 import threading
 import time
 from collections import OrderedDict
+from typing import Protocol
 
 from vsc_provider.provisioning import wire
+from vsc_provider.server.db_backend import Backend
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.limits_shared import SharedBuckets
 
 _MAC_BYTES = 16
 _MAX_CLIENTS = 10_000  # buckets kept at most: the least recently seen go first
@@ -49,8 +52,19 @@ class NonceMint:
         return expires if expires >= time.time() else None
 
 
+class Bucket(Protocol):
+    local: bool  # True: in this process, cheap enough to call on the event loop
+
+    def check(self, client: str) -> None: ...
+
+    def take(self, client: str) -> None: ...
+
+
 class Buckets:
-    """Token buckets by client: `rate` tokens a second up to `burst`; take() refuses with 429 when empty."""
+    """Token buckets by client in this process: `rate` tokens a second up to `burst`; take() refuses with
+    429 when empty."""
+
+    local = True
 
     def __init__(self, rate: float, burst: float, error: str, detail: str) -> None:
         self.rate, self.burst, self.error, self.detail = rate, burst, error, detail
@@ -88,18 +102,29 @@ def _pair(name: str, default: str) -> tuple[float, float]:
     return rate, burst
 
 
+def _buckets(backend: Backend | None, name: str, variable: str, default: str, error: str, detail: str) -> Bucket:
+    rate, burst = _pair(variable, default)
+    if backend is None:
+        return Buckets(rate, burst, error, detail)
+    return SharedBuckets(backend, name, rate, burst, error, detail)
+
+
 class Limits:
     """The server's limits. VSC_SERVER_RATE_LIMIT="rate,burst" (requests a second per client address,
     default 50,200) and VSC_SERVER_CODE_LIMIT="rate,burst" (wrong activation codes, default one every
-    6 s after 10) tune them."""
+    6 s after 10) tune them. `shared`: the database several instances share (PostgreSQL), which then
+    holds the buckets; None keeps them in this process."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, shared: Backend | None = None) -> None:
         self.nonces = NonceMint(secret)
-        self.requests = Buckets(
-            *_pair("VSC_SERVER_RATE_LIMIT", "50,200"), "rate_limited", "too many requests: slow down"
+        self.requests = _buckets(
+            shared, "requests", "VSC_SERVER_RATE_LIMIT", "50,200", "rate_limited", "too many requests: slow down"
         )
-        self.codes = Buckets(
-            *_pair("VSC_SERVER_CODE_LIMIT", "0.1667,10"),
+        self.codes = _buckets(
+            shared,
+            "codes",
+            "VSC_SERVER_CODE_LIMIT",
+            "0.1667,10",
             "too_many_codes",
             "too many unknown activation codes from this address: wait",
         )

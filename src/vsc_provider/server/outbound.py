@@ -1,12 +1,14 @@
-"""HTTP POSTs the server makes on its own (relying-party callbacks, push-relay notifications): run on the
-server's event loop in the background, so no answer waits for them, with a timeout and a few tries; a
-failure is logged, never fatal. At most MAX_IN_FLIGHT run at once; beyond that new ones are dropped (logged).
+"""What the server sends on its own: relying-party callbacks (HTTP POSTs on the server's event loop, a few
+tries) and push-relay notifications (the relay's own blocking client, run in a worker thread). Both run in
+the background, so no answer waits for them, with a timeout; a failure is logged, never fatal. At most
+MAX_IN_FLIGHT run at once; beyond that new ones are dropped (logged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -35,21 +37,36 @@ class Outbox:
 
     def post(self, url: str, body: dict[str, Any], what: str, tries: int, timeout: float) -> None:
         """POST `body` as JSON to `url` in the background; callable from any thread."""
+        self._schedule(lambda: self._send(url, body, what, tries, timeout), what, url)
+
+    def call(self, send: Callable[[], object], what: str, where: str) -> None:
+        """Run a blocking `send` (a client's call that raises on failure) in a worker thread in the
+        background; callable from any thread."""
+        self._schedule(lambda: self._call(send, what, where), what, where)
+
+    def _schedule(self, work: Callable[[], Coroutine[Any, Any, None]], what: str, where: str) -> None:
         try:
             if self._loop is None:
                 raise RuntimeError("no event loop")
-            self._loop.call_soon_threadsafe(self._start, url, body, what, tries, timeout)
+            self._loop.call_soon_threadsafe(self._start, work, what, where)
         except RuntimeError:
-            log.warning("%s to %s not sent: the server is not running", what, url)
+            log.warning("%s to %s not sent: the server is not running", what, where)
 
-    def _start(self, url: str, body: dict[str, Any], what: str, tries: int, timeout: float) -> None:
+    def _start(self, work: Callable[[], Coroutine[Any, Any, None]], what: str, where: str) -> None:
         if len(self._tasks) >= MAX_IN_FLIGHT:
-            log.warning("%s to %s dropped: %d posts already in flight", what, url, len(self._tasks))
+            log.warning("%s to %s dropped: %d posts already in flight", what, where, len(self._tasks))
             return
         assert self._loop is not None
-        task = self._loop.create_task(self._send(url, body, what, tries, timeout))
+        task = self._loop.create_task(work())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, send: Callable[[], object], what: str, where: str) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.run_in_executor(None, send)
+        except Exception as exc:
+            log.warning("%s to %s failed: %s", what, where, exc)
 
     async def _send(self, url: str, body: dict[str, Any], what: str, tries: int, timeout: float) -> None:
         if self._client is None:

@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,8 +21,8 @@ from cryptography import x509
 from vsc_provider.provisioning import request_wire as rw
 from vsc_provider.provisioning import wire
 from vsc_provider.server import jose, results
+from vsc_provider.server.db import Device
 from vsc_provider.server.errors import ProtocolError
-from vsc_provider.server.relay import NOTIFY_TIMEOUT
 from vsc_provider.server.relying_parties import RelyingParty
 from vsc_provider.server.request_input import RequestInput, bad, parse
 from vsc_provider.server.state import ADMIN_RP, IdentityServer
@@ -38,12 +39,12 @@ MAX_PENDING_CHARS = 32 * 1024 * 1024
 USAGE_ORDER = {"auth": ("auth",), "sign": ("sign", "auth")}
 
 
-def _targets(srv: IdentityServer, inp: RequestInput) -> tuple[str, list[tuple[str, str]]]:
+def _targets(srv: IdentityServer, inp: RequestInput) -> tuple[str, list[tuple[Device, str]]]:
     """(alg, [(device, key id)]): each active device of the user (or the named one) with a certified key
     of a usage that fits the kind and of a type that fits the alg (the first fitting one picks a missing alg)."""
     devices = [inp.device] if inp.device is not None else srv.db.user_devices(inp.user or "")
     alg = inp.alg
-    chosen: list[tuple[str, str]] = []
+    chosen: list[tuple[Device, str]] = []
     for device_id in devices:
         dev = srv.db.device(device_id)
         if dev is None or dev.state != "active":
@@ -60,7 +61,7 @@ def _targets(srv: IdentityServer, inp: RequestInput) -> tuple[str, list[tuple[st
             if pick is not None:
                 break
         if pick is not None:
-            chosen.append((device_id, pick))
+            chosen.append((dev, pick))
     if not chosen or alg is None:
         whom = f"device {inp.device}" if inp.device else f"user {inp.user}"
         detail = f"{whom} has no active device with a certified key for this request"
@@ -77,8 +78,8 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
     inp = parse(body)
     alg, targets = _targets(srv, inp)
     now = time.time()
-    for device_id, _ in targets:
-        count, chars = srv.db.pending_load(device_id, now)
+    for dev, _ in targets:
+        count, chars = srv.db.pending_load(dev.id, now)
         if count >= MAX_PENDING or chars >= MAX_PENDING_CHARS:
             detail = f"a device has {MAX_PENDING} pending requests (or {MAX_PENDING_CHARS} bytes of them) already"
             raise ProtocolError(429, "too_many_pending", detail, retry_after=10)
@@ -96,9 +97,8 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
         given["challenge"] = wire.b64u(secrets.token_bytes(rw.CHALLENGE_BYTES))
     iss = srv.public_url()
     rows = []
-    for device_id, key_id in targets:
-        dev = srv.db.device(device_id)
-        assert dev is not None
+    for dev, key_id in targets:
+        device_id = dev.id
         profile = srv.profiles.get(dev.profile)
         branding = profile.branding_for(_server_name(srv)) if profile else {"name": _server_name(srv)}
         claims = {
@@ -145,14 +145,15 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
 
 
 def _notify_relay(srv: IdentityServer, device_id: str) -> None:
-    if srv.relay is None:
+    relay = srv.relay
+    if relay is None:
         return
     dev = srv.db.device(device_id)
     if dev is None:
         return
     waiting, _ = srv.db.pending_load(device_id, time.time())
-    url, body = srv.relay.notification(device_id, dev.jwk, waiting)
-    srv.outbox.post(url, body, "push-relay notification", tries=1, timeout=NOTIFY_TIMEOUT)
+    jwe = relay.notification(dev.jwk, waiting)
+    srv.outbox.call(partial(relay.post, device_id, jwe), "push-relay notification", relay.url)
 
 
 def document(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 certificates of deleted and migrated devices and of keys replaced by a renewal, from the moment the
 server retires them.
 
-Both are built with `cryptography`; the CRL is rebuilt when a key was retired since the last one, or a day
-before its nextUpdate.
+Both are built with `cryptography`. A signed CRL is kept until a key is retired (the database's revocation
+generation, which every instance reads, moves on) or until a day before its nextUpdate: a GET between those
+reads one row.
 """
 
 from __future__ import annotations
@@ -38,17 +39,17 @@ class Revocation:
     def __init__(self, db: Database, authority: Authority) -> None:
         self.db, self.authority = db, authority
         self._lock = threading.Lock()
-        self._crl: tuple[tuple[int, float], dt.datetime, bytes] | None = None
+        self._crl: tuple[int, dt.datetime, bytes] | None = None  # (generation, signed at, DER)
         self._hashes: dict[str, tuple[bytes, bytes]] = {}  # OCSP hash name -> (issuer name hash, key hash)
 
     def crl(self) -> bytes:
         """The current CRL (DER)."""
-        revoked = self.db.revoked()
-        version = (len(revoked), max((r[1] for r in revoked), default=0.0))
+        generation = self.db.revocation_generation()  # read before the rows: they are at least this new
         now = dt.datetime.now(dt.UTC)
         with self._lock:
-            if self._crl is not None and self._crl[0] == version and now - self._crl[1] < dt.timedelta(days=1):
+            if self._crl is not None and self._crl[0] == generation and now - self._crl[1] < dt.timedelta(days=1):
                 return self._crl[2]
+            revoked = self.db.revoked()
             authority = self.authority
             builder = (
                 x509.CertificateRevocationListBuilder()
@@ -70,7 +71,7 @@ class Revocation:
                 )
                 builder = builder.add_revoked_certificate(entry)
             der = builder.sign(authority.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-            self._crl = (version, now, der)
+            self._crl = (generation, now, der)
             return der
 
     def ocsp(self, request_der: bytes) -> bytes:

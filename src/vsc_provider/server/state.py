@@ -87,7 +87,7 @@ class IdentityServer:
         self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
         self._check_identity()
         self.db.sealer = self.escrow
-        self.limits = Limits(self.escrow.key)
+        self.limits = Limits(self.escrow.key, self.db.backend if self.db.shared else None)
         self.db.fill_serials()
         self.revocation = Revocation(self.db, self.authority)
         self._seal_legacy_escrow()
