@@ -184,23 +184,26 @@ class PostgresBackend:
             yield _PostgresTx(conn)
 
     def write(self, body: Callable[[Tx], T]) -> T:
-        for attempt in range(WRITE_TRIES):
-            try:
-                with self._pool.connection() as conn, conn.transaction():
-                    return body(_PostgresTx(conn))
-            except self._errors as exc:
-                if attempt == WRITE_TRIES - 1:
-                    raise
-                log.info("write ran into %s: running it again", type(exc).__name__)
-                time.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")
+        def run() -> T:
+            with self._pool.connection() as conn, conn.transaction():
+                return body(_PostgresTx(conn))
+
+        return self._retrying(run)
 
     def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement, atomic on its own, sent outside a transaction block (autocommit); the rows it changed."""
+
+        def run() -> int:
+            with self._pool.connection() as conn:
+                return int(_PostgresTx(conn).execute(sql, params).rowcount)
+
+        return self._retrying(run)
+
+    def _retrying(self, run: Callable[[], T]) -> T:
+        """RUN, and again after a serialization failure or a deadlock (WRITE_TRIES times in all)."""
         for attempt in range(WRITE_TRIES):
             try:
-                with self._pool.connection() as conn:
-                    return int(_PostgresTx(conn).execute(sql, params).rowcount)
+                return run()
             except self._errors as exc:
                 if attempt == WRITE_TRIES - 1:
                     raise
