@@ -75,7 +75,7 @@ class Fprintd:
         self.log = folder / "fprintd.log"
         self._start(["dbus-daemon", "--nofork", f"--config-file={folder / 'bus.conf'}"], "bus.log")
         try:
-            _wait("the private D-Bus socket", bus_socket.exists)
+            _wait("the private D-Bus bus", self._bus_answers)  # the socket file comes before listen()
             if with_fprintd:
                 self._start_fprintd()
         except BaseException:
@@ -126,6 +126,13 @@ class Fprintd:
 
     def connect(self) -> DBusConnection:
         return open_dbus_connection(bus=self.address)
+
+    def _bus_answers(self) -> bool:
+        try:
+            self.connect().close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
