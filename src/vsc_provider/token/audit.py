@@ -22,6 +22,7 @@ import atexit
 import collections
 import os
 import sqlite3
+import struct
 import threading
 import time
 import weakref
@@ -37,6 +38,7 @@ from vsc_provider.token.store import Store
 log = vlog.get("vsc.audit")
 _time_ns = time.time_ns
 _ENTRY_TAG = b"vsc-audit-entry\0"
+_NUMBERS = struct.Struct(">QQ")  # an entry's number and time, as chain_hash encodes them
 
 BATCH = 128  # key-use entries kept in memory at most: the bound of entries a SIGKILL loses is BATCH - 1
 MAX_AGE_NS = 1_000_000_000  # an entry recorded this long after the last write writes the batch
@@ -77,11 +79,7 @@ def genesis(serial: str) -> bytes:
 
 def encode_text(*fields: str) -> bytes:
     """Text fields, each as its UTF-8 length (4 bytes, big-endian) then its bytes: one reading only."""
-    out = b""
-    for field in fields:
-        raw = field.encode()
-        out += len(raw).to_bytes(4, "big") + raw
-    return out
+    return audit_store.encode_texts(fields)
 
 
 def chain_hash(prev: bytes, seq: int, at: int, described: bytes, result: bytes) -> bytes:
@@ -169,7 +167,7 @@ class AuditLog:
         self.pid = os.getpid()
         self._program = ""
         self._written_at = _time_ns()
-        self._described: dict[tuple[Who, str], tuple[str, bytes]] = {}  # mechanism name, encoded fixed fields
+        self._described: dict[tuple[Who, str], bytes] = {}  # encoded fixed fields
         self._keys: dict[int, tuple[bytes, Any]] = {}  # card id -> (sealed key, unsealed key)
         self._dropped = 0
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -204,9 +202,9 @@ class AuditLog:
         if not self.lock.acquire(blocking=wait):
             return
         try:
-            items: list[tuple[int, Who, int]] = []
-            while self.pending:
-                items.append(self.pending.popleft())
+            # Taken one by one: another thread may append meanwhile (without this lock).
+            popleft = self.pending.popleft
+            items = [popleft() for _ in range(len(self.pending))]
             if not items:
                 return
             self._written_at = _time_ns()
@@ -224,9 +222,13 @@ class AuditLog:
             self.lock.release()
 
     def _write(self, items: list[tuple[int, Who, int]]) -> None:
-        by_card: dict[int, list[tuple[int, Who, int]]] = {}
-        for item in items:
-            by_card.setdefault(item[1].card_id, []).append(item)
+        cards = {who.card_id for _, who, _ in items}
+        if len(cards) == 1:  # the usual case: one card's uses
+            by_card = {cards.pop(): items}
+        else:
+            by_card = {}
+            for item in items:
+                by_card.setdefault(item[1].card_id, []).append(item)
         origin = self.origin
         with self.store.audit_transaction() as db:
             for card_id, uses in by_card.items():
@@ -254,35 +256,54 @@ class AuditLog:
         seq, prev = (0, genesis(serial)) if last is None else last
         if head is not None and head.seq > seq:  # entries after the signed head were removed: leave the gap
             seq, prev = head.seq, head.hash
-        from hashlib import sha256
-
-        new: list[tuple[object, ...]] = []
-        # The fields an entry shares with every use of its key, mechanism and result, encoded once per batch.
-        shared: dict[tuple[Who, int], tuple[tuple[str, ...], bytes]] = {}
-        join = b"".join
-        for at_ns, who, rv in uses:
-            seq += 1
-            at = at_ns // 1000
-            fields = shared.get((who, rv))
-            if fields is None:
-                mechanism, described = self._describe(who, origin)
-                result = rv_name(rv)
-                texts = (who.kind, who.key_id, who.key_label, mechanism, origin, result)
-                fields = shared[who, rv] = (texts, described + encode_text(result))
-            # chain_hash, inlined (it runs for every signature)
-            digest = sha256(join((_ENTRY_TAG, prev, seq.to_bytes(8, "big"), at.to_bytes(8, "big"), fields[1]))).digest()
-            new.append((seq, at, *fields[0], prev, digest))
-            prev = digest
-        audit_store.insert(db, card_id, new)
+        first = seq + 1
+        block, seq, prev = self._pack(seq, prev, uses, origin)
+        audit_store.insert(db, card_id, first, seq, block)
         if key is not None and sealed is not None:
             signature = key.sign(head_message(serial, seq, prev))
             audit_store.set_head(db, card_id, Head(seq, prev, signature, sealed))
 
-    def _describe(self, who: Who, origin: str) -> tuple[str, bytes]:
+    def _pack(self, seq: int, prev: bytes, uses: list[tuple[int, Who, int]], origin: str) -> tuple[bytes, int, bytes]:
+        """Chain the uses on from entry `seq` with hash `prev`: the block that stores them, the last entry's
+        number and hash. The text an entry shares with other uses of its key, mechanism and result is encoded
+        once per batch, for the hash and for the block."""
+        from hashlib import sha256
+
+        pack_numbers = _NUMBERS.pack
+        join = b"".join
+        first_prev = prev
+        times = [at_ns // 1000 for at_ns, _, _ in uses]
+        hashes: list[bytes] = []
+        add = hashes.append
+        described: list[int] = []
+        descriptions: list[bytes] = []
+        shared: dict[tuple[Who, int], tuple[int, bytes]] = {}  # -> description position, encoded text fields
+        last_who: Who | None = None
+        last_rv = index = 0
+        encoded = b""
+        first = seq + 1
+        for (_, who, rv), at in zip(uses, times, strict=True):
+            if who is not last_who or rv != last_rv:  # a batch is mostly runs of one key's uses
+                fields = shared.get((who, rv))
+                if fields is None:
+                    text = self._describe(who, origin) + encode_text(rv_name(rv))
+                    fields = shared[who, rv] = (len(descriptions), text)
+                    descriptions.append(text)
+                index, encoded = fields
+                last_who, last_rv = who, rv
+            seq += 1
+            # chain_hash, inlined (it runs for every signature)
+            prev = sha256(join((_ENTRY_TAG, prev, pack_numbers(seq, at), encoded))).digest()
+            add(prev)
+            described.append(index)
+        block = audit_store.pack_block(descriptions, {0: first_prev}, range(first, seq + 1), times, described, hashes)
+        return block, seq, prev
+
+    def _describe(self, who: Who, origin: str) -> bytes:
+        """encode_text of the fields a use shares with every use of its key and mechanism (not the result)."""
         found = self._described.get((who, origin))
         if found is None:
-            mechanism = mechanism_name(who.mechanism)
-            found = (mechanism, encode_text(who.kind, who.key_id, who.key_label, mechanism, origin))
+            found = encode_text(who.kind, who.key_id, who.key_label, mechanism_name(who.mechanism), origin)
             if len(self._described) > 1024:
                 self._described.clear()
             self._described[who, origin] = found
