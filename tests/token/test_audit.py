@@ -168,3 +168,22 @@ def test_an_unreadable_block_is_reported_at_its_first_entry(tmp_path: Path) -> N
     engine.audit.flush()
     with pytest.raises(audit.AuditBroken):
         _verify(engine, card.slot_id, card.serial)
+
+
+def test_a_writer_rereads_the_chain_end_after_other_writes(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    other = _engine(tmp_path)  # another connection, as another process has
+    card = engine.create_card("c", SO, PIN)
+    for log in (engine.audit, other.audit, engine.audit, other.audit, engine.audit):  # each follows the other
+        log.use(audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA), C.CKR_OK)
+        log.flush()
+    assert _verify(engine, card.slot_id, card.serial) == 5
+    # This connection's own change to the log (not an audit write) is seen too: no signing over a cut chain.
+    with engine.store.transaction() as db:
+        db.execute("DELETE FROM audit WHERE card_id = ? AND first_seq = 5", (card.slot_id,))
+    engine.login(card, False, PIN)
+    chain, head = audit.entries(engine.store, card.slot_id)
+    assert [e.seq for e in chain] == [1, 2, 3, 4, 6] and head is not None and head.seq == 5
+    with pytest.raises(audit.AuditBroken) as broken:
+        _verify(engine, card.slot_id, card.serial)
+    assert broken.value.seq == 5

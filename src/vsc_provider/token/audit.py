@@ -4,9 +4,10 @@ Entries name the key, mechanism, front end and result, never data, digests of da
 
 Key uses are buffered in memory and written in batches, so C_Sign pays a list append: a batch is written when
 BATCH entries wait, at the first entry more than MAX_AGE after the last write, at C_Finalize and at the
-process's exit. PIN events are written at once. A process killed by SIGKILL (or a host that exits without
-C_Finalize) loses at most BATCH - 1 key-use entries, never a PIN event. The module starts no thread (NSS
-forbids it): the write happens in the call that fills the batch.
+process's exit. PIN events are written at once. A write stores the batch as one row (a packed block,
+token/audit_store.py), so what a signature costs there is mostly its SHA-256 link in the chain. A process
+killed by SIGKILL (or a host that exits without C_Finalize) loses at most BATCH - 1 key-use entries, never a
+PIN event. The module starts no thread (NSS forbids it): the write happens in the call that fills the batch.
 
 The audit key is an Ed25519 key per card, sealed under the device key only (not the PIN), so that any process
 on this device can sign the head after its writes, logged in or not. It proves that the signed entries were
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
 import os
 import sqlite3
 import struct
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from vsc_provider import log as vlog
@@ -38,7 +41,6 @@ from vsc_provider.token.store import Store
 log = vlog.get("vsc.audit")
 _time_ns = time.time_ns
 _ENTRY_TAG = b"vsc-audit-entry\0"
-_NUMBERS = struct.Struct(">QQ")  # an entry's number and time, as chain_hash encodes them
 
 BATCH = 128  # key-use entries kept in memory at most: the bound of entries a SIGKILL loses is BATCH - 1
 MAX_AGE_NS = 1_000_000_000  # an entry recorded this long after the last write writes the batch
@@ -56,6 +58,14 @@ class Who(NamedTuple):
     key_id: str
     key_label: str
     mechanism: int | None
+
+
+class _Tail(NamedTuple):
+    """A card's serial, signed head and last entry (number, hash), as read or written in a transaction."""
+
+    serial: str
+    head: Head | None
+    last: tuple[int, bytes] | None
 
 
 class AuditBroken(Exception):
@@ -170,6 +180,8 @@ class AuditLog:
         self._described: dict[tuple[Who, str], bytes] = {}  # encoded fixed fields
         self._keys: dict[int, tuple[bytes, Any]] = {}  # card id -> (sealed key, unsealed key)
         self._dropped = 0
+        self._tails: dict[int, _Tail] = {}  # card id -> what this process last wrote
+        self._seen: tuple[int, int] | None = None  # the store's data_version and this connection's changes then
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     @property
@@ -231,19 +243,31 @@ class AuditLog:
                 by_card.setdefault(item[1].card_id, []).append(item)
         origin = self.origin
         with self.store.audit_transaction() as db:
+            # What this process read and wrote last time still holds when no other connection committed since
+            # (data_version) and this one changed nothing else (total_changes): then the card's serial, head and
+            # last entry need no reading.
+            seen = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+            if seen != self._seen:
+                self._tails.clear()
+            self._seen = None  # until this transaction commits
             for card_id, uses in by_card.items():
-                serial = self.store.card_serial(db, card_id)
-                if serial is not None:  # a deleted card's entries go with it
-                    self._append(db, card_id, serial, uses, origin)
+                tail = self._tails.get(card_id)
+                if tail is None:
+                    serial = self.store.card_serial(db, card_id)
+                    if serial is None:  # a deleted card's entries go with it
+                        continue
+                    tail = _Tail(serial, audit_store.head(db, card_id), audit_store.last(db, card_id))
+                self._tails[card_id] = self._append(db, card_id, tail, uses, origin)
+            written = (seen[0], db.total_changes)
+        self._seen = written
 
     def _append(
-        self, db: sqlite3.Connection, card_id: int, serial: str, uses: list[tuple[int, Who, int]], origin: str
-    ) -> None:
+        self, db: sqlite3.Connection, card_id: int, tail: _Tail, uses: list[tuple[int, Who, int]], origin: str
+    ) -> _Tail:
         """Inside the write lock: continue the chain from what is stored now (another process may have
         written since), and sign the new head only when the stored chain ends at the signed head (a chain
-        whose end was cut or rolled back stays unsigned, so `verify` keeps reporting it)."""
-        head = audit_store.head(db, card_id)
-        last = audit_store.last(db, card_id)
+        whose end was cut or rolled back stays unsigned, so `verify` keeps reporting it). Returns the new tail."""
+        serial, head, last = tail
         if head is None and last is None:
             key, sealed = _new_key(self.device_key, serial)
             self._keys[card_id] = (sealed, key)
@@ -261,7 +285,9 @@ class AuditLog:
         audit_store.insert(db, card_id, first, seq, block)
         if key is not None and sealed is not None:
             signature = key.sign(head_message(serial, seq, prev))
-            audit_store.set_head(db, card_id, Head(seq, prev, signature, sealed))
+            head = Head(seq, prev, signature, sealed)
+            audit_store.set_head(db, card_id, head)
+        return _Tail(serial, head, (seq, prev))
 
     def _pack(self, seq: int, prev: bytes, uses: list[tuple[int, Who, int]], origin: str) -> tuple[bytes, int, bytes]:
         """Chain the uses on from entry `seq` with hash `prev`: the block that stores them, the last entry's
@@ -269,33 +295,36 @@ class AuditLog:
         once per batch, for the hash and for the block."""
         from hashlib import sha256
 
-        pack_numbers = _NUMBERS.pack
-        join = b"".join
         first_prev = prev
         times = [at_ns // 1000 for at_ns, _, _ in uses]
         hashes: list[bytes] = []
         add = hashes.append
-        described: list[int] = []
         descriptions: list[bytes] = []
-        shared: dict[tuple[Who, int], tuple[int, bytes]] = {}  # -> description position, encoded text fields
+        runs: list[tuple[int, int]] = []  # (position, description) where a run of one description starts
+        shared: dict[tuple[Who, int], tuple[int, bytes, Callable[..., bytes]]] = {}
         last_who: Who | None = None
-        last_rv = index = 0
+        last_rv = 0
         encoded = b""
+        message: Callable[..., bytes] = struct.pack  # set by the first use (a new run)
         first = seq + 1
         for (_, who, rv), at in zip(uses, times, strict=True):
             if who is not last_who or rv != last_rv:  # a batch is mostly runs of one key's uses
                 fields = shared.get((who, rv))
                 if fields is None:
                     text = self._describe(who, origin) + encode_text(rv_name(rv))
-                    fields = shared[who, rv] = (len(descriptions), text)
+                    # chain_hash's input for this description, in one struct call per entry
+                    pack = struct.Struct(f">{len(_ENTRY_TAG)}s32sQQ{len(text)}s").pack
+                    fields = shared[who, rv] = (len(descriptions), text, pack)
                     descriptions.append(text)
-                index, encoded = fields
+                runs.append((seq + 1 - first, fields[0]))
+                _, encoded, message = fields
                 last_who, last_rv = who, rv
             seq += 1
-            # chain_hash, inlined (it runs for every signature)
-            prev = sha256(join((_ENTRY_TAG, prev, pack_numbers(seq, at), encoded))).digest()
+            prev = sha256(message(_ENTRY_TAG, prev, seq, at, encoded)).digest()  # chain_hash, inlined
             add(prev)
-            described.append(index)
+        described: list[int] = []
+        for (start, index), (end, _) in itertools.pairwise([*runs, (len(uses), 0)]):
+            described += [index] * (end - start)
         block = audit_store.pack_block(descriptions, {0: first_prev}, range(first, seq + 1), times, described, hashes)
         return block, seq, prev
 
