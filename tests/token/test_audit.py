@@ -187,3 +187,17 @@ def test_a_writer_rereads_the_chain_end_after_other_writes(tmp_path: Path) -> No
     with pytest.raises(audit.AuditBroken) as broken:
         _verify(engine, card.slot_id, card.serial)
     assert broken.value.seq == 5
+
+
+def test_a_write_longer_than_a_block_is_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    monkeypatch.setattr(audit, "MAX_BLOCK", 7)
+    who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
+    for _ in range(20):
+        engine.audit.pending.append((1_700_000_000_000_000_000, who, C.CKR_OK))
+    engine.audit.flush()
+    with engine.store.reading() as db:
+        rows = db.execute("SELECT first_seq, last_seq FROM audit ORDER BY first_seq").fetchall()
+    assert rows == [(1, 7), (8, 14), (15, 20)]
+    assert _verify(engine, card.slot_id, card.serial) == 20

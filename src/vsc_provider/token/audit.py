@@ -45,6 +45,7 @@ _ENTRY_TAG = b"vsc-audit-entry\0"
 BATCH = 128  # key-use entries kept in memory at most: the bound of entries a SIGKILL loses is BATCH - 1
 MAX_AGE_NS = 1_000_000_000  # an entry recorded this long after the last write writes the batch
 MAX_PENDING = 16 * BATCH  # while the store cannot be written, older entries beyond this are dropped (logged)
+MAX_BLOCK = 4096  # entries stored in one block at most (a block counts them in 2 bytes)
 
 # What a card key is used for; the PIN events carry the role in their kind (login-user, block-so...).
 SIGN, DECRYPT, DERIVE, UNWRAP, WRAP, OTP_CODE = "sign", "decrypt", "derive", "unwrap", "wrap", "otp-code"
@@ -257,7 +258,9 @@ class AuditLog:
                     if serial is None:  # a deleted card's entries go with it
                         continue
                     tail = _Tail(serial, audit_store.head(db, card_id), audit_store.last(db, card_id))
-                self._tails[card_id] = self._append(db, card_id, tail, uses, origin)
+                for start in range(0, len(uses), MAX_BLOCK):
+                    tail = self._append(db, card_id, tail, uses[start : start + MAX_BLOCK], origin)
+                self._tails[card_id] = tail
             written = (seen[0], db.total_changes)
         self._seen = written
 
