@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from p11_support import CK_MECHANISM, SO_PIN, USER_PIN, CardEnv, RawModule, make
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
 
 from vsc_provider.ck import constants as C
-from vsc_provider.token import audit
+from vsc_provider.token import audit, audit_store
 
 P256 = bytes.fromhex("06082a8648ce3d030107")
 DATA = b"audit-test-data-5c1e9b"  # what is signed, decrypted, derived: must appear nowhere in the store
@@ -198,30 +199,58 @@ def signed_store(home: Path, module_path: str, tmp_path_factory: pytest.TempPath
     return own, serial
 
 
-def _rehash_from(db: sqlite3.Connection, serial: str, start: int) -> None:
-    """What a forger without the device key can do: recompute every hash from entry `start` on."""
-    rows = db.execute(
-        "SELECT seq, time, kind, key_id, key_label, mechanism, origin, result, prev, hash FROM audit ORDER BY seq"
-    ).fetchall()
-    prev = audit.genesis(serial)
-    for row in rows:
-        e = audit.Entry(*row[:8], prev if row[0] >= start else bytes(row[8]), b"")
-        digest = audit.entry_hash(e) if row[0] >= start else bytes(row[9])
-        db.execute("UPDATE audit SET prev = ?, hash = ? WHERE seq = ?", (e.prev, digest, row[0]))
-        prev = digest
+Edit = Callable[[list[audit.Entry]], list[audit.Entry]]
 
 
-TAMPERING = {
-    "changed field": ("UPDATE audit SET result = 'CKR_GENERAL_ERROR' WHERE seq = 5", 5, "was changed"),
-    "deleted middle": ("DELETE FROM audit WHERE seq = 6", 6, "is missing"),
-    "swapped": (
-        "UPDATE audit SET seq = -4 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = 5;"
-        " UPDATE audit SET seq = 5 WHERE seq = -4",
-        4,
-        "does not follow",
+def _rewrite(store: Path, edit: Edit) -> None:
+    """What a forger with sqlite3 and without the device key can do: decode each stored block of entries, change
+    its entries, and store it back (a block left empty is removed)."""
+    db = sqlite3.connect(store, isolation_level=None)
+    db.execute("BEGIN")
+    for card_id, first_seq, block in db.execute("SELECT card_id, first_seq, block FROM audit").fetchall():
+        entries = edit(audit_store.unpack_block(block))
+        if entries:
+            db.execute(
+                "UPDATE audit SET block = ?, last_seq = ? WHERE card_id = ? AND first_seq = ?",
+                (audit_store.block_of(entries), entries[-1].seq, card_id, first_seq),
+            )
+        else:
+            db.execute("DELETE FROM audit WHERE card_id = ? AND first_seq = ?", (card_id, first_seq))
+    db.execute("COMMIT")
+    db.close()
+
+
+def _swapped(entries: list[audit.Entry], a: int, b: int) -> list[audit.Entry]:
+    """Entries a and b trade places: each takes the other's number, its own fields and hashes stay."""
+    renumbered = [e._replace(seq={a: b, b: a}.get(e.seq, e.seq)) for e in entries]
+    return sorted(renumbered, key=lambda e: e.seq)
+
+
+def _rehashed_after_change(entries: list[audit.Entry], seq: int) -> list[audit.Entry]:
+    """Entry `seq` changed, then every hash from it on recomputed (its own prev kept)."""
+    out: list[audit.Entry] = []
+    prev = b""
+    for e in entries:
+        if e.seq == seq:
+            e = e._replace(key_label="other")
+        if e.seq >= seq:
+            e = e._replace(prev=prev or e.prev)
+            e = e._replace(hash=audit.entry_hash(e))
+            prev = e.hash
+        out.append(e)
+    return out
+
+
+TAMPERING: dict[str, tuple[Edit, int, str]] = {
+    "changed field": (
+        lambda es: [e._replace(result="CKR_GENERAL_ERROR") if e.seq == 5 else e for e in es],
+        5,
+        "was changed",
     ),
-    "truncated tail": ("DELETE FROM audit WHERE seq > 9", 10, "is missing"),
-    "rehashed after a change": ("UPDATE audit SET key_label = 'other' WHERE seq = 7", 12, "signed head"),
+    "deleted middle": (lambda es: [e for e in es if e.seq != 6], 6, "is missing"),
+    "swapped": (lambda es: _swapped(es, 4, 5), 4, "does not follow"),
+    "truncated tail": (lambda es: [e for e in es if e.seq <= 9], 10, "is missing"),
+    "rehashed after a change": (lambda es: _rehashed_after_change(es, 7), 12, "signed head"),
 }
 
 
@@ -230,15 +259,8 @@ def test_verify_names_the_first_bad_entry(signed_store: tuple[Path, str], tmp_pa
     source, serial = signed_store
     copy = tmp_path / "home"
     shutil.copytree(source, copy)
-    statement, bad, words = TAMPERING[case]
-    db = sqlite3.connect(copy / "store.sqlite", isolation_level=None)
-    db.execute("BEGIN")
-    db.executescript(statement) if ";" in statement else db.execute(statement)
-    if case == "rehashed after a change":
-        _rehash_from(db, serial, 7)
-    if db.in_transaction:
-        db.execute("COMMIT")
-    db.close()
+    edit, bad, words = TAMPERING[case]
+    _rewrite(copy / "store.sqlite", edit)
     result = vsc(copy, "audit", "verify", "--card", serial, check=False)
     assert result.returncode == 1
     message = result.stderr.strip()
@@ -253,9 +275,7 @@ def test_a_writer_does_not_sign_over_a_cut_chain(
     source, serial = signed_store
     copy = tmp_path / "home"
     shutil.copytree(source, copy)
-    db = sqlite3.connect(copy / "store.sqlite", isolation_level=None)
-    db.execute("DELETE FROM audit WHERE seq > 9")
-    db.close()
+    _rewrite(copy / "store.sqlite", lambda es: [e for e in es if e.seq <= 9])
     assert _signer(copy, module_path, serial, "k", 3).wait(timeout=60) == 0
     result = vsc(copy, "audit", "verify", "--card", serial, check=False)
     assert result.returncode == 1 and "broken at entry 10:" in result.stderr

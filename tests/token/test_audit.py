@@ -3,6 +3,7 @@ must not write its parent's queue, a deleted card's log, and a store opened with
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token import audit
+from vsc_provider.token import audit, audit_store
 from vsc_provider.token.engine import Engine
 from vsc_provider.token.pin import PinPolicy
 
@@ -126,3 +127,77 @@ def test_another_device_key_cannot_vouch_for_the_head(tmp_path: Path) -> None:
         audit.verify(foreign.device_key, card.serial, chain, head)
     assert broken.value.seq == 1 and "not sealed on this device" in broken.value.reason
     assert audit.verify(engine.device_key, card.serial, chain, head) == 1
+
+
+def test_a_batch_is_one_block_that_stores_its_text_once(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    signer = audit.Who(card.slot_id, audit.SIGN, "01", "signing key", C.CKM_ECDSA)
+    decrypter = audit.Who(card.slot_id, audit.DECRYPT, "02", "decryption key", C.CKM_RSA_PKCS)
+    for i in range(audit.BATCH):  # the use that fills the batch writes it
+        engine.audit.use(decrypter if i % 3 == 0 else signer, C.CKR_OK if i % 5 else C.CKR_FUNCTION_FAILED)
+    with engine.store.reading() as db:
+        rows = db.execute("SELECT first_seq, last_seq, block FROM audit WHERE card_id = ?", (card.slot_id,)).fetchall()
+    assert [(first, last) for first, last, _ in rows] == [(1, audit.BATCH)]
+    block = bytes(rows[0][2])
+    assert block.count(b"signing key") == 2 and block.count(b"decryption key") == 2  # once per result
+    chain, _ = audit.entries(engine.store, card.slot_id)
+    assert audit_store.unpack_block(block) == chain
+    assert audit_store.block_of(chain) == block
+    assert [e.seq for e in chain] == list(range(1, audit.BATCH + 1))
+    assert (chain[0].key_label, chain[0].result) == ("decryption key", "CKR_FUNCTION_FAILED")
+    assert (chain[1].key_label, chain[1].mechanism, chain[1].result) == ("signing key", "CKM_ECDSA", "CKR_OK")
+    assert all(e.prev == p.hash for p, e in itertools.pairwise(chain))
+    assert _verify(engine, card.slot_id, card.serial) == audit.BATCH
+
+
+def test_an_unreadable_block_is_reported_at_its_first_entry(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.login(card, False, PIN)
+    engine.login(card, False, PIN)
+    engine.audit.flush()
+    with engine.store.transaction() as db:
+        db.execute("UPDATE audit SET block = substr(block, 1, 40) WHERE first_seq = 2")
+    chain, _ = audit.entries(engine.store, card.slot_id)
+    assert [e.seq for e in chain] == [1, 2] and chain[1].result == "(unreadable)"
+    with pytest.raises(audit.AuditBroken) as broken:
+        _verify(engine, card.slot_id, card.serial)
+    assert broken.value.seq == 2
+    engine.login(card, False, PIN)  # a writer after it starts from nothing it can read: the chain stays broken
+    engine.audit.flush()
+    with pytest.raises(audit.AuditBroken):
+        _verify(engine, card.slot_id, card.serial)
+
+
+def test_a_writer_rereads_the_chain_end_after_other_writes(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    other = _engine(tmp_path)  # another connection, as another process has
+    card = engine.create_card("c", SO, PIN)
+    for log in (engine.audit, other.audit, engine.audit, other.audit, engine.audit):  # each follows the other
+        log.use(audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA), C.CKR_OK)
+        log.flush()
+    assert _verify(engine, card.slot_id, card.serial) == 5
+    # This connection's own change to the log (not an audit write) is seen too: no signing over a cut chain.
+    with engine.store.transaction() as db:
+        db.execute("DELETE FROM audit WHERE card_id = ? AND first_seq = 5", (card.slot_id,))
+    engine.login(card, False, PIN)
+    chain, head = audit.entries(engine.store, card.slot_id)
+    assert [e.seq for e in chain] == [1, 2, 3, 4, 6] and head is not None and head.seq == 5
+    with pytest.raises(audit.AuditBroken) as broken:
+        _verify(engine, card.slot_id, card.serial)
+    assert broken.value.seq == 5
+
+
+def test_a_write_longer_than_a_block_is_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    monkeypatch.setattr(audit, "MAX_BLOCK", 7)
+    who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
+    for _ in range(20):
+        engine.audit.pending.append((1_700_000_000_000_000_000, who, C.CKR_OK))
+    engine.audit.flush()
+    with engine.store.reading() as db:
+        rows = db.execute("SELECT first_seq, last_seq FROM audit ORDER BY first_seq").fetchall()
+    assert rows == [(1, 7), (8, 14), (15, 20)]
+    assert _verify(engine, card.slot_id, card.serial) == 20

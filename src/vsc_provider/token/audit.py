@@ -4,9 +4,10 @@ Entries name the key, mechanism, front end and result, never data, digests of da
 
 Key uses are buffered in memory and written in batches, so C_Sign pays a list append: a batch is written when
 BATCH entries wait, at the first entry more than MAX_AGE after the last write, at C_Finalize and at the
-process's exit. PIN events are written at once. A process killed by SIGKILL (or a host that exits without
-C_Finalize) loses at most BATCH - 1 key-use entries, never a PIN event. The module starts no thread (NSS
-forbids it): the write happens in the call that fills the batch.
+process's exit. PIN events are written at once. A write stores the batch as one row (a packed block,
+token/audit_store.py), so what a signature costs there is mostly its SHA-256 link in the chain. A process
+killed by SIGKILL (or a host that exits without C_Finalize) loses at most BATCH - 1 key-use entries, never a
+PIN event. The module starts no thread (NSS forbids it): the write happens in the call that fills the batch.
 
 The audit key is an Ed25519 key per card, sealed under the device key only (not the PIN), so that any process
 on this device can sign the head after its writes, logged in or not. It proves that the signed entries were
@@ -20,11 +21,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
 import os
 import sqlite3
+import struct
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from vsc_provider import log as vlog
@@ -41,6 +45,7 @@ _ENTRY_TAG = b"vsc-audit-entry\0"
 BATCH = 128  # key-use entries kept in memory at most: the bound of entries a SIGKILL loses is BATCH - 1
 MAX_AGE_NS = 1_000_000_000  # an entry recorded this long after the last write writes the batch
 MAX_PENDING = 16 * BATCH  # while the store cannot be written, older entries beyond this are dropped (logged)
+MAX_BLOCK = 4096  # entries stored in one block at most (a block counts them in 2 bytes)
 
 # What a card key is used for; the PIN events carry the role in their kind (login-user, block-so...).
 SIGN, DECRYPT, DERIVE, UNWRAP, WRAP, OTP_CODE = "sign", "decrypt", "derive", "unwrap", "wrap", "otp-code"
@@ -54,6 +59,14 @@ class Who(NamedTuple):
     key_id: str
     key_label: str
     mechanism: int | None
+
+
+class _Tail(NamedTuple):
+    """A card's serial, signed head and last entry (number, hash), as read or written in a transaction."""
+
+    serial: str
+    head: Head | None
+    last: tuple[int, bytes] | None
 
 
 class AuditBroken(Exception):
@@ -77,11 +90,7 @@ def genesis(serial: str) -> bytes:
 
 def encode_text(*fields: str) -> bytes:
     """Text fields, each as its UTF-8 length (4 bytes, big-endian) then its bytes: one reading only."""
-    out = b""
-    for field in fields:
-        raw = field.encode()
-        out += len(raw).to_bytes(4, "big") + raw
-    return out
+    return audit_store.encode_texts(fields)
 
 
 def chain_hash(prev: bytes, seq: int, at: int, described: bytes, result: bytes) -> bytes:
@@ -169,9 +178,11 @@ class AuditLog:
         self.pid = os.getpid()
         self._program = ""
         self._written_at = _time_ns()
-        self._described: dict[tuple[Who, str], tuple[str, bytes]] = {}  # mechanism name, encoded fixed fields
+        self._described: dict[tuple[Who, str], bytes] = {}  # encoded fixed fields
         self._keys: dict[int, tuple[bytes, Any]] = {}  # card id -> (sealed key, unsealed key)
         self._dropped = 0
+        self._tails: dict[int, _Tail] = {}  # card id -> what this process last wrote
+        self._seen: tuple[int, int] | None = None  # the store's data_version and this connection's changes then
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     @property
@@ -204,9 +215,9 @@ class AuditLog:
         if not self.lock.acquire(blocking=wait):
             return
         try:
-            items: list[tuple[int, Who, int]] = []
-            while self.pending:
-                items.append(self.pending.popleft())
+            # Taken one by one: another thread may append meanwhile (without this lock).
+            popleft = self.pending.popleft
+            items = [popleft() for _ in range(len(self.pending))]
             if not items:
                 return
             self._written_at = _time_ns()
@@ -224,24 +235,42 @@ class AuditLog:
             self.lock.release()
 
     def _write(self, items: list[tuple[int, Who, int]]) -> None:
-        by_card: dict[int, list[tuple[int, Who, int]]] = {}
-        for item in items:
-            by_card.setdefault(item[1].card_id, []).append(item)
+        cards = {who.card_id for _, who, _ in items}
+        if len(cards) == 1:  # the usual case: one card's uses
+            by_card = {cards.pop(): items}
+        else:
+            by_card = {}
+            for item in items:
+                by_card.setdefault(item[1].card_id, []).append(item)
         origin = self.origin
         with self.store.audit_transaction() as db:
+            # What this process read and wrote last time still holds when no other connection committed since
+            # (data_version) and this one changed nothing else (total_changes): then the card's serial, head and
+            # last entry need no reading.
+            seen = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+            if seen != self._seen:
+                self._tails.clear()
+            self._seen = None  # until this transaction commits
             for card_id, uses in by_card.items():
-                serial = self.store.card_serial(db, card_id)
-                if serial is not None:  # a deleted card's entries go with it
-                    self._append(db, card_id, serial, uses, origin)
+                tail = self._tails.get(card_id)
+                if tail is None:
+                    serial = self.store.card_serial(db, card_id)
+                    if serial is None:  # a deleted card's entries go with it
+                        continue
+                    tail = _Tail(serial, audit_store.head(db, card_id), audit_store.last(db, card_id))
+                for start in range(0, len(uses), MAX_BLOCK):
+                    tail = self._append(db, card_id, tail, uses[start : start + MAX_BLOCK], origin)
+                self._tails[card_id] = tail
+            written = (seen[0], db.total_changes)
+        self._seen = written
 
     def _append(
-        self, db: sqlite3.Connection, card_id: int, serial: str, uses: list[tuple[int, Who, int]], origin: str
-    ) -> None:
+        self, db: sqlite3.Connection, card_id: int, tail: _Tail, uses: list[tuple[int, Who, int]], origin: str
+    ) -> _Tail:
         """Inside the write lock: continue the chain from what is stored now (another process may have
         written since), and sign the new head only when the stored chain ends at the signed head (a chain
-        whose end was cut or rolled back stays unsigned, so `verify` keeps reporting it)."""
-        head = audit_store.head(db, card_id)
-        last = audit_store.last(db, card_id)
+        whose end was cut or rolled back stays unsigned, so `verify` keeps reporting it). Returns the new tail."""
+        serial, head, last = tail
         if head is None and last is None:
             key, sealed = _new_key(self.device_key, serial)
             self._keys[card_id] = (sealed, key)
@@ -254,35 +283,59 @@ class AuditLog:
         seq, prev = (0, genesis(serial)) if last is None else last
         if head is not None and head.seq > seq:  # entries after the signed head were removed: leave the gap
             seq, prev = head.seq, head.hash
-        from hashlib import sha256
-
-        new: list[tuple[object, ...]] = []
-        # The fields an entry shares with every use of its key, mechanism and result, encoded once per batch.
-        shared: dict[tuple[Who, int], tuple[tuple[str, ...], bytes]] = {}
-        join = b"".join
-        for at_ns, who, rv in uses:
-            seq += 1
-            at = at_ns // 1000
-            fields = shared.get((who, rv))
-            if fields is None:
-                mechanism, described = self._describe(who, origin)
-                result = rv_name(rv)
-                texts = (who.kind, who.key_id, who.key_label, mechanism, origin, result)
-                fields = shared[who, rv] = (texts, described + encode_text(result))
-            # chain_hash, inlined (it runs for every signature)
-            digest = sha256(join((_ENTRY_TAG, prev, seq.to_bytes(8, "big"), at.to_bytes(8, "big"), fields[1]))).digest()
-            new.append((seq, at, *fields[0], prev, digest))
-            prev = digest
-        audit_store.insert(db, card_id, new)
+        first = seq + 1
+        block, seq, prev = self._pack(seq, prev, uses, origin)
+        audit_store.insert(db, card_id, first, seq, block)
         if key is not None and sealed is not None:
             signature = key.sign(head_message(serial, seq, prev))
-            audit_store.set_head(db, card_id, Head(seq, prev, signature, sealed))
+            head = Head(seq, prev, signature, sealed)
+            audit_store.set_head(db, card_id, head)
+        return _Tail(serial, head, (seq, prev))
 
-    def _describe(self, who: Who, origin: str) -> tuple[str, bytes]:
+    def _pack(self, seq: int, prev: bytes, uses: list[tuple[int, Who, int]], origin: str) -> tuple[bytes, int, bytes]:
+        """Chain the uses on from entry `seq` with hash `prev`: the block that stores them, the last entry's
+        number and hash. The text an entry shares with other uses of its key, mechanism and result is encoded
+        once per batch, for the hash and for the block."""
+        from hashlib import sha256
+
+        first_prev = prev
+        times = [at_ns // 1000 for at_ns, _, _ in uses]
+        hashes: list[bytes] = []
+        add = hashes.append
+        descriptions: list[bytes] = []
+        runs: list[tuple[int, int]] = []  # (position, description) where a run of one description starts
+        shared: dict[tuple[Who, int], tuple[int, bytes, Callable[..., bytes]]] = {}
+        last_who: Who | None = None
+        last_rv = 0
+        encoded = b""
+        message: Callable[..., bytes] = struct.pack  # set by the first use (a new run)
+        first = seq + 1
+        for (_, who, rv), at in zip(uses, times, strict=True):
+            if who is not last_who or rv != last_rv:  # a batch is mostly runs of one key's uses
+                fields = shared.get((who, rv))
+                if fields is None:
+                    text = self._describe(who, origin) + encode_text(rv_name(rv))
+                    # chain_hash's input for this description, in one struct call per entry
+                    pack = struct.Struct(f">{len(_ENTRY_TAG)}s32sQQ{len(text)}s").pack
+                    fields = shared[who, rv] = (len(descriptions), text, pack)
+                    descriptions.append(text)
+                runs.append((seq + 1 - first, fields[0]))
+                _, encoded, message = fields
+                last_who, last_rv = who, rv
+            seq += 1
+            prev = sha256(message(_ENTRY_TAG, prev, seq, at, encoded)).digest()  # chain_hash, inlined
+            add(prev)
+        described: list[int] = []
+        for (start, index), (end, _) in itertools.pairwise([*runs, (len(uses), 0)]):
+            described += [index] * (end - start)
+        block = audit_store.pack_block(descriptions, {0: first_prev}, range(first, seq + 1), times, described, hashes)
+        return block, seq, prev
+
+    def _describe(self, who: Who, origin: str) -> bytes:
+        """encode_text of the fields a use shares with every use of its key and mechanism (not the result)."""
         found = self._described.get((who, origin))
         if found is None:
-            mechanism = mechanism_name(who.mechanism)
-            found = (mechanism, encode_text(who.kind, who.key_id, who.key_label, mechanism, origin))
+            found = encode_text(who.kind, who.key_id, who.key_label, mechanism_name(who.mechanism), origin)
             if len(self._described) > 1024:
                 self._described.clear()
             self._described[who, origin] = found

@@ -53,17 +53,10 @@ CREATE TABLE IF NOT EXISTS objects(
 CREATE INDEX IF NOT EXISTS objects_by_card ON objects(card_id);
 CREATE TABLE IF NOT EXISTS audit(
     card_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    time INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    key_label TEXT NOT NULL,
-    mechanism TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    result TEXT NOT NULL,
-    prev BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    PRIMARY KEY(card_id, seq)
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    block BLOB NOT NULL,
+    PRIMARY KEY(card_id, first_seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_heads(
     card_id INTEGER PRIMARY KEY,
