@@ -434,9 +434,9 @@ def test_fuzzing_the_relying_party_api_with_a_valid_key_finds_no_server_error(
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
-def test_request_ids_never_start_with_a_dash_that_a_command_line_would_read_as_an_option() -> None:
-    from vsc_provider.server.requests import new_request_id
+def test_ids_never_start_with_a_dash_that_a_command_line_would_read_as_an_option() -> None:
+    from vsc_provider.server.ids import typed_id
 
-    ids = [new_request_id() for _ in range(2000)]  # without the rule about 31 of them would start with '-'
+    ids = [typed_id() for _ in range(2000)]  # without the rule about 31 of them would start with '-'
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == 2000 and {len(i) for i in ids} == {22}

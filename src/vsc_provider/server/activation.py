@@ -23,6 +23,7 @@ from vsc_provider.server import issuance, jose, migration, otp_provision, tpm_at
 from vsc_provider.server.db import Device
 from vsc_provider.server.db_otp import OtpSeed
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.ids import typed_id
 from vsc_provider.server.pins import new_verifier
 from vsc_provider.server.profiles import Profile
 from vsc_provider.server.state import IdentityServer, Verified
@@ -115,7 +116,7 @@ def activate(srv: IdentityServer, body: Any) -> dict[str, Any]:
     if not profile.offline:
         verifier = new_verifier(srv, v.payload)
         secret = secrets.token_bytes(32)
-    device_id = secrets.token_urlsafe(16)
+    device_id = typed_id()
     jwk = v.key.export_public(as_dict=True)
     keys, rows = issuance.issue(srv, device_id, user, jwk, requests, publics)
     dev = Device(

@@ -190,7 +190,9 @@ def device_show(data: Path, device_id: str) -> None:
 @click.argument("device_id")
 @click.argument("action", type=click.Choice(["delete", "renew", "unblock"]))
 def device_action(data: Path, device_id: str, action: str) -> None:
-    """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN and OTP-code counters)."""
+    """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN and OTP-code counters).
+
+    Devices activated before ids avoided a leading '-' may have one: give such an id after `--`."""
     _admin(data, "POST", f"/admin/devices/{device_id}/{action}")
     click.echo(f"{action}: {device_id}")
 

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from vsc_provider.provisioning import request_wire
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.ids import typed_id
 from vsc_provider.server.state import ADMIN_RP, IdentityServer
 
 
@@ -32,7 +33,7 @@ def create(srv: IdentityServer, body: Any) -> dict[str, Any]:
     name = body["name"]
     if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable() or name != name.strip():
         raise ProtocolError(400, "bad_name", "a relying party's name is 1 to 100 printable characters")
-    rp_id = secrets.token_urlsafe(12)
+    rp_id = typed_id(12)
     api_key = request_wire.API_KEY_PREFIX + secrets.token_urlsafe(32)
     if not srv.db.add_relying_party(rp_id, name, key_hash(api_key)):
         raise ProtocolError(409, "name_taken", f"a relying party named {name!r} exists already")

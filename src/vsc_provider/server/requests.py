@@ -23,6 +23,7 @@ from vsc_provider.provisioning import wire
 from vsc_provider.server import jose, results
 from vsc_provider.server.db import Device
 from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.ids import typed_id
 from vsc_provider.server.relying_parties import RelyingParty
 from vsc_provider.server.request_input import RequestInput, bad, parse
 from vsc_provider.server.state import ADMIN_RP, IdentityServer
@@ -85,7 +86,7 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
             raise ProtocolError(429, "too_many_pending", detail, retry_after=10)
     if inp.hash is not None and rw.HASH_BY_LENGTH[len(inp.hash)] != rw.ALG_HASH[alg]:
         raise bad("hash", f"{alg} signs a {rw.ALG_HASH[alg]} digest")
-    request_id = new_request_id()
+    request_id = typed_id()
     iat = int(now)
     expires = iat + inp.ttl
     given: dict[str, str] = {}
@@ -200,15 +201,6 @@ def _own(srv: IdentityServer, rp: RelyingParty, request_id: str) -> dict[str, An
 
 def get(srv: IdentityServer, rp: RelyingParty, request_id: str) -> dict[str, Any]:
     return document(_own(srv, rp, request_id))
-
-
-def new_request_id() -> str:
-    """128 random bits, base64url, never starting with '-': an id is typed on command lines
-    (`vsc requests approve ID`), where a leading '-' reads as an option (1 id in 64 did)."""
-    while True:
-        request_id = secrets.token_urlsafe(16)
-        if not request_id.startswith("-"):
-            return request_id
 
 
 def cancel(srv: IdentityServer, rp: RelyingParty, request_id: str) -> dict[str, Any]:
