@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from benchmarks.latency import phase_figures
 from benchmarks.server_request_load import (
     async_clients,
     connect,
@@ -100,14 +100,7 @@ async def _drive(servers: list[IdServer], calls: list[tuple[int, str, dict[str, 
     finally:
         for c in clients:
             await c.aclose()
-    latencies.sort()
-    return {
-        "ops_s": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "done": float(len(latencies)),
-        "failed": float(failures),
-    }
+    return phase_figures(latencies, elapsed, failed=failures)
 
 
 def _activation_calls(servers: list[IdServer], keys: list[DeviceKey]) -> list[tuple[int, str, dict[str, Any]]]:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from benchmarks.latency import phase_figures
 from tests.server.idserver import IdServer, light_request, software_csr
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.provisioning import wire
@@ -141,14 +142,7 @@ async def drive_requests(
     finally:
         for c in clients:
             await c.aclose()
-    latencies.sort()
-    return {
-        "ops_s": len(latencies) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2],
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "done": float(len(latencies)),
-        "failed": float(failures),
-    }
+    return phase_figures(latencies, elapsed, failed=failures)
 
 
 def _claims(token: str) -> dict[str, Any]:

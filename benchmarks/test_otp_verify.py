@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import ssl
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from benchmarks.common import smoke
+from benchmarks.latency import phase_figures
 from tests.conftest import run_vsc
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from vsc_provider.provisioning.device import DeviceKey
@@ -57,14 +57,7 @@ async def _drive(server: IdServer, api_key: str, devices: list[tuple[str, list[s
         began = time.perf_counter()
         await asyncio.gather(*(one_device(d, codes) for d, codes in devices))
         elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "ops_s": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "done": float(len(latencies)),
-        "invalid": float(invalid),
-    }
+    return phase_figures(latencies, elapsed, invalid=invalid)
 
 
 def measure(root: Path, per_device: int) -> dict[str, float]:

@@ -19,14 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 200
 
 
-def test_a_python_host_with_an_eager_collector(vsc_home):
-    run_vsc("card", "create", "--label", "Python host", "--pin", USER_PIN, "--so-pin", SO_PIN)
+def _in_a_python_host(label: str, call: str) -> dict[str, Any]:
+    """Make a card, run CALL (a function of this file) in a fresh Python process, and return the JSON it
+    printed last."""
+    run_vsc("card", "create", "--label", label, "--pin", USER_PIN, "--so-pin", SO_PIN)
     script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-    script += "from tests.minidriver.test_md_python_host import python_host; "
-    script += f"python_host({str(module.minidriver_path())!r})"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    script += f"from tests.minidriver.test_md_python_host import {call.split('(')[0]}; {call}"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_a_python_host_with_an_eager_collector(vsc_home):
+    seen = _in_a_python_host("Python host", f"python_host({str(module.minidriver_path())!r})")
     assert seen["acquire"] == 0 and seen["reads"] == [0]
     assert seen["collections"] > 0 and seen["inside"] == []  # no collection started inside a library call
     assert seen["finalizer_reads"] == [0]  # finalizers ran in host code, where calling the library is fine
@@ -36,13 +41,7 @@ def test_a_python_host_with_an_eager_collector(vsc_home):
 def test_both_libraries_from_two_threads_of_a_python_host(vsc_home, module_path):
     """The two libraries count calls in flight together: one never turns the host's collector back on while
     the other is inside a call."""
-    run_vsc("card", "create", "--label", "Two threads", "--pin", USER_PIN, "--so-pin", SO_PIN)
-    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-    script += "from tests.minidriver.test_md_python_host import two_threads; "
-    script += f"two_threads({str(module.minidriver_path())!r}, {module_path!r})"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = _in_a_python_host("Two threads", f"two_threads({str(module.minidriver_path())!r}, {module_path!r})")
     assert seen["initialize"] == 0 and seen["slots"] == [0] and seen["reads"] == [0]
     assert seen["collections"] > 0 and seen["inside"] == []
 
