@@ -115,6 +115,15 @@ def _give(cd, data, pp_out, pcb_out):
     return rv
 
 
+def _give_field(cd, p, data, pb_field, cb_field):
+    """A card-allocated answer into a caller's structure: P.PB_FIELD from pfnCspAlloc, P.CB_FIELD its length."""
+    size = ffi.new("DWORD *")
+    rv = _give(cd, data, ffi.addressof(p, pb_field), size)
+    if rv == OK:
+        setattr(p, cb_field, size[0])
+    return rv
+
+
 def _into(data, pb, cb, pdw_len):
     """A property into the caller's buffer: its length always, ERROR_INSUFFICIENT_BUFFER when it does not fit."""
     if pdw_len == NULL:
@@ -373,21 +382,18 @@ def _container_info_out(cd, info, p_info):
     p_info.dwVersion = info.version
     p_info.cbSigPublicKey = p_info.cbKeyExPublicKey = 0
     p_info.pbSigPublicKey = p_info.pbKeyExPublicKey = NULL
-    size = ffi.new("DWORD *")
     for blob, pb_field, cb_field in (
         (info.sig_public_key, "pbSigPublicKey", "cbSigPublicKey"),
         (info.keyex_public_key, "pbKeyExPublicKey", "cbKeyExPublicKey"),
     ):
         if not blob:
             continue
-        where = ffi.addressof(p_info, pb_field)
-        rv = _give(cd, blob, where, size)
+        rv = _give_field(cd, p_info, blob, pb_field, cb_field)
         if rv != OK:
             if p_info.pbSigPublicKey != NULL:
                 cd.pfnCspFree(p_info.pbSigPublicKey)
                 p_info.pbSigPublicKey = NULL
             return rv
-        setattr(p_info, cb_field, size[0])
     return OK
 
 
@@ -475,11 +481,7 @@ def CardSignData(cd, p):
     if p.dwSigningFlags & _signing.CARD_BUFFER_SIZE_ONLY:
         p.cbSignedData = info.cb_signed_data
         return OK
-    size = ffi.new("DWORD *")
-    rv = _give(cd, signature, ffi.addressof(p, "pbSignedData"), size)
-    if rv == OK:
-        p.cbSignedData = size[0]
-    return rv
+    return _give_field(cd, p, signature, "pbSignedData", "cbSignedData")
 
 
 @_entry
@@ -541,11 +543,7 @@ def CardDeriveKey(cd, p):
     if p.dwFlags & _agreement.CARD_BUFFER_SIZE_ONLY:
         p.cbDerivedKey = info.cb_derived_key
         return OK
-    size = ffi.new("DWORD *")
-    rv = _give(cd, key, ffi.addressof(p, "pbDerivedKey"), size)
-    if rv == OK:
-        p.cbDerivedKey = size[0]
-    return rv
+    return _give_field(cd, p, key, "pbDerivedKey", "cbDerivedKey")
 
 
 @_entry
