@@ -19,7 +19,7 @@ CRASHED = 17
 # `vsc activate` whose process dies (os._exit: no clean-up runs) right after the card stored the OTP seed
 KILLED_AFTER_THE_SEED = f"""
 import os, sys
-from vsc_provider.provisioning import client, otp_seed
+from vsc_provider.provisioning import otp_seed
 
 stored = otp_seed.install
 
@@ -29,7 +29,7 @@ def install_then_die(*args, **kwargs):
     os._exit({CRASHED})
 
 
-client.otp_seed.install = install_then_die
+otp_seed.install = install_then_die
 from vsc_provider.cli import main
 
 main(sys.argv[1:])

@@ -31,11 +31,11 @@ CRASHED = 17
 KILLED_ACTIVATION = f"""
 import os, sys
 from vsc_provider import api
-from vsc_provider.provisioning import client
+from vsc_provider.provisioning import card_install
 
 where = sys.argv[1]
 if where == "before_install":
-    client._install = lambda *args, **kwargs: os._exit({CRASHED})
+    card_install.install = lambda *args, **kwargs: os._exit({CRASHED})
 else:  # in the middle of the install: after the first certificate and an imported key
     store = api.store_certificate
     stored = []

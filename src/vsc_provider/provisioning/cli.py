@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from vsc_provider.cli_support import ask, friendly, new_pin
-from vsc_provider.provisioning import client
+from vsc_provider.provisioning import activation, client
 from vsc_provider.provisioning.http import ServerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,7 +44,7 @@ def _server_errors(fn: F) -> F:
 @_server_errors
 def activate(link: str, pin: str | None, label: str | None, device_key: str | None, as_json: bool) -> None:
     """Activate a card from a personal://activate?... link: keys are generated here, certified by the server."""
-    info = client.activate(link, new_pin(pin, "New PIN for the card"), label, device_key)
+    info = activation.activate(link, new_pin(pin, "New PIN for the card"), label, device_key)
     if as_json:
         click.echo(json.dumps(info.to_json(), indent=2))
     else:

@@ -141,3 +141,14 @@ def tpm_attestation(tpm_key: dict[str, Any], device_thumbprint: str, nonce: str)
             C.CKR_DEVICE_ERROR,
             f"this card's TPM attestation key cannot sign: {exc} (it signs only on the TPM that made it)",
         ) from None
+
+
+def tpm_attested(
+    binding: dict[str, Any], dev: DeviceKey, path: str, payload: dict[str, Any], nonce: str
+) -> dict[str, Any]:
+    """The payload with the TPM key's attestation for this nonce, when the card has a TPM key and the call is
+    one the server checks it on (wire.TPM_ATTESTED_CALLS); else the payload as it is."""
+    tpm_key = binding.get("tpm_key")
+    if not tpm_key or path not in wire.TPM_ATTESTED_CALLS:
+        return payload
+    return {**payload, "tpm_attestation": tpm_attestation(tpm_key, dev.thumbprint(), nonce)}
