@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import require_tool
+from tests.process_end import stop_process
 
 
 def _free_ports() -> int:
@@ -64,9 +65,4 @@ def swtpm(state: Path) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"swtpm:host=127.0.0.1,port={port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -58,6 +58,24 @@ def _card_data(ffi: Any, libc: Any) -> tuple[Any, Any]:
     return cd, atr
 
 
+def _collection_watcher(seen: dict[str, Any], code: tuple[str, ...]) -> Any:
+    """A gc callback counting collections in seen["collections"], and naming in seen["inside"] the function
+    of a file whose name holds one of CODE's strings when a collection starts inside it."""
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase != "start":
+            return
+        seen["collections"] += 1
+        frame = sys._getframe(0)
+        while frame is not None:
+            if any(part in frame.f_code.co_filename for part in code):
+                seen["inside"].append(frame.f_code.co_name)
+                return
+            frame = frame.f_back
+
+    return on_gc
+
+
 def two_threads(library: str, pkcs11_library: str) -> None:
     import threading
 
@@ -83,17 +101,7 @@ def two_threads(library: str, pkcs11_library: str) -> None:
     reads: set[int] = set()
     rounds = 2000
 
-    def on_gc(phase: str, info: dict[str, Any]) -> None:
-        if phase != "start":
-            return
-        seen["collections"] += 1
-        frame = sys._getframe(0)
-        while frame is not None:
-            name = frame.f_code.co_filename
-            if "vsc_provider" in name or "glue" in name:
-                seen["inside"].append(frame.f_code.co_name)
-                return
-            frame = frame.f_back
+    on_gc = _collection_watcher(seen, ("vsc_provider", "glue"))
 
     class Garbage:
         def __init__(self) -> None:
@@ -158,16 +166,7 @@ def python_host(library: str) -> None:
         libc.free(data[0])
         return out
 
-    def on_gc(phase: str, info: dict[str, Any]) -> None:
-        if phase != "start":
-            return
-        seen["collections"] += 1
-        frame = sys._getframe(0)
-        while frame is not None:
-            if "vsc_provider" in frame.f_code.co_filename or "md_glue" in frame.f_code.co_filename:
-                seen["inside"].append(frame.f_code.co_name)
-                return
-            frame = frame.f_back
+    on_gc = _collection_watcher(seen, ("vsc_provider", "md_glue"))
 
     class Garbage:
         def __init__(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.exclusive import exclusive
+from tests.process_end import stop_process
 
 PCSCD_SOCKET = Path("/run/pcscd/pcscd.comm")
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
@@ -82,12 +83,7 @@ def _pcscd(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
         wait_for(lambda: _socket_answers(PCSCD_SOCKET), 15, "pcscd's socket")
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

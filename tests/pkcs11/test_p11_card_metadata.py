@@ -170,32 +170,9 @@ def test_export_public_errors_are_one_line(card_env: CardEnv, shown: dict[str, A
 
 
 def test_export_public_refuses_an_ambiguous_label(card_env: CardEnv, shown: dict[str, Any]):
-    vsc(
-        card_env.home,
-        "key",
-        "generate",
-        "--card",
-        card_env.serial,
-        "--type",
-        "p256",
-        "--label",
-        "twice",
-        "--pin",
-        USER_PIN,
-    )
-    vsc(
-        card_env.home,
-        "key",
-        "generate",
-        "--card",
-        card_env.serial,
-        "--type",
-        "p256",
-        "--label",
-        "twice",
-        "--pin",
-        USER_PIN,
-    )
+    for _ in range(2):
+        vsc(card_env.home, "key", "generate", "--card", card_env.serial, "--type", "p256", "--label", "twice",
+            "--pin", USER_PIN)  # fmt: skip
     both = vsc(card_env.home, "key", "export-public", card_env.serial, "twice", check=False)
     assert both.returncode != 0 and "several keys are labelled 'twice'" in both.stderr
     with card_env.token().open() as session:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.process_end import stop_process
 from vsc_provider.relay.client import RelayError, listen, post_notification
 
 
@@ -65,13 +66,7 @@ class Relay:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 def start_relay(

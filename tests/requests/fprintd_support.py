@@ -21,6 +21,7 @@ from jeepney.io.blocking import DBusConnection, open_dbus_connection
 from jeepney.wrappers import unwrap_msg
 
 from tests.conftest import require_file, require_tool
+from tests.process_end import stop_process
 
 FPRINTD = "/usr/libexec/fprintd"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -136,13 +137,7 @@ class Fprintd:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
 
     # --- the virtual reader ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.process_end import stop_process
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey
 from vsc_provider.provisioning.http import PinnedClient, ServerError
@@ -67,13 +68,7 @@ class IdServer:
         return list(self.admin("GET", "/admin/devices")["devices"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 def start_server(
