@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from vsc_provider.token.objects import TokenObject
 
 _SESSIONS = LIB.sessions
-_PREPARED_MAX = 256
 
 
 def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bool) -> None:
@@ -66,11 +65,8 @@ def sign_init(h: int, mech: Mechanism, key: int) -> None:
         signer = prepared[0]
     else:
         signer = LIB.require().signer(card, obj, mech)  # each signature it makes is an audit entry
-    needs_auth = obj.bool(C.CKA_ALWAYS_AUTHENTICATE)
-    if len(card.signers) >= _PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
-        card.signers.clear()
-    card.signers[key, mech] = (signer, obj, obj.attrs, needs_auth)
-    _start(s, card, signer, obj, needs_auth)
+    card.keep_signer(key, mech, signer, obj)
+    _start(s, card, signer, obj, obj.bool(C.CKA_ALWAYS_AUTHENTICATE))
 
 
 def _sign_op(h: int) -> tuple[Session, Operation]:

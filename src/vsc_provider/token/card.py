@@ -15,6 +15,7 @@ from vsc_provider.token.store import CardRecord, ObjectRecord
 
 SESSION_OBJECT_BASE = 0x40000000
 PROFILE_OBJECT_BASE = 0x20000000
+PREPARED_MAX = 256  # prepared signers kept per card
 
 
 def server_checked(rec: CardRecord) -> bool:
@@ -62,6 +63,12 @@ class Card:
         # against: C_SignInit on a key already used is a dict lookup (see pkcs11.signing.sign_init).
         self.signers: dict[tuple[int, Any], tuple[Any, TokenObject, dict[int, bytes], bool]] = {}
         self.profile: TokenObject | None = None
+
+    def keep_signer(self, handle: int, mech: Any, signer: Any, obj: TokenObject) -> None:
+        """Keep a prepared signer for the next use of this key and mechanism, checked against OBJ."""
+        if len(self.signers) >= PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
+            self.signers.clear()
+        self.signers[handle, mech] = (signer, obj, obj.attrs, obj.bool(C.CKA_ALWAYS_AUTHENTICATE))
 
     def __repr__(self) -> str:
         return f"Card(slot={self.record.id}, serial={self.record.serial}, label={self.record.label!r})"

@@ -33,9 +33,6 @@ KEY_KINDS: dict[str, tuple[int, dict[int, A.Value]]] = {
 }
 
 
-_PREPARED_MAX = 256
-
-
 def with_key_id(card: Card, key_id: bytes, klass: int | None = None) -> list[TokenObject]:
     """The card's token objects with this CKA_ID (of one class if given), as this login state sees them."""
     return [
@@ -76,9 +73,7 @@ def sign(
     if prepared is not None and prepared[1] is key and prepared[2] is key.attrs:
         return prepared[0].sign(data)  # type: ignore[no-any-return]
     signer = engine.signer(card, key, mechanism)  # each signature it makes is recorded in the audit log
-    if len(card.signers) >= _PREPARED_MAX:  # callers choose the parameters (PSS salt lengths...): bound it
-        card.signers.clear()
-    card.signers[key.handle, mechanism] = (signer, key, key.attrs, key.bool(C.CKA_ALWAYS_AUTHENTICATE))
+    card.keep_signer(key.handle, mechanism, signer, key)
     return signer.sign(data)
 
 
