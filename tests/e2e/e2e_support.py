@@ -8,7 +8,6 @@ PKCS#11 module (pkcs11-tool), and the CA signs certificates for exactly those ke
 from __future__ import annotations
 
 import contextlib
-import datetime
 import importlib.util
 import json
 import os
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vsc_provider import module
+from vsc_provider.cert_builder import certificate_builder
 
 
 def _root_conftest() -> ModuleType:
@@ -119,15 +119,8 @@ def issue(
     *,
     client: bool,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_name)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        certificate_builder(subject, ca_name, public_key, 2)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -273,15 +266,8 @@ def make_card(home: Path, work: Path, label: str = CARD_LABEL) -> E2ECard:
     lib = str(module.library_path())
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("vsc e2e test CA")
-    now = datetime.datetime.now(datetime.UTC)
     ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        certificate_builder(ca_name, ca_name, ca_key.public_key(), 2)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import require_tool
+from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning import cms, request_wire
 
 HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
@@ -30,17 +31,7 @@ def new_key(alg: str) -> Any:
 
 def self_signed(key: Any, serial: int = 7) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = certificate_builder(name, name, key.public_key(), 1, serial).sign(key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.DER)
 
 

@@ -4,7 +4,6 @@ and answered REVOKED by OCSP as soon as the administrator deletes it, and a rely
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import select
 import subprocess
@@ -163,17 +162,9 @@ def test_ocsp_knows_only_its_own_certificates(id_server: IdServer) -> None:
     ca = _ca(id_server)
     stranger_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stranger")])
-    now = dt.datetime.now(dt.UTC)
-    stranger = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(stranger_key.public_key())
-        .serial_number(cert.serial_number)  # the same serial, another issuer
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(stranger_key, hashes.SHA256())
-    )
+    # the same serial, another issuer
+    builder = certificate_builder(name, name, stranger_key.public_key(), 1, cert.serial_number)
+    stranger = builder.sign(stranger_key, hashes.SHA256())
     assert _ocsp(id_server, cert, ca).certificate_status == ocsp.OCSPCertStatus.GOOD
     assert _ocsp(id_server, stranger, ca, issuer=stranger).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
     with id_server.client() as c:
