@@ -5,7 +5,6 @@ clicked; the source must have recorded the approval with that PIN. Screenshots g
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -140,9 +139,7 @@ def test_approve_in_firefox_on_the_real_agents_page(
     user, _ = activated(id_server)
     rid = sign_request(id_server, firefox_rp, user)
     with agent(tmp_path) as a:
-        info = vsc_home / "agent.json"
-        a.wait_for(lambda: info.exists() and f"request {rid}" in a.text(), 30, "agent.json and the request")
-        url = json.loads(info.read_text())["url"]
+        url = a.page_url(vsc_home, rid, 30)
         browser.navigate(url)
         wait_for(browser, "Firefox Shop")
         click(browser, f"a[href$='/requests/{rid}']")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,14 @@ class AgentProcess:
             assert self.proc.poll() is None, f"the agent exited: {self.text()}"
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {why}: agent log:\n{self.text()}")
+
+    def page_url(self, home: Path, request_id: str, timeout: float = 20.0) -> str:
+        """The approval page's URL from HOME/agent.json, once the agent has written it and fetched REQUEST_ID."""
+        info = home / "agent.json"
+        self.wait_for(
+            lambda: info.exists() and f"request {request_id}" in self.text(), timeout, "agent.json and the request"
+        )
+        return str(json.loads(info.read_text())["url"])
 
 
 @contextmanager

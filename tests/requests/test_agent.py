@@ -126,9 +126,7 @@ def test_agent_serves_the_approval_page_and_an_approval_there_reaches_the_server
     user, _ = activated(id_server)
     rid = sign_request(id_server, rp, user)
     with agent(tmp_path) as a:
-        path = vsc_home / "agent.json"
-        a.wait_for(lambda: path.exists() and f"request {rid}" in a.text(), 20, "agent.json and the request")
-        url = json.loads(path.read_text())["url"]
+        url = a.page_url(vsc_home, rid)
         assert url.startswith("http://127.0.0.1:")
         origin, token = url.rstrip("/").rsplit("/", 1)
         with httpx.Client(base_url=origin, timeout=30) as http:

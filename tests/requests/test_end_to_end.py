@@ -169,9 +169,7 @@ def test_vsc_open_a_request_link_gives_the_running_agents_page_for_it(
     user, _ = activated(id_server)
     rid = sign_request(id_server, rp, user)
     with agent(tmp_path) as a:
-        info = vsc_home / "agent.json"
-        a.wait_for(lambda: info.exists() and f"request {rid}" in a.text(), 20, "agent.json and the request")
-        page = json.loads(info.read_text())["url"]
+        page = a.page_url(vsc_home, rid)
         no_desktop = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
         out = run_vsc("open", f"personal://request?id={rid}&server={id_server.url}", env=no_desktop).stdout
         assert out.strip() == f"{page}requests/{rid}"
