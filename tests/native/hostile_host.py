@@ -127,27 +127,35 @@ def scenario_mechanisms(host: Host, count: int) -> dict[str, Any]:
 
 
 def scenario_login_churn(host: Host, seconds: float) -> dict[str, Any]:
-    """C_Login/C_Logout/C_CloseAllSessions from four threads; the RSS sampled every second."""
-    stop = time.monotonic() + seconds
+    """C_Login/C_Logout/C_CloseAllSessions from four threads, in one-second rounds; the RSS is sampled
+    between rounds, while every thread waits at a barrier, so no login's buffers are in flight."""
     pin = USER_PIN.encode()
     calls = [0]
+    rounds = max(1, int(seconds))
+    barrier = threading.Barrier(5, timeout=60)
+    round_end = [0.0]
 
     def work() -> None:
-        while time.monotonic() < stop:
-            h = CK_ULONG()
-            if host.m.C_OpenSession(host.slot, 0x6, None, None, ctypes.byref(h)) != 0:
-                continue
-            host.expect(host.m.C_Login(h, 1, pin, len(pin)), "C_Login")
-            host.expect(host.m.C_Logout(h), "C_Logout")
-            host.expect(host.m.C_CloseAllSessions(host.slot), "C_CloseAllSessions")
-            calls[0] += 1
+        for _ in range(rounds):
+            barrier.wait()  # the round starts
+            while time.monotonic() < round_end[0]:
+                h = CK_ULONG()
+                if host.m.C_OpenSession(host.slot, 0x6, None, None, ctypes.byref(h)) != 0:
+                    continue
+                host.expect(host.m.C_Login(h, 1, pin, len(pin)), "C_Login")
+                host.expect(host.m.C_Logout(h), "C_Logout")
+                host.expect(host.m.C_CloseAllSessions(host.slot), "C_CloseAllSessions")
+                calls[0] += 1
+            barrier.wait()  # the round is over: the main thread samples
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
         t.start()
     samples = []
-    while any(t.is_alive() for t in threads):
-        time.sleep(1)
+    for _ in range(rounds):
+        round_end[0] = time.monotonic() + 1
+        barrier.wait()
+        barrier.wait()
         samples.append(rss_kb())
     for t in threads:
         t.join()
