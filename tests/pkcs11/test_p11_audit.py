@@ -25,7 +25,7 @@ from p11_support import CK_MECHANISM, SO_PIN, USER_PIN, CardEnv, RawModule, make
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
 
 from vsc_provider.ck import constants as C
-from vsc_provider.token import audit, audit_store
+from vsc_provider.token import audit, audit_journal, audit_store
 
 P256 = bytes.fromhex("06082a8648ce3d030107")
 DATA = b"audit-test-data-5c1e9b"  # what is signed, decrypted, derived: must appear nowhere in the store
@@ -34,7 +34,8 @@ TOTP_LINK = "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example
 
 FIND_IN_STORE = """
 import pathlib, sys
-stored = b"".join(p.read_bytes() for p in pathlib.Path(sys.argv[1]).glob("store.sqlite*"))
+home = pathlib.Path(sys.argv[1])
+stored = b"".join(p.read_bytes() for p in home.rglob("store.sqlite*") if p.is_file())  # with the audit journals
 for wanted in sys.argv[2:]:
     print("found" if bytes.fromhex(wanted) in stored else "absent")
 """
@@ -286,7 +287,7 @@ def test_a_writer_does_not_sign_over_a_cut_chain(
 
 def test_two_processes_signing_at_once_keep_one_linear_chain(home: Path, module_path: str) -> None:
     serial = _card_with_key(home, "Audit shared")
-    count = 2 * audit.BATCH + 17
+    count = 2 * audit_journal.CAPACITY + 17
     signers = [_signer(home, module_path, serial, "k", count) for _ in range(2)]
     for p in signers:
         assert p.wait(timeout=120) == 0
@@ -300,13 +301,18 @@ def test_two_processes_signing_at_once_keep_one_linear_chain(home: Path, module_
     assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
 
 
-def test_sigkill_loses_at_most_the_documented_bound(home: Path, module_path: str) -> None:
+def test_sigkill_loses_no_entry_and_the_next_process_folds_the_journal(home: Path, module_path: str) -> None:
     serial = _card_with_key(home, "Audit killed")
-    count = audit.BATCH + 40
+    count = audit_journal.CAPACITY + 40  # one journal folded by the signer, the rest left in the next one
     signer = _signer(home, module_path, serial, "k", count, wait=True)
     assert signer.stdout is not None and signer.stdout.readline().strip() == "signed"
     os.kill(signer.pid, signal.SIGKILL)
     signer.wait(timeout=30)
+    journals = home / "store.sqlite-audit"
+    left = [p.name for p in journals.iterdir()]
+    assert any(name.startswith(f"{signer.pid}-") for name in left), left
     signs = [e for e in _log(home, serial)["entries"] if e["kind"] == "sign"]
-    assert count - (audit.BATCH - 1) <= len(signs) <= count
+    assert len(signs) == count
     assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
+    # `vsc audit list` folded the killed signer's journal, then deleted it: its process has ended.
+    assert not any(p.name.startswith(f"{signer.pid}-") for p in journals.iterdir())

@@ -11,7 +11,7 @@ import pytest
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
-from vsc_provider.token import audit, audit_store
+from vsc_provider.token import audit, audit_journal, audit_store, audit_writer
 from vsc_provider.token.engine import Engine
 from vsc_provider.token.pin import PinPolicy
 
@@ -129,26 +129,36 @@ def test_another_device_key_cannot_vouch_for_the_head(tmp_path: Path) -> None:
     assert audit.verify(engine.device_key, card.serial, chain, head) == 1
 
 
-def test_a_batch_is_one_block_that_stores_its_text_once(tmp_path: Path) -> None:
+def test_a_full_journal_is_folded_as_one_block_that_stores_its_text_once(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     card = engine.create_card("c", SO, PIN)
     signer = audit.Who(card.slot_id, audit.SIGN, "01", "signing key", C.CKM_ECDSA)
     decrypter = audit.Who(card.slot_id, audit.DECRYPT, "02", "decryption key", C.CKM_RSA_PKCS)
-    for i in range(audit.BATCH):  # the use that fills the batch writes it
+    full = audit_journal.CAPACITY
+
+    def rows() -> list[tuple[int, int, bytes]]:
+        with engine.store.reading() as db:
+            query = "SELECT first_seq, last_seq, block FROM audit WHERE card_id = ?"
+            return [(first, last, bytes(block)) for first, last, block in db.execute(query, (card.slot_id,))]
+
+    for i in range(full + 1):  # the use that finds the journal full folds it
+        if i == full:
+            assert rows() == []  # until then, every use is in the journal only
         engine.audit.use(decrypter if i % 3 == 0 else signer, C.CKR_OK if i % 5 else C.CKR_FUNCTION_FAILED)
-    with engine.store.reading() as db:
-        rows = db.execute("SELECT first_seq, last_seq, block FROM audit WHERE card_id = ?", (card.slot_id,)).fetchall()
-    assert [(first, last) for first, last, _ in rows] == [(1, audit.BATCH)]
-    block = bytes(rows[0][2])
+    assert [(first, last) for first, last, _ in rows()] == [(1, full)]
+    engine.audit.flush()
+    assert [(first, last) for first, last, _ in rows()] == [(1, full), (full + 1, full + 1)]
+    rows_ = rows()[:1]
+    block = rows_[0][2]
     assert block.count(b"signing key") == 2 and block.count(b"decryption key") == 2  # once per result
     chain, _ = audit.entries(engine.store, card.slot_id)
-    assert audit_store.unpack_block(block) == chain
-    assert audit_store.block_of(chain) == block
-    assert [e.seq for e in chain] == list(range(1, audit.BATCH + 1))
+    assert audit_store.unpack_block(block) == chain[:full]
+    assert audit_store.block_of(chain[:full]) == block
+    assert [e.seq for e in chain] == list(range(1, full + 2))
     assert (chain[0].key_label, chain[0].result) == ("decryption key", "CKR_FUNCTION_FAILED")
     assert (chain[1].key_label, chain[1].mechanism, chain[1].result) == ("signing key", "CKM_ECDSA", "CKR_OK")
     assert all(e.prev == p.hash for p, e in itertools.pairwise(chain))
-    assert _verify(engine, card.slot_id, card.serial) == audit.BATCH
+    assert _verify(engine, card.slot_id, card.serial) == full + 1
 
 
 def test_an_unreadable_block_is_reported_at_its_first_entry(tmp_path: Path) -> None:
@@ -192,7 +202,7 @@ def test_a_writer_rereads_the_chain_end_after_other_writes(tmp_path: Path) -> No
 def test_a_write_longer_than_a_block_is_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = _engine(tmp_path)
     card = engine.create_card("c", SO, PIN)
-    monkeypatch.setattr(audit, "MAX_BLOCK", 7)
+    monkeypatch.setattr(audit_writer, "MAX_BLOCK", 7)
     who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
     for _ in range(20):
         engine.audit.pending.append((1_700_000_000_000_000_000, who, C.CKR_OK))

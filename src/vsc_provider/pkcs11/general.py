@@ -47,7 +47,7 @@ def initialize(args: InitArgs | None) -> None:
 def finalize() -> None:
     with LIB.lock:
         engine = LIB.require()
-        engine.audit.flush()  # what the audit log holds in memory, before the host may exit without a word
+        engine.audit.close()  # fold the journal before the host may exit without a word
         for card in engine.cards.values():
             card.forget_secrets()
             card.session_objects.clear()

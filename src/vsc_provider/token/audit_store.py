@@ -68,6 +68,22 @@ def encode_texts(texts: Sequence[str]) -> bytes:
     return b"".join(out)
 
 
+def decode_texts(raw: bytes, count: int) -> list[str]:
+    """COUNT text fields as encode_texts wrote them, filling RAW exactly; ValueError otherwise."""
+    out = []
+    offset = 0
+    for _ in range(count):
+        (size,) = _LENGTH.unpack_from(raw, offset)
+        offset += _LENGTH.size
+        if offset + size > len(raw):
+            raise ValueError("a text field runs past its record")
+        out.append(raw[offset : offset + size].decode())
+        offset += size
+    if offset != len(raw):
+        raise ValueError("bytes after the text fields")
+    return out
+
+
 def pack_block(
     descriptions: Sequence[bytes],
     prevs: dict[int, bytes],

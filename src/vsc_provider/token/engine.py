@@ -20,7 +20,7 @@ from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import audit, card_layer, keywrap, login, sealing
+from vsc_provider.token import audit, audit_writer, card_layer, keywrap, login, sealing
 from vsc_provider.token import binding as binding_mac
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
@@ -69,7 +69,7 @@ class Engine:
         self.lock = threading.RLock()
         self._version = -1
         self.object_store = ObjectStore(self.store, self.device_key, self.lock)
-        self.audit = audit.AuditLog(self.store, self.device_key)
+        self.audit = audit_writer.AuditLog(self.store, self.device_key)
         self.signal = self.store.signal.map
         self.signal_seen = self.signal[:8]
         self._mac_legacy_bindings()

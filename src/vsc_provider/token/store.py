@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS audit_heads(
     signature BLOB NOT NULL,
     sealed_key BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_journals(name TEXT PRIMARY KEY, folded INTEGER NOT NULL);
 """
 
 
