@@ -321,8 +321,13 @@ class Engine:
                 card.user = True
 
     def logout(self, card: Card) -> None:
+        """End the card's login in this process (C_Logout, its last session closing, the end of a `vsc`
+        command); the end of a login is an audit entry, a logout of nobody is not."""
         with self.lock:
+            role = "so" if card.so else "user" if card.user else None
             card.forget_secrets()
+        if role is not None:
+            self.audit.event(card.slot_id, f"logout-{role}")
 
     def set_user_pin(self, card: Card, new_pin: bytes, old_pin: bytes | None = None) -> None:
         """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter.
