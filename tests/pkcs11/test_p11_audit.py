@@ -133,7 +133,7 @@ def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(
     assert ("pin-change-user", "", "", "CKR_OK") in kinds
     signed = next(e for e in entries if e["kind"] == "sign")
     assert signed["key_label"] == "ec" and signed["origin"].startswith("pkcs11/")
-    assert next(e for e in entries if e["kind"] == "otp-code")["origin"].startswith("api/")
+    assert next(e for e in entries if e["kind"] == "otp-code")["origin"].startswith("cli/")  # `vsc otp code`
     assert log["signed_head"]["seq"] == len(entries)
     assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
 
