@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.requests.real import activated, assert_approved_jws, result, sign_req
 from tests.server.idserver import IdServer
 
 FINGER = "right-index-finger"
+NEW_PIN = "735194"
 
 
 @pytest.fixture
@@ -158,20 +160,59 @@ def test_the_approval_page_offers_the_fingerprint_and_approves_on_a_match_only(
     no_pin_anywhere([a.text(), fprintd.log.read_text()], vsc_home)
 
 
-def test_a_card_whose_pin_changed_since_forgets_the_sealed_pin_after_one_refusal(
+def _sealed_pin_rows(home: Path) -> list[tuple[str, str]]:
+    """The store's fingerprint-PIN entries, read with sqlite3 (this process has the private store open nowhere
+    else, so closing this connection drops no lock of another)."""
+    db = sqlite3.connect(home / "store.sqlite")
+    try:
+        return db.execute("SELECT key, value FROM meta WHERE key LIKE 'fingerprint-pin:%'").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_pin_change_forgets_the_sealed_pin_at_once_and_the_pin_is_asked(
     fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path
 ) -> None:
+    user, serial = activated(id_server)
+    fprintd.enroll(FINGER, "alice-right-index")
+    run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN)
+    assert [key for key, _ in _sealed_pin_rows(vsc_home)] == [f"fingerprint-pin:{serial}"]
+    run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", NEW_PIN)
+    assert _sealed_pin_rows(vsc_home) == []  # right after the change, before any approval tried it
+    assert status()["cards"][0]["enabled"] is False  # type: ignore[index]
+    rid = sign_request(id_server, rp, user)
+    with fprintd.finger_on_reader("alice-right-index"):
+        done = approve_fingerprint(rid)
+    assert done.returncode == 1  # without a terminal the PIN asked for must be given
+    assert "no fingerprint approval: fingerprint approval is not enabled" in done.stderr, done.stderr
+    assert "PIN of card" in done.stderr and "needed" in done.stderr, done.stderr
+    assert result(id_server, rp, rid)["state"] == "PENDING"
+    run_vsc("requests", "approve", rid, "--pin", NEW_PIN)
+    assert_approved_jws(id_server, rp, rid)
+
+
+def test_a_sealed_pin_the_card_refuses_is_forgotten_after_one_refusal(
+    fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path
+) -> None:
+    """A sealed entry that outlived a PIN change (written back as a restore of the meta row would: every PIN
+    change of this code forgets it) costs one refused try, then the PIN is asked."""
     user, _ = activated(id_server)
     fprintd.enroll(FINGER, "alice-right-index")
     run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN)
-    run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", "735194")
+    rows = _sealed_pin_rows(vsc_home)
+    run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", NEW_PIN)
+    db = sqlite3.connect(vsc_home / "store.sqlite")
+    with db:
+        db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", rows)
+    db.close()
+    assert status()["cards"][0]["enabled"] is True  # type: ignore[index]
     rid = sign_request(id_server, rp, user)
     with fprintd.finger_on_reader("alice-right-index"):
         done = approve_fingerprint(rid)
     assert done.returncode == 1
     assert "refused the sealed PIN" in done.stderr and "PIN of card" in done.stderr, done.stderr
     assert status()["cards"][0]["enabled"] is False  # type: ignore[index]
-    run_vsc("requests", "approve", rid, "--pin", "735194")
+    run_vsc("requests", "approve", rid, "--pin", NEW_PIN)
     assert_approved_jws(id_server, rp, rid)
 
 

@@ -20,7 +20,7 @@ from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import audit, card_layer, keywrap, login, sealing
+from vsc_provider.token import audit, card_layer, keywrap, login, sealed_pin, sealing
 from vsc_provider.token import binding as binding_mac
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
@@ -366,8 +366,15 @@ class Engine:
         self.audit.event(card.slot_id, "pin-change-user")
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
+            forgot = sealed_pin.forget(db, card)
         self.refresh(force=True)
+        if forgot:
+            self._sealed_pin_forgotten(card)
         self._online_secret(self.cards[card.slot_id].record, new_pin)
+
+    @staticmethod
+    def _sealed_pin_forgotten(card: Card) -> None:
+        log.info("card %s: the user PIN changed; the PIN sealed for fingerprint approval is forgotten", card.serial)
 
     def unblock_user(self, card: Card, so_pin: bytes) -> None:
         """Clear the user PIN's wrong-try counter and wait with the SO PIN's authority (checked and counted
@@ -390,7 +397,10 @@ class Engine:
         fields.update({f"{role}_failures": 0, f"{role}_blocked_until": 0.0})
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, **fields)
+            forgot = role == "user" and sealed_pin.forget(db, card)
         self.refresh(force=True)
+        if forgot:
+            self._sealed_pin_forgotten(card)
         # The SO setting the user's PIN (C_InitPIN) also unblocks it: a reset, told apart from a change.
         self.audit.event(card.slot_id, f"pin-reset-{role}" if role == "user" and card.so else f"pin-change-{role}")
 
