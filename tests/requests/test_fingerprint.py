@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import USER_PIN, run_vsc
 from tests.requests.agent_process import agent
 from tests.requests.fprintd_support import Fprintd
-from tests.requests.real import activated, assert_approved_jws, result, sign_request
+from tests.requests.real import activated, assert_approved_jws, create, result, sign_request
 from tests.requests.silent_bus import SilentBus
 from tests.server.idserver import IdServer
 
@@ -173,17 +173,19 @@ def _sealed_pin_rows(home: Path) -> list[tuple[str, str]]:
         db.close()
 
 
+@pytest.mark.parametrize("profile", ["default", "online"])  # the PIN checked on the card, or by its server
 def test_a_pin_change_forgets_the_sealed_pin_at_once_and_the_pin_is_asked(
-    fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path
+    profile: str, fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path
 ) -> None:
-    user, serial = activated(id_server)
+    user, serial = activated(id_server, profile)
     fprintd.enroll(FINGER, "alice-right-index")
     run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN)
     assert [key for key, _ in _sealed_pin_rows(vsc_home)] == [f"fingerprint-pin:{serial}"]
     run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", NEW_PIN)
     assert _sealed_pin_rows(vsc_home) == []  # right after the change, before any approval tried it
     assert status()["cards"][0]["enabled"] is False  # type: ignore[index]
-    rid = sign_request(id_server, rp, user)
+    # an authentication request: the online profile's card holds an RSA authentication key only
+    rid = str(create(id_server, rp, user, kind="auth")["id"])
     with fprintd.finger_on_reader("alice-right-index"):
         done = approve_fingerprint(rid)
     assert done.returncode == 1  # without a terminal the PIN asked for must be given
@@ -191,7 +193,8 @@ def test_a_pin_change_forgets_the_sealed_pin_at_once_and_the_pin_is_asked(
     assert "PIN of card" in done.stderr and "needed" in done.stderr, done.stderr
     assert result(id_server, rp, rid)["state"] == "PENDING"
     run_vsc("requests", "approve", rid, "--pin", NEW_PIN)
-    assert_approved_jws(id_server, rp, rid)
+    approved = result(id_server, rp, rid)
+    assert approved["state"] == "APPROVED" and approved["result"]["verified"] is True, approved
 
 
 def test_a_sealed_pin_the_card_refuses_is_forgotten_after_one_refusal(
