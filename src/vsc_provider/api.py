@@ -90,6 +90,16 @@ class CardInfo:
 
 
 _engines: dict[str, Engine] = {}
+# The front end this process's audit entries name (token/audit.py): `api` for a program that imports
+# vsc_provider; the `vsc` command and the agent say which they are (serve_as).
+_front_end = ["api"]
+
+
+def serve_as(front_end: str) -> None:
+    """Name the front end this process's engine records in the audit log (cli, agent), from now on."""
+    _front_end[0] = front_end
+    for eng in _engines.values():
+        eng.audit.front_end = front_end
 
 
 def engine() -> Engine:
@@ -102,7 +112,7 @@ def engine() -> Engine:
         # load at the first such PIN.
         eng.online = ServerPinCheck()
         eng.unlock_guard = tamper.check_unlock  # this engine serves the CLI or the agent, never a PKCS#11 host
-        eng.audit.front_end = "api"
+        eng.audit.front_end = _front_end[0]
         _engines.clear()
         _engines[where] = eng
     return eng

@@ -72,6 +72,7 @@ def main() -> None:
     from vsc_provider import tamper
 
     tamper.harden()  # no core dumps or same-user ptrace of a process that may hold unlocked keys
+    api.serve_as("cli")  # the audit log names the front end of each entry (the agent says "agent")
 
 
 # --- cards ------------------------------------------------------------------------------------

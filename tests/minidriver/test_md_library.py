@@ -167,6 +167,12 @@ def test_the_base_csp_sequence_in_a_c_caller(md_host, md_library, module_path, v
     assert out["sign-size-only"] == ["0", "256", "1"]
     assert out["decrypt"] == ["0", secret.hex()]
 
+    # the audit log names the card edge as the front end of what the C caller did through it
+    entries = json.loads(run_vsc("audit", "list", "--card", serial, "--json").stdout)["entries"]
+    by_host = [e for e in entries if e["origin"].partition("/")[2].startswith("md_host[")]
+    assert {e["origin"].partition("/")[0] for e in by_host} == {"minidriver"}
+    assert {"login-user", "sign", "decrypt", "logout-user"} <= {e["kind"] for e in by_host}
+
     # the same keys through the PKCS#11 module: CKA_ID is the container GUID
     lib = pkcs11.lib(module_path)
     with store_loaded(lib, vsc_home):

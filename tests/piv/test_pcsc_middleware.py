@@ -5,6 +5,7 @@ pkcs11-tool and opensc-pkcs11.so) and yubico-piv-tool."""
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pcsc_support import READER, free_port_pair, private_pcscd, reader_has_card,
 from piv_support import PIN, SO_PIN, PivHome, make_piv_home, self_signed
 
 from tests.conftest import require_file, require_tool
+from tests.pkcs11.p11_support import vsc
 from vsc_provider import module
 from vsc_provider.ck import constants as C
 from vsc_provider.piv import management_key as M
@@ -142,6 +144,21 @@ def test_yubico_piv_tool_status_and_a_test_signature(stack: Stack) -> None:
         "--action", "test-signature", "--slot", "9c", "--input", str(cert),
     )  # fmt: skip
     assert "Successful ECDSA verification" in out
+
+
+def test_the_audit_log_names_the_piv_card_as_the_front_end(stack: Stack) -> None:
+    cert = stack.workdir / "9c.pem"
+    cert.write_bytes(stack.piv.certificates[0x9C].public_bytes(serialization.Encoding.PEM))
+    run(
+        "yubico-piv-tool", "--reader", READER, "--action", "verify-pin", f"--pin={PIN}",
+        "--action", "test-signature", "--slot", "9c", "--input", str(cert),
+    )  # fmt: skip
+    # VERIFY P1=FF ends the PIN's verified state: a logout, written at once with the signature before it
+    run("opensc-tool", "--reader", READER, "--send-apdu", "00A4040005A000000308", "--send-apdu", "0020FF80")
+    listing = vsc(stack.piv.home, "audit", "list", "--card", stack.piv.serial, "--json").stdout
+    served = [e for e in json.loads(listing)["entries"] if e["origin"].startswith("piv/")]
+    assert [(e["kind"], e["key_id"]) for e in served[-3:]] == [("login-user", ""), ("sign", "02"), ("logout-user", "")]
+    assert "verified" in vsc(stack.piv.home, "audit", "verify", "--card", stack.piv.serial).stdout
 
 
 def test_a_wrong_pin_counts_down_and_blocks_then_the_puk_unblocks(stack: Stack) -> None:

@@ -134,7 +134,7 @@ def test_key_uses_and_pin_events_are_recorded_without_data_or_pins(
     assert ("pin-change-user", "", "", "CKR_OK") in kinds
     signed = next(e for e in entries if e["kind"] == "sign")
     assert signed["key_label"] == "ec" and signed["origin"].startswith("pkcs11/")
-    assert next(e for e in entries if e["kind"] == "otp-code")["origin"].startswith("api/")
+    assert next(e for e in entries if e["kind"] == "otp-code")["origin"].startswith("cli/")  # `vsc otp code`
     assert log["signed_head"]["seq"] == len(entries)
     assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
 
@@ -182,7 +182,29 @@ def test_block_and_unblock_are_recorded(card_env: CardEnv, home: Path) -> None:
     assert kinds.count(("login-user", "CKR_PIN_INCORRECT")) == 9
     assert ("login-user", "CKR_PIN_LOCKED") in kinds
     assert kinds.index(("block-user", "CKR_OK")) == kinds.index(("login-user", "CKR_PIN_LOCKED")) + 1
-    assert kinds[-2:] == [("login-so", "CKR_OK"), ("pin-reset-user", "CKR_OK")]  # the reset unblocks
+    # the reset unblocks; the SO's login for it ends with the command
+    assert kinds[-3:] == [("login-so", "CKR_OK"), ("pin-reset-user", "CKR_OK"), ("logout-so", "CKR_OK")]
+    assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
+
+
+def test_logouts_are_recorded_with_their_role_and_front_end(card_env: CardEnv, home: Path) -> None:
+    serial = make_card(home, "Audit logout")
+    token = card_env.token(serial)
+    # python-pkcs11 closes a session it logged in with C_Logout, then C_CloseSession. Another session stays
+    # open meanwhile, so that the entry is C_Logout's and not the last session's closing.
+    other = token.open()
+    with token.open(user_pin=USER_PIN):
+        pass
+    other.close()  # nobody logged in any more: no entry
+    with token.open(rw=True, so_pin=SO_PIN):
+        pass
+    entries = [e for e in _log(home, serial)["entries"] if e["origin"].startswith("pkcs11/")]
+    assert [(e["kind"], e["result"]) for e in entries] == [
+        ("login-user", "CKR_OK"),
+        ("logout-user", "CKR_OK"),
+        ("login-so", "CKR_OK"),
+        ("logout-so", "CKR_OK"),
+    ]
     assert "verified" in vsc(home, "audit", "verify", "--card", serial).stdout
 
 
@@ -191,12 +213,14 @@ def test_block_and_unblock_are_recorded(card_env: CardEnv, home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def signed_store(home: Path, module_path: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A store whose card has 12 entries: the CLI's login (1), the module's login (2) and 10 signatures."""
+    """A store whose card has 14 entries: the CLI's login and logout (1, 2), the module's login (3), 10
+    signatures and the module's logout (14)."""
     own = tmp_path_factory.mktemp("audit-tamper")
     serial = _card_with_key(own, "Tamper card")
     signer = _signer(own, module_path, serial, "k", 10)
     assert signer.wait(timeout=60) == 0
-    assert len(_log(own, serial)["entries"]) == 12
+    kinds = [e["kind"] for e in _log(own, serial)["entries"]]
+    assert kinds == ["login-user", "logout-user", "login-user", *["sign"] * 10, "logout-user"]
     return own, serial
 
 
@@ -251,7 +275,7 @@ TAMPERING: dict[str, tuple[Edit, int, str]] = {
     "deleted middle": (lambda es: [e for e in es if e.seq != 6], 6, "is missing"),
     "swapped": (lambda es: _swapped(es, 4, 5), 4, "does not follow"),
     "truncated tail": (lambda es: [e for e in es if e.seq <= 9], 10, "is missing"),
-    "rehashed after a change": (lambda es: _rehashed_after_change(es, 7), 12, "signed head"),
+    "rehashed after a change": (lambda es: _rehashed_after_change(es, 7), 14, "signed head"),
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SO_PIN, USER_PIN
+from tests.conftest import SO_PIN, USER_PIN, run_vsc
 from tests.requests.agent_process import agent
 from tests.requests.real import activated, assert_approved_jws, create, result, sign_request
 from tests.requests.standin import StandIn
@@ -147,6 +147,10 @@ def test_agent_serves_the_approval_page_and_an_approval_there_reaches_the_server
         assert USER_PIN not in a.text()
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(15) == 0
+    # the approval's login, signature and logout are the agent's in the card's audit log
+    entries = json.loads(run_vsc("audit", "list", "--card", user, "--json").stdout)["entries"]
+    by_agent = [e["kind"] for e in entries if e["origin"].startswith("agent/") and f"[{a.proc.pid}]" in e["origin"]]
+    assert by_agent == ["login-user", "sign", "logout-user"], entries
 
 
 def test_policy_hook_rejects_accepts_or_asks_per_request(id_server: IdServer, rp: str, vsc_home: Path) -> None:

@@ -13,9 +13,12 @@ import json
 import os
 import pty
 import re
+import select
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +27,12 @@ import pytest
 from tests.conftest import USER_PIN, run_vsc
 from tests.requests.agent_process import agent
 from tests.requests.fprintd_support import Fprintd
-from tests.requests.real import activated, assert_approved_jws, result, sign_request
+from tests.requests.real import activated, assert_approved_jws, create, result, sign_request
+from tests.requests.silent_bus import SilentBus
 from tests.server.idserver import IdServer
 
 FINGER = "right-index-finger"
+NEW_PIN = "735194"
 
 
 @pytest.fixture
@@ -158,25 +163,68 @@ def test_the_approval_page_offers_the_fingerprint_and_approves_on_a_match_only(
     no_pin_anywhere([a.text(), fprintd.log.read_text()], vsc_home)
 
 
-def test_a_card_whose_pin_changed_since_forgets_the_sealed_pin_after_one_refusal(
+def _sealed_pin_rows(home: Path) -> list[tuple[str, str]]:
+    """The store's fingerprint-PIN entries, read with sqlite3 (this process has the private store open nowhere
+    else, so closing this connection drops no lock of another)."""
+    db = sqlite3.connect(home / "store.sqlite")
+    try:
+        return db.execute("SELECT key, value FROM meta WHERE key LIKE 'fingerprint-pin:%'").fetchall()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("profile", ["default", "online"])  # the PIN checked on the card, or by its server
+def test_a_pin_change_forgets_the_sealed_pin_at_once_and_the_pin_is_asked(
+    profile: str, fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path
+) -> None:
+    user, serial = activated(id_server, profile)
+    fprintd.enroll(FINGER, "alice-right-index")
+    run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN)
+    assert [key for key, _ in _sealed_pin_rows(vsc_home)] == [f"fingerprint-pin:{serial}"]
+    run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", NEW_PIN)
+    assert _sealed_pin_rows(vsc_home) == []  # right after the change, before any approval tried it
+    assert status()["cards"][0]["enabled"] is False  # type: ignore[index]
+    # an authentication request: the online profile's card holds an RSA authentication key only
+    rid = str(create(id_server, rp, user, kind="auth")["id"])
+    with fprintd.finger_on_reader("alice-right-index"):
+        done = approve_fingerprint(rid)
+    assert done.returncode == 1  # without a terminal the PIN asked for must be given
+    assert "no fingerprint approval: fingerprint approval is not enabled" in done.stderr, done.stderr
+    assert "PIN of card" in done.stderr and "needed" in done.stderr, done.stderr
+    assert result(id_server, rp, rid)["state"] == "PENDING"
+    run_vsc("requests", "approve", rid, "--pin", NEW_PIN)
+    approved = result(id_server, rp, rid)
+    assert approved["state"] == "APPROVED" and approved["result"]["verified"] is True, approved
+
+
+def test_a_sealed_pin_the_card_refuses_is_forgotten_after_one_refusal(
     fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path
 ) -> None:
+    """A sealed entry that outlived a PIN change (written back as a restore of the meta row would: every PIN
+    change of this code forgets it) costs one refused try, then the PIN is asked."""
     user, _ = activated(id_server)
     fprintd.enroll(FINGER, "alice-right-index")
     run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN)
-    run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", "735194")
+    rows = _sealed_pin_rows(vsc_home)
+    run_vsc("pin", "change", "--card", user, "--old", USER_PIN, "--new", NEW_PIN)
+    db = sqlite3.connect(vsc_home / "store.sqlite")
+    with db:
+        db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", rows)
+    db.close()
+    assert status()["cards"][0]["enabled"] is True  # type: ignore[index]
     rid = sign_request(id_server, rp, user)
     with fprintd.finger_on_reader("alice-right-index"):
         done = approve_fingerprint(rid)
     assert done.returncode == 1
     assert "refused the sealed PIN" in done.stderr and "PIN of card" in done.stderr, done.stderr
     assert status()["cards"][0]["enabled"] is False  # type: ignore[index]
-    run_vsc("requests", "approve", rid, "--pin", "735194")
+    run_vsc("requests", "approve", rid, "--pin", NEW_PIN)
     assert_approved_jws(id_server, rp, rid)
 
 
-def _approve_on_a_terminal(rid: str, env: dict[str, str]) -> tuple[int, str]:
-    """`vsc requests approve RID --fingerprint` on a pseudo-terminal, typing the PIN when it is asked."""
+def _approve_on_a_terminal(rid: str, env: dict[str, str], timeout: float = 90.0) -> tuple[int, str]:
+    """`vsc requests approve RID --fingerprint` on a pseudo-terminal, typing the PIN when it is asked; fails
+    (the process killed) when it has not finished within `timeout` seconds."""
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "vsc_provider.cli", "requests", "approve", rid, "--fingerprint"],
@@ -189,22 +237,29 @@ def _approve_on_a_terminal(rid: str, env: dict[str, str]) -> tuple[int, str]:
     os.close(secondary)
     seen = b""
     typed = False
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # the terminal closed: the process is gone
-            break
-        if not chunk:
-            break
-        seen += chunk
-        if not typed and b"PIN of card" in seen:
-            os.write(primary, USER_PIN.encode() + b"\n")
-            typed = True
-    os.close(primary)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([primary], [], [], left)[0]:
+                proc.kill()
+                raise AssertionError(f"vsc requests approve still runs after {timeout} s: {seen!r}")
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not typed and b"PIN of card" in seen:
+                os.write(primary, USER_PIN.encode() + b"\n")
+                typed = True
+    finally:
+        os.close(primary)
     return proc.wait(60), seen.decode(errors="replace")
 
 
-@pytest.mark.parametrize("where", ["no bus", "a bus without fprintd"])
+@pytest.mark.parametrize("where", ["no bus", "a bus without fprintd", "a bus that never answers Hello"])
 def test_without_fprintd_the_pin_is_asked_as_before(
     where: str, fprintd: Fprintd, id_server: IdServer, rp: str, vsc_home: Path, tmp_path: Path
 ) -> None:
@@ -212,13 +267,16 @@ def test_without_fprintd_the_pin_is_asked_as_before(
     fprintd.enroll(FINGER, "alice-right-index")
     run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN)
     bare = Fprintd(tmp_path / "bare", with_fprintd=False) if where == "a bus without fprintd" else None
-    bus = bare.address if bare else f"unix:path={tmp_path / 'no-such-bus'}"
+    silent = SilentBus(tmp_path / "silent", answer_auth=True) if where == "a bus that never answers Hello" else None
+    bus = bare.address if bare else silent.address if silent else f"unix:path={tmp_path / 'no-such-bus'}"
     env = {"DBUS_SYSTEM_BUS_ADDRESS": bus}
     try:
-        state = json.loads(run_vsc("requests", "fingerprint", "status", "--json", env=env).stdout)
+        state = json.loads(run_vsc("requests", "fingerprint", "status", "--json", env=env, timeout=60).stdout)
         assert state["fprintd"] is False and state["cards"][0]["enabled"] is True
         assert state["cards"][0]["usable"] is False
-        refused = run_vsc("requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN, env=env, check=False)
+        refused = run_vsc(
+            "requests", "fingerprint", "enable", "--card", user, "--pin", USER_PIN, env=env, check=False, timeout=60
+        )
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
@@ -226,8 +284,13 @@ def test_without_fprintd_the_pin_is_asked_as_before(
         code, seen = _approve_on_a_terminal(rid, env)
         assert code == 0, seen
         assert "no fingerprint approval: " in seen and "PIN of card" in seen
+        if silent is not None:
+            assert "no fingerprint approval: the system D-Bus does not answer" in seen, seen
+            assert silent.said_hello.is_set()
         assert f"approved request {rid}" in seen and USER_PIN not in seen
         assert_approved_jws(id_server, rp, rid)
     finally:
         if bare is not None:
             bare.stop()
+        if silent is not None:
+            silent.close()

@@ -86,8 +86,31 @@ def test_reinitializing_the_card_is_recorded_and_keeps_the_log(tmp_path: Path) -
     engine.login(card, False, PIN)
     engine.logout(card)
     engine.reinitialize(card, SO, "renamed")
-    assert _kinds(engine, card.slot_id) == [("login-user", "CKR_OK"), ("login-so", "CKR_OK"), ("init-token", "CKR_OK")]
-    assert _verify(engine, card.slot_id, card.serial) == 3
+    assert _kinds(engine, card.slot_id) == [
+        ("login-user", "CKR_OK"),
+        ("logout-user", "CKR_OK"),
+        ("login-so", "CKR_OK"),
+        ("init-token", "CKR_OK"),
+    ]
+    assert _verify(engine, card.slot_id, card.serial) == 4
+
+
+def test_a_logout_ends_a_login_in_the_log_a_logout_of_nobody_does_not(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.logout(card)  # nobody logged in
+    engine.login(card, True, SO)
+    engine.logout(card)
+    engine.logout(card)  # again: nobody
+    engine.login(card, False, PIN)
+    engine.logout(card)
+    assert _kinds(engine, card.slot_id) == [
+        ("login-so", "CKR_OK"),
+        ("logout-so", "CKR_OK"),
+        ("login-user", "CKR_OK"),
+        ("logout-user", "CKR_OK"),
+    ]
+    assert _verify(engine, card.slot_id, card.serial) == 4
 
 
 def test_a_forked_child_does_not_write_its_parents_queue(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from vsc_provider.token import sealed_pin
+from vsc_provider.token import access, audit, sealed_pin
 from vsc_provider.token.engine import Engine
 
 PIN = b"482915"
@@ -61,3 +61,24 @@ def test_sealed_pin_opens_here_only_and_counts_no_matches(tmp_path: Path) -> Non
     assert sealed_pin.disable(engine.store, card) is True
     assert sealed_pin.disable(engine.store, card) is False
     assert sealed_pin.read(second.store, same) is None and sealed_pin.count_failure(engine.store, card) == 0
+
+
+def test_a_user_pin_change_or_reset_forgets_the_sealed_pin_at_once_an_so_pin_change_does_not(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "store.sqlite", tmp_path / "device.key")
+    card = engine.create_card("c", SO, PIN)
+
+    def sealed() -> bool:
+        return sealed_pin.read(engine.store, engine.cards[card.slot_id]) is not None
+
+    sealed_pin.enable(engine.store, card, engine.layer_key(card), PIN)
+    access.change_pin(engine, card, SO, b"28374651", so=True)  # the SO's own PIN: the user's stays sealed
+    assert sealed()
+    access.change_pin(engine, card, PIN, b"615243")  # C_SetPIN, `vsc pin change`, the card edges' change
+    assert not sealed()
+
+    sealed_pin.enable(engine.store, card, engine.layer_key(card), b"615243")
+    access.reset_pin(engine, card, b"28374651", b"736251")  # the SO sets a new user PIN (C_InitPIN, unblock)
+    assert not sealed()
+    engine.audit.flush()
+    kinds = [e.kind for e in audit.entries(engine.store, card.slot_id)[0]]
+    assert kinds.count("pin-change-user") == 1 and kinds.count("pin-reset-user") == 1

@@ -15,6 +15,7 @@ import hmac
 import os
 from typing import Any
 
+from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.minidriver import errors as E
 from vsc_provider.minidriver.context import CardContext
@@ -60,6 +61,7 @@ def _store(ctx: CardContext, new_key: bytes, data_key: bytes) -> None:
     SECRET.write(
         ctx.engine.store, ctx.card, SECRET.new_entry(ctx.engine.device_key, ctx.card, new_key, data_key, failures=0)
     )
+    ctx.engine.audit.event(ctx.slot_id, "pin-change-admin-key")  # the admin's credential, as a PIN change
 
 
 def get_challenge(ctx: CardContext) -> bytes:
@@ -71,7 +73,9 @@ def get_challenge(ctx: CardContext) -> bytes:
 
 
 def _check(ctx: CardContext, response: bytes) -> tuple[bytes, bytes]:
-    """Check a response to the last challenge, counted; (admin key, data key) when right."""
+    """Check a response to the last challenge, counted and recorded in the audit log like an SO login
+    (login-admin-challenge with its result; block-admin-challenge for the try that blocks); (admin key, data key)
+    when right."""
     challenge, ctx.challenge = ctx.challenge, None
     card = ctx.card
     limit = card.policy.pin.max_tries
@@ -81,24 +85,39 @@ def _check(ctx: CardContext, response: bytes) -> tuple[bytes, bytes]:
         entry = _load(ctx, db)
         if entry is None:
             raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, "this card has no admin key")
-        if entry["failures"] >= limit:
-            raise E.MinidriverError(E.SCARD_W_CHV_BLOCKED, "the admin key is blocked", 0)
-        if challenge is None:
+        blocked = entry["failures"] >= limit
+        if not blocked and challenge is None:
             raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "ask for a challenge first")
-        admin_key = SECRET.key(device_key, card, entry)
-        if admin_key is None:
-            raise E.MinidriverError(E.SCARD_F_INTERNAL_ERROR, "the admin key does not open (another device's store?)")
-        right = hmac.compare_digest(_response(admin_key, challenge), response)
-        entry["failures"] = 0 if right else entry["failures"] + 1
-        SECRET.write(store, card, entry, db)
+        admin_key = None if blocked else SECRET.key(device_key, card, entry)
+        right = False
+        if admin_key is not None and challenge is not None:
+            right = hmac.compare_digest(_response(admin_key, challenge), response)
+            entry["failures"] = 0 if right else entry["failures"] + 1
+            SECRET.write(store, card, entry, db)
+    # Recorded once the transaction is over: the audit log writes in a transaction of its own.
+    if blocked:
+        _record(ctx, C.CKR_PIN_LOCKED)
+        raise E.MinidriverError(E.SCARD_W_CHV_BLOCKED, "the admin key is blocked", 0)
+    if admin_key is None:
+        _record(ctx, C.CKR_FUNCTION_FAILED)
+        raise E.MinidriverError(E.SCARD_F_INTERNAL_ERROR, "the admin key does not open (another device's store?)")
     if not right:
         left = max(0, limit - entry["failures"])
+        _record(ctx, C.CKR_PIN_INCORRECT if left else C.CKR_PIN_LOCKED)
+        if not left:
+            ctx.engine.audit.event(ctx.slot_id, "block-admin-challenge")
         code = E.SCARD_W_CHV_BLOCKED if left == 0 else E.SCARD_W_WRONG_CHV
         raise E.MinidriverError(code, "wrong response to the admin challenge", left)
     data_key = SECRET.data_key(device_key, card, entry, admin_key)
     if data_key is None:
+        _record(ctx, C.CKR_FUNCTION_FAILED)
         raise E.MinidriverError(E.SCARD_F_INTERNAL_ERROR, "the admin key's copy of the data key does not open")
+    _record(ctx, C.CKR_OK)
     return admin_key, data_key
+
+
+def _record(ctx: CardContext, rv: int) -> None:
+    ctx.engine.audit.event(ctx.slot_id, "login-admin-challenge", rv)
 
 
 def authenticate_challenge(ctx: CardContext, response: bytes) -> int:

@@ -29,6 +29,7 @@ def default_engine() -> Engine:
         from vsc_provider.provisioning.online import ServerPinCheck
 
         eng.online = ServerPinCheck()
+        eng.audit.front_end = "minidriver"
         _engines.clear()
         _engines[where] = eng
     return eng
@@ -107,10 +108,12 @@ def acquire_for_caller(
 
 def delete_context(ctx: CardContext) -> None:
     """CardDeleteContext: the context's secrets go (agreements, the admin role); the card's login state is the
-    engine's, shared with other contexts of this process, and stays."""
+    engine's, shared with other contexts of this process, and stays. The audit journal is folded now: a C
+    caller may exit next without running Python's exit handlers (the journal would wait for the next fold)."""
     ctx.agreements.clear()
     ctx.admin = False
     ctx.challenge = None
     ctx.pending_names.clear()
     ctx.created_files.clear()
     ctx.created_dirs.clear()
+    ctx.engine.audit.flush()

@@ -349,6 +349,7 @@ def run(page: bool = True, once: bool = False) -> None:
     import logging
 
     logging.getLogger("vsc.requests").setLevel(logging.INFO)
+    api.serve_as("agent")  # its approvals' logins and signatures are the agent's in the audit log
     agent = Agent()
     if once:
         run_once(agent)

@@ -2,9 +2,9 @@
 is a finger of this user enrolled, and does the finger on the reader now match it.
 
 jeepney speaks D-Bus: pure Python, no native part and no event loop of its own, so the CLI and the approval
-page's worker threads call it as plain blocking code. Every call has a timeout; anything that keeps fprintd
-from answering (no bus, no fprintd, no reader, no enrolled finger) is `Unavailable`, and the caller asks for
-the PIN instead.
+page's worker threads call it as plain blocking code. Every call has a timeout, the connection to the bus and
+its Hello included; anything that keeps fprintd from answering (no bus, a bus that does not answer, no fprintd,
+no reader, no enrolled finger) is `Unavailable`, and the caller asks for the PIN instead.
 """
 
 from __future__ import annotations
@@ -12,16 +12,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jeepney import DBusAddress, DBusErrorResponse, MatchRule, message_bus, new_method_call
-from jeepney.io.blocking import DBusConnection, open_dbus_connection
+from jeepney import DBusAddress, DBusErrorResponse, MatchRule, Message, message_bus, new_method_call
+from jeepney.bus import get_bus
+from jeepney.io.blocking import DBusConnection, prep_socket
 from jeepney.wrappers import unwrap_msg
 
+from vsc_provider import log as vlog
 from vsc_provider.requests.model import FingerprintUnavailable
+
+log = vlog.get("vsc.requests")
 
 BUS_NAME = "net.reactivated.Fprint"
 MANAGER = DBusAddress("/net/reactivated/Fprint/Manager", BUS_NAME, "net.reactivated.Fprint.Manager")
 DEVICE_INTERFACE = "net.reactivated.Fprint.Device"
 CALL_TIMEOUT_S = 10.0  # fprintd may be started by D-Bus activation on the first call
+CONNECT_TIMEOUT_S = 3.0  # the bus's connection and authentication, then its answer to Hello: each at most this
 SCAN_TIMEOUT_S = 30.0  # how long the user has to put a finger on the reader
 # VerifyStatus results after which the reader waits for the finger again
 RETRY_RESULTS = (
@@ -41,11 +46,46 @@ def _call(conn: DBusConnection, address: DBusAddress, method: str, signature: st
     return unwrap_msg(reply)
 
 
+class _BoundedConnection(DBusConnection):
+    """jeepney's blocking connection, every call with a time limit: its constructor says Hello to the bus with
+    none, and a bus that authenticates and then never answers would hold the caller (the agent) for good."""
+
+    def send_and_get_reply(self, message: Message, *, timeout: float | None = None) -> Message:
+        return super().send_and_get_reply(message, timeout=CONNECT_TIMEOUT_S if timeout is None else timeout)
+
+
 def _connect() -> DBusConnection:
+    """The system bus, within CONNECT_TIMEOUT_S for the connection and authentication (a socket timeout, in
+    jeepney's prep_socket) and as much again for the Hello."""
     try:
-        return open_dbus_connection(bus="SYSTEM")
+        address = get_bus("SYSTEM")
     except (OSError, ValueError, KeyError) as exc:
         raise Unavailable(f"no system D-Bus: {exc}") from None
+    try:
+        sock = prep_socket(address, timeout=CONNECT_TIMEOUT_S)
+    except TimeoutError:
+        raise _no_answer(address, "the connection") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise Unavailable(f"no system D-Bus: {exc}") from None
+    try:
+        return _BoundedConnection(sock)
+    except TimeoutError:
+        sock.close()
+        raise _no_answer(address, "Hello") from None
+    except (OSError, ValueError, KeyError, DBusErrorResponse) as exc:
+        sock.close()
+        raise Unavailable(f"the system D-Bus refused the connection: {exc}") from None
+
+
+def _no_answer(address: str, step: str) -> Unavailable:
+    # The agent logs this (its log shows vsc.requests at INFO); the CLI prints the Unavailable reason instead.
+    log.info(
+        "fingerprint not available: the system D-Bus at %s did not answer %s within %.0f s; the PIN is asked",
+        address,
+        step,
+        CONNECT_TIMEOUT_S,
+    )
+    return Unavailable("the system D-Bus does not answer")
 
 
 def _error_name(exc: DBusErrorResponse) -> str:

@@ -20,7 +20,7 @@ from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.token import audit, audit_writer, card_layer, keywrap, login, sealing
+from vsc_provider.token import audit, audit_writer, card_layer, keywrap, login, sealed_pin, sealing
 from vsc_provider.token import binding as binding_mac
 from vsc_provider.token.card import PROFILE_OBJECT_BASE, SESSION_OBJECT_BASE, Card, activating, server_checked
 from vsc_provider.token.device_key import load_device_key
@@ -321,8 +321,13 @@ class Engine:
                 card.user = True
 
     def logout(self, card: Card) -> None:
+        """End the card's login in this process (C_Logout, its last session closing, the end of a `vsc`
+        command); the end of a login is an audit entry, a logout of nobody is not."""
         with self.lock:
+            role = "so" if card.so else "user" if card.user else None
             card.forget_secrets()
+        if role is not None:
+            self.audit.event(card.slot_id, f"logout-{role}")
 
     def set_user_pin(self, card: Card, new_pin: bytes, old_pin: bytes | None = None) -> None:
         """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter.
@@ -361,8 +366,15 @@ class Engine:
         self.audit.event(card.slot_id, "pin-change-user")
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, user_failures=0, user_blocked_until=0.0)
+            forgot = sealed_pin.forget(db, card)
         self.refresh(force=True)
+        if forgot:
+            self._sealed_pin_forgotten(card)
         self._online_secret(self.cards[card.slot_id].record, new_pin)
+
+    @staticmethod
+    def _sealed_pin_forgotten(card: Card) -> None:
+        log.info("card %s: the user PIN changed; the PIN sealed for fingerprint approval is forgotten", card.serial)
 
     def unblock_user(self, card: Card, so_pin: bytes) -> None:
         """Clear the user PIN's wrong-try counter and wait with the SO PIN's authority (checked and counted
@@ -385,7 +397,10 @@ class Engine:
         fields.update({f"{role}_failures": 0, f"{role}_blocked_until": 0.0})
         with self.store.transaction() as db:
             self.store.update_card(db, card.slot_id, **fields)
+            forgot = role == "user" and sealed_pin.forget(db, card)
         self.refresh(force=True)
+        if forgot:
+            self._sealed_pin_forgotten(card)
         # The SO setting the user's PIN (C_InitPIN) also unblocks it: a reset, told apart from a change.
         self.audit.event(card.slot_id, f"pin-reset-{role}" if role == "user" and card.so else f"pin-change-{role}")
 

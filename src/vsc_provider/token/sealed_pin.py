@@ -1,6 +1,7 @@
 """A card's user PIN kept for fingerprint approval: sealed (AES-GCM) under a key derived from the card's
 device-key layer (token/card_layer.py: the TPM, the kernel keyring or the device-key file), in the store's meta
-table under the card's serial, with the count of fingerprint no-matches since the last good approval.
+table under the card's serial, with the count of fingerprint no-matches since the last good approval. A change
+or reset of the user PIN forgets it in the same transaction (the engine's PIN change: token/engine.py).
 
 The PIN is not needed to unseal it: whoever can use the card's device-key layer (this user on this machine)
 can. What keeps it is the caller's rule that it is unsealed only after fprintd reports a match. A copied store
@@ -66,6 +67,12 @@ def disable(store: Store, card: Card) -> bool:
     """Forget the sealed PIN; whether there was one."""
     with store.transaction() as db:
         return store.delete_meta(db, _name(card))
+
+
+def forget(db: sqlite3.Connection, card: Card) -> bool:
+    """Forget the sealed PIN inside the caller's write transaction: the card service does so in the one that
+    changes or resets the user PIN, so that a sealed old PIN never outlives the change. Whether there was one."""
+    return Store.delete_meta(db, _name(card))
 
 
 def unseal(card: Card, layer_key: bytes, entry: dict[str, Any]) -> bytes | None:
