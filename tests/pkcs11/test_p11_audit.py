@@ -228,19 +228,22 @@ Edit = Callable[[list[audit.Entry]], list[audit.Entry]]
 
 
 def _rewrite(store: Path, edit: Edit) -> None:
-    """What a forger with sqlite3 and without the device key can do: decode each stored block of entries, change
-    its entries, and store it back (a block left empty is removed)."""
+    """What a forger with sqlite3 and without the device key can do: decode the card's stored blocks of entries,
+    change the entries, and store them back as one block (however the writers had split them)."""
     db = sqlite3.connect(store, isolation_level=None)
     db.execute("BEGIN")
-    for card_id, first_seq, block in db.execute("SELECT card_id, first_seq, block FROM audit").fetchall():
-        entries = edit(audit_store.unpack_block(block))
+    rows = db.execute("SELECT card_id, block FROM audit ORDER BY card_id, first_seq").fetchall()
+    by_card: dict[int, list[audit.Entry]] = {}
+    for card_id, block in rows:
+        by_card.setdefault(card_id, []).extend(audit_store.unpack_block(block))
+    for card_id, chain in by_card.items():
+        entries = edit(chain)
+        db.execute("DELETE FROM audit WHERE card_id = ?", (card_id,))
         if entries:
             db.execute(
-                "UPDATE audit SET block = ?, last_seq = ? WHERE card_id = ? AND first_seq = ?",
-                (audit_store.block_of(entries), entries[-1].seq, card_id, first_seq),
+                "INSERT INTO audit(card_id, first_seq, last_seq, block) VALUES (?, ?, ?, ?)",
+                (card_id, entries[0].seq, entries[-1].seq, audit_store.block_of(entries)),
             )
-        else:
-            db.execute("DELETE FROM audit WHERE card_id = ? AND first_seq = ?", (card_id, first_seq))
     db.execute("COMMIT")
     db.close()
 
