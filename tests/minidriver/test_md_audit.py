@@ -67,3 +67,18 @@ def test_admin_challenges_and_the_users_deauthentication_are_recorded(edge: Edge
         ("logout-user", "CKR_OK"),
     ]
     assert "verified" in vsc(edge.home, "audit", "verify", "--card", serial).stdout
+
+
+def test_an_unblock_by_the_admin_challenge_is_recorded_as_a_reset(edge: EdgeEnv) -> None:
+    out = vsc(
+        edge.home, "card", "create", "--label", "Edge reset", "--pin", COMPAT_PIN, "--so-pin", COMPAT_SO_PIN,
+        "--policy", "compatible", "--json",
+    )  # fmt: skip
+    serial = str(json.loads(out.stdout)["serial"])
+    ctx = edge.context(serial)
+    admin_key.set_admin_key(ctx, COMPAT_SO_PIN.encode(), KEY)
+    response = _respond(KEY, auth.get_challenge(ctx))
+    auth.unblock_pin(ctx, "user", response, b"6666", 0, auth.CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE)
+    kinds = [(e["kind"], e["result"]) for e in _entries(edge, serial)]
+    assert kinds[-2:] == [("login-admin-challenge", "CKR_OK"), ("pin-reset-user", "CKR_OK")]
+    assert "verified" in vsc(edge.home, "audit", "verify", "--card", serial).stdout

@@ -134,7 +134,7 @@ def unblock_with_response(ctx: CardContext, response: bytes, new_pin: bytes) -> 
     saved = card.data_key
     card.data_key = data_key
     try:
-        ctx.engine.set_user_pin(card, new_pin)
+        ctx.engine.set_user_pin(card, new_pin, reset=True)
     except CKRError as exc:
         raise E.from_ckr(exc) from None
     finally:

@@ -329,8 +329,9 @@ class Engine:
         if role is not None:
             self.audit.event(card.slot_id, f"logout-{role}")
 
-    def set_user_pin(self, card: Card, new_pin: bytes, old_pin: bytes | None = None) -> None:
-        """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter.
+    def set_user_pin(self, card: Card, new_pin: bytes, old_pin: bytes | None = None, reset: bool = False) -> None:
+        """InitPIN (SO logged in) or SetPIN: re-wrap only the data key, and clear the user's counter. `reset`:
+        an administrator's reset without an SO login (the minidriver's admin challenge-response).
 
         A server-checked PIN changes on the server too (SetPIN only: the change needs the old PIN)."""
         card.policy.pin.check(new_pin)
@@ -341,7 +342,7 @@ class Engine:
         if server_checked(card.record) and old_pin is not None:
             self._change_online_pin(card, old_pin, new_pin)
             return
-        self._rewrap(card, "user", card.data_key, new_pin)
+        self._rewrap(card, "user", card.data_key, new_pin, reset)
 
     def _online(self) -> OnlinePinCheck:
         if self.online is None:
@@ -391,7 +392,7 @@ class Engine:
             raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "log in first")
         self._rewrap(card, "so", card.data_key, new_pin)
 
-    def _rewrap(self, card: Card, role: str, data_key: bytes, new_pin: bytes) -> None:
+    def _rewrap(self, card: Card, role: str, data_key: bytes, new_pin: bytes, reset: bool = False) -> None:
         """Wrap the data key under a new PIN for one role and clear that role's wrong-try counter."""
         fields = login.wrapped_fields(self.layer_key(card), card, role, data_key, new_pin)
         fields.update({f"{role}_failures": 0, f"{role}_blocked_until": 0.0})
@@ -401,8 +402,9 @@ class Engine:
         self.refresh(force=True)
         if forgot:
             self._sealed_pin_forgotten(card)
-        # The SO setting the user's PIN (C_InitPIN) also unblocks it: a reset, told apart from a change.
-        self.audit.event(card.slot_id, f"pin-reset-{role}" if role == "user" and card.so else f"pin-change-{role}")
+        # The SO setting the user's PIN (C_InitPIN), or an admin's reset, also unblocks it: told apart from a change.
+        kind = "reset" if role == "user" and (card.so or reset) else "change"
+        self.audit.event(card.slot_id, f"pin-{kind}-{role}")
 
     def reinitialize(self, card: Card, so_pin: bytes, label: str) -> None:
         """C_InitToken on an existing card: SO PIN checked, every object destroyed, user PIN unset; the card
