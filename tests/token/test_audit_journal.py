@@ -5,9 +5,11 @@ no journal can be made, and a file that is not a journal."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +206,120 @@ def test_a_journal_that_fails_does_not_fail_the_key_use(tmp_path: Path, monkeypa
     assert len(engine.audit.pending) == 1
     engine.audit.flush()
     assert len(_signs(engine, card.slot_id)) == 1
+
+
+def test_a_failed_commit_leaves_no_gap_in_the_chain(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    engine.audit.event(card.slot_id, "login-user")
+    real = engine.store._db
+
+    class FullDisk:
+        """The store's connection, whose next COMMIT fails as on a full disk (then it works again)."""
+
+        def __init__(self) -> None:
+            self.fail = True
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "COMMIT" and self.fail:
+                self.fail = False
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    engine.store._db = FullDisk()  # type: ignore[assignment]
+    engine.audit.event(card.slot_id, "logout-user")  # not written: kept in memory
+    engine.audit.event(card.slot_id, "login-user")  # written with it, after entry 1, not after a rolled-back 2
+    engine.store._db = real
+    chain, head = audit.entries(engine.store, card.slot_id)
+    assert [(e.seq, e.kind) for e in chain] == [(1, "login-user"), (2, "logout-user"), (3, "login-user")]
+    assert audit.verify(engine.device_key, card.serial, chain, head) == 3
+
+
+def test_a_fifo_or_a_folder_named_like_a_journal_neither_hangs_nor_stops_the_folds(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    folder = tmp_path / "store.sqlite-audit"
+    folder.mkdir(mode=0o700)
+    os.mkfifo(folder / "1-fifo.journal")  # opening it for reading would wait for a writer forever
+    (folder / "2-folder.journal").mkdir()
+    (folder / "3-short.journal").write_bytes(b"vscaudj\x01")
+    who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
+    done = threading.Event()
+
+    def fold() -> None:
+        for _ in range(3):
+            engine.audit.use(who, C.CKR_OK)
+        engine.audit.flush()
+        engine.audit.event(card.slot_id, "login-user")
+        done.set()
+
+    worker = threading.Thread(target=fold, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set(), "the fold hangs on a file that is not a journal"
+    assert len(_signs(engine, card.slot_id)) == 3
+    engine.audit.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["1-fifo.journal", "2-folder.journal", "3-short.journal"]
+
+
+def test_a_journal_without_room_for_another_description_keeps_the_rest_in_memory(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    label = "a long label " * 40  # cut to MAX_TEXT characters in the journal
+    kinds = 200  # more descriptions than the journal has room for
+    for i in range(kinds):
+        engine.audit.use(audit.Who(card.slot_id, audit.SIGN, f"{i:04x}", label, C.CKM_ECDSA), C.CKR_OK)
+    assert engine.audit.pending  # the uses the journal had no room for
+    assert engine.audit._retired == []  # the journal is not given up for it: its slots stay in use
+    engine.audit.use(audit.Who(card.slot_id, audit.SIGN, "0000", label, C.CKM_ECDSA), C.CKR_OK)
+    assert len(_journals(tmp_path)) == 1
+    engine.audit.flush()
+    signs = _signs(engine, card.slot_id)
+    assert len(signs) == kinds + 1
+    assert {len(e.key_label) for e in signs} == {audit_journal.MAX_TEXT, len(label)}
+
+
+def test_close_keeps_a_journal_whose_taken_slot_is_not_written_yet(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
+    engine.audit.use(who, C.CKR_OK)
+    journal = engine.audit._journal
+    assert journal is not None
+    next(journal.slots)  # another thread took a slot and has not written it yet
+    for _ in range(5):
+        engine.audit.use(who, C.CKR_OK)
+    engine.audit.close()  # C_Finalize meanwhile: the entries after the hole are not folded, so the file stays
+    assert len(_journals(tmp_path)) == 1
+    engine.audit.use(who, C.CKR_OK)  # a use after close starts a new journal, it does not fail
+    later = _engine(tmp_path)  # the next process, once this one has closed its journals
+    engine.audit.close()
+    later.audit.flush()
+    assert len(_signs(later, card.slot_id)) == 7
+
+
+def test_a_forked_child_never_folds_through_its_parents_connection(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    card = engine.create_card("c", SO, PIN)
+    who = audit.Who(card.slot_id, audit.SIGN, "01", "k", C.CKM_ECDSA)
+    engine.audit.use(who, C.CKR_OK)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            engine.store.audit_transaction = lambda *_: os._exit(3)  # type: ignore[method-assign]
+            for _ in range(4):
+                engine.audit.use(who, C.CKR_OK)
+            engine.audit.flush()
+            engine.audit.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [p for p in _journals(tmp_path) if p.name.startswith(f"{pid}-")]  # left for the next fold
+    engine.audit.flush()
+    assert len(_signs(engine, card.slot_id)) == 5

@@ -33,6 +33,7 @@ import mmap
 import os
 import secrets
 import sqlite3
+import stat
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -41,7 +42,8 @@ from vsc_provider.token import audit_store
 
 MAGIC = b"vscaudj\x01"
 HEADER = 16
-ENTRIES = 8192  # where the entries start (the descriptions take what is before)
+ENTRIES = 32768  # where the entries start (the descriptions take what is before)
+MAX_TEXT = 256  # characters of a key id, label or origin kept in a description (a longer label is cut)
 CAPACITY = 4096  # entries per journal: a full journal is folded and replaced
 SIZE = ENTRIES + 16 * CAPACITY
 SUFFIX = ".journal"
@@ -82,27 +84,38 @@ def folder_of(store_path: str) -> str:
 
 
 class Journal:
-    """This process's journal: it writes entries; folding is token/audit.py's."""
+    """This process's journal: it writes entries; folding is token/audit_writer.py's."""
 
     def __init__(self, folder: str) -> None:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.name = f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
         self.path = os.path.join(folder, self.name)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # Made under a name no fold looks at, locked, its blocks allocated (so a full disk is an error here,
+        # not a SIGBUS at a write into the mapping) and its header written; then renamed into view.
+        making = os.path.join(folder, f".{self.name}.new")
+        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, SIZE)
+            os.posix_fallocate(fd, 0, SIZE)
             self.map = mmap.mmap(fd, SIZE)
+            self.map[:HEADER] = MAGIC + bytes(HEADER - len(MAGIC))
+            os.rename(making, self.path)
         except BaseException:
             os.close(fd)
-            os.unlink(self.path)
+            try:
+                os.unlink(making)
+            except OSError:
+                pass
             raise
         self.fd = fd
-        self.map[:HEADER] = MAGIC + bytes(HEADER - len(MAGIC))
         self.slots = itertools.count()  # next() is atomic under the GIL: one slot per entry, whatever the thread
         self.put = ENTRY_BODY.pack_into
         self.descriptions: dict[Description, int] = {}
         self._described_end = HEADER
+
+    def taken(self) -> int:
+        """The number of slots taken so far (this takes one more, past the others: call it when retiring)."""
+        return next(self.slots)
 
     def add(self, description: int, at_ns: int) -> bool:
         """Write one entry (False when the journal is full)."""
@@ -119,7 +132,7 @@ class Journal:
         found = self.descriptions.get(d)
         if found is not None:
             return found
-        texts = audit_store.encode_texts((d.kind, d.key_id, d.key_label, d.origin))
+        texts = audit_store.encode_texts((d.kind, d.key_id[:MAX_TEXT], d.key_label[:MAX_TEXT], d.origin[:MAX_TEXT]))
         at = self._described_end
         end = at + _DESCRIPTION.size + len(texts)
         if end > ENTRIES or len(self.descriptions) > 0xFFFF or len(texts) > 0xFFFF:
@@ -199,21 +212,26 @@ class Found(NamedTuple):
     ended_fd: int | None
 
 
-def journals(folder: str, skip: str = "") -> Iterator[Found]:
-    """The folder's journals (all but SKIP), each read in full; a journal whose process has ended comes
-    with its locked descriptor, which the caller closes (after deleting the file)."""
+def journals(folder: str) -> Iterator[Found]:
+    """The folder's journals, each read in full; a journal whose process has ended comes with its locked
+    descriptor, which the caller closes (after deleting the file). What is not a regular file of SIZE bytes
+    (a FIFO, a folder, a link, a file cut short) comes as empty data: Unreadable, never opened for long."""
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX) and n != skip)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
     except OSError:  # no folder (no journal yet), or not one this process can read
         return
     for name in names:
         path = os.path.join(folder, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            continue  # deleted meanwhile by another process
+            continue  # deleted meanwhile by another process, or a link
         ended: int | None = None
         try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != SIZE:
+                yield Found(name, b"", None)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if os.fstat(fd).st_nlink == 0:  # another process folded and deleted it before our lock
@@ -223,10 +241,12 @@ def journals(folder: str, skip: str = "") -> Iterator[Found]:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
             data = os.pread(fd, SIZE + 1, 0)
-            yield Found(name, data, ended)
+        except OSError:
+            data = b""  # cannot be read: left out as Unreadable
         finally:
             if ended is None:
                 os.close(fd)
+        yield Found(name, data, ended)
 
 
 # --- the store's record of what was folded ------------------------------------------------------------

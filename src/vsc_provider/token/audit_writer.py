@@ -28,7 +28,7 @@ from vsc_provider import log as vlog
 from vsc_provider.ck.errors import CKRError, rv_name
 from vsc_provider.token import audit, audit_journal, audit_store
 from vsc_provider.token.audit import Who
-from vsc_provider.token.audit_journal import ENTRIES, SIZE, Description, Journal
+from vsc_provider.token.audit_journal import CAPACITY, ENTRIES, SIZE, Description, Journal
 from vsc_provider.token.store import Store
 
 log = vlog.get("vsc.audit")
@@ -38,6 +38,8 @@ MEMORY_BATCH = 128  # key uses kept in memory when there is no journal, at most
 MAX_PENDING = 16 * MEMORY_BATCH  # while the store cannot be written, older entries beyond this are dropped
 MAX_RETIRED = 16  # full journals not yet folded (the store cannot be written) before uses wait in memory
 MAX_BLOCK = 4096  # entries stored in one block at most (a block counts them in 2 bytes)
+IN_CALL_BUSY_MS = 200  # how long a fold inside C_Sign waits for the store's write lock
+RETRY_S = 5.0  # after a journal could not be made, the wait before trying again
 
 
 class Batch(NamedTuple):
@@ -80,12 +82,14 @@ class AuditLog:
         self.folder = audit_journal.folder_of(store.path)
         self.pending: collections.deque[tuple[int, Who, int]] = collections.deque()  # PIN events, or no journal
         self.lock = threading.Lock()
-        self.pid = os.getpid()
+        self.store_pid = os.getpid()  # the process whose connection the store is: the only one that folds
+        self.journal_pid = self.store_pid  # the process whose journal this log writes
         self._front_end = "token"
         self._program = ""
         self._journal: Journal | None = None
         self._retired: list[Journal] = []  # full journals, deleted once every slot is written and folded
-        self._no_journal = False  # a journal could not be made: uses wait in memory (logged once)
+        self._retry_at = 0.0  # after a journal could not be made, uses wait in memory until then
+        self._spilled = False  # a journal's descriptions were full once (logged once)
         self._last: _Last = _NO_LAST
         self._described: dict[tuple[Who, str], bytes] = {}
         self._keys: dict[int, tuple[bytes, Any]] = {}  # card id -> (sealed key, unsealed key)
@@ -115,8 +119,10 @@ class AuditLog:
         return f"{self._front_end}/{self._program}"
 
     def forget_parent(self) -> None:
-        """In a forked child: what the parent buffered and its journal stay the parent's."""
-        self.pid = os.getpid()
+        """In a forked child: what the parent buffered and its journal stay the parent's. The child writes a
+        journal of its own but never folds: the store's connection is the parent's (SQLite connections must
+        not cross a fork), so the next process folds the child's journal once the child has ended."""
+        self.journal_pid = os.getpid()
         self.pending.clear()
         self._program = ""
         self._last = _NO_LAST
@@ -131,23 +137,27 @@ class AuditLog:
     # --- recording -------------------------------------------------------------------------------------
 
     def use(self, who: Who, rv: int) -> None:
-        """A key use. The hot path (the same key, mechanism and result as the last use): one journal slot."""
+        """A key use. The hot path (the same key, mechanism and result as the last use): one journal slot.
+        Never raises: the key was used, and its C_Sign must not fail for the record."""
         last = self._last
         if who is last[0] and rv == last[1]:
             journal = last[3]
             assert journal is not None
             offset = ENTRIES + (next(journal.slots) << 4)
             if offset < SIZE:
-                journal.put(journal.map, offset + 2, last[2], _time_ns())
-                journal.map[offset] = 1
-                return
+                try:
+                    journal.put(journal.map, offset + 2, last[2], _time_ns())
+                    journal.map[offset] = 1
+                    return
+                except (ValueError, TypeError):  # closed meanwhile by another thread (C_Finalize, exit)
+                    pass
         self._use(who, rv)
 
     def _use(self, who: Who, rv: int) -> None:
         now = _time_ns()
         try:
             self._use_locked(who, rv, now)
-        except Exception:  # the key was used: its C_Sign must not fail for the record (kept in memory)
+        except Exception:  # kept in memory instead
             log.exception("cannot write an audit entry to the journal")
             self.pending.append((now, who, rv))
 
@@ -161,15 +171,20 @@ class AuditLog:
                     who.card_id, who.kind, who.key_id, who.key_label, who.mechanism, rv, self.origin
                 )
                 index = journal.describe(described)
-                if index is not None and journal.add(index, now):
+                if index is None:  # its descriptions fill their space: this use waits in memory
+                    if not self._spilled:
+                        self._spilled = True
+                        log.warning("the audit journal has no room for more kinds of key use: some wait in memory")
+                    break
+                if journal.add(index, now):
                     self._last = (who, rv, index, journal)
                     return
-                # Full: this journal is folded and another one started.
+                # Full: retired, folded, and another journal started.
                 self._retired.append(journal)
                 self._journal = None
                 self._last = _NO_LAST
                 if attempt == 0:
-                    self._flush_locked(look_first=False)
+                    self._flush_locked(look_first=False, busy_ms=IN_CALL_BUSY_MS)
             self.pending.append((now, who, rv))
             if len(self.pending) >= MEMORY_BATCH:
                 self._flush_locked()
@@ -178,12 +193,14 @@ class AuditLog:
         """This process's journal, made at its first use; None when uses must wait in memory."""
         if self._journal is not None:
             return self._journal
-        if self._no_journal or os.getpid() != self.pid or len(self._retired) >= MAX_RETIRED:
+        if os.getpid() != self.journal_pid or len(self._retired) >= MAX_RETIRED:
+            return None
+        if time.monotonic() < self._retry_at:
             return None
         try:
             self._journal = Journal(self.folder)
-        except OSError as exc:
-            self._no_journal = True
+        except OSError as exc:  # tried again after RETRY_S (the folder may come back, or descriptors free up)
+            self._retry_at = time.monotonic() + RETRY_S
             log.warning("cannot write an audit journal in %s (%s): key uses wait in memory", self.folder, exc)
         return self._journal
 
@@ -198,80 +215,92 @@ class AuditLog:
         """Fold every journal and what waits in memory into the chains. Never raises: a failed write keeps
         the entries (journals stay on disk; memory up to MAX_PENDING) for the next one. The caller must not
         hold the store's lock (a fold in another thread holds this log's lock first)."""
-        if os.getpid() != self.pid:
-            self.forget_parent()
+        if os.getpid() != self.store_pid:  # a forked child: no folding through the parent's connection
+            if os.getpid() != self.journal_pid:
+                self.forget_parent()
+            self.pending.clear()
+            return
         if not self.lock.acquire(blocking=wait):
             return
         try:
             self._flush_locked()
+        except Exception:
+            log.exception("cannot fold the audit journals")
         finally:
             self.lock.release()
 
     def close(self) -> None:
-        """Fold, then delete this process's journals (at C_Finalize and at exit: no more uses come)."""
+        """Fold, then delete this process's journals whose every taken slot is folded (at C_Finalize and at
+        exit); a journal with anything left stays for the next process to fold."""
         with self.lock:
-            if os.getpid() != self.pid:
-                return
-            self._flush_locked()
             journals = [j for j in (self._journal, *self._retired) if j is not None]
             self._journal = None
             self._retired = []
             self._last = _NO_LAST
-            if not journals:
-                return
-            with self.store.reading() as db:
-                folded = {j.name: audit_journal.folded(db, j.name) for j in journals}
+            folded: dict[str, int] = {}
+            if os.getpid() == self.store_pid:
+                try:
+                    self._flush_locked()
+                    if journals:
+                        with self.store.reading() as db:
+                            folded = {j.name: audit_journal.folded(db, j.name) for j in journals}
+                except Exception:
+                    log.exception("cannot fold the audit journals")
             for journal in journals:
-                left = audit_journal.parse(journal.map[:], folded[journal.name]).times
-                journal.close(delete=not left)  # what could not be folded stays for the next process
+                taken = min(journal.taken(), CAPACITY)  # later takers find the mapping closed
+                done = folded.get(journal.name, ENTRIES) >= ENTRIES + 16 * taken
+                journal.close(delete=done)
 
     def _unfolded(self) -> bool:
-        """Whether any journal holds entries not folded yet (read without taking the store's write lock)."""
-        found = list(audit_journal.journals(self.folder))
+        """Whether any journal holds entries not folded yet, or an ended one to delete (read without taking
+        the store's write lock). True when it cannot tell: the fold then tries, and says why it fails."""
         try:
-            if not found:
-                return False
             with self.store.reading() as db:
-                for journal in found:
+                for found in audit_journal.journals(self.folder):
+                    ended = found.ended_fd is not None
+                    if ended:
+                        os.close(found.ended_fd)  # type: ignore[arg-type]
                     try:
-                        columns = audit_journal.parse(
-                            journal.data, audit_journal.folded(db, journal.name), ended=journal.ended_fd is not None
-                        )
+                        columns = audit_journal.parse(found.data, audit_journal.folded(db, found.name), ended=ended)
                     except audit_journal.Unreadable:
                         continue
-                    if columns.times or journal.ended_fd is not None:  # to fold, or folded and to delete
+                    if columns.times or ended:
                         return True
             return False
-        finally:
-            for journal in found:
-                if journal.ended_fd is not None:
-                    os.close(journal.ended_fd)
+        except (OSError, sqlite3.Error, CKRError):
+            return True
 
-    def _flush_locked(self, look_first: bool = True) -> None:
+    def _flush_locked(self, look_first: bool = True, busy_ms: int | None = None) -> None:
         """Fold; with LOOK_FIRST, only when something waits (no write transaction for nothing: the store
-        may be read-only). A full journal does not look first: it has CAPACITY entries to fold."""
+        may be read-only). A full journal does not look first (it has CAPACITY entries to fold) and waits
+        for the store's write lock at most BUSY_MS: its entries are safe in the journal meanwhile."""
         if look_first and not self.pending and not self._unfolded():
             return
         popleft = self.pending.popleft
         waiting = [popleft() for _ in range(len(self.pending))]  # one by one: threads may append meanwhile
         ended: list[tuple[str, int]] = []
         try:
-            with self.store.audit_transaction() as db:
-                ends = self._fold(db, waiting, ended)
-        except (sqlite3.Error, OSError, CKRError) as exc:
+            try:
+                with self.store.audit_transaction(busy_ms) as db:
+                    ends, tails = self._fold(db, waiting, ended)
+            except (sqlite3.Error, OSError, CKRError) as exc:
+                self._tails.clear()  # what the failed transaction wrote was rolled back
+                self._seen = None
+                log.warning("cannot write the audit log yet: %s", exc)
+                self.pending.extendleft(reversed(waiting))
+                while len(self.pending) > MAX_PENDING:
+                    self.pending.popleft()
+                    self._dropped += 1
+                if self._dropped:
+                    log.error("%d audit entries dropped: the store could not be written", self._dropped)
+                return
+            self._tails.update(tails[0])
+            self._seen = tails[1]
+            for name, _ in ended:  # their processes have ended and everything they wrote is folded
+                _unlink(os.path.join(self.folder, name))
+        finally:
             for _, fd in ended:
                 os.close(fd)
-            log.warning("cannot write the audit log yet: %s", exc)
-            self.pending.extendleft(reversed(waiting))
-            while len(self.pending) > MAX_PENDING:
-                self.pending.popleft()
-                self._dropped += 1
-            if self._dropped:
-                log.error("%d audit entries dropped: the store could not be written", self._dropped)
-            return
-        for name, fd in ended:  # their processes have ended and everything they wrote is folded
-            _unlink(os.path.join(self.folder, name))
-            os.close(fd)
         keep = []
         for journal in self._retired:
             if ends.get(journal.name) == SIZE:  # every slot written and folded
@@ -282,9 +311,10 @@ class AuditLog:
 
     def _fold(
         self, db: sqlite3.Connection, waiting: list[tuple[int, Who, int]], ended: list[tuple[str, int]]
-    ) -> dict[str, int]:
+    ) -> tuple[dict[str, int], tuple[dict[int, _Tail], tuple[int, int] | None]]:
         """Inside the write transaction: every journal's new entries, then WAITING, chained. Returns each
-        journal's folded offset; ENDED gets the journals of ended processes (name, locked descriptor)."""
+        journal's folded offset, and the cards' new tails with the store's state after them (to keep once the
+        transaction has committed); ENDED gets the journals of ended processes (name, locked descriptor)."""
         batches: list[tuple[int, list[Batch]]] = []  # (first time, batches) per journal
         ends: dict[str, int] = {}
         for found in audit_journal.journals(self.folder):
@@ -308,9 +338,8 @@ class AuditLog:
         if waiting:
             batches.append((0, self._memory_batches(waiting)))
         audit_journal.forget_deleted(db, self.folder)
-        if batches:
-            self._write(db, [batch for _, of_source in batches for batch in of_source])
-        return ends
+        tails = self._write(db, [batch for _, of_source in batches for batch in of_source])
+        return ends, tails
 
     def _memory_batches(self, waiting: list[tuple[int, Who, int]]) -> list[Batch]:
         origin = self.origin
@@ -327,17 +356,21 @@ class AuditLog:
             batch.times.append(at // 1000)
         return [batch for batch, _ in by_card.values()]
 
-    def _write(self, db: sqlite3.Connection, batches: list[Batch]) -> None:
+    def _write(self, db: sqlite3.Connection, batches: list[Batch]) -> tuple[dict[int, _Tail], tuple[int, int] | None]:
+        """Append BATCHES to their cards' chains. Returns the cards' new tails and the store's state after
+        them, which the caller keeps once the transaction has committed (not before: a failed COMMIT rolls
+        them back, and a retry must read the chain's end again)."""
+        if not batches:
+            return {}, self._seen
         # What this process read and wrote last time still holds when no other connection committed since
         # (data_version) and this one changed nothing else (total_changes): then the card's serial, head and
         # last entry need no reading.
         seen = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
-        if seen != self._seen:
-            self._tails.clear()
-        self._seen = None  # until this transaction commits
+        known = self._tails if seen == self._seen else {}
+        tails: dict[int, _Tail] = {}
         for batch in batches:
             card_id = batch.card_id
-            tail = self._tails.get(card_id)
+            tail = tails.get(card_id) or known.get(card_id)
             if tail is None:
                 serial = self.store.card_serial(db, card_id)
                 if serial is None:  # a deleted card's entries go with it
@@ -346,8 +379,10 @@ class AuditLog:
             for start in range(0, len(batch.times), MAX_BLOCK):
                 part = slice(start, start + MAX_BLOCK)
                 tail = self._append(db, card_id, tail, batch.texts, batch.described[part], batch.times[part])
-            self._tails[card_id] = tail
-        self._seen = (seen[0], db.total_changes)
+            tails[card_id] = tail
+        if known is not self._tails:
+            self._tails.clear()
+        return tails, (seen[0], db.total_changes)
 
     def _append(
         self,
@@ -427,6 +462,8 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:  # folded all the same; a later fold tries again (its offsets say nothing is left)
+        log.warning("cannot delete the folded audit journal %s: %s", path, exc)
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:

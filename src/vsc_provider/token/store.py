@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from vsc_provider import sqlite_file
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30000  # how long a write waits for another process's write lock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,7 +176,7 @@ class Store:
             self.signal = ChangeSignal(self.path + "-signal")
         finally:
             os.umask(old_umask)
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -220,17 +221,22 @@ class Store:
                 self.signal.bump()  # after the commit: a process that sees the new value also sees the data
 
     @contextmanager
-    def audit_transaction(self) -> Iterator[sqlite3.Connection]:
+    def audit_transaction(self, busy_ms: int | None = None) -> Iterator[sqlite3.Connection]:
         """A write of audit entries: no change signal, and without the fsync of synchronous=FULL. In WAL mode
         a commit with synchronous=NORMAL survives the process being killed (the WAL is written before COMMIT
-        returns); only a power loss can take back the last commits."""
+        returns); only a power loss can take back the last commits. `busy_ms`: wait at most this long for
+        another writer (sqlite3.OperationalError after it), instead of the store's 30 s."""
         with self.lock:
             self._db.execute("PRAGMA synchronous=NORMAL")
+            if busy_ms is not None:
+                self._db.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             try:
                 with self.transaction(signal=False) as db:
                     yield db
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")
+                if busy_ms is not None:
+                    self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
