@@ -68,18 +68,24 @@ def encode_texts(texts: Sequence[str]) -> bytes:
     return b"".join(out)
 
 
+def read_texts(buf: bytes, offset: int, count: int) -> tuple[list[str], int]:
+    """COUNT text fields as encode_texts wrote them, from OFFSET; and the offset after them. ValueError (or
+    struct.error, UnicodeDecodeError) when they run past BUF's end or are not UTF-8."""
+    out = []
+    for _ in range(count):
+        (size,) = _LENGTH.unpack_from(buf, offset)
+        offset += _LENGTH.size
+        if offset + size > len(buf):
+            raise ValueError("a text field runs past its end")
+        out.append(buf[offset : offset + size].decode())
+        offset += size
+    return out, offset
+
+
 def decode_texts(raw: bytes, count: int) -> list[str]:
     """COUNT text fields as encode_texts wrote them, filling RAW exactly; ValueError otherwise."""
-    out = []
-    offset = 0
-    for _ in range(count):
-        (size,) = _LENGTH.unpack_from(raw, offset)
-        offset += _LENGTH.size
-        if offset + size > len(raw):
-            raise ValueError("a text field runs past its record")
-        out.append(raw[offset : offset + size].decode())
-        offset += size
-    if offset != len(raw):
+    out, end = read_texts(raw, 0, count)
+    if end != len(raw):
         raise ValueError("bytes after the text fields")
     return out
 
@@ -136,14 +142,7 @@ def unpack_block(block: bytes) -> list[Entry]:
         offset = _HEADER.size
         texts: list[Texts] = []
         for _ in range(count):
-            fields = []
-            for _ in range(6):
-                (size,) = _LENGTH.unpack_from(block, offset)
-                offset += _LENGTH.size
-                if offset + size > len(block):
-                    raise BadBlock("a text field runs past the block's end")
-                fields.append(block[offset : offset + size].decode())
-                offset += size
+            fields, offset = read_texts(block, offset, 6)
             texts.append((fields[0], fields[1], fields[2], fields[3], fields[4], fields[5]))
         (stored,) = _U16.unpack_from(block, offset)
         offset += _U16.size
@@ -162,7 +161,9 @@ def unpack_block(block: bytes) -> list[Entry]:
                 Entry(numbers[i], numbers[n + i], kind, key_id, label, mechanism, origin, result, prev, hashes[i])
             )
         return out
-    except (struct.error, UnicodeDecodeError, IndexError) as exc:
+    except BadBlock:
+        raise
+    except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
         raise BadBlock(str(exc)) from None
 
 
