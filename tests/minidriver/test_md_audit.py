@@ -34,14 +34,20 @@ def _entries(edge: EdgeEnv, serial: str) -> list[dict[str, Any]]:
     return entries
 
 
-def test_admin_challenges_and_the_users_deauthentication_are_recorded(edge: EdgeEnv) -> None:
+def _card_with_admin_key(edge: EdgeEnv, label: str) -> tuple[str, Any]:
+    """A compatible-policy card (its serial) and a card-edge context on it whose admin key is KEY."""
     out = vsc(
-        edge.home, "card", "create", "--label", "Edge audit", "--pin", COMPAT_PIN, "--so-pin", COMPAT_SO_PIN,
+        edge.home, "card", "create", "--label", label, "--pin", COMPAT_PIN, "--so-pin", COMPAT_SO_PIN,
         "--policy", "compatible", "--json",
     )  # fmt: skip
     serial = str(json.loads(out.stdout)["serial"])
     ctx = edge.context(serial)
     admin_key.set_admin_key(ctx, COMPAT_SO_PIN.encode(), KEY)
+    return serial, ctx
+
+
+def test_admin_challenges_and_the_users_deauthentication_are_recorded(edge: EdgeEnv) -> None:
+    serial, ctx = _card_with_admin_key(edge, "Edge audit")
     auth.authenticate_challenge(ctx, _respond(KEY, auth.get_challenge(ctx)))
     tries = ctx.card.policy.pin.max_tries
     results = []
@@ -70,13 +76,7 @@ def test_admin_challenges_and_the_users_deauthentication_are_recorded(edge: Edge
 
 
 def test_an_unblock_by_the_admin_challenge_is_recorded_as_a_reset(edge: EdgeEnv) -> None:
-    out = vsc(
-        edge.home, "card", "create", "--label", "Edge reset", "--pin", COMPAT_PIN, "--so-pin", COMPAT_SO_PIN,
-        "--policy", "compatible", "--json",
-    )  # fmt: skip
-    serial = str(json.loads(out.stdout)["serial"])
-    ctx = edge.context(serial)
-    admin_key.set_admin_key(ctx, COMPAT_SO_PIN.encode(), KEY)
+    serial, ctx = _card_with_admin_key(edge, "Edge reset")
     response = _respond(KEY, auth.get_challenge(ctx))
     auth.unblock_pin(ctx, "user", response, b"6666", 0, auth.CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE)
     kinds = [(e["kind"], e["result"]) for e in _entries(edge, serial)]
