@@ -67,6 +67,16 @@ class IdServer:
     def devices(self) -> list[dict[str, Any]]:
         return list(self.admin("GET", "/admin/devices")["devices"])
 
+    def fuzz(self, *options: str, examples: int, timeout_s: int) -> subprocess.CompletedProcess[str]:
+        """schemathesis over the server's published OpenAPI document (TLS with its CA), checking that no
+        request gets a server error; OPTIONS narrow it (paths, headers)."""
+        return subprocess.run(
+            [sys.executable, "-m", "schemathesis.cli", "run", f"{self.url}/openapi.json", *options,
+             "--checks", "not_a_server_error", "--tls-verify", str(self.data / "ca.pem"),
+             "--max-examples", str(examples), "--request-timeout", str(timeout_s)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
     def stop(self) -> None:
         stop_process(self.proc)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -111,24 +109,5 @@ def test_openapi_is_published_and_fuzzing_finds_no_server_error(id_server: IdSer
     with id_server.client() as c:
         spec = c.call("GET", "/openapi.json")
     assert spec["openapi"].startswith("3.") and "/v1/activate" in spec["paths"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{id_server.url}/openapi.json",
-            "--checks",
-            "not_a_server_error",
-            "--tls-verify",
-            str(id_server.data / "ca.pem"),
-            "--max-examples",
-            "30",
-            "--request-timeout",
-            "10",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = id_server.fuzz(examples=30, timeout_s=10)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
