@@ -214,3 +214,17 @@ static int vsc_boot(void)
 /* Called by the glue once its functions are registered: proves the init code ran to the end. */
 static int vsc_glue_ready = 0;
 static void vsc_mark_ready(void) { vsc_glue_ready = 1; }
+
+/* Start Python for a library's first entry point (C_Initialize, CardAcquireContext): 1 when it is up with the
+ * glue ready, 0 when it cannot start, -1 for a re-entrant call (start-up runs Python too: a re-entry must not
+ * wait on the boot lock it holds). */
+static int vsc_start(void)
+{
+    int booted;
+    if (vsc_depth)
+        return -1;
+    vsc_depth = 1;
+    booted = vsc_boot() == 1 && vsc_glue_ready;
+    vsc_depth = 0;
+    return booted;
+}

@@ -48,15 +48,13 @@ __attribute__((visibility("default"))) DWORD CardAcquireContext(PCARD_DATA pCard
 {
     DWORD rv;
     vsc_call c;
-    int booted;
+    int started;
     if (!pCardData)
         return SCARD_E_INVALID_PARAMETER;
-    if (vsc_depth)
+    started = vsc_start();
+    if (started < 0)
         return SCARD_E_UNEXPECTED;
-    vsc_depth = 1; /* start-up runs Python too: a re-entry must not wait on the boot lock it holds */
-    booted = vsc_boot() == 1 && vsc_glue_ready;
-    vsc_depth = 0;
-    if (!booted)
+    if (!started)
         return SCARD_F_INTERNAL_ERROR;
     if (!vsc_enter(&c))
         return SCARD_E_UNEXPECTED;

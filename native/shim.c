@@ -54,13 +54,10 @@ static CK_RV w_C_Initialize(CK_VOID_PTR pInitArgs)
 {
     CK_RV rv;
     vsc_call c;
-    int booted;
-    if (vsc_depth)
+    int started = vsc_start();
+    if (started < 0)
         return CKR_FUNCTION_FAILED;
-    vsc_depth = 1; /* start-up runs Python too: a re-entry must not wait on the boot lock it holds */
-    booted = vsc_boot() == 1 && vsc_glue_ready;
-    vsc_depth = 0;
-    if (!booted)
+    if (!started)
         return CKR_GENERAL_ERROR;
     if (!vsc_enter(&c))
         return CKR_FUNCTION_FAILED;
