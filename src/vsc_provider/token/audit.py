@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 from typing import Any, NamedTuple
 
-from vsc_provider import log as vlog
 from vsc_provider.ck import constants as C
 from vsc_provider.token import audit_store
 from vsc_provider.token.audit_store import Entry, Head
 from vsc_provider.token.store import Store
 
-log = vlog.get("vsc.audit")
-_time_ns = time.time_ns
 _ENTRY_TAG = b"vsc-audit-entry\0"
 
 # What a card key is used for; the PIN events carry the role in their kind (login-user, block-so...).
