@@ -272,3 +272,27 @@ def test_vpcd_control_messages(card: PivCard) -> None:
     assert vpcd.answer(card, b"\x02") is None  # reset: the PIN is no longer verified
     assert card.process(bytes.fromhex("00200080")) == b"\x63\xca"
     assert vpcd.answer(card, SELECT) == card.process(SELECT)
+
+
+def test_a_slot_map_gives_slot_9a_the_key_and_certificate_of_another_cka_id(piv_home: PivHome) -> None:
+    engine = piv_home.engine()
+    card = PivCard(engine, piv_home.card(engine).slot_id, O.parse_slot_map(["9A=02"]))
+    ok(card.process(SELECT))
+    # 5FC105 (9A's certificate object) is the CKA_ID 02 certificate, the one 9C shows by default
+    der = tlv.as_dict(tlv.as_dict(whole(card, card.process(bytes.fromhex("00CB3FFF055C035FC10500"))))[0x53])[0x70]
+    mapped = piv_home.certificates[0x9C]
+    assert der == mapped.public_bytes(serialization.Encoding.DER)
+    assert der != piv_home.certificates[0x9A].public_bytes(serialization.Encoding.DER)
+    # 9A now signs with the P-256 key of CKA_ID 02; RSA-2048 is no longer 9A's algorithm
+    ok(card.process(apdu(0, 0x20, 0, 0x80, pin_field(PIN))))
+    digest = hashlib.sha256(b"mapped").digest()
+    body = tlv.tlv(0x7C, tlv.tlv(0x82) + tlv.tlv(0x81, digest))
+    assert card.process(apdu(0, 0x87, O.ALG_RSA_2048, 0x9A, body, 0)) == b"\x6a\x86"
+    sig = _sign(card, O.ALG_P256, 0x9A, digest)
+    mapped.public_key().verify(sig, digest, ec.ECDSA(Prehashed(hashes.SHA256())))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("pair", ["9B=01", "9A=zz", "9A", "9A=", "XY=01"])
+def test_a_bad_slot_map_is_refused(pair: str) -> None:
+    with pytest.raises(ValueError, match="9A"):
+        O.parse_slot_map([pair])

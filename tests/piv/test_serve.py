@@ -79,3 +79,16 @@ def test_serve_comes_back_after_pcscd_restarts_and_stops_on_sigterm(tmp_path: Pa
             serve.wait()
     log = (tmp_path / "serve.log").read_text()
     assert "the virtual reader went" in log and log.count("is in the virtual reader") == 2
+
+
+def test_serve_refuses_a_slot_map_outside_the_four_key_slots_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "vsc-home"
+    vsc(home, "card", "create", "--label", "Fresh", "--pin", USER_PIN, "--so-pin", SO_PIN)
+    result = subprocess.run(
+        [sys.executable, "-m", "vsc_provider.cli", "pcsc", "serve", "--card", "Fresh", "--slot", "9B=01"],
+        capture_output=True, text=True, env={"VSC_HOME": str(home), "PATH": "/usr/bin:/bin"}, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: '9B=01': the slots are 9A, 9C, 9D and 9E, each with a hex CKA_ID"], result.stderr
+    assert "Traceback" not in result.stderr
