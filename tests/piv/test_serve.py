@@ -4,18 +4,21 @@ restarts, and stopped by SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pcsc_support import free_port_pair, private_pcscd, reader_has_card, start_serve, stop, wait_for
 from piv_support import SO_PIN, make_piv_home
 
 from tests.conftest import require_file, require_tool
 from tests.pkcs11.p11_support import USER_PIN, vsc
 from vsc_provider.piv import management_key as M
+from vsc_provider.piv import objects as O
 from vsc_provider.token.engine import Engine
 
 
@@ -46,6 +49,83 @@ def test_the_first_serve_sets_a_random_management_key_and_prints_it_once(tmp_pat
     assert "no virtual reader at 127.0.0.1" in again.stderr.readline().decode()  # up and waiting for vpcd
     assert stop(again) == 0
     assert again.stdout is not None and again.stdout.read() == b""
+
+
+def _fresh_card(tmp_path: Path) -> tuple[Path, str, list[str], dict[str, str]]:
+    """A new card (no management key yet), and `vsc pcsc serve` for it on a port where nothing listens."""
+    home = tmp_path / "vsc-home"
+    out = vsc(home, "card", "create", "--label", "Fresh", "--pin", USER_PIN, "--so-pin", SO_PIN, "--json")
+    port = str(free_port_pair())  # nothing listens there: serve waits for the reader
+    args = [sys.executable, "-m", "vsc_provider.cli", "pcsc", "serve", "--card", "Fresh", "--port", port]
+    return home, json.loads(out.stdout)["serial"], args, {"VSC_HOME": str(home), "PATH": "/usr/bin:/bin"}
+
+
+def _stored_key(home: Path, serial: str) -> M.ManagementKey | None:
+    engine = Engine(home / "store.sqlite", home / "device.key")
+    engine.refresh()
+    return M.load(engine, next(c for c in engine.cards.values() if c.serial == serial))
+
+
+def _serve_until_up(args: list[str], env: dict[str, str]) -> tuple[str, str]:
+    """Serve until it waits for the reader, stop it; its stdout and stderr."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stderr.readline().decode()
+    assert "no virtual reader at 127.0.0.1" in first, first + proc.stderr.read().decode()
+    assert stop(proc) == 0
+    return proc.stdout.read().decode(), first + proc.stderr.read().decode()
+
+
+def test_serve_sets_the_management_key_it_is_given_and_prints_none(tmp_path: Path) -> None:
+    home, serial, args, env = _fresh_card(tmp_path)
+    given = os.urandom(24).hex()
+    out, err = _serve_until_up([*args, "--management-key", given, "--so-pin", SO_PIN], env)
+    assert out == "" and given not in err
+    stored = _stored_key(home, serial)
+    assert stored is not None and stored.key.hex() == given and stored.algorithm == O.ALG_AES_192
+    # over a key already set: the new one replaces it, with its algorithm
+    other = os.urandom(16).hex()
+    out, err = _serve_until_up(
+        [*args, "--management-key", other, "--management-key-algorithm", "aes128", "--so-pin", SO_PIN], env
+    )
+    assert out == "" and other not in err
+    stored = _stored_key(home, serial)
+    assert stored is not None and stored.key.hex() == other and stored.algorithm == O.ALG_AES_128
+
+
+def test_a_new_3des_management_key_is_printed_once(tmp_path: Path) -> None:
+    home, serial, args, env = _fresh_card(tmp_path)
+    proc = subprocess.Popen(
+        [*args, "--management-key-algorithm", "3des", "--so-pin", SO_PIN],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    match = re.fullmatch(r"PIV management key \(3des\), shown only now: ([0-9a-f]{48})\n", line)
+    assert match, line
+    assert stop(proc) == 0 and proc.stdout.read() == b""
+    stored = _stored_key(home, serial)
+    assert stored is not None and stored.key.hex() == match.group(1) and stored.algorithm == O.ALG_3DES
+    out, _ = _serve_until_up([*args, "--management-key-algorithm", "3des"], env)
+    assert out == ""  # set already: not printed again
+
+
+@pytest.mark.parametrize(
+    ("key", "code", "message"),
+    [
+        ("zz", 2, "Error: --management-key is hex"),
+        ("00" * 16, 1, "Error: this management key has 24 bytes"),  # AES-192 by default
+    ],
+)
+def test_a_bad_management_key_is_one_line(tmp_path: Path, key: str, code: int, message: str) -> None:
+    home, serial, args, env = _fresh_card(tmp_path)
+    result = subprocess.run(
+        [*args, "--management-key", key, "--so-pin", SO_PIN], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == code and result.stdout == ""
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [message], result.stderr
+    assert "Traceback" not in result.stderr
+    assert _stored_key(home, serial) is None
 
 
 def test_serve_comes_back_after_pcscd_restarts_and_stops_on_sigterm(tmp_path: Path) -> None:
