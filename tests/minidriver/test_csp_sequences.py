@@ -213,7 +213,8 @@ def test_container_made_through_the_card_edge_is_a_pkcs11_key(edge: EdgeEnv) -> 
         found = list(s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: key_id}))
         assert len(found) == 1 and found[0][Attribute.VALUE] == cert
 
-    # CardSignData: PKCS#1 v1.5 with and without the DigestInfo, PSS, and raw; verified with the certificate
+    # CardSignData: PKCS#1 v1.5 with the DigestInfo, PSS, PKCS#1 v1.5 without an OID (SSL3's MD5+SHA-1) and
+    # CARD_PADDING_NONE (raw RSA over a block the CSP padded); verified with the certificate
     certified = x509.load_der_x509_certificate(cert).public_key()
     assert isinstance(certified, rsa.RSAPublicKey)
     digest = hashlib.sha384(b"message").digest()
@@ -234,6 +235,20 @@ def test_container_made_through_the_card_edge_is_a_pkcs11_key(edge: EdgeEnv) -> 
     ssl3 = hashlib.md5(b"m").digest() + hashlib.sha1(b"m").digest()
     sig = S.sign_data(ctx, S.SigningInfo(1, c.index, K.AT_KEYEXCHANGE, 0, S.CALG_SSL3_SHAMD5, ssl3))
     assert certified.recover_data_from_signature(sig[::-1], padding.PKCS1v15(), None) == ssl3  # no DigestInfo
+    digest_info = bytes.fromhex("3041300d060960864801650304020205000430") + digest
+    block = b"\x00\x01" + b"\xff" * (256 - 3 - len(digest_info)) + b"\x00" + digest_info
+
+    def raw_rsa(data: bytes) -> S.SigningInfo:
+        flags, none = S.CARD_PADDING_INFO_PRESENT, S.PaddingInfo()
+        return S.SigningInfo(2, c.index, K.AT_KEYEXCHANGE, flags, 0, data, none, S.CARD_PADDING_NONE)
+
+    raw_info = raw_rsa(block)
+    sig = S.sign_data(ctx, raw_info)
+    assert len(sig) == 256 and raw_info.cb_signed_data == 256
+    certified.verify(sig[::-1], b"message", padding.PKCS1v15(), hashes.SHA384())
+    with pytest.raises(E.MinidriverError) as exc:
+        S.sign_data(ctx, raw_rsa(b"\x00" + block))  # longer than the modulus
+    assert _code(exc) == E.SCARD_E_INVALID_PARAMETER
     size_only = S.SigningInfo(2, c.index, K.AT_KEYEXCHANGE, S.CARD_BUFFER_SIZE_ONLY, S.CALG_SHA_384, digest)
     assert S.sign_data(ctx, size_only) == b"" and size_only.cb_signed_data == 256
     with pytest.raises(E.MinidriverError) as exc:
