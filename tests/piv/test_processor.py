@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -296,3 +297,26 @@ def test_a_slot_map_gives_slot_9a_the_key_and_certificate_of_another_cka_id(piv_
 def test_a_bad_slot_map_is_refused(pair: str) -> None:
     with pytest.raises(ValueError, match="9A"):
         O.parse_slot_map([pair])
+
+
+def test_change_reference_data_changes_the_puk(card: PivCard) -> None:
+    new_puk = "58203917"
+    puk_status = bytes.fromhex("00200081")
+    assert card.process(puk_status) == b"\x6a\x88"  # VERIFY knows only the PIN
+    # a wrong old PUK counts down the SO PIN's counter
+    assert card.process(apdu(0, 0x24, 0, 0x81, pin_field("11111111") + pin_field(new_puk))) == b"\x63\xc9"
+    # a new PUK the card's policy refuses (too short) is wrong data, and nothing is counted
+    assert card.process(apdu(0, 0x24, 0, 0x81, pin_field(SO_PIN) + pin_field("2468"))) == b"\x6a\x80"
+    assert card.process(apdu(0, 0x24, 0, 0x81, pin_field(SO_PIN) + pin_field(new_puk))) == b"\x90\x00"
+    # the old PUK no longer resets the PIN; the new one does, and the new PIN verifies
+    wrong = card.process(apdu(0, 0x2C, 0, 0x80, pin_field(SO_PIN) + pin_field("246810")))
+    assert wrong == b"\x63\xc9"  # the right PUK cleared the counter: one wrong try since
+    resp = b""
+    for _ in range(100):  # a waiting period after the wrong try (6985): nothing counted, try again
+        resp = card.process(apdu(0, 0x2C, 0, 0x80, pin_field(new_puk) + pin_field("246810")))
+        if resp != b"\x69\x85":
+            break
+        time.sleep(0.05)
+    assert resp == b"\x90\x00"
+    assert card.process(apdu(0, 0x20, 0, 0x80, pin_field("246810"))) == b"\x90\x00"
+    assert card.process(apdu(0, 0x20, 0, 0x80, pin_field(PIN))) == b"\x63\xc9"
