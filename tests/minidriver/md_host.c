@@ -18,7 +18,9 @@
 #include "cardmod_types.h"
 
 #define AT_KEYEXCHANGE 1
+#define AT_SIGNATURE 2
 #define AT_ECDSA_P256 3
+#define AT_ECDHE_P384 7
 #define CALG_SHA_256 0x800C
 #define CARD_CREATE_CONTAINER_KEY_GEN 1
 #define CARD_PADDING_INFO_PRESENT 0x40000000
@@ -316,6 +318,10 @@ static int csp(int argc, char **argv)
     rv = cd.pfnCardQueryKeySizes(&cd, AT_ECDSA_P256, 0, &sizes);
     printf("keysizes-p256 %u %u %u %u %u\n", rv, sizes.dwMinimumBitlen, sizes.dwDefaultBitlen,
            sizes.dwMaximumBitlen, sizes.dwIncrementalBitlen);
+    /* CP_CARD_KEYSIZES: dwFlags is the key spec */
+    property(&cd, "prop-keysizes-sig", u"Key Sizes", AT_SIGNATURE);
+    property(&cd, "prop-keysizes-ecdh384", u"Key Sizes", AT_ECDHE_P384);
+    property(&cd, "prop-keysizes-none", u"Key Sizes", 0);
     property(&cd, "guid", u"Card Identifier", 0);
     property(&cd, "serial", u"Card Serial Number", 0);
     property(&cd, "pin-info", u"PIN Information", ROLE_USER);

@@ -82,6 +82,21 @@ def test_acquire_and_read_the_card_files(edge: EdgeEnv) -> None:
     sizes = properties.query_key_sizes(ctx, K.AT_KEYEXCHANGE)
     assert L.CARD_KEY_SIZES.unpack(sizes) == (1, 2048, 2048, 4096, 1024)
     assert L.CARD_KEY_SIZES.unpack(properties.query_key_sizes(ctx, K.AT_ECDSA[256]))[1:4] == (256, 256, 256)
+    # CardGetProperty("Key Sizes") takes the key spec in dwFlags, as the Base CSP passes it
+    for key_spec, expected in (
+        (K.AT_SIGNATURE, (1, 2048, 2048, 4096, 1024)),
+        (K.AT_KEYEXCHANGE, (1, 2048, 2048, 4096, 1024)),
+        (K.AT_ECDSA[384], (1, 384, 384, 384, 0)),
+        (K.AT_ECDHE[256], (1, 256, 256, 256, 0)),
+    ):
+        assert L.CARD_KEY_SIZES.unpack(properties.get_property(ctx, properties.CP_CARD_KEYSIZES, key_spec)) == expected
+    for undefined in (0, 99):
+        with pytest.raises(E.MinidriverError) as exc:
+            properties.get_property(ctx, properties.CP_CARD_KEYSIZES, undefined)
+        assert _code(exc) == E.SCARD_E_INVALID_PARAMETER
+    with pytest.raises(E.MinidriverError) as exc:  # P-521: defined, not offered
+        properties.get_property(ctx, properties.CP_CARD_KEYSIZES, K.AT_ECDSA[521])
+    assert _code(exc) == E.SCARD_E_UNSUPPORTED_FEATURE
     free = L.CARD_FREE_SPACE_INFO.unpack(files.query_free_space(ctx))
     assert free[0] == 1 and free[1] == L.CARD_DATA_VALUE_UNKNOWN and free[3] == 255
     assert L.CARD_FILE_INFO.unpack(files.get_file_info(ctx, "", "cardid")) == (1, 16, L.EVERYONE_READ_ADMIN_WRITE_AC)

@@ -130,6 +130,10 @@ def test_the_base_csp_sequence_in_a_c_caller(md_host, md_library, module_path, v
     assert out["capabilities"] == ["0", "1", "0", "1"]
     assert out["keysizes-rsa"] == ["0", "2048", "2048", "4096", "1024"]
     assert out["keysizes-p256"] == ["0", "256", "256", "256", "0"]
+    # CardGetProperty("Key Sizes") with the key spec in dwFlags: the CARD_KEY_SIZES of CardQueryKeySizes
+    assert L.CARD_KEY_SIZES.unpack(bytes.fromhex(out["prop-keysizes-sig"][1])) == (1, 2048, 2048, 4096, 1024)
+    assert L.CARD_KEY_SIZES.unpack(bytes.fromhex(out["prop-keysizes-ecdh384"][1])) == (1, 384, 384, 384, 0)
+    assert _code(out["prop-keysizes-none"]) == E.SCARD_E_INVALID_PARAMETER
     assert bytes.fromhex(out["serial"][1]) == serial.encode()
     pin_info = L.PIN_INFO.unpack(bytes.fromhex(out["pin-info"][1]))
     assert pin_info[:5] == (6, L.ALPHANUMERIC_PIN_TYPE, L.AUTHENTICATION_PIN, 0b10, 0b100)

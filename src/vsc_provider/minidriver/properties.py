@@ -49,9 +49,11 @@ def query_key_sizes(ctx: CardContext, key_spec: int, flags: int = 0) -> bytes:
         return L.key_sizes(minimum, max(minimum, 2048), 4096, 1024)
     for table in (K.AT_ECDSA, K.AT_ECDHE):
         for bits, spec in table.items():
-            if spec == key_spec and bits in (256, 384):
+            if spec == key_spec:
+                if bits not in (256, 384):  # P-521: a key spec the card does not offer
+                    raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, f"key spec {key_spec}")
                 return L.key_sizes(bits, bits, bits, 0)
-    raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, f"key spec {key_spec}")
+    raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, f"no key spec {key_spec}")
 
 
 def _pin_info(pin_id: int) -> bytes:
@@ -73,14 +75,14 @@ def get_property(ctx: CardContext, name: str, flags: int = 0) -> bytes:
     card = ctx.fresh()
     if name == CP_CARD_PIN_INFO:
         return _pin_info(flags)
+    if name == CP_CARD_KEYSIZES:  # dwFlags is the key spec here, as CardQueryKeySizes' dwKeySpec
+        return query_key_sizes(ctx, flags)
     if flags and name != CP_CARD_PIN_STRENGTH_VERIFY:
         raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "dwFlags must be 0")
     if name == CP_CARD_FREE_SPACE:
         return files.query_free_space(ctx)
     if name == CP_CARD_CAPABILITIES:
         return query_capabilities(ctx)
-    if name == CP_CARD_KEYSIZES:
-        return query_key_sizes(ctx, K.AT_KEYEXCHANGE)
     if name == CP_CARD_READ_ONLY:
         return _dword(0)
     if name == CP_CARD_CACHE_MODE:
