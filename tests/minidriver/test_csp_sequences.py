@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import uuid
 
 import pkcs11
@@ -333,6 +334,20 @@ def test_signature_key_and_ecdsa_and_ecdh_containers(edge: EdgeEnv) -> None:
     )
     assert hashed == hashlib.sha256(shared + b"tail").digest()
     assert AG.derive_key(ctx, AG.DeriveKeyInfo(1, 0, "TRUNCATE", index)) == shared[::-1]
+    # HMAC: HMAC_key(prepend || Z || append) with the hash named
+    hmac_params: list[tuple[int, bytes | str]] = [
+        (AG.KDF_HASH_ALGORITHM, "SHA384"),
+        (AG.KDF_HMAC_KEY, b"hmac key"),
+        (AG.KDF_SECRET_PREPEND, b"head"),
+        (AG.KDF_SECRET_APPEND, b"tail"),
+    ]
+    mac = AG.derive_key(ctx, AG.DeriveKeyInfo(2, 0, "HMAC", index, hmac_params))
+    assert mac == hmac.new(b"hmac key", b"head" + shared + b"tail", hashlib.sha384).digest()
+    size_only = AG.DeriveKeyInfo(2, AG.CARD_BUFFER_SIZE_ONLY, "HMAC", index, hmac_params)
+    assert AG.derive_key(ctx, size_only) == b"" and size_only.cb_derived_key == 48
+    with pytest.raises(E.MinidriverError) as exc:
+        AG.derive_key(ctx, AG.DeriveKeyInfo(2, 0, "HMAC", index, [(AG.KDF_HASH_ALGORITHM, "MD5")]))
+    assert _code(exc) == E.SCARD_E_UNSUPPORTED_FEATURE
     AG.destroy_dh_agreement(ctx, index)
     with pytest.raises(E.MinidriverError) as exc:
         AG.derive_key(ctx, AG.DeriveKeyInfo(1, 0, "HASH", index))
