@@ -306,6 +306,31 @@ def test_signature_key_and_ecdsa_and_ecdh_containers(edge: EdgeEnv) -> None:
         ct = _rsa_public(info.sig_public_key).encrypt(b"x", padding.PKCS1v15())
         S.rsa_decrypt(ctx, S.RsaDecryptInfo(1, sig_only.index, K.AT_KEYEXCHANGE, ct[::-1]))
     assert _code(exc) == E.SCARD_E_INVALID_PARAMETER
+    # a signature key's certificate is mscp/kscNN; PKCS#11 sees it with the key's CKA_ID
+    ca = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signature key")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder(name, name, _rsa_public(info.sig_public_key), 7, now, now + datetime.timedelta(days=1))
+        .sign(ca, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    ksc = f"ksc{sig_only.index:02d}"
+    files.create_file(ctx, "mscp", ksc, 0, L.EVERYONE_READ_USER_WRITE_AC)
+    with pytest.raises(E.MinidriverError) as exc:
+        files.write_file(ctx, "mscp", ksc, b"not a certificate")
+    assert _code(exc) == E.SCARD_E_INVALID_PARAMETER
+    files.write_file(ctx, "mscp", ksc, cert)
+    listed = files.enum_files(ctx, "mscp")
+    assert ksc in listed and f"kxc{sig_only.index:02d}" not in listed
+    assert files.read_file(ctx, "mscp", ksc) == cert
+    with edge.token().open() as s:
+        found = list(s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: sig_only.key_id}))
+        assert [c[Attribute.VALUE] for c in found] == [cert]
+    files.delete_file(ctx, "mscp", ksc)
+    assert ksc not in files.enum_files(ctx, "mscp")
+    with edge.token().open() as s:
+        assert not list(s.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: sig_only.key_id}))
 
     ecdsa = _new_container(ctx, K.AT_ECDSA[256])
     blob = K.get_container_info(ctx, ecdsa.index).sig_public_key
