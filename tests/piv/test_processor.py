@@ -9,7 +9,7 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from piv_support import PIN, SO_PIN, PivHome
@@ -320,3 +320,29 @@ def test_change_reference_data_changes_the_puk(card: PivCard) -> None:
     assert resp == b"\x90\x00"
     assert card.process(apdu(0, 0x20, 0, 0x80, pin_field("246810"))) == b"\x90\x00"
     assert card.process(apdu(0, 0x20, 0, 0x80, pin_field(PIN))) == b"\x63\xc9"
+
+
+def test_a_key_generated_through_piv_signs_through_the_pkcs11_module(
+    card: PivCard, piv_home: PivHome, module_path: str
+) -> None:
+    import pkcs11
+    from p11_support import store_loaded
+    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+    _admin(card, piv_home)
+    point = inner(card, card.process(apdu(0, 0x47, 0, 0x9E, bytes.fromhex("AC03800111"), 0)), 0x7F49)[0x86]
+    generated = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    lib = pkcs11.lib(module_path)
+    with store_loaded(lib, piv_home.home):
+        token = lib.get_token(token_serial=piv_home.serial.encode())
+        with token.open(user_pin=PIN) as session:
+            private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, id=b"\x04")
+            public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, key_type=KeyType.EC, id=b"\x04")
+            assert private[Attribute.SIGN] and public[Attribute.EC_POINT].endswith(point)  # DER OCTET STRING
+            rs = private.sign(b"made through PIV", mechanism=Mechanism.ECDSA_SHA256)
+    der = utils.encode_dss_signature(int.from_bytes(rs[:32], "big"), int.from_bytes(rs[32:], "big"))
+    generated.verify(der, b"made through PIV", ec.ECDSA(hashes.SHA256()))
+    # and through PIV: the same key in slot 9E
+    ok(card.process(apdu(0, 0x20, 0, 0x80, pin_field(PIN))))
+    digest = hashlib.sha256(b"and through PIV").digest()
+    generated.verify(_sign(card, O.ALG_P256, 0x9E, digest), digest, ec.ECDSA(Prehashed(hashes.SHA256())))  # type: ignore[call-arg]
