@@ -206,3 +206,23 @@ def test_concurrent_hotp_codes_from_the_cli_are_all_different(card: str) -> None
     assert all(set(a) == {"code", "valid_for"} and a["valid_for"] is None for a in answers)
     assert sorted(a["code"] for a in answers) == sorted(otp.hotp(secret, counter) for counter in range(6))
     assert vsc_json("otp", "list", "--card", "Test card")[0]["counter"] == 6
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The stderr of a refused command: exactly one line, no traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_an_account_name_two_issuers_share_must_be_named_in_full(card: str) -> None:
+    secrets = {"A": os.urandom(20), "B": os.urandom(20)}
+    for issuer, secret in secrets.items():
+        link = f"otpauth://totp/{issuer}:alice?secret={b32(secret)}&issuer={issuer}"
+        run_vsc("otp", "add", "--card", "Test card", link, "--pin", USER_PIN)
+    refused = run_vsc("otp", "code", "--card", "Test card", "alice", "--pin", USER_PIN, check=False)
+    assert "several OTP accounts match 'alice'" in one_line_error(refused)
+    for issuer, secret in secrets.items():
+        got = vsc_json("otp", "code", "--card", "Test card", f"{issuer}:alice", "--pin", USER_PIN, "--at", "59")
+        assert got == {"code": otp.totp(secret, 59, otp.OtpSpec("totp")).code, "valid_for": 1}
