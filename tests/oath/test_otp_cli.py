@@ -226,3 +226,20 @@ def test_an_account_name_two_issuers_share_must_be_named_in_full(card: str) -> N
     for issuer, secret in secrets.items():
         got = vsc_json("otp", "code", "--card", "Test card", f"{issuer}:alice", "--pin", USER_PIN, "--at", "59")
         assert got == {"code": otp.totp(secret, 59, otp.OtpSpec("totp")).code, "valid_for": 1}
+
+
+def test_importing_the_same_export_twice_adds_nothing_the_second_time(card: str) -> None:
+    link = migration_link(
+        [
+            {"secret": os.urandom(20), "name": "carol", "issuer": "Bank", "type": Payload.OTP_TYPE_TOTP},
+            {"secret": os.urandom(20), "name": "vpn", "type": Payload.OTP_TYPE_HOTP, "counter": 3},
+        ]
+    )
+    assert run_vsc("otp", "import", "--card", "Test card", link, "--pin", USER_PIN).stdout.count("added") == 2
+    run_vsc("otp", "code", "--card", "Test card", "vpn", "--pin", USER_PIN)  # the counter moves to 4
+    before = vsc_json("otp", "list", "--card", "Test card")
+    again = run_vsc("otp", "import", "--card", "Test card", link, "--pin", USER_PIN, check=False)
+    assert "already has an OTP account 'Bank:carol'" in one_line_error(again)
+    assert again.stdout == ""
+    after = vsc_json("otp", "list", "--card", "Test card")
+    assert after == before and len(after) == 2 and after[1]["counter"] == 4
