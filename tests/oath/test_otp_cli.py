@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,25 @@ def test_importing_the_same_export_twice_adds_nothing_the_second_time(card: str)
     assert again.stdout == ""
     after = vsc_json("otp", "list", "--card", "Test card")
     assert after == before and len(after) == 2 and after[1]["counter"] == 4
+
+
+def test_a_store_copied_without_its_device_key_gives_no_code(card: str, vsc_home: Path, tmp_path: Path) -> None:
+    secret = os.urandom(20)
+    run_vsc("otp", "add", "--card", "Test card", f"otpauth://totp/X:y?secret={b32(secret)}&issuer=X", "--pin", USER_PIN)
+    other = tmp_path / "other-device"
+    shutil.copytree(vsc_home, other, ignore=shutil.ignore_patterns("device.key"))
+    moved = {"VSC_HOME": str(other)}
+    # The names are public and the copy lists them; the secret needs this device's key, which the copy lacks.
+    listed = json.loads(run_vsc("otp", "list", "--card", card, "--json", env=moved).stdout)
+    assert [item["name"] for item in listed] == ["X:y"]
+    refused = run_vsc("otp", "code", "--card", card, "X:y", "--pin", USER_PIN, "--at", "59", env=moved, check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: this card store belongs to another device (device key mismatch) (CKR_DEVICE_ERROR)"]
+    assert refused.stdout == "" and otp.totp(secret, 59, otp.OtpSpec("totp")).code not in refused.stderr
+    # Every other line is a log record (the audit log saying the refused login's entry stays unsigned there).
+    assert all(" vsc[" in line for line in refused.stderr.splitlines() if not line.startswith("Error:"))
+    # The original store, with its device key, still gives the code.
+    assert vsc_json("otp", "code", "--card", card, "X:y", "--pin", USER_PIN, "--at", "59")["code"] == (
+        otp.totp(secret, 59, otp.OtpSpec("totp")).code
+    )
