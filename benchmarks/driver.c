@@ -1,7 +1,7 @@
 /* A C host for PKCS#11 modules: dlopen, C_GetFunctionList, then timed calls straight through the function
  * list, so no client library's overhead is in the figures. Built by benchmarks/cdriver.py at run time.
  *
- *   driver MODULE TOKEN PIN sign KEY MECH ITERATIONS DATA_LEN [query]
+ *   driver MODULE TOKEN PIN sign KEY MECH ITERATIONS DATA_LEN [query]    (MECH HOTP or VSC_TOTP: an OTP key's code)
  *   driver MODULE TOKEN PIN calls ITERATIONS
  *   driver MODULE TOKEN PIN login ITERATIONS
  *   driver MODULE TOKEN PIN coldstart
@@ -50,11 +50,13 @@ enum {
 #define CKA_CLASS 0UL
 #define CKA_LABEL 3UL
 #define CKO_PRIVATE_KEY 3UL
+#define CKO_OTP_KEY 8UL
 
 static struct function_list *fl;
 static ul slot;
 static const char *pin;
 static double first_slot_list_ns;
+static ul key_class = CKO_PRIVATE_KEY; /* what find_key looks for: OTP mechanisms use OTP keys */
 
 static double now_ns(void) {
     struct timespec ts;
@@ -134,13 +136,13 @@ static void login(ul session) {
 }
 
 static ul find_key(ul session, const char *label) {
-    ul klass = CKO_PRIVATE_KEY, key, found = 0;
+    ul klass = key_class, key, found = 0;
     struct attribute tmpl[2] = {{CKA_CLASS, &klass, sizeof klass}, {CKA_LABEL, (void *)label, (ul)strlen(label)}};
     check(CALL(F_FIND_INIT)(session, tmpl, 2UL), "C_FindObjectsInit");
     check(CALL(F_FIND)(session, &key, 1UL, &found), "C_FindObjects");
     check(CALL(F_FIND_FINAL)(session), "C_FindObjectsFinal");
     if (found != 1) {
-        fprintf(stderr, "no private key labelled %s\n", label);
+        fprintf(stderr, "no %s key labelled %s\n", klass == CKO_OTP_KEY ? "OTP" : "private", label);
         exit(2);
     }
     return key;
@@ -169,7 +171,12 @@ static struct mechanism mechanism(const char *name, ul len) {
     } else if (strcmp(name, "ECDSA") == 0) m.type = 0x1041;
     else if (strcmp(name, "ECDSA_SHA256") == 0) m.type = 0x1044;
     else if (strcmp(name, "EDDSA") == 0) m.type = 0x1057;
-    else {
+    else if (strcmp(name, "HOTP") == 0 || strcmp(name, "VSC_TOTP") == 0) {
+        /* An OTP code: C_Sign over no data on an OTP key (CKM_HOTP, or this token's CKM_VSC_TOTP). */
+        m.type = name[0] == 'H' ? 0x291UL : 0xD6530001UL;
+        key_class = CKO_OTP_KEY;
+        data_len = 0;
+    } else {
         fprintf(stderr, "unknown mechanism %s\n", name);
         exit(2);
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,8 @@ def test_rfc_vectors_through_the_cli(card: str) -> None:
             assert got == {"code": expected, "valid_for": 30 - at % 30}
     for i, expected in enumerate(RFC4226):
         got = vsc_json("otp", "code", "--card", "Test card", "RFC4226", "--pin", USER_PIN)
-        assert got == {"code": expected, "valid_for": None, "counter": i}
+        assert got == {"code": expected, "valid_for": None}  # exactly the two keys, for HOTP too
+        assert vsc_json("otp", "list", "--card", "Test card")[3]["counter"] == i + 1
     listed = vsc_json("otp", "list", "--card", "Test card")
     assert [item["name"] for item in listed] == ["RFC6238:SHA1", "RFC6238:SHA256", "RFC6238:SHA512", "RFC4226"]
     assert listed[3]["counter"] == len(RFC4226)
@@ -202,5 +204,65 @@ def test_concurrent_hotp_codes_from_the_cli_are_all_different(card: str) -> None
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         answers.append(json.loads(out))
-    assert sorted(a["counter"] for a in answers) == list(range(6))
-    assert all(a["code"] == otp.hotp(secret, a["counter"]) for a in answers)
+    assert all(set(a) == {"code", "valid_for"} and a["valid_for"] is None for a in answers)
+    assert sorted(a["code"] for a in answers) == sorted(otp.hotp(secret, counter) for counter in range(6))
+    assert vsc_json("otp", "list", "--card", "Test card")[0]["counter"] == 6
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The stderr of a refused command: exactly one line, no traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_an_account_name_two_issuers_share_must_be_named_in_full(card: str) -> None:
+    secrets = {"A": os.urandom(20), "B": os.urandom(20)}
+    for issuer, secret in secrets.items():
+        link = f"otpauth://totp/{issuer}:alice?secret={b32(secret)}&issuer={issuer}"
+        run_vsc("otp", "add", "--card", "Test card", link, "--pin", USER_PIN)
+    refused = run_vsc("otp", "code", "--card", "Test card", "alice", "--pin", USER_PIN, check=False)
+    assert "several OTP accounts match 'alice'" in one_line_error(refused)
+    for issuer, secret in secrets.items():
+        got = vsc_json("otp", "code", "--card", "Test card", f"{issuer}:alice", "--pin", USER_PIN, "--at", "59")
+        assert got == {"code": otp.totp(secret, 59, otp.OtpSpec("totp")).code, "valid_for": 1}
+
+
+def test_importing_the_same_export_twice_adds_nothing_the_second_time(card: str) -> None:
+    link = migration_link(
+        [
+            {"secret": os.urandom(20), "name": "carol", "issuer": "Bank", "type": Payload.OTP_TYPE_TOTP},
+            {"secret": os.urandom(20), "name": "vpn", "type": Payload.OTP_TYPE_HOTP, "counter": 3},
+        ]
+    )
+    assert run_vsc("otp", "import", "--card", "Test card", link, "--pin", USER_PIN).stdout.count("added") == 2
+    run_vsc("otp", "code", "--card", "Test card", "vpn", "--pin", USER_PIN)  # the counter moves to 4
+    before = vsc_json("otp", "list", "--card", "Test card")
+    again = run_vsc("otp", "import", "--card", "Test card", link, "--pin", USER_PIN, check=False)
+    assert "already has an OTP account 'Bank:carol'" in one_line_error(again)
+    assert again.stdout == ""
+    after = vsc_json("otp", "list", "--card", "Test card")
+    assert after == before and len(after) == 2 and after[1]["counter"] == 4
+
+
+def test_a_store_copied_without_its_device_key_gives_no_code(card: str, vsc_home: Path, tmp_path: Path) -> None:
+    secret = os.urandom(20)
+    run_vsc("otp", "add", "--card", "Test card", f"otpauth://totp/X:y?secret={b32(secret)}&issuer=X", "--pin", USER_PIN)
+    other = tmp_path / "other-device"
+    shutil.copytree(vsc_home, other, ignore=shutil.ignore_patterns("device.key"))
+    moved = {"VSC_HOME": str(other)}
+    # The names are public and the copy lists them; the secret needs this device's key, which the copy lacks.
+    listed = json.loads(run_vsc("otp", "list", "--card", card, "--json", env=moved).stdout)
+    assert [item["name"] for item in listed] == ["X:y"]
+    refused = run_vsc("otp", "code", "--card", card, "X:y", "--pin", USER_PIN, "--at", "59", env=moved, check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: this card store belongs to another device (device key mismatch) (CKR_DEVICE_ERROR)"]
+    assert refused.stdout == "" and otp.totp(secret, 59, otp.OtpSpec("totp")).code not in refused.stderr
+    # Every other line is a log record (the audit log saying the refused login's entry stays unsigned there).
+    assert all(" vsc[" in line for line in refused.stderr.splitlines() if not line.startswith("Error:"))
+    # The original store, with its device key, still gives the code.
+    assert vsc_json("otp", "code", "--card", card, "X:y", "--pin", USER_PIN, "--at", "59")["code"] == (
+        otp.totp(secret, 59, otp.OtpSpec("totp")).code
+    )

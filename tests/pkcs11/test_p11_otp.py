@@ -4,6 +4,7 @@ length query never taking a second HOTP code, CK_OTP_PARAMS, and the errors the 
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import os
 import struct
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from p11_support import USER_PIN, CardEnv, RawModule, make_template, mechanism
+from p11_support import USER_PIN, CardEnv, RawModule, make_template, mechanism, vsc
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -107,6 +108,63 @@ def stored_counter(m: RawModule, h: int, key: int) -> int:
     attrs[0].pValue = ctypes.cast(value, ctypes.c_void_p)
     assert m.C_GetAttributeValue(h, key, attrs, 1) == C.CKR_OK
     return int.from_bytes(value.raw, "big")
+
+
+def read_attributes(m: RawModule, h: int, key: int, types: list[int]) -> dict[int, bytes]:
+    """C_GetAttributeValue as a C host calls it: the lengths first (NULL pValue), then the values."""
+    attrs, _keep = make_template([(t, b"") for t in types])
+    assert m.C_GetAttributeValue(h, key, attrs, len(types)) == C.CKR_OK
+    buffers = [ctypes.create_string_buffer(attrs[i].ulValueLen) for i in range(len(types))]
+    for i, buf in enumerate(buffers):
+        attrs[i].pValue = ctypes.cast(buf, ctypes.c_void_p)
+    assert m.C_GetAttributeValue(h, key, attrs, len(types)) == C.CKR_OK
+    return {t: buffers[i].raw[: attrs[i].ulValueLen] for i, t in enumerate(types)}
+
+
+def test_the_otp_attributes_of_keys_added_by_the_cli_read_back(card_env: CardEnv, raw: tuple[RawModule, int]) -> None:
+    """`vsc otp add` (another process) with non-default digits, period and hash; the module reads them back."""
+    m, h = raw
+    secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+    for link in (
+        f"otpauth://totp/ACME:carol@example.com?secret={secret}&issuer=ACME&digits=8&period=45&algorithm=SHA256",
+        f"otpauth://hotp/VPN:dave?secret={secret}&issuer=VPN&digits=7&counter=9",
+    ):
+        vsc(card_env.home, "otp", "add", "--card", "Test card", link, "--pin", USER_PIN)
+    common = [C.CKA_KEY_TYPE, C.CKA_OTP_FORMAT, C.CKA_OTP_LENGTH, C.CKA_OTP_SERVICE_IDENTIFIER]
+    common += [C.CKA_OTP_USER_IDENTIFIER, C.CKA_VSC_OTP_HASH]
+
+    def key_of(account: bytes) -> int:
+        found = m.find(h, [(C.CKA_CLASS, A.ULONG.pack(C.CKO_OTP_KEY)), (C.CKA_OTP_USER_IDENTIFIER, account)])
+        assert len(found) == 1
+        return found[0]
+
+    totp_key, hotp_key = key_of(b"carol@example.com"), key_of(b"dave")
+    assert read_attributes(m, h, totp_key, [*common, C.CKA_OTP_TIME_INTERVAL]) == {
+        C.CKA_KEY_TYPE: A.ULONG.pack(C.CKK_VSC_TOTP),
+        C.CKA_OTP_FORMAT: A.ULONG.pack(C.CK_OTP_FORMAT_DECIMAL),
+        C.CKA_OTP_LENGTH: A.ULONG.pack(8),
+        C.CKA_OTP_SERVICE_IDENTIFIER: b"ACME",
+        C.CKA_OTP_USER_IDENTIFIER: b"carol@example.com",
+        C.CKA_VSC_OTP_HASH: A.ULONG.pack(C.CKM_SHA256),
+        C.CKA_OTP_TIME_INTERVAL: A.ULONG.pack(45),
+    }
+    assert read_attributes(m, h, hotp_key, [*common, C.CKA_OTP_COUNTER]) == {
+        C.CKA_KEY_TYPE: A.ULONG.pack(C.CKK_HOTP),
+        C.CKA_OTP_FORMAT: A.ULONG.pack(C.CK_OTP_FORMAT_DECIMAL),
+        C.CKA_OTP_LENGTH: A.ULONG.pack(7),
+        C.CKA_OTP_SERVICE_IDENTIFIER: b"VPN",
+        C.CKA_OTP_USER_IDENTIFIER: b"dave",
+        C.CKA_VSC_OTP_HASH: A.ULONG.pack(C.CKM_SHA_1),
+        C.CKA_OTP_COUNTER: (9).to_bytes(8, "big"),
+    }
+    # A code taken by the CLI moves the counter the module reads; the module's next code is the one after.
+    vsc(card_env.home, "otp", "code", "--card", "Test card", "VPN:dave", "--pin", USER_PIN)
+    assert stored_counter(m, h, hotp_key) == 10
+    seed = base64.b32decode(secret)
+    assert sign(m, h, hotp_key, C.CKM_HOTP)[C.CK_OTP_VALUE] == otp.hotp(seed, 10, 7).encode()
+    assert sign(m, h, totp_key, C.CKM_VSC_TOTP, otp_params((C.CK_OTP_TIME, TIMES[59])))[C.CK_OTP_VALUE] == (
+        otp.totp(seed, 59, otp.OtpSpec("totp", "SHA256", 8, 45)).code.encode()
+    )
 
 
 def test_hotp_gives_the_rfc4226_codes_one_counter_each(raw: tuple[RawModule, int], keys: dict[str, int]) -> None:

@@ -118,8 +118,8 @@ def otp_code(card_ref: str, name: str, pin: str | None, at: int | None, as_json:
     """Print the code of account NAME (issuer:account, or the account alone when unique) and the seconds it
     stays valid; a HOTP code uses up the stored counter."""
     got = service.code(card_ref, name, ask(pin, "User PIN"), at)
-    if as_json:
-        click.echo(json.dumps({k: v for k, v in got.items() if k != "name"}))
+    if as_json:  # the contract is these two keys for both kinds; a HOTP counter shows in `vsc otp list --json`
+        click.echo(json.dumps({"code": got["code"], "valid_for": got["valid_for"]}))
     elif got["valid_for"] is None:
         click.echo(f"{got['code']}  (HOTP counter {got['counter']})")
     else:
