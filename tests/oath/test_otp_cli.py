@@ -266,3 +266,15 @@ def test_a_store_copied_without_its_device_key_gives_no_code(card: str, vsc_home
     assert vsc_json("otp", "code", "--card", card, "X:y", "--pin", USER_PIN, "--at", "59")["code"] == (
         otp.totp(secret, 59, otp.OtpSpec("totp")).code
     )
+
+
+def test_an_export_with_one_account_the_card_has_adds_none_of_them(card: str) -> None:
+    have = {"secret": os.urandom(20), "name": "carol", "issuer": "Bank", "type": Payload.OTP_TYPE_TOTP}
+    run_vsc("otp", "import", "--card", "Test card", migration_link([have]), "--pin", USER_PIN)
+    new = {"secret": os.urandom(20), "name": "dave", "issuer": "Shop", "type": Payload.OTP_TYPE_TOTP}
+    again = run_vsc("otp", "import", "--card", "Test card", migration_link([new, have]), "--pin", USER_PIN, check=False)
+    assert "already has an OTP account 'Bank:carol'" in one_line_error(again)
+    assert [item["name"] for item in vsc_json("otp", "list", "--card", "Test card")] == ["Bank:carol"]
+    twice = run_vsc("otp", "import", "--card", "Test card", migration_link([new, new]), "--pin", USER_PIN, check=False)
+    assert "the OTP account 'Shop:dave' is given twice" in one_line_error(twice)
+    assert [item["name"] for item in vsc_json("otp", "list", "--card", "Test card")] == ["Bank:carol"]

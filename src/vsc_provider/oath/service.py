@@ -10,10 +10,12 @@ from vsc_provider.token import otp_keys, service
 
 
 def add(card_ref: str, accounts: list[Account], pin: str, label: str | None = None) -> list[dict[str, Any]]:
-    """Store the accounts on the card (all or, on the first refusal, those before it); what was stored."""
+    """Store the accounts on the card, all or none: a name the card has (or one given twice) refuses them all."""
     card = api.find_card(card_ref)
     engine = api.engine()
     with api.session(card, pin):
+        engine.poll()
+        otp_keys.refuse_taken(card, [otp_keys.account_name(acc.issuer, acc.account) for acc in accounts])
         stored = []
         for acc in accounts:
             obj = otp_keys.add(engine, card, acc.spec, acc.secret, acc.issuer, acc.account, label or "")

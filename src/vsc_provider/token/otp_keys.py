@@ -27,7 +27,7 @@ def keys(card: Card) -> list[TokenObject]:
 def display_name(obj: TokenObject) -> str:
     """`issuer:account` as in an otpauth label (the account alone when there is no issuer)."""
     issuer, account, label = otp.names(obj.attrs)
-    return (f"{issuer}:{account}" if issuer else account) or label  # a PKCS#11 program may give a label only
+    return account_name(issuer, account) or label  # a PKCS#11 program may give a label only
 
 
 def find(card: Card, name: str) -> TokenObject:
@@ -46,6 +46,21 @@ def find(card: Card, name: str) -> TokenObject:
     raise CKRError(C.CKR_KEY_HANDLE_INVALID, f"no OTP account {name!r} on card {card.label!r}")
 
 
+def account_name(issuer: str, account: str) -> str:
+    """An account's name on the card: `issuer:account` as in an otpauth label, or the account alone."""
+    return f"{issuer}:{account}" if issuer else account
+
+
+def refuse_taken(card: Card, names: list[str]) -> None:
+    """Refuse names the card already has, or that come twice in `names` (before anything is stored)."""
+    taken = {display_name(o) for o in keys(card)}
+    for i, name in enumerate(names):
+        if name in taken:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"the card already has an OTP account {name!r}")
+        if name in names[:i]:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"the OTP account {name!r} is given twice")
+
+
 def add(
     engine: Engine, card: Card, spec: otp.OtpSpec, secret: bytes, issuer: str, account: str, label: str = ""
 ) -> TokenObject:
@@ -57,9 +72,8 @@ def add(
     if not account:
         raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the OTP account name is empty")
     engine.poll()
-    name = f"{issuer}:{account}" if issuer else account
-    if any(display_name(o) == name for o in keys(card)):
-        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"the card already has an OTP account {name!r}")
+    name = account_name(issuer, account)
+    refuse_taken(card, [name])
     attrs = otp.key_attrs(spec, issuer, account, label or name, os.urandom(8))
     return engine.add_object(card, attrs, secret, True, 0)
 
