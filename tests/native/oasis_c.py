@@ -42,13 +42,17 @@ def run_c(tmp_path: Path, body: list[str]) -> list[list[str]]:
     return [line.split() for line in ran.stdout.splitlines()]
 
 
-def generator() -> ModuleType:
-    """native/gen_constants.py, imported from its path (native/ is not a package)."""
-    name = "vsc_native_gen_constants"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "native" / "gen_constants.py")
+def native(name: str) -> ModuleType:
+    """A script of native/ (gen_constants, functions), imported from its path: native/ is not a package."""
+    key = f"vsc_native_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "native" / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        sys.modules[key] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)
-    return sys.modules[name]
+    return sys.modules[key]
+
+
+def generator() -> ModuleType:
+    return native("gen_constants")
