@@ -15,14 +15,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from embed import init_code, library_version, set_source, with_host_guard  # noqa: E402
-from functions import NOT_PARALLEL, NOT_SUPPORTED, V2, V3, V32, Param, python_functions  # noqa: E402
+from functions import (  # noqa: E402
+    NOT_PARALLEL,
+    NOT_SUPPORTED,
+    V2,
+    V3,
+    V32,
+    Param,
+    function_list_struct,
+    python_functions,
+    signature,
+)
 
 MODULE = "vsc_provider._pkcs11"
 _LIB_VERSION = library_version()
-
-
-def _signature(params: list[Param]) -> str:
-    return ", ".join(f"{ctype} {name}" for ctype, name in params) or "void"
 
 
 def _args(params: list[Param]) -> str:
@@ -31,12 +37,12 @@ def _args(params: list[Param]) -> str:
 
 def _cdef() -> str:
     types = (HERE / "pkcs11_types.h").read_text()
-    externs = "".join(f'extern "Python" CK_RV py_{name}({_signature(p)});\n' for name, p in python_functions())
+    externs = "".join(f'extern "Python" CK_RV py_{name}({signature(p)});\n' for name, p in python_functions())
     return types + externs + "void vsc_mark_ready(void);\n"
 
 
 def _source() -> str:
-    decls = "".join(f"static CK_RV py_{name}({_signature(p)});\n" for name, p in python_functions())
+    decls = "".join(f"static CK_RV py_{name}({signature(p)});\n" for name, p in python_functions())
     wrappers = []
     for name, params in [*V2, *V3, *V32]:
         body = None
@@ -51,7 +57,7 @@ def _source() -> str:
         else:
             body = f"VSC_GUARD();\n    VSC_CALL(py_{name}({_args(params)}));"
         unused = "".join(f"(void){n}; " for _, n in params) if "VSC_GUARD" not in body else ""
-        wrappers.append(f"static CK_RV w_{name}({_signature(params)})\n{{\n    {unused}{body}\n}}\n")
+        wrappers.append(f"static CK_RV w_{name}({signature(params)})\n{{\n    {unused}{body}\n}}\n")
 
     def table(entries: list[tuple[str, list[Param]]]) -> str:
         fields = []
@@ -60,9 +66,7 @@ def _source() -> str:
             fields.append(f"    {target},")
         return "\n".join(fields)
 
-    struct_fields = "".join(f"    CK_RV (*{name})({_signature(p)});\n" for name, p in [*V2, *V3, *V32])
-    tables = (
-        f"typedef struct VSC_FUNCTION_LIST {{\n    CK_VERSION version;\n{struct_fields}}} VSC_FUNCTION_LIST;\n"
+    tables = function_list_struct() + (
         f"static VSC_FUNCTION_LIST vsc_functions_2_40 = {{\n    {{2, 40}},\n{table(V2)}\n}};\n"
         f"static VSC_FUNCTION_LIST vsc_functions_3_0 = {{\n    {{3, 0}},\n{table([*V2, *V3])}\n}};\n"
         f"static VSC_FUNCTION_LIST vsc_functions_3_2 = {{\n    {{3, 2}},\n{table([*V2, *V3, *V32])}\n}};\n"

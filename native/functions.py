@@ -363,6 +363,18 @@ NOT_PARALLEL = {"C_GetFunctionStatus", "C_CancelFunction"}
 IN_C = {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface", "C_LoginUser", "C_GetInfo"}
 
 
+def signature(params: list[Param]) -> str:
+    """A C parameter list."""
+    return ", ".join(f"{ctype} {name}" for ctype, name in params) or "void"
+
+
+def function_list_struct() -> str:
+    """The C type of the function tables the shim fills: a CK_VERSION, then one pointer per function in the order
+    of CK_FUNCTION_LIST_3_2 (the 2.40 and 3.0 tables use its first entries)."""
+    fields = "".join(f"    CK_RV (*{name})({signature(p)});\n" for name, p in [*V2, *V3, *V32])
+    return f"typedef struct VSC_FUNCTION_LIST {{\n    CK_VERSION version;\n{fields}}} VSC_FUNCTION_LIST;\n"
+
+
 def python_functions() -> list[tuple[str, list[Param]]]:
     """The entry points that call into Python."""
     skip = NOT_SUPPORTED | NOT_PARALLEL | IN_C

@@ -12,12 +12,13 @@ import pytest
 from tests.conftest import SO_PIN, USER_PIN, require_tool, run_vsc
 
 SOURCE = Path(__file__).with_name("host.c")
+OASIS = Path(__file__).resolve().parents[2] / "native" / "oasis"  # host.c includes the vendored pkcs11.h
 
 
 def build(tmp_path: Path, *flags: str) -> Path:
     cc = require_tool("cc", "build-essential")
     exe = tmp_path / ("host" + "".join(f.strip("-") for f in flags))
-    subprocess.run([cc, "-O1", "-o", str(exe), str(SOURCE), "-ldl", "-lpthread", *flags], check=True)
+    subprocess.run([cc, "-O1", "-I", str(OASIS), "-o", str(exe), str(SOURCE), "-ldl", "-lpthread", *flags], check=True)
     return exe
 
 
