@@ -333,7 +333,7 @@ class AuditLog:
             ends[found.name] = columns.end
             if columns.times:
                 batches.append((columns.times[0], _journal_batches(columns)))
-                audit_journal.set_folded(db, found.name, columns.end)
+                audit_store.set_journal_offset(db, found.name, columns.end)
         batches.sort(key=itemgetter(0))  # journals in the order of their first new entry
         if waiting:
             batches.append((0, self._memory_batches(waiting)))
@@ -365,7 +365,7 @@ class AuditLog:
         # What this process read and wrote last time still holds when no other connection committed since
         # (data_version) and this one changed nothing else (total_changes): then the card's serial, head and
         # last entry need no reading.
-        seen = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+        seen = (audit_store.data_version(db), db.total_changes)
         known = self._tails if seen == self._seen else {}
         tails: dict[int, _Tail] = {}
         for batch in batches:
