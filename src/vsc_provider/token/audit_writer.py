@@ -211,6 +211,10 @@ class AuditLog:
 
     # --- folding ---------------------------------------------------------------------------------------
 
+    def chain(self, card_id: int) -> tuple[list[audit_store.Entry], audit_store.Head | None]:
+        """The card's chain and signed head as stored (this process's own key uses are there once flushed)."""
+        return audit.entries(self.store, card_id)
+
     def flush(self, wait: bool = True) -> None:
         """Fold every journal and what waits in memory into the chains. Never raises: a failed write keeps
         the entries (journals stay on disk; memory up to MAX_PENDING) for the next one. The caller must not
