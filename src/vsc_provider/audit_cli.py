@@ -15,12 +15,11 @@ _CARD_HELP = "card serial, slot number or label"
 
 def _read(card_ref: str) -> tuple[Any, Any, list[Any], Any]:
     from vsc_provider import api
-    from vsc_provider.token import audit
 
     engine = api.engine()
     card = api.find_card(card_ref)
     engine.audit.flush()  # this process's own entries first
-    chain, head = audit.entries(engine.store, card.slot_id)
+    chain, head = engine.audit.chain(card.slot_id)
     return engine, card, chain, head
 
 

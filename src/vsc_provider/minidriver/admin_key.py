@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Any
 
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -36,12 +35,8 @@ def _response(admin_key: bytes, challenge: bytes) -> bytes:
     return encryptor.update(challenge) + encryptor.finalize()
 
 
-def _load(ctx: CardContext, db: Any = None) -> dict[str, Any] | None:
-    return SECRET.read(ctx.engine.store, ctx.card, db)
-
-
 def is_set(ctx: CardContext) -> bool:
-    return _load(ctx) is not None
+    return SECRET.read(ctx.engine, ctx.card) is not None
 
 
 def set_admin_key(ctx: CardContext, so_pin: bytes, new_key: bytes) -> None:
@@ -58,9 +53,7 @@ def set_admin_key(ctx: CardContext, so_pin: bytes, new_key: bytes) -> None:
 
 
 def _store(ctx: CardContext, new_key: bytes, data_key: bytes) -> None:
-    SECRET.write(
-        ctx.engine.store, ctx.card, SECRET.new_entry(ctx.engine.device_key, ctx.card, new_key, data_key, failures=0)
-    )
+    SECRET.write(ctx.engine, ctx.card, SECRET.new_entry(ctx.engine.device_key, ctx.card, new_key, data_key, failures=0))
     ctx.engine.audit.event(ctx.slot_id, "pin-change-admin-key")  # the admin's credential, as a PIN change
 
 
@@ -80,21 +73,17 @@ def _check(ctx: CardContext, response: bytes) -> tuple[bytes, bytes]:
     card = ctx.card
     limit = card.policy.pin.max_tries
     device_key = ctx.engine.device_key
-    store = ctx.engine.store
-    with store.transaction() as db:
-        entry = _load(ctx, db)
-        if entry is None:
-            raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, "this card has no admin key")
-        blocked = entry["failures"] >= limit
-        if not blocked and challenge is None:
-            raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "ask for a challenge first")
-        admin_key = None if blocked else SECRET.key(device_key, card, entry)
-        right = False
-        if admin_key is not None and challenge is not None:
-            right = hmac.compare_digest(_response(admin_key, challenge), response)
-            entry["failures"] = 0 if right else entry["failures"] + 1
-            SECRET.write(store, card, entry, db)
-    # Recorded once the transaction is over: the audit log writes in a transaction of its own.
+
+    def matches(admin_key: bytes) -> bool:
+        assert challenge is not None
+        return hmac.compare_digest(_response(admin_key, challenge), response)
+
+    entry, blocked, admin_key, right = SECRET.prove(ctx.engine, card, limit, None if challenge is None else matches)
+    if entry is None:
+        raise E.MinidriverError(E.SCARD_E_UNSUPPORTED_FEATURE, "this card has no admin key")
+    if not blocked and challenge is None:
+        raise E.MinidriverError(E.SCARD_E_INVALID_PARAMETER, "ask for a challenge first")
+    # Recorded once prove's transaction is over: the audit log writes in a transaction of its own.
     if blocked:
         _record(ctx, C.CKR_PIN_LOCKED)
         raise E.MinidriverError(E.SCARD_W_CHV_BLOCKED, "the admin key is blocked", 0)

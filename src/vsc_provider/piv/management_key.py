@@ -55,7 +55,7 @@ SECRET = AdminSecret("piv-management", "vsc-piv", b"vsc-piv management key")
 
 
 def _entry(engine: Engine, card: Card) -> dict[str, Any] | None:
-    return SECRET.read(engine.store, card)
+    return SECRET.read(engine, card)
 
 
 def is_set(engine: Engine, card: Card) -> bool:
@@ -96,5 +96,5 @@ def set_key(engine: Engine, card: Card, so_pin: bytes, algorithm: int, key: byte
         card_data_key = engine.verify_pin(card, True, so_pin)
     except CKRError as exc:
         raise ManagementKeyError(f"the SO PIN was refused: {exc}") from None
-    SECRET.write(engine.store, card, SECRET.new_entry(engine.device_key, card, key, card_data_key, algorithm=algorithm))
+    SECRET.write(engine, card, SECRET.new_entry(engine.device_key, card, key, card_data_key, algorithm=algorithm))
     return ManagementKey(algorithm, key)

@@ -2,7 +2,7 @@
 unsealed only after fprintd reports that a finger enrolled for this user matches (requests/fprint.py), and the
 request is then approved as with a typed PIN.
 
-A no-match refuses the approval and is counted; after sealed_pin.MAX_FAILURES of them in a row only the PIN
+A no-match refuses the approval and is counted; after fingerprint_pin.MAX_FAILURES of them in a row only the PIN
 approves, until an approval with the PIN. When the sealed PIN is refused by the card (the PIN was changed since),
 the sealed copy is forgotten at once, so that it cannot use up the PIN's tries.
 """
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from vsc_provider import log as vlog
 from vsc_provider.requests.model import FingerprintUnavailable, RequestError
-from vsc_provider.token import access, sealed_pin
+from vsc_provider.token import access, fingerprint_pin
 from vsc_provider.token.engine import Card, Engine
 
 log = vlog.get("vsc.requests")
 
 
 def enabled(eng: Engine, card: Card) -> bool:
-    return sealed_pin.read(eng.store, card) is not None
+    return fingerprint_pin.entry(eng, card) is not None
 
 
 def ready(eng: Engine, card: Card) -> bool:
@@ -26,7 +26,7 @@ def ready(eng: Engine, card: Card) -> bool:
     finger of this user enrolled."""
     from vsc_provider.requests import fprint  # jeepney loads only when a fingerprint is asked about
 
-    return sealed_pin.usable(sealed_pin.read(eng.store, card)) and fprint.ready()
+    return fingerprint_pin.usable(fingerprint_pin.entry(eng, card)) and fprint.ready()
 
 
 def enable(eng: Engine, card: Card, pin: str) -> None:
@@ -39,14 +39,14 @@ def enable(eng: Engine, card: Card, pin: str) -> None:
     eng.poll()
     access.login(eng, card, pin.encode())
     try:
-        sealed_pin.enable(eng.store, card, eng.layer_key(card), pin.encode())
+        fingerprint_pin.enable(eng, card, pin.encode())
     finally:
         access.logout(eng, card)
     log.info("card %s: fingerprint approval enabled", card.serial)
 
 
 def disable(eng: Engine, card: Card) -> bool:
-    was = sealed_pin.disable(eng.store, card)
+    was = fingerprint_pin.disable(eng, card)
     if was:
         log.info("card %s: fingerprint approval disabled", card.serial)
     return was
@@ -55,35 +55,35 @@ def disable(eng: Engine, card: Card) -> bool:
 def pin_after_match(eng: Engine, card: Card) -> str:
     """The card's PIN, once fprintd reports a match. RequestError on a no-match (counted); FingerprintUnavailable
     when a fingerprint cannot approve for this card now."""
-    entry = sealed_pin.read(eng.store, card)
+    entry = fingerprint_pin.entry(eng, card)
     if entry is None:
         raise FingerprintUnavailable(f"fingerprint approval is not enabled for card {card.label!r}")
-    if not sealed_pin.usable(entry):
-        raise FingerprintUnavailable(f"{sealed_pin.MAX_FAILURES} fingerprints did not match: approve with the PIN")
+    if not fingerprint_pin.usable(entry):
+        raise FingerprintUnavailable(f"{fingerprint_pin.MAX_FAILURES} fingerprints did not match: approve with the PIN")
     from vsc_provider.requests import fprint
 
     if not fprint.verify():
-        failures = sealed_pin.count_failure(eng.store, card)
+        failures = fingerprint_pin.count_failure(eng, card)
         log.warning("card %s: a fingerprint did not match (%d in a row)", card.serial, failures)
-        left = sealed_pin.MAX_FAILURES - failures
+        left = fingerprint_pin.MAX_FAILURES - failures
         if left <= 0:
             raise RequestError("the fingerprint did not match: approve with the PIN now")
         raise RequestError(f"the fingerprint did not match ({left} fingerprint tries left)")
-    pin = sealed_pin.unseal(card, eng.layer_key(card), entry)
+    pin = fingerprint_pin.unseal(eng, card, entry)
     if pin is None:
-        sealed_pin.disable(eng.store, card)
+        fingerprint_pin.disable(eng, card)
         raise FingerprintUnavailable("the sealed PIN does not open on this machine: enable fingerprint approval again")
     return pin.decode()
 
 
 def pin_refused(eng: Engine, card: Card) -> None:
     """The card refused the sealed PIN (changed since): forget it."""
-    sealed_pin.disable(eng.store, card)
+    fingerprint_pin.disable(eng, card)
     log.warning("card %s: the sealed PIN was refused; fingerprint approval is disabled", card.serial)
 
 
 def approved(eng: Engine, card: Card) -> None:
     """An approval went through: the no-matches start from zero again."""
-    entry = sealed_pin.read(eng.store, card)
+    entry = fingerprint_pin.entry(eng, card)
     if entry is not None and entry.get("failures"):
-        sealed_pin.reset_failures(eng.store, card)
+        fingerprint_pin.reset_failures(eng, card)

@@ -55,7 +55,7 @@ def status(as_json: bool) -> None:
     """Which cards approve with a fingerprint, and whether fprintd has a finger enrolled for this user."""
     from vsc_provider import api
     from vsc_provider.requests import fprint
-    from vsc_provider.token import sealed_pin
+    from vsc_provider.token import fingerprint_pin
 
     eng = api.engine()
     eng.refresh()
@@ -66,14 +66,14 @@ def status(as_json: bool) -> None:
         fingers, reason = None, str(exc)
     cards = []
     for card in sorted(eng.cards.values(), key=lambda c: c.slot_id):
-        entry = sealed_pin.read(eng.store, card)
+        entry = fingerprint_pin.entry(eng, card)
         cards.append(
             {
                 "card": card.serial,
                 "label": card.label,
                 "enabled": entry is not None,
                 "no_matches": int(entry.get("failures", 0)) if entry else 0,
-                "usable": sealed_pin.usable(entry) and bool(fingers),
+                "usable": fingerprint_pin.usable(entry) and bool(fingers),
             }
         )
     if as_json:

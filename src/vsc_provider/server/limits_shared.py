@@ -6,6 +6,7 @@ requests; writing it costs no WAL flush). A take is one conditional UPSERT run a
 row lock of INSERT .. ON CONFLICT DO UPDATE makes concurrent takes queue, and its WHERE is evaluated on the
 newest row, so no two instances spend the same token. Time is the database's clock, the one clock all
 instances share. Rows of buckets that are full again say nothing a missing row would not: they are purged.
+The statements are in server/db_limits.py.
 """
 
 from __future__ import annotations
@@ -13,27 +14,11 @@ from __future__ import annotations
 import threading
 import time
 
+from vsc_provider.server import db_limits
 from vsc_provider.server.db_backend import Backend
 from vsc_provider.server.errors import ProtocolError
 
 PURGE_EVERY = 10.0  # seconds between deletions of rows whose bucket is full again (per process)
-
-# the database's clock is EXTRACT(EPOCH FROM clock_timestamp()); a row's level is its tokens plus what flowed in
-# since, at most the burst
-_LEVEL = (
-    "SELECT LEAST(?, tokens + GREATEST(EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION - since, 0) * ?)"
-    " FROM rate_buckets WHERE name = ? AND client = ?"
-)
-
-_TAKE = (
-    "INSERT INTO rate_buckets AS b(name, client, tokens, since)"
-    " VALUES (?, ?, ? - 1, EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION)"
-    " ON CONFLICT (name, client) DO UPDATE"
-    " SET tokens = LEAST(?, b.tokens + GREATEST(EXCLUDED.since - b.since, 0) * ?) - 1,"
-    " since = GREATEST(b.since, EXCLUDED.since)"
-    " WHERE LEAST(?, b.tokens + GREATEST(EXCLUDED.since - b.since, 0) * ?) >= 1"
-    " RETURNING tokens"
-)
 
 
 class SharedBuckets:
@@ -48,9 +33,8 @@ class SharedBuckets:
         self._purge_lock = threading.Lock()
 
     def _level(self, client: str) -> float:
-        with self._b.read() as db:
-            row = db.execute(_LEVEL, (self.burst, self.rate, self.name, client)).fetchone()
-        return self.burst if row is None else float(row[0])
+        found = db_limits.level(self._b, self.name, client, self.rate, self.burst)
+        return self.burst if found is None else found
 
     def _refuse(self, level: float) -> ProtocolError:
         return ProtocolError(429, self.error, self.detail, retry_after=max(0.0, 1.0 - level) / self.rate)
@@ -64,10 +48,7 @@ class SharedBuckets:
     def take(self, client: str) -> None:
         """Take one token, or refuse (429) when there is none."""
         self._purge()
-        b, r = self.burst, self.rate
-        with self._b.read() as db:  # one statement outside a transaction block: its own transaction
-            taken = db.execute(_TAKE, (self.name, client, b, b, r, b, r)).fetchone()
-        if taken is None:
+        if not db_limits.take(self._b, self.name, client, self.rate, self.burst):
             raise self._refuse(min(self._level(client), 0.999))
 
     def _purge(self) -> None:
@@ -77,9 +58,4 @@ class SharedBuckets:
                 return
             self._purged = now
         full_after = self.burst / self.rate  # seconds after which any row is a full bucket again
-        with self._b.read() as db:
-            db.execute(
-                "DELETE FROM rate_buckets WHERE name = ?"
-                " AND since < EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION - ?",
-                (self.name, full_after),
-            )
+        db_limits.purge(self._b, self.name, full_after)

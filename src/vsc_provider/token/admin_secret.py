@@ -4,6 +4,9 @@ card's other secrets. The key itself is sealed under the device key (a card chec
 without any PIN, as a real card does); a copy of the card's data key is wrapped under a key derived from it
 and then the device key, so that a proved administrator can change what needs the data key. An entry made for
 an earlier life of the card (re-initialised since: a new data key) is ignored.
+
+Front ends reach it through the engine they were given (read, write, prove), never through the store: a
+response is checked and its wrong try counted in one write transaction here.
 """
 
 from __future__ import annotations
@@ -11,12 +14,22 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vsc_provider.token import keywrap
 from vsc_provider.token.card import Card
-from vsc_provider.token.store import Store
+from vsc_provider.token.engine import Engine
+
+
+class Proof(NamedTuple):
+    """What a counted check of a response found (AdminSecret.prove)."""
+
+    entry: dict[str, Any] | None  # None: the card has no key
+    blocked: bool  # the wrong tries had reached the limit already: nothing checked
+    key: bytes | None  # the card's key, when it was checked (None: blocked, not asked, or it does not open)
+    right: bool
 
 
 @dataclass(frozen=True)
@@ -37,24 +50,39 @@ class AdminSecret:
 
         return HKDF(hashes.SHA256(), keywrap.KEY_SIZE, None, self.layer_info).derive(key)
 
-    def read(self, store: Store, card: Card, db: sqlite3.Connection | None = None) -> dict[str, Any] | None:
-        """The card's entry (in the caller's transaction if given), or None."""
-        if db is None:
-            with store.transaction() as tx:
-                raw = store.meta(tx, self._name(card))
-        else:
-            raw = store.meta(db, self._name(card))
+    def _read(self, db: sqlite3.Connection, engine: Engine, card: Card) -> dict[str, Any] | None:
+        raw = engine.store.meta(db, self._name(card))
         if raw is None:
             return None
         entry: dict[str, Any] = json.loads(raw)
         return entry if entry.get("created") == card.record.created else None
 
-    def write(self, store: Store, card: Card, entry: dict[str, Any], db: sqlite3.Connection | None = None) -> None:
-        if db is None:
-            with store.transaction() as tx:
-                store.set_meta(tx, self._name(card), json.dumps(entry))
-        else:
-            store.set_meta(db, self._name(card), json.dumps(entry))
+    def read(self, engine: Engine, card: Card) -> dict[str, Any] | None:
+        """The card's entry, or None."""
+        with engine.store.transaction() as tx:
+            return self._read(tx, engine, card)
+
+    def write(self, engine: Engine, card: Card, entry: dict[str, Any]) -> None:
+        with engine.store.transaction() as tx:
+            engine.store.set_meta(tx, self._name(card), json.dumps(entry))
+
+    def prove(self, engine: Engine, card: Card, limit: int, matches: Callable[[bytes], bool] | None) -> Proof:
+        """Check a response with the card's key, counted: in one write transaction, read the entry, and unless
+        its wrong tries reached LIMIT, ask MATCHES (None: there is nothing to check) whether the key gives the
+        response, and store the count (0 when right, one more when wrong)."""
+        store = engine.store
+        with store.transaction() as db:
+            entry = self._read(db, engine, card)
+            if entry is None:
+                return Proof(None, False, None, False)
+            blocked = entry["failures"] >= limit
+            key = None if blocked or matches is None else self.key(engine.device_key, card, entry)
+            right = False
+            if key is not None and matches is not None:
+                right = matches(key)
+                entry["failures"] = 0 if right else entry["failures"] + 1
+                store.set_meta(db, self._name(card), json.dumps(entry))
+        return Proof(entry, blocked, key, right)
 
     def new_entry(self, device_key: bytes, card: Card, key: bytes, data_key: bytes, **extra: Any) -> dict[str, Any]:
         """An entry holding `key` and the card's data key under it (plus the caller's own fields)."""

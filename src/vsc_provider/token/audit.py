@@ -160,12 +160,8 @@ def chain_block(
 
 
 def entries(store: Store, card_id: int) -> tuple[list[Entry], Head | None]:
-    with store.reading() as db:
-        db.execute("BEGIN")
-        try:
-            return audit_store.entries(db, card_id), audit_store.head(db, card_id)
-        finally:
-            db.execute("COMMIT")
+    with store.snapshot() as db:
+        return audit_store.entries(db, card_id), audit_store.head(db, card_id)
 
 
 def verify(device_key: bytes, serial: str, chain: list[Entry], head: Head | None) -> int:

@@ -18,7 +18,7 @@ A record's mark byte (1) is written after the rest of it, so a reader stops at t
 still 0: a process killed in the middle of a write leaves out only the record it was writing. Entry slots are
 taken with an atomic counter, so threads never share one.
 
-Whoever folds a journal reads the entries after the offset the store records for it (table audit_journals),
+Whoever folds a journal reads the entries after the offset the store records for it (token/audit_store.py),
 chains them and records the new offset in the same transaction: each entry is folded exactly once, by
 whichever process folds first, and a fold that dies takes nothing with it. Any process may fold any journal;
 only a journal whose lock is free (its process has ended) is deleted, once folded.
@@ -253,16 +253,13 @@ def journals(folder: str) -> Iterator[Found]:
 
 
 def folded(db: sqlite3.Connection, name: str) -> int:
-    row = db.execute("SELECT folded FROM audit_journals WHERE name = ?", (name,)).fetchone()
-    return ENTRIES if row is None else int(row[0])
-
-
-def set_folded(db: sqlite3.Connection, name: str, offset: int) -> None:
-    db.execute("INSERT OR REPLACE INTO audit_journals(name, folded) VALUES (?, ?)", (name, offset))
+    """Where the fold of journal NAME starts: after what was folded, or at its first entry."""
+    offset = audit_store.journal_offset(db, name)
+    return ENTRIES if offset is None else offset
 
 
 def forget_deleted(db: sqlite3.Connection, folder: str) -> None:
     """Drop the records of journals that no longer exist (deleted once folded)."""
-    for (name,) in db.execute("SELECT name FROM audit_journals").fetchall():
+    for name in audit_store.journal_names(db):
         if not os.path.exists(os.path.join(folder, name)):
-            db.execute("DELETE FROM audit_journals WHERE name = ?", (name,))
+            audit_store.forget_journal(db, name)

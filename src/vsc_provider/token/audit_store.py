@@ -1,4 +1,5 @@
-"""The audit log's SQL and its stored form (the tables are in token/store.py's schema).
+"""The audit log's SQL and its stored form (the tables are in token/store.py's schema): the chains' blocks and
+signed heads, and how far each journal (token/audit_journal.py) was folded.
 
 Each write stores its batch of a card's entries as one row of `audit`: (card_id, first_seq, last_seq, block),
 the block packed here. SQLite inserts one row of a few kilobytes several times faster than 128 rows of eleven
@@ -220,3 +221,30 @@ def set_head(db: sqlite3.Connection, card_id: int, new: Head) -> None:
         "INSERT OR REPLACE INTO audit_heads(card_id, seq, hash, signature, sealed_key) VALUES (?, ?, ?, ?, ?)",
         (card_id, *new),
     )
+
+
+# --- how far each journal was folded (table audit_journals) -------------------------------------------
+
+
+def journal_offset(db: sqlite3.Connection, name: str) -> int | None:
+    """The offset up to which journal NAME was folded; None when it never was."""
+    row = db.execute("SELECT folded FROM audit_journals WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_journal_offset(db: sqlite3.Connection, name: str, offset: int) -> None:
+    """Inside the fold's write transaction, with the entries it chained: each entry is folded exactly once."""
+    db.execute("INSERT OR REPLACE INTO audit_journals(name, folded) VALUES (?, ?)", (name, offset))
+
+
+def journal_names(db: sqlite3.Connection) -> list[str]:
+    return [name for (name,) in db.execute("SELECT name FROM audit_journals").fetchall()]
+
+
+def forget_journal(db: sqlite3.Connection, name: str) -> None:
+    db.execute("DELETE FROM audit_journals WHERE name = ?", (name,))
+
+
+def data_version(db: sqlite3.Connection) -> int:
+    """Changes when another connection commits (inside a transaction: as of its start)."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])

@@ -211,6 +211,10 @@ class AuditLog:
 
     # --- folding ---------------------------------------------------------------------------------------
 
+    def chain(self, card_id: int) -> tuple[list[audit_store.Entry], audit_store.Head | None]:
+        """The card's chain and signed head as stored (this process's own key uses are there once flushed)."""
+        return audit.entries(self.store, card_id)
+
     def flush(self, wait: bool = True) -> None:
         """Fold every journal and what waits in memory into the chains. Never raises: a failed write keeps
         the entries (journals stay on disk; memory up to MAX_PENDING) for the next one. The caller must not
@@ -333,7 +337,7 @@ class AuditLog:
             ends[found.name] = columns.end
             if columns.times:
                 batches.append((columns.times[0], _journal_batches(columns)))
-                audit_journal.set_folded(db, found.name, columns.end)
+                audit_store.set_journal_offset(db, found.name, columns.end)
         batches.sort(key=itemgetter(0))  # journals in the order of their first new entry
         if waiting:
             batches.append((0, self._memory_batches(waiting)))
@@ -365,7 +369,7 @@ class AuditLog:
         # What this process read and wrote last time still holds when no other connection committed since
         # (data_version) and this one changed nothing else (total_changes): then the card's serial, head and
         # last entry need no reading.
-        seen = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+        seen = (audit_store.data_version(db), db.total_changes)
         known = self._tails if seen == self._seen else {}
         tails: dict[int, _Tail] = {}
         for batch in batches:

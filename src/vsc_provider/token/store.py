@@ -244,6 +244,16 @@ class Store:
         with self.lock:
             yield self._db
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: what is read inside it agrees (one state of the file), under the connection lock."""
+        with self.lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
     def read_meta(self, key: str) -> str | None:
         """A meta value, read outside any write transaction."""
         with self.lock:
@@ -256,13 +266,9 @@ class Store:
 
     def load(self, with_objects: Collection[int] = ()) -> tuple[list[CardRecord], dict[int, list[ObjectRecord]]]:
         """Every card, and the objects of the cards named, in one read transaction (so they agree)."""
-        with self.lock:
-            self._db.execute("BEGIN")
-            try:
-                cards = [_card(r) for r in self._db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]  # noqa: S608 - constant columns
-                objects = {c.id: self._objects(c.id) for c in cards if c.id in with_objects}
-            finally:
-                self._db.execute("COMMIT")
+        with self.snapshot() as db:
+            cards = [_card(r) for r in db.execute(f"SELECT {_CARD_COLUMNS} FROM cards ORDER BY id")]  # noqa: S608 - constant columns
+            objects = {c.id: self._objects(c.id) for c in cards if c.id in with_objects}
         return cards, objects
 
     def objects(self, card_id: int) -> list[ObjectRecord]:
