@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from tests.server.request_device import PushReader
+from tests.server.test_caps_race import race_pending, race_tickets
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey, jwe_to_server
 from vsc_provider.provisioning.http import ServerError
@@ -148,6 +149,18 @@ def test_ten_wrong_pins_spread_over_instances_block_at_exactly_ten(instances: li
         refused = _pin_try(server, device, device_id, right)
         assert refused is not None and (refused.status, refused.error) == (423, "pin_blocked")
     assert instances[0].query("SELECT pin_failures FROM devices WHERE id = ?", (device_id,)) == [(10,)]
+
+
+def test_ticket_requests_raced_over_instances_get_exactly_the_cap(instances: list[IdServer]) -> None:
+    from vsc_provider.server.migration import MAX_OPEN_TICKETS
+
+    outcomes = race_tickets(instances)
+    assert outcomes.count(200) == MAX_OPEN_TICKETS and set(outcomes) - {200} == {"429 too_many_tickets"}, outcomes
+
+
+def test_requests_raced_over_instances_fill_exactly_the_pending_cap(instances: list[IdServer]) -> None:
+    outcomes = race_pending(instances)
+    assert outcomes.count(200) == 3 and set(outcomes) - {200} == {"429 too_many_pending"}, outcomes
 
 
 def test_an_instance_killed_mid_activation_leaves_nothing_half_done(
