@@ -25,6 +25,7 @@ from tests.provisioning.test_activation import (  # noqa: F401
     verify,
 )
 from tests.provisioning.test_online_pin import failures, login
+from tests.server.conftest import BACK_ENDS
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from vsc_provider import api
 from vsc_provider.ck import constants as C
@@ -282,5 +283,45 @@ def test_certificates_near_their_end_are_renewed_at_the_next_contact(
         assert result["renewed"] is True
         after = {k: c.serial_number for k, c in certs_of(serial).items()}
         assert len(after) == len(before) and not set(after.values()) & set(before.values())
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", BACK_ENDS)
+def test_near_their_end_certificates_are_renewed_by_the_next_command_with_the_pin(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    inproc: None,  # noqa: F811
+) -> None:
+    """No `vsc card renew`: the flag a contact without the PIN records (a C_Login of an online card, `vsc
+    identity status` of a light one) is acted on by the next `vsc` command that has the PIN."""
+    database = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
+    data = tmp_path / "short"
+    server = start_server(data, env={"VSC_SERVER_CERT_DAYS": "20"}, database=database)  # inside the window
+    online = activate(server.link("oona", "online"))["serial"]
+    light = activate(server.link("lily", "light"))["serial"]
+    server.stop()  # back with a year's certificates: renewed cards are then out of the window
+    server = start_server(data, port=server.port, database=database)
+    try:
+        before = {serial: set(certs_of(serial)) for serial in (online, light)}
+        login(online, USER_PIN)  # C_Login (in process, as a PKCS#11 host): records the flag, swaps nothing
+        assert next(c for c in cards() if c["serial"] == online)["renewal_requested"] is True
+        assert set(certs_of(online)) == before[online]
+        shown = run_vsc("card", "show", online, "--pin", USER_PIN)
+        assert "renewed card" in shown.stderr
+        assert not set(certs_of(online)) & before[online]
+        assert next(c for c in cards() if c["serial"] == online)["renewal_requested"] is False
+
+        assert "renewed" not in run_vsc("card", "show", light, "--pin", USER_PIN).stderr  # no contact yet
+        assert json.loads(run_vsc("identity", "status", light).stdout)["renew"] is True
+        assert "renewed card" in run_vsc("card", "show", light, "--pin", USER_PIN).stderr
+        assert not set(certs_of(light)) & before[light]
+
+        renewed = {serial: set(certs_of(serial)) for serial in (online, light)}
+        for serial in (online, light):  # the new certificates are a year long: nothing more to do
+            assert json.loads(run_vsc("identity", "status", serial).stdout)["renew"] is False
+            assert "renewed" not in run_vsc("card", "show", serial, "--pin", USER_PIN).stderr
+            assert set(certs_of(serial)) == renewed[serial]
     finally:
         server.stop()
