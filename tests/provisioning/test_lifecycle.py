@@ -86,8 +86,7 @@ def test_renewal_must_be_signed_by_the_certified_old_keys(id_server: IdServer) -
     # the old key is retired: it cannot prove possession for the next renewal
     assert refused(lambda inner: {"renewal": es256_jws({"auth": old}, inner)}) == "bad_possession"
     # and its certificate is revoked as superseded; the new one is not
-    with id_server.client() as c:
-        crl = x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+    crl = _crl(id_server)
     entry = crl.get_revoked_certificate_by_serial_number(old_cert.serial_number)
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.superseded
@@ -149,6 +148,11 @@ def test_escrowed_keys_are_sealed_in_the_database(id_server: IdServer, inproc: N
 # --- migration ------------------------------------------------------------------------------------------
 
 
+def _crl(server: IdServer) -> x509.CertificateRevocationList:
+    with server.client() as c:
+        return x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+
+
 def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
     id_server: IdServer,
     tmp_path: Path,
@@ -167,6 +171,8 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
         assert target.devices() == []
         assert next(c for c in cards() if c["serial"] == serial)["server"] == id_server.url
         assert certs_of(serial) == before
+        crl_before = _crl(id_server)
+        assert not any(crl_before.get_revoked_certificate_by_serial_number(c.serial_number) for c in before.values())
         for key_id, cert in before.items():
             verify(cert, sign_with(serial, key_id, b"still A"), b"still A")
         assert json.loads(run_vsc("identity", "status", serial).stdout)["state"] == "active"
@@ -178,6 +184,17 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
         binding = api.find_card(serial).record.server or {}
         assert binding["url"] == target.url and "release" not in binding
         assert set(certs_of(serial)) == set(before)
+        # A's certificates of the card are on A's CRL (superseded) from then on; B's new ones on neither
+        after = certs_of(serial)
+        crl_a, crl_b = _crl(id_server), _crl(target)
+        for key_id, cert in before.items():
+            assert after[key_id].serial_number != cert.serial_number
+            entry = crl_a.get_revoked_certificate_by_serial_number(cert.serial_number)
+            assert entry is not None, key_id
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            assert reason == x509.ReasonFlags.superseded
+            for crl in (crl_a, crl_b):
+                assert crl.get_revoked_certificate_by_serial_number(after[key_id].serial_number) is None
         # A's copy of the card's SO PIN moved to B: B's administrator can unblock the card
         assert target.query("SELECT so_pin IS NOT NULL FROM devices") in ([(1,)], [(True,)])
         device = target.devices()[0]["id"]
