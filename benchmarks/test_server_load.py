@@ -30,6 +30,7 @@ def test_server_load(benchmark: Any, cluster: Any, backend: str, instances: int)
     url = cluster.database() if backend == "postgresql" else None
     result = benchmark.pedantic(measure, args=(instances, url, keys, counts), rounds=1)
     assert result["activation"]["failed"] == 0 and result["status"]["failed"] == 0
+    assert result["pin"]["failed"] == 0 and result["pin"]["done"] == counts.pins, result["pin"]
     assert result["request"]["failed"] == 0 and result["request"]["done"] == counts.requests
     where = f"{backend} x{instances}"
     rows = []

@@ -169,8 +169,13 @@ def card_show(card_ref: str, pin: str | None, as_json: bool) -> None:
         from vsc_provider import key_info
 
         click.echo(json.dumps(key_info.card_metadata(card_ref, pin), indent=2))
-        return
-    _print_card(api.list_objects(card_ref, pin))
+    else:
+        _print_card(api.list_objects(card_ref, pin))
+    if pin is not None and api.find_card(card_ref).record.server:  # with the PIN: a renewal its server asked for
+        from vsc_provider.provisioning import client
+
+        if client.renew_if_requested(card_ref, pin):
+            click.echo(f"renewed card {card_ref}: its server asked for new keys", err=True)
 
 
 @card.command("delete")

@@ -25,6 +25,7 @@ from tests.provisioning.test_activation import (  # noqa: F401
     verify,
 )
 from tests.provisioning.test_online_pin import failures, login
+from tests.server.conftest import BACK_ENDS
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from vsc_provider import api
 from vsc_provider.ck import constants as C
@@ -85,8 +86,7 @@ def test_renewal_must_be_signed_by_the_certified_old_keys(id_server: IdServer) -
     # the old key is retired: it cannot prove possession for the next renewal
     assert refused(lambda inner: {"renewal": es256_jws({"auth": old}, inner)}) == "bad_possession"
     # and its certificate is revoked as superseded; the new one is not
-    with id_server.client() as c:
-        crl = x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+    crl = _crl(id_server)
     entry = crl.get_revoked_certificate_by_serial_number(old_cert.serial_number)
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.superseded
@@ -148,6 +148,11 @@ def test_escrowed_keys_are_sealed_in_the_database(id_server: IdServer, inproc: N
 # --- migration ------------------------------------------------------------------------------------------
 
 
+def _crl(server: IdServer) -> x509.CertificateRevocationList:
+    with server.client() as c:
+        return x509.load_der_x509_crl(c._http.get("/v1/crl").content)
+
+
 def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
     id_server: IdServer,
     tmp_path: Path,
@@ -166,6 +171,8 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
         assert target.devices() == []
         assert next(c for c in cards() if c["serial"] == serial)["server"] == id_server.url
         assert certs_of(serial) == before
+        crl_before = _crl(id_server)
+        assert not any(crl_before.get_revoked_certificate_by_serial_number(c.serial_number) for c in before.values())
         for key_id, cert in before.items():
             verify(cert, sign_with(serial, key_id, b"still A"), b"still A")
         assert json.loads(run_vsc("identity", "status", serial).stdout)["state"] == "active"
@@ -177,6 +184,17 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
         binding = api.find_card(serial).record.server or {}
         assert binding["url"] == target.url and "release" not in binding
         assert set(certs_of(serial)) == set(before)
+        # A's certificates of the card are on A's CRL (superseded) from then on; B's new ones on neither
+        after = certs_of(serial)
+        crl_a, crl_b = _crl(id_server), _crl(target)
+        for key_id, cert in before.items():
+            assert after[key_id].serial_number != cert.serial_number
+            entry = crl_a.get_revoked_certificate_by_serial_number(cert.serial_number)
+            assert entry is not None, key_id
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            assert reason == x509.ReasonFlags.superseded
+            for crl in (crl_a, crl_b):
+                assert crl.get_revoked_certificate_by_serial_number(after[key_id].serial_number) is None
         # A's copy of the card's SO PIN moved to B: B's administrator can unblock the card
         assert target.query("SELECT so_pin IS NOT NULL FROM devices") in ([(1,)], [(True,)])
         device = target.devices()[0]["id"]
@@ -282,5 +300,45 @@ def test_certificates_near_their_end_are_renewed_at_the_next_contact(
         assert result["renewed"] is True
         after = {k: c.serial_number for k, c in certs_of(serial).items()}
         assert len(after) == len(before) and not set(after.values()) & set(before.values())
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", BACK_ENDS)
+def test_near_their_end_certificates_are_renewed_by_the_next_command_with_the_pin(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    inproc: None,  # noqa: F811
+) -> None:
+    """No `vsc card renew`: the flag a contact without the PIN records (a C_Login of an online card, `vsc
+    identity status` of a light one) is acted on by the next `vsc` command that has the PIN."""
+    database = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
+    data = tmp_path / "short"
+    server = start_server(data, env={"VSC_SERVER_CERT_DAYS": "20"}, database=database)  # inside the window
+    online = activate(server.link("oona", "online"))["serial"]
+    light = activate(server.link("lily", "light"))["serial"]
+    server.stop()  # back with a year's certificates: renewed cards are then out of the window
+    server = start_server(data, port=server.port, database=database)
+    try:
+        before = {serial: set(certs_of(serial)) for serial in (online, light)}
+        login(online, USER_PIN)  # C_Login (in process, as a PKCS#11 host): records the flag, swaps nothing
+        assert next(c for c in cards() if c["serial"] == online)["renewal_requested"] is True
+        assert set(certs_of(online)) == before[online]
+        shown = run_vsc("card", "show", online, "--pin", USER_PIN)
+        assert "renewed card" in shown.stderr
+        assert not set(certs_of(online)) & before[online]
+        assert next(c for c in cards() if c["serial"] == online)["renewal_requested"] is False
+
+        assert "renewed" not in run_vsc("card", "show", light, "--pin", USER_PIN).stderr  # no contact yet
+        assert json.loads(run_vsc("identity", "status", light).stdout)["renew"] is True
+        assert "renewed card" in run_vsc("card", "show", light, "--pin", USER_PIN).stderr
+        assert not set(certs_of(light)) & before[light]
+
+        renewed = {serial: set(certs_of(serial)) for serial in (online, light)}
+        for serial in (online, light):  # the new certificates are a year long: nothing more to do
+            assert json.loads(run_vsc("identity", "status", serial).stdout)["renew"] is False
+            assert "renewed" not in run_vsc("card", "show", serial, "--pin", USER_PIN).stderr
+            assert set(certs_of(serial)) == renewed[serial]
     finally:
         server.stop()

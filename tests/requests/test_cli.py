@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import SO_PIN, USER_PIN, run_vsc
+from tests.provisioning.test_activation import certs_of
 from tests.requests.real import activated, assert_approved_jws, create, result, rp_call, sign_request
 from tests.requests.standin import StandIn
 from tests.server.idserver import IdServer
@@ -96,6 +97,24 @@ def test_a_card_whose_server_cannot_be_reached_leaves_the_others(id_server: IdSe
     out = run_vsc("requests", "list", "--json")
     assert [r["id"] for r in json.loads(out.stdout)] == [a]
     assert f"card {s2}:" in out.stderr
+
+
+def test_an_approval_with_the_pin_does_the_renewal_the_server_asked_for(
+    id_server: IdServer, rp: str, vsc_home: Path
+) -> None:
+    user, serial = activated(id_server)
+    device = next(d for d in id_server.devices() if d["user"] == user)
+    before = {c.serial_number for c in certs_of(serial).values()}
+    id_server.admin("POST", f"/admin/devices/{device['id']}/renew")
+    assert json.loads(run_vsc("identity", "status", serial).stdout)["renew"] is True  # recorded, no PIN
+    rid = sign_request(id_server, rp, user)
+    run_vsc("requests", "approve", rid, "--pin", USER_PIN)
+    assert_approved_jws(id_server, rp, rid)  # signed with the key the request named, then renewed
+    info = api.list_cards()
+    assert not next(c for c in info if c.serial == serial).renewal_requested
+    after = {c.serial_number for c in certs_of(serial).values()}
+    assert after and not after & before
+    assert json.loads(run_vsc("identity", "status", serial).stdout)["renew"] is False
 
 
 def test_a_key_that_wants_its_pin_for_each_signature_signs_with_the_approval_pin(

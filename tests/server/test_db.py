@@ -90,10 +90,34 @@ def test_nonces_and_tickets_are_spent_once_across_two_pools(two: tuple[Database,
         spent = list(pool.map(lambda n: (first, second)[n % 2].spend_nonce("n1", expires), range(16)))
     assert spent.count(True) == 1
     device = _device(first, "dev-t")
-    first.add_ticket("tk", device, "https://b.example", "{}")
+    assert first.add_ticket("tk", device, "https://b.example", "{}", 0.0, 3)
     with ThreadPoolExecutor(8) as pool:
         closed = list(pool.map(lambda n: (first, second)[n % 2].complete_ticket("tk", device), range(8)))
     assert closed.count(True) == 1 and second.device(device).state == "migrated"  # type: ignore[union-attr]
+
+
+def test_ticket_and_pending_caps_hold_across_two_pools(two: tuple[Database, Database]) -> None:
+    first, second = two
+    device = _device(first, "dev-c")  # it arrived with a migration ticket: that row is not an open ticket
+
+    def ticket(n: int) -> bool:
+        return (first, second)[n % 2].add_ticket(f"tk{n}", device, "https://b", "{}", 0.0, 3)
+
+    with ThreadPoolExecutor(16) as pool:
+        added = list(pool.map(ticket, range(16)))
+    assert added.count(True) == 3
+    now = time.time()
+
+    def request(n: int) -> bool:
+        row: dict[str, Any] = {
+            "id": f"rq{n}", "rp": "admin", "kind": "auth", "alg": "ES256", "format": "jws", "input": "{}",
+            "callback": None, "named_device": None, "created": now, "expires": now + 60,
+        }  # fmt: skip
+        return (first, second)[n % 2].add_request(row, [(device, "auth", "doc", "hash")], cap=(3, 10**6))
+
+    with ThreadPoolExecutor(16) as pool:
+        made = list(pool.map(request, range(16)))
+    assert made.count(True) == 3 and second.pending_load(device, now) == (3, 9)
 
 
 def test_pin_tries_race_to_exactly_the_maximum(two: tuple[Database, Database]) -> None:

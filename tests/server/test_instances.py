@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from tests.server.request_device import PushReader
+from tests.server.test_caps_race import race_pending, race_tickets
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey, jwe_to_server
 from vsc_provider.provisioning.http import ServerError
@@ -150,6 +151,18 @@ def test_ten_wrong_pins_spread_over_instances_block_at_exactly_ten(instances: li
     assert instances[0].query("SELECT pin_failures FROM devices WHERE id = ?", (device_id,)) == [(10,)]
 
 
+def test_ticket_requests_raced_over_instances_get_exactly_the_cap(instances: list[IdServer]) -> None:
+    from vsc_provider.server.migration import MAX_OPEN_TICKETS
+
+    outcomes = race_tickets(instances)
+    assert outcomes.count(200) == MAX_OPEN_TICKETS and set(outcomes) - {200} == {"429 too_many_tickets"}, outcomes
+
+
+def test_requests_raced_over_instances_fill_exactly_the_pending_cap(instances: list[IdServer]) -> None:
+    outcomes = race_pending(instances)
+    assert outcomes.count(200) == 3 and set(outcomes) - {200} == {"429 too_many_pending"}, outcomes
+
+
 def test_an_instance_killed_mid_activation_leaves_nothing_half_done(
     instances: list[IdServer], postgres: Any, tmp_path: Path
 ) -> None:
@@ -256,6 +269,38 @@ def test_a_second_instance_with_a_data_directory_of_its_own_is_refused(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "copy the data directory" in lines[0], proc.stderr
     assert not (data / "ca.key").exists()
+
+
+def _refused_start(data: Path, database: str, *args: str) -> str:
+    """The one-line error of `vsc server run` on this data directory and database."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsc_provider.cli", "server", "run", "--data", str(data), "--database", database,
+         "--port", "1", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_a_copy_missing_a_shared_file_is_refused_not_given_one_of_its_own(postgres: Any, tmp_path: Path) -> None:
+    database = postgres.database()
+    relay = ("--push-relay", "https://127.0.0.1:9")  # only loaded at start: nothing is posted
+    first = start_server(tmp_path / "a", database=database, args=relay)
+    first.stop()
+    assert (first.data / "relay-secret").exists()
+    for name in ("admin.json", "tls.key", "tls.pem", "relay-secret"):
+        copy = tmp_path / f"without-{name}"
+        shutil.copytree(first.data, copy, ignore=shutil.ignore_patterns("server.json", name))
+        line = _refused_start(copy, database, *relay)
+        assert f"has no {name}," in line and "copy it from another instance" in line, line
+        assert not (copy / name).exists()  # nothing made in its place
+    other = tmp_path / "other-relay-secret"
+    shutil.copytree(first.data, other, ignore=shutil.ignore_patterns("server.json"))
+    (other / "relay-secret").write_bytes(secrets.token_bytes(32))
+    assert "relay-secret differs" in _refused_start(other, database, *relay)
+    # the first one's own directory still starts, with its relay
+    start_server(first.data, database=database, args=relay).stop()
 
 
 def _full_buckets(server: IdServer) -> None:

@@ -172,11 +172,21 @@ def _unblock(eng: Engine, card: Card, sealed_so_pin: str) -> None:
 
 
 def renew_if_requested(ref: str, pin: str) -> bool:
-    """Renew now if the server asked for it at an earlier contact (the PIN is needed for new keys)."""
+    """Renew now if the card's server asked for it (its certificates near their end, or the admin): the flag
+    recorded at a contact without the PIN (`vsc identity status`, a C_Login of an online card, this command's
+    own login included). The `vsc` commands that have the user PIN call this once their own work is done; a
+    renewal that fails is logged and left for the next one, and the command's own result stands."""
+    eng: Engine = api.engine()
+    eng.refresh()
     card = api.find_card(ref)
     if not (card.record.server or {}).get("renew_requested"):
         return False
-    renew(ref, pin)
+    try:
+        renew(card.serial, pin)
+    except (ServerError, CKRError) as exc:
+        log.warning("card %s: the renewal its server asked for failed, tried again next time: %s", card.serial, exc)
+        return False
+    log.info("card %s: renewed, as its server asked", card.serial)
     return True
 
 

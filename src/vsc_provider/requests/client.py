@@ -158,6 +158,7 @@ def approve(eng: Engine, card: Card, request: PendingRequest, pin: str) -> None:
     _answer(eng, card, request, {"decision": "approve", "signature": signature, "certificate": wire.b64u(certificate)})
     fingerprint.approved(eng, card)
     log.info("card %s: approved request %s of %s", card.serial, request.id, request.rp)
+    provisioning.renew_if_requested(card.serial, pin)  # the PIN is at hand: a renewal the server asked for
 
 
 def approve_with_fingerprint(eng: Engine, card: Card, request: PendingRequest) -> None:

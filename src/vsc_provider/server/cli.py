@@ -66,7 +66,6 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
     sharing one --database each need a copy of the same data directory (never one made anew)."""
     from vsc_provider.server.app import create_app
     from vsc_provider.server.db_backend import DatabaseUnavailable
-    from vsc_provider.server.relay import Relay
     from vsc_provider.server.state import IdentityServer, WrongDataDirectory
     from vsc_provider.web_service import serve
 
@@ -80,8 +79,11 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
         ident = IdentityServer(data, hosts, database or None)
     except (DatabaseUnavailable, WrongDataDirectory) as exc:
         raise click.ClickException(str(exc)) from None
-    if push_relay is not None:
-        ident.relay = Relay.load(data, push_relay)
+    try:
+        if push_relay is not None:
+            ident.use_relay(push_relay)
+    except WrongDataDirectory as exc:
+        raise click.ClickException(str(exc)) from None
     url = (public_url or f"https://{host}:{port}").rstrip("/")
     # written whole or not at all: scripts and other instances wait for this file to appear
     fresh = data / "server.json.new"

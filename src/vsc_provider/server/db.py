@@ -29,6 +29,13 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+# A device's migration tickets issued here and not completed (parameters: device, since); the row of the ticket
+# a device arrived with (target 'received') is not one of them.
+_OPEN_TICKETS = (
+    "SELECT COUNT(*) FROM tickets WHERE device = ? AND state = 'issued' AND target <> 'received' AND created >= ?"
+)
+
+
 @dataclass
 class Device:
     id: str
@@ -122,10 +129,7 @@ class Database(RequestTables, OtpTables, CertificateTables):
     def open_tickets(self, device_id: str, since: float) -> int:
         """Migration tickets issued to a device since a time and not completed."""
         with self._b.read() as db:
-            row = db.execute(
-                "SELECT COUNT(*) FROM tickets WHERE device = ? AND state = 'issued' AND created >= ?",
-                (device_id, since),
-            ).fetchone()
+            row = db.execute(_OPEN_TICKETS, (device_id, since)).fetchone()
         return int(row[0])
 
     # --- activation codes ---------------------------------------------------------------------
@@ -409,13 +413,23 @@ class Database(RequestTables, OtpTables, CertificateTables):
             ).fetchone()
         return None if row is None else {"device": row[0], "target": row[1], "target_key": row[2], "state": row[3]}
 
-    def add_ticket(self, ticket_id: str, device: str, target: str, target_key: str) -> None:
-        self._b.write(
-            lambda tx: tx.execute(
+    def add_ticket(self, ticket_id: str, device: str, target: str, target_key: str, since: float, cap: int) -> bool:
+        """A new issued ticket unless `cap` of the device's are open (issued since `since`, not completed):
+        counted and inserted in one transaction under the device row's lock, so instances racing on one
+        database cannot together pass the cap. False when it is reached."""
+
+        def add(tx: Tx) -> bool:
+            self._lock_device(tx, device)
+            row = tx.execute(_OPEN_TICKETS, (device, since)).fetchone()
+            if int(row[0]) >= cap:
+                return False
+            tx.execute(
                 "INSERT INTO tickets(id, device, target, created, target_key, state) VALUES (?, ?, ?, ?, ?, 'issued')",
                 (ticket_id, device, target, time.time(), target_key),
             )
-        )
+            return True
+
+        return self._b.write(add)
 
     def complete_ticket(self, ticket_id: str, device_id: str) -> bool:
         """Close an issued migration ticket once and mark its device migrated; False if it was closed already."""

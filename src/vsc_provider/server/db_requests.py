@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vsc_provider.server.db_backend import Backend, Tx
@@ -14,10 +15,17 @@ _PENDING_FOR_DEVICE = (
 )
 
 
+def _pending_load(db: Tx, device: str, now: float) -> tuple[int, int]:
+    sizes = "COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0)"
+    row = db.execute(f"SELECT {sizes} {_PENDING_FOR_DEVICE}", (device, now)).fetchone()
+    return int(row[0]), int(row[1])
+
+
 class RequestTables:
     """Relying parties, requests and the per-device documents they send; a request is decided once."""
 
     _b: Backend
+    _lock_device: Callable[[Tx, str], Any]  # Database's: the device's row locked for the rest of the transaction
 
     def add_relying_party(self, rp_id: str, name: str, key_hash: str | None) -> bool:
         """A new relying party (the admin's built-in one has no key); False when the name is taken."""
@@ -47,11 +55,22 @@ class RequestTables:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
-    def add_request(self, row: dict[str, Any], targets: list[tuple[str, str, str, str]]) -> None:
-        """A new PENDING request and, per device it goes to, (device, key id, signed document, display hash)."""
+    def add_request(
+        self, row: dict[str, Any], targets: list[tuple[str, str, str, str]], cap: tuple[int, int] | None = None
+    ) -> bool:
+        """A new PENDING request and, per device it goes to, (device, key id, signed document, display hash).
+        `cap` (requests, characters of their documents): the request is refused (False) when a device it goes to
+        has that many pending already, counted and inserted under the devices' row locks (taken in one order)
+        in one transaction, so instances racing on one database cannot together pass the cap."""
         names = ("id", "rp", "kind", "alg", "format", "input", "callback", "named_device", "created", "expires")
 
-        def add(tx: Tx) -> None:
+        def add(tx: Tx) -> bool:
+            if cap is not None:
+                for device in sorted({t[0] for t in targets}):
+                    self._lock_device(tx, device)
+                    count, chars = _pending_load(tx, device, row["created"])
+                    if count >= cap[0] or chars >= cap[1]:
+                        return False
             tx.execute(
                 f"INSERT INTO requests({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
                 tuple(row[n] for n in names),
@@ -60,8 +79,9 @@ class RequestTables:
                 "INSERT INTO request_targets(request, device, key_id, document, display_hash) VALUES (?, ?, ?, ?, ?)",
                 [(row["id"], *t) for t in targets],
             )
+            return True
 
-        self._b.write(add)
+        return self._b.write(add)
 
     _REQUEST_COLUMNS = (
         "id", "rp", "kind", "alg", "format", "input", "callback", "named_device", "state", "created", "expires",
@@ -98,9 +118,7 @@ class RequestTables:
     def pending_load(self, device: str, now: float) -> tuple[int, int]:
         """(how many, total characters of their documents) of the device's PENDING, unexpired requests."""
         with self._b.read() as db:
-            sizes = "COUNT(*), COALESCE(SUM(LENGTH(t.document)), 0)"
-            row = db.execute(f"SELECT {sizes} {_PENDING_FOR_DEVICE}", (device, now)).fetchone()
-        return int(row[0]), int(row[1])
+            return _pending_load(db, device, now)
 
     def decide_request(
         self,

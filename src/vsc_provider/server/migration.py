@@ -32,9 +32,7 @@ def ticket(srv: IdentityServer, body: Any) -> dict[str, Any]:
     a migration that fails at the target leaves the card working with A."""
     v, dev = srv.verify_active(body, "/v1/migration")
     if srv.db.open_tickets(dev.id, time.time() - TICKET_TTL) >= MAX_OPEN_TICKETS:
-        raise ProtocolError(
-            429, "too_many_tickets", f"{MAX_OPEN_TICKETS} migration tickets are open for this device: use one or wait"
-        )
+        raise _too_many_tickets()  # early, before signing; add_ticket decides under the device's lock
     target = v.payload.get("target")
     if not isinstance(target, str) or not target.startswith("https://") or len(target) > 512:
         raise ProtocolError(400, "bad_target", "target is the https URL of the new server")
@@ -54,12 +52,19 @@ def ticket(srv: IdentityServer, body: Any) -> dict[str, Any]:
         "keys": [spki_hash(k["spki"]) for k in keys if k["format"] != "imported"],
     }
     signed = jose.sign_compact(srv.protocol_key, claims)
-    srv.db.add_ticket(claims["jti"], dev.id, claims["aud"], target_key.export_public())
+    since = time.time() - TICKET_TTL
+    if not srv.db.add_ticket(claims["jti"], dev.id, claims["aud"], target_key.export_public(), since, MAX_OPEN_TICKETS):
+        raise _too_many_tickets()
     answer = {"ticket": signed}
     so_pin = srv.db.so_pin(dev.id)
     if so_pin is not None:  # for the device to hand to the target, which then can unblock the card
         answer["so_pin"] = jose.jwe_to(dev.jwk, so_pin)
     return answer
+
+
+def _too_many_tickets() -> ProtocolError:
+    detail = f"{MAX_OPEN_TICKETS} migration tickets are open for this device: use one or wait"
+    return ProtocolError(429, "too_many_tickets", detail)
 
 
 def complete(srv: IdentityServer, body: Any) -> dict[str, Any]:

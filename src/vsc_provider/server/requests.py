@@ -79,11 +79,10 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
     inp = parse(body)
     alg, targets = _targets(srv, inp)
     now = time.time()
-    for dev, _ in targets:
+    for dev, _ in targets:  # early, before signing; add_request decides under the devices' locks
         count, chars = srv.db.pending_load(dev.id, now)
         if count >= MAX_PENDING or chars >= MAX_PENDING_CHARS:
-            detail = f"a device has {MAX_PENDING} pending requests (or {MAX_PENDING_CHARS} bytes of them) already"
-            raise ProtocolError(429, "too_many_pending", detail, retry_after=10)
+            raise _too_many_pending()
     if inp.hash is not None and rw.HASH_BY_LENGTH[len(inp.hash)] != rw.ALG_HASH[alg]:
         raise bad("hash", f"{alg} signs a {rw.ALG_HASH[alg]} digest")
     request_id = typed_id()
@@ -120,7 +119,7 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
         }
         document = jose.sign_compact(srv.protocol_key, claims)
         rows.append((device_id, key_id, document, rw.display_hash(wire.unb64u(document.split(".")[1]))))
-    srv.db.add_request(
+    if not srv.db.add_request(
         {
             "id": request_id,
             "rp": rp.id,
@@ -134,7 +133,9 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
             "expires": float(expires),
         },
         rows,
-    )
+        cap=(MAX_PENDING, MAX_PENDING_CHARS),
+    ):
+        raise _too_many_pending()
     for device_id, _, document, _ in rows:
         srv.push.publish([device_id], "request", request_id, document)
         _notify_relay(srv, device_id)
@@ -143,6 +144,11 @@ def create(srv: IdentityServer, rp: RelyingParty, body: Any) -> dict[str, Any]:
     if "challenge" in given:
         out["challenge"] = given["challenge"]
     return out
+
+
+def _too_many_pending() -> ProtocolError:
+    detail = f"a device has {MAX_PENDING} pending requests (or {MAX_PENDING_CHARS} bytes of them) already"
+    return ProtocolError(429, "too_many_pending", detail, retry_after=10)
 
 
 def _notify_relay(srv: IdentityServer, device_id: str) -> None:

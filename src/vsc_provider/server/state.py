@@ -66,6 +66,18 @@ class WrongDataDirectory(Exception):
     """The data directory is not the one the (shared) database belongs to (a one-line reason)."""
 
 
+# Files every instance on one database must hold identical copies of, and which a lone server makes when
+# missing (the CA, protocol key and escrow key are checked by fingerprint: _check_identity).
+SHARED_FILES = ("tls.key", "tls.pem", "admin.json")
+
+
+def _missing(data: Path, name: str) -> str:
+    return (
+        f"{data} has no {name}, which the instances sharing this database must all have the same copy of:"
+        " copy it from another instance's data directory"
+    )
+
+
 class IdentityServer:
     """State shared by the handlers: data directory, CA, database, protocol key, profiles.
 
@@ -82,6 +94,7 @@ class IdentityServer:
                 f"the database already serves devices but {data} holds no CA: copy the data directory of the"
                 " server that made it (every instance needs the same one)"
             )
+        self._check_shared_files()
         self.authority = Authority.load_or_create(data, hosts)
         self.escrow = EscrowVault(data)
         self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
@@ -119,6 +132,31 @@ class IdentityServer:
                 f"{self.data} does not belong to this database (its {', '.join(differ)} differ):"
                 " give every instance a copy of the same data directory"
             )
+
+    def _check_shared_files(self) -> None:
+        """On a database that already belongs to a data directory (shared by instances), a copy missing a
+        file the instances share is refused: made anew here, it would differ from the others' (another TLS
+        key than the one cards pin, another admin token)."""
+        if not self.db.shared or not self.db.identity():
+            return
+        for name in SHARED_FILES:
+            if not (self.data / name).exists():
+                raise WrongDataDirectory(_missing(self.data, name))
+
+    def use_relay(self, url: str) -> None:
+        """Notify devices through a push relay (`vsc server run --push-relay`): its topic key (relay-secret)
+        is the same on every instance, recorded in the database by the first one to use it."""
+        path = self.data / "relay-secret"
+        recorded = self.db.identity().get("relay_secret")
+        if recorded and not path.exists():
+            raise WrongDataDirectory(_missing(self.data, path.name))
+        relay = Relay.load(self.data, url)
+        mine = hmac.new(relay.secret, b"vsc-relay-secret-check", hashlib.sha256).hexdigest()
+        if self.db.claim_identity({"relay_secret": mine}).get("relay_secret") != mine:
+            raise WrongDataDirectory(
+                f"{path} differs from the one the database's other instances use: copy theirs to every instance"
+            )
+        self.relay = relay
 
     def _push_document(self, request_id: str, device: str) -> str | None:
         target = self.db.request_target(request_id, device)

@@ -1,6 +1,13 @@
 """A card's server binding (server URL, TLS pin and certificate, device id, sealed device key) is kept in
 the store as JSON; a MAC under the machine's device key, bound to the card's serial, makes an edited
-binding detectable, so nobody with write access to the store alone can point a card at another server."""
+binding detectable, so nobody with write access to the store alone can point a card at another server.
+
+A binding without a MAC is refused like an edited one. The one exception is a store from before binding MACs,
+told by the store's schema version (token/store.py: MACED_SCHEMA), not by a flag in the store: the engine MACs
+such a store's bindings once and raises its schema version in the same transaction. A flag row could be
+deleted by whoever edits the binding, and then the next start would MAC the edited binding.
+What remains: someone who can write the store could also lower its schema version; telling that apart from a
+genuine old store needs a record outside the store, which there is not yet."""
 
 from __future__ import annotations
 
@@ -10,7 +17,9 @@ import json
 from typing import Any
 
 MAC_FIELD = "mac"
-META_KEY = "binding_mac"  # set in the store's meta table once every binding carries a MAC
+# The meta row the first MAC-ing versions set once every binding carried a MAC (schema 1); read only to upgrade
+# such a store to MACED_SCHEMA without MAC-ing anything, then deleted.
+META_KEY = "binding_mac"
 
 
 def _mac(device_key: bytes, serial: str, binding: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from vsc_provider.token.objects import TokenObject
 from vsc_provider.token.online import OnlinePinCheck
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
-from vsc_provider.token.store import CardRecord, Store
+from vsc_provider.token.store import MACED_SCHEMA, CardRecord, Store
 
 # Card and the device key moved to their own modules; their names stay importable from here.
 __all__ = ["PROFILE_OBJECT_BASE", "SESSION_OBJECT_BASE", "Card", "Engine", "load_device_key"]
@@ -39,6 +39,15 @@ __all__ = ["PROFILE_OBJECT_BASE", "SESSION_OBJECT_BASE", "Card", "Engine", "load
 # OpenSSL hashlib imports would add to every host's C_Initialize.
 
 log = vlog.get("vsc.token")
+
+
+def _schema(value: str | None) -> int:
+    """The store's schema version from its meta row. Only a number below MACED_SCHEMA marks an old store: a
+    missing or unreadable row counts as current (Store() writes the row when it is missing)."""
+    try:
+        return int(value or MACED_SCHEMA)
+    except ValueError:
+        return MACED_SCHEMA
 
 
 class Engine:
@@ -76,20 +85,24 @@ class Engine:
         self.refresh(force=True)
 
     def _mac_legacy_bindings(self) -> None:
-        """Bindings stored before they carried a MAC get one, once per store; from then on a binding
-        without one is as refused as an edited one. Once done, a start reads one meta row and writes nothing."""
-        if self.store.read_meta(binding_mac.META_KEY):
+        """A store from before binding MACs (schema version below MACED_SCHEMA) gets its bindings MACed once,
+        and its schema version raised in the same transaction; from then on a binding without a MAC is as
+        refused as an edited one. A start reads one meta row and, once done, writes nothing."""
+        if _schema(self.store.read_meta("schema_version")) >= MACED_SCHEMA:
             return
         ids = [r.id for r in self.store.load()[0]]
         with self.store.transaction() as db:
-            if self.store.meta(db, binding_mac.META_KEY):
-                return
-            for rec in filter(None, (self.store.card(db, card_id) for card_id in ids)):
+            if _schema(self.store.meta(db, "schema_version")) >= MACED_SCHEMA:
+                return  # another process did it first
+            # A store of the first MAC-ing versions says so in a meta row: its bindings all carry a MAC
+            # already, and one without is an edited one (refused), not an old one.
+            legacy = not self.store.delete_meta(db, binding_mac.META_KEY)
+            for rec in filter(None, (self.store.card(db, card_id) for card_id in ids)) if legacy else ():
                 if rec.server and binding_mac.MAC_FIELD not in rec.server:
                     self.store.update_card(
                         db, rec.id, server=binding_mac.sealed(self.device_key, rec.serial, rec.server)
                     )
-            self.store.set_meta(db, binding_mac.META_KEY, "1")
+            self.store.set_meta(db, "schema_version", str(MACED_SCHEMA))
 
     # --- reading the store --------------------------------------------------------------------
 

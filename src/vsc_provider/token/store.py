@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 from vsc_provider import sqlite_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MACED_SCHEMA = 2  # from this version every card's server binding carries its MAC (token/binding.py)
 BUSY_TIMEOUT_MS = 30000  # how long a write waits for another process's write lock
 
 SCHEMA = """
