@@ -22,6 +22,7 @@ from vsc_provider.pkcs11.state import (
     operation_key,
 )
 from vsc_provider.token import mechanisms
+from vsc_provider.token.store import SIGNAL_VALUE
 
 if TYPE_CHECKING:
     from vsc_provider.token.engine import Card
@@ -41,7 +42,7 @@ def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bo
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
     s = _SESSIONS.get(h)
     engine = LIB.engine
-    if s is None or engine is None or engine.signal[:8] != engine.signal_seen:
+    if s is None or engine is None or engine.signal[SIGNAL_VALUE] != engine.signal_seen:
         s = LIB.session(h)  # the error, or another process committed: take it in first
     card = s.card
     # Fast path: this key and mechanism passed every check below before, and neither the object nor its
