@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vsc_provider.ck import constants as C
-from vsc_provider.ck.errors import BufferTooSmall, CKRError
+from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import otp
 from vsc_provider.pkcs11.state import (
@@ -86,8 +86,7 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
     if op.multipart:
         s.sign = None
         raise CKRError(C.CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate")
-    out = op.result
-    if out is None:
+    if op.result is None:
         if query:  # the length is known without signing
             return b"\x00" * op.length
         try:
@@ -95,12 +94,11 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
         except Exception:
             s.sign = None
             raise
-        if capacity < len(out):
-            op.result = out
-            raise BufferTooSmall(len(out))
-        s.sign = None
-        return out
-    return deliver(s, "sign", op, lambda: out, query, capacity)
+        if len(out) <= capacity:  # the usual call: no closure, no further call
+            s.sign = None
+            return out
+        op.result = out  # a short buffer: deliver answers it and keeps the signature for the next call
+    return deliver(s, "sign", op, None, query, capacity)
 
 
 def sign_update(h: int, part: bytes) -> None:
