@@ -73,6 +73,87 @@ def test_ecdsa_card_signatures_are_exactly_r_and_s() -> None:
     assert not jose.card_key_signed(key.public_key(), protected, PAYLOAD, padded)
 
 
+def compact_answer(key: Any, header: dict[str, Any], payload: bytes) -> str:
+    """A compact JWS as a card answers a request: RS*/PS256 or ECDSA r||s, made with `cryptography`."""
+    protected = wire.b64u(json.dumps(header).encode())
+    data = f"{protected}.{wire.b64u(payload)}".encode()
+    alg = header["alg"]
+    if alg == "PS256":
+        signature = key.sign(data, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    elif alg.startswith("RS"):
+        signature = key.sign(data, padding.PKCS1v15(), hashes.SHA512() if alg == "RS512" else hashes.SHA256())
+    else:
+        size = (key.curve.key_size + 7) // 8
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256() if size == 32 else hashes.SHA384())))
+        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    return f"{protected}.{wire.b64u(payload)}.{wire.b64u(signature)}"
+
+
+ANSWER_KEYS = {
+    "RS256": KEYS["RS256"],
+    "RS512": KEYS["RS512"],
+    "PS256": KEYS["RS256"],
+    "ES256": KEYS["ES256"],
+    "ES384": KEYS["ES384"],
+}
+
+
+@pytest.mark.parametrize("alg", sorted(ANSWER_KEYS))
+def test_request_answers_verify_with_exactly_the_asked_alg(alg: str) -> None:
+    key = ANSWER_KEYS[alg]()
+    token = compact_answer(key, {"alg": alg, "vsc_request": "r1"}, b"data")
+    header, payload = jose.card_key_compact(token, key.public_key(), alg, 4096)
+    assert (header["vsc_request"], payload) == ("r1", b"data")
+    protected, body, signature = token.split(".")
+    raw = wire.unb64u(signature)
+    refused = {
+        "tampered signature": f"{protected}.{body}.{wire.b64u(bytes([raw[0] ^ 1]) + raw[1:])}",
+        "other payload": f"{protected}.{wire.b64u(b'other')}.{signature}",
+        "other key": compact_answer(ANSWER_KEYS[alg](), {"alg": alg}, b"data"),
+        "padded base64url": f"{protected}.{body}.{signature}==",
+        "too long": token + "A" * 4096,
+        "no signature part": f"{protected}.{body}",
+    }
+    accepted = []
+    for name, bad in refused.items():
+        try:
+            jose.card_key_compact(bad, key.public_key(), alg, 4096)
+        except ValueError:
+            continue
+        accepted.append(name)
+    assert not accepted
+
+
+def test_request_answers_refuse_another_alg_none_crit_and_b64() -> None:
+    rsa_key, p256 = KEYS["RS256"](), KEYS["ES256"]()
+    # signed correctly, but with another alg than the request asked for (same key type, or another curve)
+    for key, used, asked in ((rsa_key, "RS512", "RS256"), (rsa_key, "PS256", "RS256"), (p256, "ES256", "ES384")):
+        token = compact_answer(key, {"alg": used}, b"data")
+        with pytest.raises(ValueError, match=f"names alg {asked}"):
+            jose.card_key_compact(token, key.public_key(), asked, 4096)
+    # an ES384 header over a P-256 key: the header names the asked alg, the key cannot have made it
+    token = compact_answer(p256, {"alg": "ES256"}, b"data")
+    protected = wire.b64u(json.dumps({"alg": "ES384"}).encode())
+    with pytest.raises(ValueError, match="does not verify"):
+        jose.card_key_compact(protected + token[token.index(".") :], p256.public_key(), "ES384", 4096)
+    none = wire.b64u(json.dumps({"alg": "none"}).encode()) + "." + wire.b64u(b"data") + "."
+    with pytest.raises(ValueError, match="names alg RS256"):
+        jose.card_key_compact(none, rsa_key.public_key(), "RS256", 4096)
+    for extra in ({"crit": ["exp"], "exp": 1}, {"b64": False, "crit": ["b64"]}, {"b64": True}):
+        token = compact_answer(rsa_key, {"alg": "RS256", **extra}, b"data")
+        with pytest.raises(ValueError, match="no crit, no b64"):
+            jose.card_key_compact(token, rsa_key.public_key(), "RS256", 4096)
+
+
+def test_request_answers_ecdsa_signatures_are_exactly_r_and_s() -> None:
+    key = KEYS["ES256"]()
+    protected, body, signature = compact_answer(key, {"alg": "ES256"}, b"data").split(".")
+    raw = wire.unb64u(signature)
+    padded = wire.b64u(b"\0" + raw[:32] + b"\0" + raw[32:])
+    with pytest.raises(ValueError, match="does not verify"):
+        jose.card_key_compact(f"{protected}.{body}.{padded}", key.public_key(), "ES256", 4096)
+
+
 def test_device_jwks_are_public_rsa_of_at_least_2048_bits() -> None:
     small = jose.jose_jwk.JWK.from_pyca(rsa.generate_private_key(65537, 1024).public_key())
     with pytest.raises(ProtocolError) as refused:

@@ -7,7 +7,16 @@ from functools import partial
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
-from vsc_provider.pkcs11.state import LIB, Operation, Session, active_operation, deliver, feed, operation_key
+from vsc_provider.pkcs11.state import (
+    LIB,
+    Operation,
+    Session,
+    active_operation,
+    deliver,
+    feed,
+    operation_key,
+    require_room,
+)
 
 
 def encrypt_init(h: int, mech: Mechanism, key: int) -> None:
@@ -67,10 +76,7 @@ def _update(attr: str, h: int, data: bytes, query: bool, capacity: int) -> bytes
         # zero length (PyKCS11) would otherwise send its real call as a second query, and the output it
         # never collects would block the operation.
         return out or _NO_OUTPUT_BOUND
-    if capacity < len(out):
-        from vsc_provider.ck.errors import BufferTooSmall
-
-        raise BufferTooSmall(len(out))
+    require_room(len(out), capacity)
     op.result = None
     return out
 

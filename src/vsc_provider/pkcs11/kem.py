@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
-from vsc_provider.ck.errors import BufferTooSmall, CKRError
+from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import templates as T
-from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object
+from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object, require_room
 from vsc_provider.token import mechanisms
 
 _KEM_FLAGS = C.CKF_ENCAPSULATE | C.CKF_DECAPSULATE
@@ -60,8 +60,7 @@ def encapsulate_key(
     if query:
         A.template(pairs)  # a malformed template fails the length query too
         return b"\x00" * length, 0
-    if capacity < length:
-        raise BufferTooSmall(length)
+    require_room(length, capacity)
     secret, ciphertext = pqc.encapsulate(mech, key)
     return ciphertext, _new_secret(s, pairs, secret)
 

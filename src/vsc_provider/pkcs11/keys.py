@@ -12,7 +12,7 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Ecdh1Params, Mechanism
 from vsc_provider.pkcs11 import key_rules
 from vsc_provider.pkcs11 import templates as T
-from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object, writable
+from vsc_provider.pkcs11.state import LIB, Session, add_new_key, check_allowed, find_object, require_room, writable
 from vsc_provider.token import audit, curves, ec_params, key_attrs, key_info, mechanisms
 from vsc_provider.token.policy import CardPolicy
 
@@ -203,10 +203,8 @@ def _wrap_key(s: Session, mech: Mechanism, wrapping: int, key: int, query: bool,
         if exc.rv == C.CKR_KEY_TYPE_INCONSISTENT:
             raise CKRError(C.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, exc.reason) from exc
         raise
-    if not query and capacity < len(out):
-        from vsc_provider.ck.errors import BufferTooSmall
-
-        raise BufferTooSmall(len(out))
+    if not query:
+        require_room(len(out), capacity)
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vsc_provider.ck import constants as C
-from vsc_provider.ck.errors import BufferTooSmall, CKRError
+from vsc_provider.ck.errors import CKRError
 from vsc_provider.ck.params import Mechanism
 from vsc_provider.pkcs11 import otp
 from vsc_provider.pkcs11.state import (
@@ -22,6 +22,7 @@ from vsc_provider.pkcs11.state import (
     operation_key,
 )
 from vsc_provider.token import mechanisms
+from vsc_provider.token.store import SIGNAL_VALUE
 
 if TYPE_CHECKING:
     from vsc_provider.token.engine import Card
@@ -41,7 +42,7 @@ def _start(s: Session, card: Card, signer: Any, obj: TokenObject, needs_auth: bo
 def sign_init(h: int, mech: Mechanism, key: int) -> None:
     s = _SESSIONS.get(h)
     engine = LIB.engine
-    if s is None or engine is None or engine.signal[:8] != engine.signal_seen:
+    if s is None or engine is None or engine.signal[SIGNAL_VALUE] != engine.signal_seen:
         s = LIB.session(h)  # the error, or another process committed: take it in first
     card = s.card
     # Fast path: this key and mechanism passed every check below before, and neither the object nor its
@@ -85,8 +86,7 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
     if op.multipart:
         s.sign = None
         raise CKRError(C.CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate")
-    out = op.result
-    if out is None:
+    if op.result is None:
         if query:  # the length is known without signing
             return b"\x00" * op.length
         try:
@@ -94,12 +94,11 @@ def sign(h: int, data: bytes, query: bool, capacity: int) -> bytes:
         except Exception:
             s.sign = None
             raise
-        if capacity < len(out):
-            op.result = out
-            raise BufferTooSmall(len(out))
-        s.sign = None
-        return out
-    return deliver(s, "sign", op, lambda: out, query, capacity)
+        if len(out) <= capacity:  # the usual call: no closure, no further call
+            s.sign = None
+            return out
+        op.result = out  # a short buffer: deliver answers it and keeps the signature for the next call
+    return deliver(s, "sign", op, None, query, capacity)
 
 
 def sign_update(h: int, part: bytes) -> None:

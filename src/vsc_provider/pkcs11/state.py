@@ -137,7 +137,8 @@ os.register_at_fork(before=LIB.before_fork, after_in_parent=LIB.after_fork, afte
 def deliver(session: Session, attr: str, op: Operation, compute: Any, query: bool, capacity: int) -> bytes:
     """Run an operation's final step once, honouring the length query and short-buffer conventions.
 
-    The result is computed at most once: a NULL-buffer query or a short buffer keeps it for the next call.
+    The result is computed at most once: a NULL-buffer query or a short buffer keeps it for the next call
+    (`compute` is not called when the operation already holds a result).
     Any other error ends the operation, as the standard says (unexpected exceptions included: the entry
     point answers CKR_GENERAL_ERROR for them, and the session must not stay stuck in the operation).
     """
@@ -150,10 +151,15 @@ def deliver(session: Session, attr: str, op: Operation, compute: Any, query: boo
             raise
     if query:
         return out
-    if capacity < len(out):
-        raise BufferTooSmall(len(out))
+    require_room(len(out), capacity)
     setattr(session, attr, None)
     return out
+
+
+def require_room(needed: int, capacity: int) -> None:
+    """The short-buffer half of the length convention: CKR_BUFFER_TOO_SMALL, telling the length needed."""
+    if capacity < needed:
+        raise BufferTooSmall(needed)
 
 
 def feed(session: Session, attr: str, op: Operation, part: bytes) -> Any:

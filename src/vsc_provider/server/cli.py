@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from vsc_provider.provisioning import request_wire as rw
 from vsc_provider.provisioning.http import PinnedClient, ServerError
 
 _DATA = click.option(
@@ -262,11 +263,11 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--sign-file", type=_FILE, default=None, help="the data to sign (default: the --text)")
 @click.option(
     "--alg",
-    type=click.Choice(["RS256", "RS512", "PS256", "ES256", "ES384"]),
+    type=click.Choice(rw.ALGS),
     default=None,
     help="signature algorithm (default: by the card's key)",
 )
-@click.option("--format", "fmt", type=click.Choice(["jws", "cms"]), default=None, help="sign: the result's format")
+@click.option("--format", "fmt", type=click.Choice(rw.FORMATS), default=None, help="sign: the result's format")
 @click.option("--ttl", type=int, default=None, help="seconds until it expires (10 to 86400; default 300)")
 @click.option("--callback", default=None, help="URL the result is POSTed to")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")

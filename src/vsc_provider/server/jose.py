@@ -18,18 +18,20 @@ from jwcrypto import jwe as jose_jwe
 from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
 
+from vsc_provider.provisioning import request_wire as rw
 from vsc_provider.provisioning import wire
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.token import curves
 
-# what a JWS by a card key may use, by key kind (RFC 7518); ECDSA signatures are r||s of these sizes
+# what a JWS by a card key may use, by key kind (RFC 7518); an ECDSA signature is r||s of the request
+# protocol's sizes (jwcrypto splits whatever it gets in two)
 _CARD_KEY_ALGS = {
     "rsa": ("RS256", "RS512"),
     curves.kind_name("p256"): ("ES256",),
     curves.kind_name("p384"): ("ES384",),
     "ed25519": ("EdDSA",),
 }
-_ECDSA_SIZES = {"ES256": 64, "ES384": 96}
+_ECDSA_LENGTHS = {alg: 2 * size for alg, size in rw.ECDSA_SIZES.items()}  # r||s
 ATTESTATION_ALGS = ("RS256", "RS512", "ES256", "ES384")
 
 
@@ -114,17 +116,43 @@ def card_key_signed(public: Any, protected: str, payload: str, signature: str) -
         kind = "ed25519"
     else:
         return False
-    token = jose_jws.JWS()
-    token.allowed_algs = list(_CARD_KEY_ALGS.get(kind, ()))
     try:
-        alg = json.loads(wire.unb64u(protected)).get("alg")
-        if alg in _ECDSA_SIZES and len(wire.unb64u(signature)) != _ECDSA_SIZES[alg]:
-            return False
-        token.deserialize(json.dumps({"protected": protected, "payload": payload, "signature": signature}))
-        token.verify(jose_jwk.JWK.from_pyca(public))
+        _by_card_key(public, _CARD_KEY_ALGS.get(kind, ()), protected, payload, signature)
     except Exception:
         return False
     return True
+
+
+def _by_card_key(public: Any, algs: tuple[str, ...], protected: str, payload: str, signature: str) -> bytes:
+    """The payload of one JWS signature by this card key with one of `algs`; raises (any exception) if not."""
+    alg = json.loads(wire.unb64u(protected)).get("alg")
+    if alg in _ECDSA_LENGTHS and len(wire.unb64u(signature)) != _ECDSA_LENGTHS[alg]:
+        raise ValueError("an ECDSA JWS signature is r||s of the curve's size")
+    token = jose_jws.JWS()
+    token.allowed_algs = list(algs)
+    token.deserialize(json.dumps({"protected": protected, "payload": payload, "signature": signature}))
+    token.verify(jose_jwk.JWK.from_pyca(public))
+    return bytes(token.payload)
+
+
+def card_key_compact(token: Any, public: Any, alg: str, max_length: int) -> tuple[dict[str, Any], bytes]:
+    """(protected header, payload) of a compact JWS (RFC 7515 7.1) by this card key with exactly `alg`: a
+    request's answer. Raises ValueError with the reason when it is not one."""
+    if not isinstance(token, str) or len(token) > max_length or token.count(".") != 2:
+        raise ValueError("the signature is a compact JWS")
+    protected, payload, signature = token.split(".")
+    try:
+        header = json.loads(wire.unb64u(protected))
+        for part in (payload, signature):
+            wire.unb64u(part)  # strict base64url: no padding, no other alphabet
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the JWS parts are not base64url (JSON header)") from None
+    if not isinstance(header, dict) or header.get("alg") != alg or "crit" in header or "b64" in header:
+        raise ValueError(f"the JWS header names alg {alg} (no crit, no b64)")
+    try:
+        return header, _by_card_key(public, (alg,), protected, payload, signature)
+    except Exception:
+        raise ValueError("the JWS signature does not verify with the card's certificate") from None
 
 
 _SIGNERS: dict[str, rsa.RSAPrivateKey] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vsc_provider.provisioning import request_wire as rw
+
 _ERROR = {
     "type": "object",
     "required": ["error", "detail"],
@@ -57,8 +59,8 @@ _METADATA_ITEM = {
     "required": ["type", "label", "data"],
     "additionalProperties": False,
     "properties": {
-        "type": {"enum": ["text", "pdf", "image", "raw"]},
-        "label": {"type": "string", "maxLength": 100},
+        "type": {"enum": list(rw.METADATA_TYPES)},
+        "label": {"type": "string", "maxLength": rw.MAX_LABEL},
         "data": {"type": "string", "description": "text, or base64url of the file"},
     },
 }
@@ -70,13 +72,13 @@ _NEW_REQUEST = {
     "properties": {
         "user": {"type": "string"},
         "device": {"type": "string"},
-        "kind": {"enum": ["auth", "sign"]},
+        "kind": {"enum": list(rw.KINDS)},
         "data": {"type": "string", "description": "base64url, at most 1 MiB"},
         "hash": {"type": "string", "description": "base64url SHA-256/384/512 digest"},
-        "alg": {"enum": ["RS256", "RS512", "PS256", "ES256", "ES384"]},
-        "format": {"enum": ["jws", "cms"]},
-        "metadata": {"type": "array", "maxItems": 8, "items": _METADATA_ITEM},
-        "ttl": {"type": "integer", "minimum": 10, "maximum": 86400},
+        "alg": {"enum": list(rw.ALGS)},
+        "format": {"enum": list(rw.FORMATS)},
+        "metadata": {"type": "array", "maxItems": rw.MAX_METADATA_ITEMS, "items": _METADATA_ITEM},
+        "ttl": {"type": "integer", "minimum": rw.TTL_RANGE[0], "maximum": rw.TTL_RANGE[1]},
         "callback": {"type": "string", "description": "https:// (http:// only to 127.0.0.1)"},
     },
 }
@@ -85,13 +87,13 @@ _REQUEST_DOC = {
     "required": ["id", "kind", "state", "created", "expires", "alg", "format"],
     "properties": {
         "id": {"type": "string"},
-        "kind": {"enum": ["auth", "sign"]},
-        "state": {"enum": ["PENDING", "APPROVED", "REJECTED", "EXPIRED", "CANCELLED"]},
+        "kind": {"enum": list(rw.KINDS)},
+        "state": {"enum": list(rw.STATES)},
         "created": {"type": "number"},
         "expires": {"type": "number"},
         "device": {"type": ["string", "null"]},
         "alg": {"type": "string"},
-        "format": {"enum": ["jws", "cms"]},
+        "format": {"enum": list(rw.FORMATS)},
         "result": {
             "type": "object",
             "properties": {

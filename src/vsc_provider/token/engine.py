@@ -30,7 +30,7 @@ from vsc_provider.token.objects import TokenObject
 from vsc_provider.token.online import OnlinePinCheck
 from vsc_provider.token.pin import PinPolicy
 from vsc_provider.token.policy import STRICT, CardPolicy
-from vsc_provider.token.store import MACED_SCHEMA, CardRecord, Store
+from vsc_provider.token.store import MACED_SCHEMA, SIGNAL_VALUE, CardRecord, Store
 
 # Card and the device key moved to their own modules; their names stay importable from here.
 __all__ = ["PROFILE_OBJECT_BASE", "SESSION_OBJECT_BASE", "Card", "Engine", "load_device_key"]
@@ -80,7 +80,7 @@ class Engine:
         self.object_store = ObjectStore(self.store, self.device_key, self.lock)
         self.audit = audit_writer.AuditLog(self.store, self.device_key)
         self.signal = self.store.signal.map
-        self.signal_seen = self.signal[:8]
+        self.signal_seen = self.signal[SIGNAL_VALUE]
         self._mac_legacy_bindings()
         self.refresh(force=True)
 
@@ -108,8 +108,8 @@ class Engine:
 
     def poll(self) -> None:
         """Reload if any process committed since the last look (this one included: then nothing is read).
-        C_SignInit's prepared path inlines the test: `engine.signal[:8] != engine.signal_seen`."""
-        current = self.signal[:8]
+        C_SignInit's prepared path inlines the test: `engine.signal[SIGNAL_VALUE] != engine.signal_seen`."""
+        current = self.signal[SIGNAL_VALUE]
         if current != self.signal_seen:
             self.refresh()
             self.signal_seen = current  # only once reloaded: a failed reload is tried again next call

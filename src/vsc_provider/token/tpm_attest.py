@@ -11,16 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jwcrypto.common import base64url_encode as _b64u
+
 from vsc_provider.token import tpm_seal
 from vsc_provider.token.tpm_seal import TpmError
 
 __all__ = ["TpmError", "create", "public_jwk", "sign_es256"]
-
-
-def _b64u(data: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def create() -> dict[str, Any]:
