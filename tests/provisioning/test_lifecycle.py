@@ -25,7 +25,8 @@ from tests.provisioning.test_activation import (  # noqa: F401
     verify,
 )
 from tests.provisioning.test_online_pin import failures, login
-from tests.server.idserver import IdServer, light_request, software_csr, start_server
+from tests.server.conftest import start_beside
+from tests.server.idserver import IdServer, light_request, software_csr
 from vsc_provider import api
 from vsc_provider.ck import constants as C
 from vsc_provider.ck.errors import CKRError
@@ -152,8 +153,9 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
     id_server: IdServer,
     tmp_path: Path,
     inproc: None,  # noqa: F811
+    request: pytest.FixtureRequest,
 ) -> None:
-    target = start_server(tmp_path / "b2")
+    target = start_beside(request, id_server, tmp_path / "b2")
     try:
         info = activate(id_server.link("mia"))
         serial = info["serial"]
@@ -268,11 +270,11 @@ def test_login_on_an_online_card_records_the_renew_flag_without_changing_keys(
 
 
 def test_certificates_near_their_end_are_renewed_at_the_next_contact(
-    id_server: IdServer, tmp_path: Path, vsc_home: Path
+    id_server: IdServer, tmp_path: Path, vsc_home: Path, request: pytest.FixtureRequest
 ) -> None:
     fresh = activate(id_server.link("yuri", "light"))["serial"]
     assert json.loads(run_vsc("identity", "status", fresh).stdout)["renew"] is False  # a year left
-    server = start_server(tmp_path / "short", env={"VSC_SERVER_CERT_DAYS": "20"})  # inside the 30-day window
+    server = start_beside(request, id_server, tmp_path / "short", env={"VSC_SERVER_CERT_DAYS": "20"})  # 30-day window
     try:
         serial = activate(server.link("eva", "light"))["serial"]
         before = {k: c.serial_number for k, c in certs_of(serial).items()}

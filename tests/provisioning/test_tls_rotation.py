@@ -18,9 +18,9 @@ def _binding(serial: str) -> dict[str, object]:
     return dict(api.find_card(serial).record.server or {})
 
 
-def test_a_rotation_keeps_every_card_connected(tmp_path: Path, vsc_home: Path) -> None:
+def test_a_rotation_keeps_every_card_connected(tmp_path: Path, vsc_home: Path, database: str | None) -> None:
     data = tmp_path / "data"
-    server = start_server(data)
+    server = start_server(data, database=database)
     port, first_pin = server.port, server.pin
     try:
         online = activate(server.link("nina", "light"))["serial"]
@@ -35,7 +35,7 @@ def test_a_rotation_keeps_every_card_connected(tmp_path: Path, vsc_home: Path) -
         server.stop()
     switched = run_vsc("server", "rotate-tls", "--data", str(data), "--switch").stdout
     assert next_pin in switched
-    server = start_server(data, port=port)
+    server = start_server(data, port=port, database=database)
     try:
         assert server.pin == next_pin  # the server presents the new key now
         for serial in (online, offline):
@@ -43,7 +43,7 @@ def test_a_rotation_keeps_every_card_connected(tmp_path: Path, vsc_home: Path) -
         assert _binding(offline)["tls_pins"] == [next_pin]
     finally:
         server.stop()
-    # another server on that address (another CA, another key) is refused by both cards
+    # another server on that address (another CA, another key; SQLite, whatever the back end) is refused
     stranger = start_server(tmp_path / "stranger", port=port)
     try:
         for serial in (online, offline):
@@ -54,9 +54,9 @@ def test_a_rotation_keeps_every_card_connected(tmp_path: Path, vsc_home: Path) -
     assert {c["serial"] for c in cards()} == {online, offline}
 
 
-def test_switch_needs_an_announcement(tmp_path: Path) -> None:
+def test_switch_needs_an_announcement(tmp_path: Path, database: str | None) -> None:
     data = tmp_path / "data"
-    server = start_server(data)
+    server = start_server(data, database=database)
     server.stop()
     refused = run_vsc("server", "rotate-tls", "--data", str(data), "--switch", check=False)
     assert refused.returncode != 0 and "rotate-tls" in refused.stderr and "Traceback" not in refused.stderr
