@@ -95,6 +95,9 @@ def server() -> None:
 def run(data: Path, database: str | None, host: str, port: int, public_url: str | None, push_relay: str | None) -> None:
     """Serve until interrupted; creates the CA, TLS certificate and admin token on first start. Instances
     sharing one --database each need a copy of the same data directory (never one made anew)."""
+    import time
+
+    from vsc_provider.server import tls
     from vsc_provider.server.app import create_app
     from vsc_provider.server.db_backend import DatabaseUnavailable
     from vsc_provider.server.relay import Relay
@@ -105,6 +108,7 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
         raise click.BadParameter("an http(s):// URL", param_hint="--push-relay")
 
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tls.forget_previous(data, time.time())  # a previous TLS key past its grace period
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     hosts = sorted({host, "127.0.0.1", "localhost"}, key=lambda h: h != host)
     try:
@@ -128,18 +132,30 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
 @_DATA
 @_DATABASE
 @click.option("--switch", is_flag=True, help="present the announced key from the next start on")
-def rotate_tls(data: Path, database: str | None, switch: bool) -> None:
+@click.option(
+    "--grace-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="with --switch: days cards that heard of the switch still accept the previous key [default: 30]",
+)
+def rotate_tls(data: Path, database: str | None, switch: bool, grace_days: float | None) -> None:
     """Rotate the server's TLS key in two steps: announce the next key (cards learn it at their next contact),
-    later --switch to it and restart. Cards also trust keys the server's CA issues, so none is cut off."""
+    later --switch to it and restart. Cards also trust keys the server's CA issues, so none is cut off; the
+    previous key is accepted for --grace-days more (instances not restarted yet), then refused."""
+    import time
+
     from vsc_provider.server import tls
     from vsc_provider.server.ca import Authority
 
     if not (data / "tls.pem").exists():
         raise click.ClickException(f"no server has run with --data {data}")
     _belongs(data, database)
+    if grace_days is not None and not switch:
+        raise click.UsageError("--grace-days goes with --switch")
+    tls.forget_previous(data, time.time())
     if switch:
         try:
-            pin = tls.switch(data)
+            pin = tls.switch(data, tls.GRACE_DAYS if grace_days is None else grace_days)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"the server presents the key {pin} from its next start: restart it now")
