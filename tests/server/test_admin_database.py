@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import run_vsc
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
-from tests.server.request_device import PushReader
+from tests.server.request_device import PushReader, Receiver
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey
 from vsc_provider.server.cli import server as server_group
@@ -110,6 +110,7 @@ def test_admin_commands_on_postgresql_without_a_running_server(postgres: Any, tm
 
     server = start_server(tmp_path / "a", database=database, port=port)
     reader = None
+    receiver = Receiver()
     try:
         key = DeviceKey.generate()
         device = _activate(server, made["link"], key)
@@ -119,9 +120,8 @@ def test_admin_commands_on_postgresql_without_a_running_server(postgres: Any, tm
         reader = PushReader(_SoftDevice(server, key, device))  # type: ignore[arg-type]
         assert reader.response.status_code == 200
         time.sleep(0.3)  # the stream is subscribed on the instance
-        request = json.loads(
-            run_vsc("server", "request", "create", *admin, "--device", device, "--kind", "auth", "--json").stdout
-        )
+        make = ("request", "create", *admin, "--device", device, "--kind", "auth", "--callback", receiver.url + "/cb")
+        request = json.loads(run_vsc("server", *make, "--json").stdout)
         _, token = reader.next("request", timeout=10)  # from the command's NOTIFY, through the instance
         claims = json.loads(wire.unb64u(token.split(".")[1]))
         assert claims["id"] == request["id"] and claims["device"] == device
@@ -130,11 +130,16 @@ def test_admin_commands_on_postgresql_without_a_running_server(postgres: Any, tm
             == f"{request['id']}: CANCELLED"
         )
         assert reader.next("gone", timeout=10)[1] == request["id"]
+        # the command posted the cancellation's callback before it returned
+        assert [path for path, _ in receiver.posts] == ["/cb"]
+        posted = json.loads(wire.unb64u(receiver.posts[0][1]["result"].split(".")[1]))
+        assert (posted["id"], posted["state"]) == (request["id"], "CANCELLED")
         shown = json.loads(run_vsc("server", "request", "show", *admin, request["id"], "--json").stdout)
         assert shown["state"] == "CANCELLED"
     finally:
         if reader is not None:
             reader.close()
+        receiver.shutdown()
         server.stop()
 
     # no server runs now: VSC_SERVER_DATABASE alone makes the command act on the database
