@@ -97,12 +97,12 @@ def retired(data: Path) -> dict[str, float]:
     return {str(k): float(v) for k, v in json.loads(path.read_text())["retire"].items()} if path.exists() else {}
 
 
-def switch(data: Path, grace_days: float = GRACE_DAYS, now: float | None = None) -> str:
+def switch(data: Path, grace_days: float = GRACE_DAYS) -> str:
     """The announced key becomes the one presented (at the next start); the current one is kept as
     tls-previous.* and accepted for GRACE_DAYS more. The new pin; ValueError when nothing was announced."""
     if not (data / "tls-next.pem").exists():
         raise ValueError("no next TLS key was announced: run `vsc server rotate-tls` first")
-    retire = {**retired(data), pin_of(data / "tls.pem"): (time.time() if now is None else now) + grace_days * 86400}
+    retire = {**retired(data), pin_of(data / "tls.pem"): time.time() + grace_days * 86400}
     fresh = data / f"{ROTATION}.new"
     fresh.write_text(json.dumps({"retire": retire}))
     os.replace(fresh, data / ROTATION)
@@ -112,14 +112,9 @@ def switch(data: Path, grace_days: float = GRACE_DAYS, now: float | None = None)
     return pin_of(data / "tls.pem")
 
 
-def in_grace(data: Path, now: float) -> dict[str, float]:
-    """The retired keys still accepted at NOW (pin -> end of its grace period)."""
-    return {pin: until for pin, until in retired(data).items() if until > now}
-
-
 def forget_previous(data: Path, now: float) -> None:
-    """After its grace period the previous key is of no more use: its files go."""
+    """After its recorded grace period the previous key is of no more use: its files go."""
     previous = data / "tls-previous.pem"
-    if previous.exists() and pin_of(previous) not in in_grace(data, now):
+    if previous.exists() and retired(data).get(pin_of(previous), now + 1) <= now:
         for suffix in (".key", ".pem"):
             (data / f"tls-previous{suffix}").unlink(missing_ok=True)
