@@ -11,6 +11,7 @@ packages=(
   keyutils libkeyutils1 libtss2-dev swtpm swtpm-tools tpm2-tools strace postgresql
   pcscd vsmartcard-vpcd yubico-piv-tool
   fprintd libfprint-2-2 dbus-daemon python3-dbusmock
+  systemd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.server.conftest import BACK_ENDS, start_for
+from tests.server.conftest import BACK_ENDS, database, start_for
 from tests.server.idserver import IdServer
+
+__all__ = ["database", "id_server"]  # database: the back-end parameter of servers a test starts itself
 
 
 @pytest.fixture(scope="session", params=BACK_ENDS)

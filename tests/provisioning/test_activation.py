@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from tests.conftest import USER_PIN, run_vsc
+from tests.server.conftest import start_beside
 from tests.server.idserver import IdServer, start_server
 from vsc_provider import api
 from vsc_provider.ck import attributes as A
@@ -197,8 +198,10 @@ def test_local_and_server_initiated_deletion(id_server: IdServer, vsc_home: Path
     assert cards() == []
 
 
-def test_migration_keeps_the_keys_and_moves_the_card(id_server: IdServer, tmp_path: Path, inproc: None) -> None:
-    target = start_server(tmp_path / "b")
+def test_migration_keeps_the_keys_and_moves_the_card(
+    id_server: IdServer, tmp_path: Path, inproc: None, request: pytest.FixtureRequest
+) -> None:
+    target = start_beside(request, id_server, tmp_path / "b")
     try:
         run_vsc("server", "trust", "--data", str(target.data), "--peer-data", str(id_server.data))
         info = activate(id_server.link("gina"))

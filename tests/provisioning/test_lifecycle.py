@@ -25,7 +25,7 @@ from tests.provisioning.test_activation import (  # noqa: F401
     verify,
 )
 from tests.provisioning.test_online_pin import failures, login
-from tests.server.conftest import BACK_ENDS
+from tests.server.conftest import start_beside
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from vsc_provider import api
 from vsc_provider.ck import constants as C
@@ -157,8 +157,9 @@ def test_failed_migration_leaves_the_card_with_server_a_and_success_finalises_a(
     id_server: IdServer,
     tmp_path: Path,
     inproc: None,  # noqa: F811
+    request: pytest.FixtureRequest,
 ) -> None:
-    target = start_server(tmp_path / "b2")
+    target = start_beside(request, id_server, tmp_path / "b2")
     try:
         info = activate(id_server.link("mia"))
         serial = info["serial"]
@@ -286,11 +287,11 @@ def test_login_on_an_online_card_records_the_renew_flag_without_changing_keys(
 
 
 def test_certificates_near_their_end_are_renewed_at_the_next_contact(
-    id_server: IdServer, tmp_path: Path, vsc_home: Path
+    id_server: IdServer, tmp_path: Path, vsc_home: Path, request: pytest.FixtureRequest
 ) -> None:
     fresh = activate(id_server.link("yuri", "light"))["serial"]
     assert json.loads(run_vsc("identity", "status", fresh).stdout)["renew"] is False  # a year left
-    server = start_server(tmp_path / "short", env={"VSC_SERVER_CERT_DAYS": "20"})  # inside the 30-day window
+    server = start_beside(request, id_server, tmp_path / "short", env={"VSC_SERVER_CERT_DAYS": "20"})  # 30-day window
     try:
         serial = activate(server.link("eva", "light"))["serial"]
         before = {k: c.serial_number for k, c in certs_of(serial).items()}
@@ -304,16 +305,13 @@ def test_certificates_near_their_end_are_renewed_at_the_next_contact(
         server.stop()
 
 
-@pytest.mark.parametrize("backend", BACK_ENDS)
 def test_near_their_end_certificates_are_renewed_by_the_next_command_with_the_pin(
-    backend: str,
-    request: pytest.FixtureRequest,
+    database: str | None,
     tmp_path: Path,
     inproc: None,  # noqa: F811
 ) -> None:
     """No `vsc card renew`: the flag a contact without the PIN records (a C_Login of an online card, `vsc
     identity status` of a light one) is acted on by the next `vsc` command that has the PIN."""
-    database = request.getfixturevalue("postgres").database() if backend == "postgresql" else None
     data = tmp_path / "short"
     server = start_server(data, env={"VSC_SERVER_CERT_DAYS": "20"}, database=database)  # inside the window
     online = activate(server.link("oona", "online"))["serial"]

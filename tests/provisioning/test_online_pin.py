@@ -88,7 +88,7 @@ def test_unreachable_server_at_login_is_a_device_error(tmp_path: Path, inproc: N
     assert time.monotonic() - started < 20
 
 
-def test_server_accepts_only_configured_attestation_keys(tmp_path: Path, vsc_home: Path) -> None:
+def test_server_accepts_only_configured_attestation_keys(tmp_path: Path, vsc_home: Path, database: str | None) -> None:
     vendor = ec.generate_private_key(ec.SECP256R1())
     stranger = ec.generate_private_key(ec.SECP256R1())
     data = tmp_path / "attesting"
@@ -96,7 +96,7 @@ def test_server_accepts_only_configured_attestation_keys(tmp_path: Path, vsc_hom
     (data / "attestation" / "vendor.pem").write_bytes(
         vendor.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    server = start_server(data)
+    server = start_server(data, database=database)
     try:
 
         def pem(key: ec.EllipticCurvePrivateKey, name: str) -> str:

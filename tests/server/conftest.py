@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,10 +12,26 @@ from tests.server.idserver import IdServer, start_server
 BACK_ENDS = ("sqlite", "postgresql")
 
 
-def start_for(request: pytest.FixtureRequest, data: Path) -> IdServer:
+def new_database(request: pytest.FixtureRequest, back_end: str) -> str | None:
+    """None for SQLite (in the data directory), else the URL of a new database in the test cluster."""
+    return request.getfixturevalue("postgres").database() if back_end == "postgresql" else None
+
+
+def start_for(request: pytest.FixtureRequest, data: Path, **options: Any) -> IdServer:
     """A server on the back end of the fixture's parameter (a new PostgreSQL database for each)."""
-    database = request.getfixturevalue("postgres").database() if request.param == "postgresql" else None
-    return start_server(data, database=database)
+    return start_server(data, database=new_database(request, request.param), **options)
+
+
+def start_beside(request: pytest.FixtureRequest, server: IdServer, data: Path, **options: Any) -> IdServer:
+    """Another server (a database of its own) on the back end SERVER runs on."""
+    back_end = "sqlite" if server.database is None else "postgresql"
+    return start_server(data, database=new_database(request, back_end), **options)
+
+
+@pytest.fixture(params=BACK_ENDS)
+def database(request: pytest.FixtureRequest) -> str | None:
+    """The back end for the servers a test starts itself: None (SQLite) or a new PostgreSQL database."""
+    return new_database(request, request.param)
 
 
 @pytest.fixture(scope="session", params=BACK_ENDS)

@@ -63,12 +63,20 @@ def registered(id_server: IdServer) -> tuple[DeviceKey, str]:
         return device, str(client.call("POST", "/v1/activate", body)["device"])
 
 
+def server_log(server: IdServer) -> str:
+    return (server.data.parent / f"{server.data.name}.log").read_text(errors="replace")
+
+
 @pytest.mark.parametrize("path", POSTS)
 def test_malformed_bodies_are_refused(id_server: IdServer, path: str) -> None:
     deep = b"[" * 5000 + b"]" * 5000
     nested_object = b'{"a":' * 3000 + b"1" + b"}" * 3000
-    for content in (deep, nested_object, b'{"code": "\\ud800abcdefgh"}', b'{"\\udfff": 1}', b"\xff\xfe", b""):
+    bodies = (deep, nested_object, b'{"code": "\\ud800abcdefgh"}', b'{"\\udfff": 1}', b"\xff\xfe", b"")
+    before = server_log(id_server)
+    for content in bodies:
         assert_refused(*raw_post(id_server, path, content))
+    grown = server_log(id_server)[len(before) :]
+    assert len(grown.splitlines()) <= len(bodies) and "Traceback" not in grown, grown[-3000:]
 
 
 @pytest.mark.parametrize("path", POSTS)
@@ -121,3 +129,14 @@ def test_admin_bodies_of_any_shape_get_4xx(id_server: IdServer, body: Any) -> No
             "/admin/activations", content=json.dumps(body).encode(), headers={"Authorization": f"Bearer {token}"}
         )
     assert response.status_code < 500, response.text
+
+
+def test_fuzzing_the_admin_api_with_the_admin_token_finds_no_server_error(id_server: IdServer) -> None:
+    token = json.loads((id_server.data / "admin.json").read_text())["token"]
+    before = server_log(id_server)
+    result = id_server.fuzz(
+        "--include-path-regex", "^/admin/", "-H", f"Authorization: Bearer {token}", examples=60, timeout_s=20
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Authentication failed" not in result.stdout  # the token was taken: the handlers were reached
+    assert "Traceback" not in server_log(id_server)[len(before) :]

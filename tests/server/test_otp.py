@@ -371,7 +371,7 @@ def test_fuzzing_otp_verify_with_a_valid_key_finds_no_server_error(id_server: Id
     assert "/v1/otp/verify" in result.stdout
 
 
-def test_a_profile_with_an_otp_setting_gives_each_card_a_seed(tmp_path: Path) -> None:
+def test_a_profile_with_an_otp_setting_gives_each_card_a_seed(tmp_path: Path, database: str | None) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
     keys = [{"id": "auth", "usage": "auth", "type": "p256"}]
@@ -380,7 +380,7 @@ def test_a_profile_with_an_otp_setting_gives_each_card_a_seed(tmp_path: Path) ->
         {"name": "plain", "keys": keys},
     ]
     (data / "profiles.json").write_text(json.dumps(profiles))
-    server = start_server(data)
+    server = start_server(data, database=database)
     try:
         key = new_rp(server, "profile shop")
         with server.client() as c:

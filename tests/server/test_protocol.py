@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -109,5 +111,23 @@ def test_openapi_is_published_and_fuzzing_finds_no_server_error(id_server: IdSer
     with id_server.client() as c:
         spec = c.call("GET", "/openapi.json")
     assert spec["openapi"].startswith("3.") and "/v1/activate" in spec["paths"]
+    assert set(spec["paths"]["/v1/crl"]) == {"get"} and set(spec["paths"]["/v1/ocsp"]) == {"post"}
     result = id_server.fuzz(examples=30, timeout_s=10)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    assert f"{operations} selected / {operations} total" in result.stdout  # /v1/crl and /v1/ocsp among them
+
+
+def test_every_route_is_in_the_openapi_description(tmp_path: Path) -> None:
+    from vsc_provider.server.app import create_app
+    from vsc_provider.server.openapi import SPEC
+    from vsc_provider.server.state import IdentityServer
+
+    umask = os.umask(0o077)  # the server sets its own; the test process keeps its
+    try:
+        server = IdentityServer(tmp_path / "data", ["127.0.0.1"])
+        routes = {route.path for route in create_app(server).routes}  # type: ignore[attr-defined]
+        server.db.close()
+    finally:
+        os.umask(umask)
+    assert routes - {"/openapi.json"} == set(SPEC["paths"])

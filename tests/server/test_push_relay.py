@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import USER_PIN, run_vsc
 from tests.relay.relay_process import Listener, Relay, start_relay
+from tests.server.conftest import BACK_ENDS, new_database
 from tests.server.idserver import IdServer, start_server
 from tests.server.request_device import CardDevice, PushReader, activate
 from vsc_provider.provisioning import wire
@@ -32,15 +33,23 @@ BRANDING = {"name": "Example Bank", "colour": "#aa3300", "logo": LOGO}
 POST_TOKEN = "post-token-of-the-test-relay"
 
 
+@pytest.fixture(scope="module", params=BACK_ENDS)
+def back_end(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+def relay(back_end: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    """One relay for each back end's round (a test stops it)."""
     started = start_relay(tmp_path_factory.mktemp("relay"), env={"VSC_RELAY_POST_TOKEN": POST_TOKEN})
     yield started
     started.stop()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[IdServer]:
+def server(
+    request: pytest.FixtureRequest, back_end: str, tmp_path_factory: pytest.TempPathFactory, relay: Relay
+) -> Iterator[IdServer]:
     data = tmp_path_factory.mktemp("relayed") / "data"
     data.mkdir()
     profile = {
@@ -50,7 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[I
     }
     (data / "profiles.json").write_text(json.dumps([profile]))
     env = {"VSC_SERVER_PUSH_KEEPALIVE": "0.5", "VSC_SERVER_PUSH_MAX_STREAM": "3", "VSC_RELAY_POST_TOKEN": POST_TOKEN}
-    srv = start_server(data, env=env, args=("--push-relay", relay.url + "/"))
+    args = ("--push-relay", relay.url + "/")
+    srv = start_server(data, env=env, args=args, database=new_database(request, back_end))
     yield srv
     srv.stop()
 

@@ -124,9 +124,9 @@ def test_replay_returns_the_escrowed_key_and_the_server_secret(id_server: IdServ
     assert escrowed[0]["certificate"] == escrowed[1]["certificate"]
 
 
-def test_devices_never_confirmed_are_deleted_after_the_window(tmp_path: Path) -> None:
+def test_devices_never_confirmed_are_deleted_after_the_window(tmp_path: Path, database: str | None) -> None:
     window = 8.0  # generous: the replay below must land inside it even on a slow CI machine
-    server = start_server(tmp_path / "data", env={"VSC_SERVER_CONFIRM_TTL": str(int(window))})
+    server = start_server(tmp_path / "data", env={"VSC_SERVER_CONFIRM_TTL": str(int(window))}, database=database)
     try:
         idle, used = DeviceKey.generate(), DeviceKey.generate()
         key = ec.generate_private_key(ec.SECP256R1())

@@ -137,7 +137,8 @@ def learn_server(eng: Engine, card: Card) -> dict[str, Any] | None:
         kept["server_jwks"] = jwks
     try:
         if "tls" in info:  # servers announce; the card keeps what it has when one does not
-            kept.update(tls_pins=tls_pins(info), tls_ca=wire.unb64u(info["ca"]).hex())
+            pins, retire = tls_pins(info)
+            kept.update(tls_pins=pins, tls_retire=retire, tls_ca=wire.unb64u(info["ca"]).hex())
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("card %s: the server's TLS announcement is not usable: %s", card.serial, exc)
     if any(binding.get(name) != value for name, value in kept.items()):
@@ -145,8 +146,9 @@ def learn_server(eng: Engine, card: Card) -> dict[str, Any] | None:
     return kept.get("server_jwks")
 
 
-def tls_pins(info: dict[str, Any]) -> list[str]:
-    """The pins of a /v1/server answer's TLS announcement, checked with its protocol key."""
+def tls_pins(info: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """The pins of a /v1/server answer's TLS announcement, checked with its protocol key, and the retired
+    ones with the time from which they are refused."""
     from jwcrypto import jwk, jws
     from jwcrypto.common import JWException
 
@@ -159,7 +161,10 @@ def tls_pins(info: dict[str, Any]) -> list[str]:
     claims = json.loads(token.payload)
     if claims.get("typ") != "vsc-tls-pins" or not all(isinstance(p, str) for p in claims.get("pins", [None])):
         raise ValueError("not a TLS pin announcement")
-    return list(claims["pins"])
+    retire = claims.get("retire", {})
+    if not isinstance(retire, dict) or not all(isinstance(t, int) for t in retire.values()):
+        raise ValueError("not a TLS pin announcement")
+    return list(claims["pins"]), {str(pin): int(until) for pin, until in retire.items()}
 
 
 def _unblock(eng: Engine, card: Card, sealed_so_pin: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -115,10 +116,12 @@ class PinnedClient:
         timeout: httpx.Timeout = TIMEOUT,
         ca_der: bytes | None = None,
         pins: tuple[str, ...] = (),
+        retire: dict[str, float] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.pin = pin
         self.pins = {pin, *pins}  # the key seen at activation, and keys the server announced since
+        self.retire = dict(retire or {})  # keys the server retired: refused from that time on, CA or not
         self.ca_der = ca_der
         self.peer_pin = ""  # the pin of the key that answered last
         if cert_der is None or cert_pin(cert_der) != pin:
@@ -147,9 +150,12 @@ class PinnedClient:
         stream = response.extensions.get("network_stream")
         tls = stream.get_extra_info("ssl_object") if stream is not None else None
         der = tls.getpeercert(True) if tls is not None else None
-        if not der or not (cert_pin(der) in self.pins or (self.ca_der is not None and _issued_by(der, self.ca_der))):
+        pin = cert_pin(der) if der else ""
+        if pin in self.retire and time.time() >= self.retire[pin]:
+            raise PinMismatch(f"{self.url} answered with a TLS key the server retired after a rotation")
+        if not der or not (pin in self.pins or (self.ca_der is not None and _issued_by(der, self.ca_der))):
             raise PinMismatch(f"{self.url} answered with a certificate that does not match the pin")
-        self.peer_pin = cert_pin(der)
+        self.peer_pin = pin
 
     def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
@@ -168,7 +174,8 @@ class PinnedClient:
     @classmethod
     def for_binding(cls, binding: dict[str, Any], timeout: httpx.Timeout = TIMEOUT) -> PinnedClient:
         """A client to a card's server: the key pinned at activation, the keys the server announced since
-        (`tls_pins`) and its CA (`tls_ca`), so a card offline across a TLS key rotation still connects."""
+        (`tls_pins`) and its CA (`tls_ca`), so a card offline across a TLS key rotation still connects; keys
+        the server retired (`tls_retire`) are refused once their grace period is over."""
         ca = binding.get("tls_ca")
         return cls(
             binding["url"],
@@ -177,6 +184,7 @@ class PinnedClient:
             timeout=timeout,
             ca_der=bytes.fromhex(ca) if ca else None,
             pins=tuple(binding.get("tls_pins", ())),
+            retire={str(k): float(v) for k, v in binding.get("tls_retire", {}).items()},
         )
 
     @contextmanager

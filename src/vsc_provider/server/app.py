@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,6 +38,7 @@ from vsc_provider.server import (
     renewal,
     requests,
 )
+from vsc_provider.server.admin_calls import ADMIN_CALLS, AdminCall
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.limits import Bucket
 from vsc_provider.server.relying_parties import RelyingParty
@@ -175,26 +175,14 @@ def create_app(server: IdentityServer) -> Starlette:
         await _take(limits.requests, _client(request))
         return JSONResponse(openapi.SPEC)
 
-    def admin_create(make: Callable[[IdentityServer, Any], dict[str, Any]]) -> Any:
+    def admin_route(call: AdminCall) -> Route:
         async def endpoint(request: Request) -> Response:
             admin.check_admin(server, request)
-            body = await _json_body(request)
-            return JSONResponse(await run_in_threadpool(make, server, body), 201)
+            body = await _json_body(request, call.body_limit) if call.body_limit else None
+            answer = await run_in_threadpool(call.run, server, dict(request.path_params), body)
+            return JSONResponse(answer, call.status)
 
-        return endpoint
-
-    async def admin_devices(request: Request) -> Response:
-        admin.check_admin(server, request)
-        return JSONResponse({"devices": await run_in_threadpool(admin.devices, server)})
-
-    async def admin_device_show(request: Request) -> Response:
-        admin.check_admin(server, request)
-        return JSONResponse(await run_in_threadpool(admin.device, server, request.path_params["device"]))
-
-    async def admin_device(request: Request) -> Response:
-        admin.check_admin(server, request)
-        action = partial(admin.device_action, server, request.path_params["device"], request.path_params["action"])
-        return JSONResponse(await run_in_threadpool(action))
+        return Route(call.path, endpoint, methods=[call.method])
 
     async def push_stream(request: Request) -> Response:
         body = await _json_body(request)
@@ -212,10 +200,6 @@ def create_app(server: IdentityServer) -> Starlette:
 
     async def as_relying_party(request: Request) -> RelyingParty:
         return await run_in_threadpool(relying_parties.authenticate, server, request)
-
-    async def as_admin(request: Request) -> RelyingParty:
-        admin.check_admin(server, request)  # the admin asks as the server's own relying party
-        return await run_in_threadpool(relying_parties.admin, server)
 
     def request_routes(prefix: str, caller: Callable[[Request], Awaitable[RelyingParty]]) -> list[Route]:
         """Create, read and cancel authentication and signing requests, for whoever CALLER says is asking."""
@@ -249,15 +233,10 @@ def create_app(server: IdentityServer) -> Starlette:
             Route(path, device_call(handler, path in CODE_CALLS), methods=["POST"])
             for path, handler in DEVICE_CALLS.items()
         ),
-        Route("/admin/activations", admin_create(admin.create_activation), methods=["POST"]),
-        Route("/admin/devices", admin_devices, methods=["GET"]),
-        Route("/admin/devices/{device}", admin_device_show, methods=["GET"]),
-        Route("/admin/devices/{device}/{action}", admin_device, methods=["POST"]),
         Route("/v1/push", push_stream, methods=["POST"]),
         *request_routes("/rp/v1/requests", as_relying_party),
         Route("/v1/otp/verify", rp_otp_verify, methods=["POST"]),
-        Route("/admin/relying-parties", admin_create(relying_parties.create), methods=["POST"]),
-        *request_routes("/admin/requests", as_admin),
+        *(admin_route(call) for call in ADMIN_CALLS),
     ]
     return Starlette(
         routes=routes,

@@ -22,12 +22,23 @@ _DATA = click.option(
     help="the server's data directory",
 )
 
+
+def _database_url(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter("a postgresql:// URL (without one: SQLite in the data directory)")
+    return value
+
+
 _DATABASE = click.option(
     "--database",
     "database",
     default=None,
     envvar="VSC_SERVER_DATABASE",
-    help="postgresql://USER@HOST:PORT/DB shared by several instances (default: SQLite in the data directory)",
+    callback=_database_url,
+    help="postgresql://USER@HOST:PORT/DB shared by several instances (default: SQLite in the data directory);"
+    " admin commands given one act on it in this process instead of through the running server",
 )
 
 
@@ -41,7 +52,27 @@ def admin_client(data: Path) -> tuple[PinnedClient, dict[str, str]]:
     return PinnedClient(where["url"], where["pin"]), {"Authorization": f"Bearer {token}"}
 
 
-def _admin(data: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
+def _belongs(data: Path, database: str | None) -> None:
+    """With --database, the data directory a file-only command changes must be the one the database serves."""
+    if database is not None:
+        from vsc_provider.server.admin_local import LocalAdminError, check_belongs
+
+        try:
+            check_belongs(data, database)
+        except LocalAdminError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _admin(data: Path, database: str | None, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """An admin call: in this process on DATABASE when one is given (with a copy of the data directory,
+    from any machine), else through the server running on DATA (over its pinned TLS)."""
+    if database is not None:
+        from vsc_provider.server.admin_local import LocalAdminError, call
+
+        try:
+            return call(data, database, method, path, body)
+        except LocalAdminError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         client, headers = admin_client(data)
         with client:
@@ -65,6 +96,9 @@ def server() -> None:
 def run(data: Path, database: str | None, host: str, port: int, public_url: str | None, push_relay: str | None) -> None:
     """Serve until interrupted; creates the CA, TLS certificate and admin token on first start. Instances
     sharing one --database each need a copy of the same data directory (never one made anew)."""
+    import time
+
+    from vsc_provider.server import tls
     from vsc_provider.server.app import create_app
     from vsc_provider.server.db_backend import DatabaseUnavailable
     from vsc_provider.server.state import IdentityServer, WrongDataDirectory
@@ -74,6 +108,7 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
         raise click.BadParameter("an http(s):// URL", param_hint="--push-relay")
 
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tls.forget_previous(data, time.time())  # a previous TLS key past its grace period
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     hosts = sorted({host, "127.0.0.1", "localhost"}, key=lambda h: h != host)
     try:
@@ -98,18 +133,32 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
 
 @server.command("rotate-tls")
 @_DATA
+@_DATABASE
 @click.option("--switch", is_flag=True, help="present the announced key from the next start on")
-def rotate_tls(data: Path, switch: bool) -> None:
+@click.option(
+    "--grace-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="with --switch: days cards that heard of the switch still accept the previous key [default: 30]",
+)
+def rotate_tls(data: Path, database: str | None, switch: bool, grace_days: float | None) -> None:
     """Rotate the server's TLS key in two steps: announce the next key (cards learn it at their next contact),
-    later --switch to it and restart. Cards also trust keys the server's CA issues, so none is cut off."""
+    later --switch to it and restart. Cards also trust keys the server's CA issues, so none is cut off; the
+    previous key is accepted for --grace-days more (instances not restarted yet), then refused."""
+    import time
+
     from vsc_provider.server import tls
     from vsc_provider.server.ca import Authority
 
     if not (data / "tls.pem").exists():
         raise click.ClickException(f"no server has run with --data {data}")
+    _belongs(data, database)
+    if grace_days is not None and not switch:
+        raise click.UsageError("--grace-days goes with --switch")
+    tls.forget_previous(data, time.time())
     if switch:
         try:
-            pin = tls.switch(data)
+            pin = tls.switch(data, tls.GRACE_DAYS if grace_days is None else grace_days)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"the server presents the key {pin} from its next start: restart it now")
@@ -126,6 +175,7 @@ def activation() -> None:
 
 @activation.command("create")
 @_DATA
+@_DATABASE
 @click.option("--user", required=True, help="the user the card is for (the card takes it as its label)")
 @click.option("--profile", default="default", show_default=True, help="activation profile: which keys the card gets")
 @click.option("--otp", "otp_type", type=click.Choice(["totp", "hotp"]), default=None, help="also an OATH seed")
@@ -136,6 +186,7 @@ def activation() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
 def activation_create(
     data: Path,
+    database: str | None,
     user: str,
     profile: str,
     otp_type: str | None,
@@ -155,7 +206,7 @@ def activation_create(
         body["otp"] = {"type": otp_type, **{k: v for k, v in given.items() if v is not None}}
     elif any(v is not None for v in given.values()):
         raise click.ClickException("--otp-algorithm, --otp-digits, --otp-period and --otp-issuer go with --otp")
-    result = _admin(data, "POST", "/admin/activations", body)
+    result = _admin(data, database, "POST", "/admin/activations", body)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -175,41 +226,46 @@ def device_group() -> None:
 
 @device_group.command("list")
 @_DATA
-def device_list(data: Path) -> None:
+@_DATABASE
+def device_list(data: Path, database: str | None) -> None:
     """List the devices that hold cards of this server (JSON)."""
-    click.echo(json.dumps(_admin(data, "GET", "/admin/devices")["devices"], indent=2))
+    click.echo(json.dumps(_admin(data, database, "GET", "/admin/devices")["devices"], indent=2))
 
 
 @device_group.command("show")
 @_DATA
+@_DATABASE
 @click.argument("device_id")
-def device_show(data: Path, device_id: str) -> None:
+def device_show(data: Path, database: str | None, device_id: str) -> None:
     """One device (JSON): its state and `attested` (tpm, implementer or null), its TPM key if registered."""
-    click.echo(json.dumps(_admin(data, "GET", f"/admin/devices/{device_id}"), indent=2))
+    click.echo(json.dumps(_admin(data, database, "GET", f"/admin/devices/{device_id}"), indent=2))
 
 
 @device_group.command("action")
 @_DATA
+@_DATABASE
 @click.argument("device_id")
 @click.argument("action", type=click.Choice(["delete", "renew", "unblock"]))
-def device_action(data: Path, device_id: str, action: str) -> None:
+def device_action(data: Path, database: str | None, device_id: str, action: str) -> None:
     """delete (the card is wiped at its next contact), renew (flag), unblock (the PIN and OTP-code counters).
 
     Devices activated before ids avoided a leading '-' may have one: give such an id after `--`."""
-    _admin(data, "POST", f"/admin/devices/{device_id}/{action}")
+    _admin(data, database, "POST", f"/admin/devices/{device_id}/{action}")
     click.echo(f"{action}: {device_id}")
 
 
 @server.command("trust")
 @_DATA
+@_DATABASE
 @click.option(
     "--peer-data",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
     help="data directory of the server whose migration tickets to accept",
 )
-def trust(data: Path, peer_data: Path) -> None:
+def trust(data: Path, database: str | None, peer_data: Path) -> None:
     """Accept migration tickets from the server running on PEER_DATA (fetched over its pinned TLS)."""
+    _belongs(data, database)
     client, _ = admin_client(peer_data)
     with client:
         info = client.call("GET", "/v1/server")
@@ -227,11 +283,12 @@ def rp_group() -> None:
 
 @rp_group.command("create")
 @_DATA
+@_DATABASE
 @click.option("--name", required=True, help="the name users see on its requests")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
-def rp_create(data: Path, name: str, as_json: bool) -> None:
+def rp_create(data: Path, database: str | None, name: str, as_json: bool) -> None:
     """Register a relying party and print its API key (shown this once; the server keeps only its hash)."""
-    result = _admin(data, "POST", "/admin/relying-parties", {"name": name})
+    result = _admin(data, database, "POST", "/admin/relying-parties", {"name": name})
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -253,6 +310,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @request_group.command("create")
 @_DATA
+@_DATABASE
 @click.option("--user", default=None, help="the user whose devices get the request")
 @click.option("--device", default=None, help="one device (instead of --user)")
 @click.option("--kind", type=click.Choice(["sign", "auth"]), required=True, help="authenticate, or sign data")
@@ -273,6 +331,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
 def request_create(
     data: Path,
+    database: str | None,
     user: str | None,
     device: str | None,
     kind: str,
@@ -311,17 +370,18 @@ def request_create(
     for name, value in (("alg", alg), ("format", fmt), ("ttl", ttl), ("callback", callback)):
         if value is not None:
             body[name] = value
-    result = _admin(data, "POST", "/admin/requests", body)
+    result = _admin(data, database, "POST", "/admin/requests", body)
     click.echo(json.dumps(result) if as_json else result["id"])
 
 
 @request_group.command("show")
 @_DATA
+@_DATABASE
 @click.argument("request_id")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts)")
-def request_show(data: Path, request_id: str, as_json: bool) -> None:
+def request_show(data: Path, database: str | None, request_id: str, as_json: bool) -> None:
     """A request's state and, once approved, the signature, the signer certificate and whether it verified."""
-    doc = _admin(data, "GET", f"/admin/requests/{request_id}")
+    doc = _admin(data, database, "GET", f"/admin/requests/{request_id}")
     result = doc.pop("result", None) or {}
     doc.update(result)
     if as_json:
@@ -336,8 +396,9 @@ def request_show(data: Path, request_id: str, as_json: bool) -> None:
 
 @request_group.command("cancel")
 @_DATA
+@_DATABASE
 @click.argument("request_id")
-def request_cancel(data: Path, request_id: str) -> None:
+def request_cancel(data: Path, database: str | None, request_id: str) -> None:
     """Cancel a pending request (the devices drop it)."""
-    doc = _admin(data, "POST", f"/admin/requests/{request_id}/cancel")
+    doc = _admin(data, database, "POST", f"/admin/requests/{request_id}/cancel")
     click.echo(f"{doc['id']}: {doc['state']}")

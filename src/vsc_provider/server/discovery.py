@@ -24,11 +24,17 @@ def info(srv: IdentityServer) -> dict[str, Any]:
 
 
 def tls_announcement(srv: IdentityServer) -> str:
-    """The TLS keys cards should accept (the current one and one announced by `vsc server rotate-tls`), in a
+    """The TLS keys cards should accept (the current one, one announced by `vsc server rotate-tls`, the
+    previous one during its grace period) and when each retired key stops being accepted (`retire`), in a
     compact JWS by the protocol key."""
+    now = time.time()
     announced = tls.next_pin(srv.data)  # read each time: `rotate-tls` runs beside a running server
-    pins = [srv.authority.tls_pin, *([announced] if announced else [])]
-    return jose.sign_compact(srv.protocol_key, {"typ": "vsc-tls-pins", "pins": pins, "iat": int(time.time())})
+    retire = tls.retired(srv.data)
+    previous = [pin for pin, until in retire.items() if until > now and pin != srv.authority.tls_pin]
+    pins = [srv.authority.tls_pin, *([announced] if announced else []), *previous]
+    retire = {pin: until for pin, until in retire.items() if pin != srv.authority.tls_pin}
+    claims = {"typ": "vsc-tls-pins", "pins": pins, "retire": {p: int(t) for p, t in retire.items()}, "iat": int(now)}
+    return jose.sign_compact(srv.protocol_key, claims)
 
 
 def new_nonce(srv: IdentityServer) -> str:

@@ -183,6 +183,38 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/v1/crl": {
+            "get": {
+                "summary": "the CA's current CRL (DER): deleted, renewed and migrated cards' certificates",
+                "responses": {
+                    "200": {
+                        "description": "the CRL",
+                        "content": {"application/pkix-crl": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **_errors(429),
+                },
+            }
+        },
+        "/v1/ocsp": {
+            "post": {
+                "summary": "an OCSP answer (RFC 6960) for certificates the server's CA issued",
+                "requestBody": {
+                    "required": True,
+                    "description": "a DER OCSP request; the server reads the body whatever its Content-Type",
+                    "content": {
+                        media: {"schema": {"type": "string", "format": "binary"}}
+                        for media in ("application/ocsp-request", "application/octet-stream")
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the OCSP response (malformedRequest for an unreadable request)",
+                        "content": {"application/ocsp-response": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **_errors(413, 429),
+                },
+            }
+        },
         "/v1/offer": {
             "post": {
                 "summary": "what an activation code offers (does not use the code)",

@@ -35,6 +35,12 @@ class Outbox:
             await self._client.aclose()
             self._client = None
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most TIMEOUT seconds) for the posts in flight, then close (a command that posts and ends)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self.aclose()
+
     def post(self, url: str, body: dict[str, Any], what: str, tries: int, timeout: float) -> None:
         """POST `body` as JSON to `url` in the background; callable from any thread."""
         self._schedule(lambda: self._send(url, body, what, tries, timeout), what, url)

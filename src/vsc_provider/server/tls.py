@@ -2,14 +2,20 @@
 
 `vsc server rotate-tls` makes the next key (tls-next.key / tls-next.pem) and the server announces its pin
 (signed by the protocol key) to every card that contacts it; `--switch` makes it the key the server
-presents (after a restart) and keeps the previous one as tls-previous.*. Cards anchor on the server's CA as
-well as on the pins they know, so a card offline across a rotation still connects.
+presents (after a restart) and keeps the previous one as tls-previous.* for a grace period (GRACE_DAYS):
+until then it is announced beside the current one (instances not restarted yet still present it), from then
+on as retired, so a card that has heard of the switch refuses it even though the CA issued it; its files are
+removed at the first start or rotation after the grace period. tls-rotation.json records when each retired
+key stops being accepted. Cards anchor on the server's CA as well as on the pins they know, so a card
+offline across a rotation still connects.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,8 @@ from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning import wire
 
 TLS_DAYS = 730
+GRACE_DAYS = 30  # after a switch, how long the previous key is still accepted by cards that heard of it
+ROTATION = "tls-rotation.json"  # {"retire": {pin: epoch seconds from which cards refuse that key}}
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -83,12 +91,30 @@ def announce(data: Path, ca_key: Any, ca_cert: x509.Certificate) -> str:
     return pin_of(data / "tls-next.pem")
 
 
-def switch(data: Path) -> str:
+def retired(data: Path) -> dict[str, float]:
+    """Each previous key's pin and the time from which cards refuse it (the end of its grace period)."""
+    path = data / ROTATION
+    return {str(k): float(v) for k, v in json.loads(path.read_text())["retire"].items()} if path.exists() else {}
+
+
+def switch(data: Path, grace_days: float = GRACE_DAYS) -> str:
     """The announced key becomes the one presented (at the next start); the current one is kept as
-    tls-previous.*. The new pin; ValueError when nothing was announced."""
+    tls-previous.* and accepted for GRACE_DAYS more. The new pin; ValueError when nothing was announced."""
     if not (data / "tls-next.pem").exists():
         raise ValueError("no next TLS key was announced: run `vsc server rotate-tls` first")
+    retire = {**retired(data), pin_of(data / "tls.pem"): time.time() + grace_days * 86400}
+    fresh = data / f"{ROTATION}.new"
+    fresh.write_text(json.dumps({"retire": retire}))
+    os.replace(fresh, data / ROTATION)
     for suffix in (".key", ".pem"):
         os.replace(data / f"tls{suffix}", data / f"tls-previous{suffix}")
         os.replace(data / f"tls-next{suffix}", data / f"tls{suffix}")
     return pin_of(data / "tls.pem")
+
+
+def forget_previous(data: Path, now: float) -> None:
+    """After its recorded grace period the previous key is of no more use: its files go."""
+    previous = data / "tls-previous.pem"
+    if previous.exists() and retired(data).get(pin_of(previous), now + 1) <= now:
+        for suffix in (".key", ".pem"):
+            (data / f"tls-previous{suffix}").unlink(missing_ok=True)

@@ -1,0 +1,63 @@
+"""An admin call run in this process on the server's storage (`vsc server ... --database URL`), for an admin
+on any machine that holds a copy of the data directory: the same handlers as the HTTP API (admin_calls.py),
+after the same check `vsc server run` makes that the data directory belongs to the database. A request made
+here reaches devices connected to any instance through the database's LISTEN/NOTIFY (push_bus.py), and a
+callback it triggers is posted before the command returns."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from vsc_provider.server import admin_calls, tls
+from vsc_provider.server.errors import ProtocolError
+from vsc_provider.server.state import IdentityServer
+
+CALLBACK_WAIT = 30.0  # seconds a command waits at most for the callbacks it triggered
+
+
+class LocalAdminError(Exception):
+    """The call could not run or was refused (a one-line reason)."""
+
+
+def _open(data: Path, database: str | None) -> IdentityServer:
+    """The server's state as `vsc server run` opens it, refused when DATA does not belong to DATABASE."""
+    from vsc_provider.server.db_backend import DatabaseUnavailable
+    from vsc_provider.server.state import WrongDataDirectory
+
+    if not (data / "ca.key").exists() or not (data / "server.json").exists():
+        raise LocalAdminError(f"no server has run with --data {data} (copy the data directory of one that has)")
+    try:
+        return IdentityServer(data, tls.hosts_of(data / "tls.pem"), database)
+    except (DatabaseUnavailable, WrongDataDirectory) as exc:
+        raise LocalAdminError(str(exc)) from None
+
+
+def check_belongs(data: Path, database: str | None) -> None:
+    _open(data, database).db.close()
+
+
+def call(data: Path, database: str | None, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """The answer the running server would give to the admin's METHOD PATH with BODY."""
+
+    found = admin_calls.find(method, path)
+    assert found is not None, f"no admin call {method} {path}"
+    handler, params = found
+    srv = _open(data, database)
+    try:
+        return asyncio.run(_run(srv, handler, params, body))
+    except ProtocolError as exc:
+        raise LocalAdminError(f"{exc.detail} ({exc.error})") from None
+    finally:
+        srv.db.close()
+
+
+async def _run(
+    srv: IdentityServer, handler: admin_calls.AdminCall, params: dict[str, str], body: Any
+) -> dict[str, Any]:
+    srv.outbox.bind(asyncio.get_running_loop())
+    try:
+        return await asyncio.to_thread(handler.run, srv, params, body)
+    finally:
+        await srv.outbox.drain(CALLBACK_WAIT)
