@@ -148,10 +148,23 @@ def activate(server: IdServer, user: str, pin: str) -> CardDevice:
     return CardDevice(server, json.loads(out.stdout)["serial"], pin)
 
 
+@dataclass
+class KeyDevice:
+    """A device that is only a device key and its id at a server: enough for PushReader's signed body."""
+
+    server: IdServer
+    key: DeviceKey
+    device_id: str
+
+    def signed_body(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with self.server.client() as c:
+            return self.key.sign(self.server.url + path, c.nonce(), payload, kid=self.device_id)
+
+
 class PushReader:
     """A /v1/push stream read in a thread: (arrival time, event, data) of each event, comments as ':'."""
 
-    def __init__(self, device: CardDevice, timeout: float = 60.0) -> None:
+    def __init__(self, device: CardDevice | KeyDevice, timeout: float = 60.0) -> None:
         self.events: queue.Queue[tuple[float, str, str]] = queue.Queue()
         self.ended = threading.Event()
         self._client = device.server.client()

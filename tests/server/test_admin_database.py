@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import run_vsc
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
-from tests.server.request_device import PushReader, Receiver
+from tests.server.request_device import KeyDevice, PushReader, Receiver
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey
 from vsc_provider.server.cli import server as server_group
@@ -81,19 +80,6 @@ def test_device_list_shows_a_device_activated_through_the_server(id_server: IdSe
     assert missing.returncode == 1 and "unknown_device" in missing.stderr and "Traceback" not in missing.stderr
 
 
-@dataclass
-class _SoftDevice:
-    """What PushReader needs of a device: its server and bodies signed with its device key."""
-
-    server: IdServer
-    key: DeviceKey
-    device_id: str
-
-    def signed_body(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        with self.server.client() as c:
-            return self.key.sign(self.server.url + path, c.nonce(), payload, kid=self.device_id)
-
-
 def test_admin_commands_on_postgresql_without_a_running_server(postgres: Any, tmp_path: Path) -> None:
     database = postgres.database()
     first = start_server(tmp_path / "a", database=database)
@@ -117,7 +103,7 @@ def test_admin_commands_on_postgresql_without_a_running_server(postgres: Any, tm
         listed = json.loads(run_vsc("server", "device", "list", *admin).stdout)
         assert [d["id"] for d in listed if d["user"] == "bob"] == [device]
 
-        reader = PushReader(_SoftDevice(server, key, device))  # type: ignore[arg-type]
+        reader = PushReader(KeyDevice(server, key, device))
         assert reader.response.status_code == 200
         time.sleep(0.3)  # the stream is subscribed on the instance
         make = ("request", "create", *admin, "--device", device, "--kind", "auth", "--callback", receiver.url + "/cb")

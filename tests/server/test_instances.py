@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
-from tests.server.request_device import PushReader
+from tests.server.request_device import KeyDevice, PushReader
 from tests.server.test_caps_race import race_pending, race_tickets
 from vsc_provider.provisioning import wire
 from vsc_provider.provisioning.device import DeviceKey, jwe_to_server
@@ -201,25 +200,12 @@ def test_an_instance_killed_mid_activation_leaves_nothing_half_done(
     assert all(isinstance(r, str) for r in retried), retried
 
 
-@dataclass
-class SoftDevice:
-    """What PushReader needs of a device: its server and bodies signed with its device key."""
-
-    server: IdServer
-    key: DeviceKey
-    device_id: str
-
-    def signed_body(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        with self.server.client() as c:
-            return self.key.sign(self.server.url + path, c.nonce(), payload, kid=self.device_id)
-
-
 def test_a_request_made_on_one_instance_is_pushed_by_another(instances: list[IdServer]) -> None:
     a, b, _ = instances
     key = DeviceKey.generate()
     device_id = _activate(a, a.link("pushed", "light"), device=key)
     assert isinstance(device_id, str)
-    reader = PushReader(SoftDevice(b, key, device_id))  # type: ignore[arg-type]
+    reader = PushReader(KeyDevice(b, key, device_id))
     try:
         assert reader.response.status_code == 200
         time.sleep(0.3)  # the stream is subscribed on b
