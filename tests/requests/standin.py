@@ -2,7 +2,8 @@
 GET /v1/nonce, POST /v1/requests, /v1/requests/answer, /v1/push) as docs/protocol.md ("Requests") describes
 them, steerable where the real server never goes wrong: refuse push connections (the backoff test), end
 streams early, serve forged or tampered documents and expired requests, refuse good answers, change its
-protocol key, bind cards whose keys want the PIN per signature. Every other test of the device runs against
+protocol key, bind cards whose keys want the PIN per signature, answer a renewal (POST /v1/renew) with a
+malformed document. Every other test of the device runs against
 the real identity server (tests/server/idserver.py).
 
 It runs in the test process (uvicorn in a thread, TLS on 127.0.0.1). Answers are checked independently
@@ -91,6 +92,8 @@ class StandIn:
     serve_expired: bool = False  # list expired requests too (a misbehaving server)
     extra_jws: list[str] = field(default_factory=list)  # served as they are (bad requests)
     refuse_answer: tuple[int, str] | None = None
+    renew_answer: dict[str, Any] | None = None  # what POST /v1/renew answers (404 while None)
+    renewals: int = 0  # POST /v1/renew calls
     closing: bool = False
     url: str = ""
     pin: str = ""
@@ -220,6 +223,13 @@ class StandIn:
         self.answers.append({**payload, "verified": verified})
         return JSONResponse({"id": stored.claims["id"], "state": stored.state})
 
+    async def _renew(self, request: Request) -> Response:
+        self._device_payload(await request.json(), "/v1/renew")
+        self.renewals += 1
+        if self.renew_answer is None:
+            return JSONResponse({"error": "not_found", "detail": "no renewal here"}, status_code=404)
+        return JSONResponse(self.renew_answer)
+
     async def _push(self, request: Request) -> Response:
         self.push_attempts.append(time.monotonic())
         device, _ = self._device_payload(await request.json(), "/v1/push")
@@ -256,6 +266,7 @@ class StandIn:
                 Route("/v1/requests", self._requests, methods=["POST"]),
                 Route("/v1/requests/answer", self._answer, methods=["POST"]),
                 Route("/v1/push", self._push, methods=["POST"]),
+                Route("/v1/renew", self._renew, methods=["POST"]),
             ]
         )
 

@@ -215,3 +215,29 @@ def test_the_servers_key_is_kept_in_the_binding_and_fetched_again_when_the_serve
     assert {r["id"] for r in listed()} == {second}
     api.engine().refresh(force=True)
     assert (api.find_card(serial).record.server or {})["server_jwks"] == standin.jwks()
+
+
+def test_a_malformed_renewal_answer_leaves_the_approval_and_card_show_successful(
+    standin: StandIn, vsc_home: Path
+) -> None:
+    """The renewal done after an approval (and by `card show --pin`) gets an answer naming a key it never
+    asked for: one warning line, the approval stands, the card keeps its keys and the flag for next time."""
+    serial, device = standin.bind_card("Renewing", USER_PIN, SO_PIN, [("sign", "p256", False)])
+    standin.renew_answer = {"keys": [{"id": "never-asked", "format": "certificate"}]}
+    api.engine().mark_renewal(api.find_card(serial).slot_id, True)
+    objects = sorted((o.kind, o.id) for o in api.list_objects(serial, USER_PIN).objects)
+
+    def one_warning(err: str) -> None:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "renewal" in lines[0] and "Traceback" not in err, err
+        assert USER_PIN not in err
+
+    rid = standin.make(device)
+    approved = run_vsc("requests", "approve", rid, "--pin", USER_PIN)
+    assert standin.answers[-1]["verified"] is True and standin.renewals == 1
+    one_warning(approved.stderr)
+    shown = run_vsc("card", "show", serial, "--pin", USER_PIN)
+    assert "Renewing" in shown.stdout and standin.renewals == 2
+    one_warning(shown.stderr)
+    assert sorted((o.kind, o.id) for o in api.list_objects(serial, USER_PIN).objects) == objects
+    assert next(c for c in api.list_cards() if c.serial == serial).renewal_requested

@@ -9,6 +9,7 @@ from vsc_provider import api
 from vsc_provider import log as vlog
 from vsc_provider.provisioning import card_keys, device, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
+from vsc_provider.token import service
 from vsc_provider.token.engine import Card, Engine
 
 log = vlog.get("vsc.provisioning")
@@ -17,13 +18,19 @@ log = vlog.get("vsc.provisioning")
 def generate_requests(
     eng: Engine, card: Card, requests: list[dict[str, Any]], user: str
 ) -> tuple[list[card_keys.CardKey], list[dict[str, str]]]:
+    """New key pairs on the card and a CSR for each; if one fails, those made before it are destroyed."""
     made, entries = [], []
-    for req in requests:
-        if req["format"] == "imported":
-            continue
-        key = card_keys.generate(eng, card, req["id"], req["type"], f"{user} {req['id']}"[:64])
-        made.append(key)
-        entries.append({"id": req["id"], "csr": wire.b64u(card_keys.csr(eng, card, key, user))})
+    try:
+        for req in requests:
+            if req["format"] == "imported":
+                continue
+            key = card_keys.generate(eng, card, req["id"], req["type"], f"{user} {req['id']}"[:64])
+            made.append(key)
+            entries.append({"id": req["id"], "csr": wire.b64u(card_keys.csr(eng, card, key, user))})
+    except BaseException:
+        for key in made:
+            service.destroy_key_id(eng, card, key.key_id)
+        raise
     return made, entries
 
 

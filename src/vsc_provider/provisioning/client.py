@@ -19,10 +19,12 @@ from vsc_provider.ck.errors import CKRError
 from vsc_provider.provisioning import card_install, card_keys, device, online, wire
 from vsc_provider.provisioning.http import PinnedClient, ServerError
 from vsc_provider.provisioning.online import pin_verifier
-from vsc_provider.token import curves, service
+from vsc_provider.token import card_lock, curves, service
 from vsc_provider.token.engine import Card, Engine
 
 log = vlog.get("vsc.provisioning")
+
+RENEWAL_LOCK = "renewal"  # card_lock purpose: one renewal of a card at a time
 
 
 class CardWiped(Exception):
@@ -179,17 +181,25 @@ def _unblock(eng: Engine, card: Card, sealed_so_pin: str) -> None:
 def renew_if_requested(ref: str, pin: str) -> bool:
     """Renew now if the card's server asked for it (its certificates near their end, or the admin): the flag
     recorded at a contact without the PIN (`vsc identity status`, a C_Login of an online card, this command's
-    own login included). The `vsc` commands that have the user PIN call this once their own work is done; a
-    renewal that fails is logged and left for the next one, and the command's own result stands."""
+    own login included). Called by `vsc card show --pin` and by approvals (`vsc requests approve`, the agent)
+    once their own work is done. One renewal of a card at a time across processes: the flag is read again
+    under the card's renewal lock, so a second caller finds it gone. A renewal that fails, whatever the
+    reason, is logged in one line and left for the next time; the command's own result stands."""
     eng: Engine = api.engine()
     eng.refresh()
     card = api.find_card(ref)
     if not (card.record.server or {}).get("renew_requested"):
         return False
     try:
-        renew(card.serial, pin)
-    except (ServerError, CKRError) as exc:
-        log.warning("card %s: the renewal its server asked for failed, tried again next time: %s", card.serial, exc)
+        with card_lock.held(eng.store.path, card.serial, RENEWAL_LOCK):
+            eng.refresh(force=True)
+            card = api.find_card(card.serial)
+            if not (card.record.server or {}).get("renew_requested"):
+                return False  # another process renewed it while this one waited
+            _renew(card.serial, pin)
+    except Exception as exc:  # the caller's work is done: whatever failed here is tried again next time
+        reason = str(exc) if isinstance(exc, ServerError | CKRError) else f"{type(exc).__name__}: {exc}"
+        log.warning("card %s: the renewal its server asked for failed, tried again next time: %s", card.serial, reason)
         return False
     log.info("card %s: renewed, as its server asked", card.serial)
     return True
@@ -210,11 +220,19 @@ def delete(ref: str, force: bool = False) -> None:
 
 
 def renew(ref: str, pin: str) -> api.CardInfo:
-    """New keys on the device, certificates for them, then the old keys destroyed.
+    """New keys on the device, certificates for them, then the old keys destroyed; under the card's renewal
+    lock (renew_if_requested takes the same), so two renewals of one card never run at once."""
+    eng: Engine = api.engine()
+    serial = api.find_card(ref).serial
+    with card_lock.held(eng.store.path, serial, RENEWAL_LOCK):
+        eng.refresh(force=True)
+        return _renew(serial, pin)
 
-    Order matters for crashes: until the new certificates are installed the old keys stay, so a crash
-    at any point leaves a card with at least one complete, usable set.
-    """
+
+def _renew(ref: str, pin: str) -> api.CardInfo:
+    """Order matters for crashes: until the new certificates are installed the old keys stay, so a crash
+    at any point leaves a card with at least one complete, usable set. Any failure before then (the server
+    down, a refusal, a malformed answer) destroys the keys this call made: the card is as it was."""
     eng: Engine = api.engine()
     card = api.find_card(ref)
     binding = active_binding(card)
@@ -228,20 +246,20 @@ def renew(ref: str, pin: str) -> api.CardInfo:
         old_keys = [card_keys.existing_key(card, k["id"], kinds[k["id"]], bytes.fromhex(k["key_id"])) for k in current]
         offer_keys = [{"id": k["id"], "type": kinds[k["id"]], "format": k["format"]} for k in current]
         made, entries = card_install.generate_requests(eng, card, offer_keys, binding["user"])
-        nonce = client.nonce()
-        # the new CSRs travel inside a JWS by the current card keys: the server checks it against the
-        # certificates it issued, so a stolen device key alone cannot renew
-        claim = {"nonce": nonce, "device": binding["device"], "keys": entries}
-        possession = card_keys.possession_jws(eng, card, old_keys, claim)
-        payload = device.tpm_attested(binding, dev, "/v1/renew", {"renewal": possession}, nonce)
-        body = dev.sign(binding["url"] + "/v1/renew", nonce, payload, kid=binding["device"])
         try:
+            nonce = client.nonce()
+            # the new CSRs travel inside a JWS by the current card keys: the server checks it against the
+            # certificates it issued, so a stolen device key alone cannot renew
+            claim = {"nonce": nonce, "device": binding["device"], "keys": entries}
+            possession = card_keys.possession_jws(eng, card, old_keys, claim)
+            payload = device.tpm_attested(binding, dev, "/v1/renew", {"renewal": possession}, nonce)
+            body = dev.sign(binding["url"] + "/v1/renew", nonce, payload, kid=binding["device"])
             result = client.call("POST", "/v1/renew", body)
+            recorded = card_install.install(eng, card, dev, made, result["keys"], binding["user"])
         except BaseException:
             for key in made:
                 service.destroy_key_id(eng, card, key.key_id)
             raise
-        recorded = card_install.install(eng, card, dev, made, result["keys"], binding["user"])
         old = {k["id"]: k for k in binding["keys"]}
         kept = [k for k in binding["keys"] if k["format"] == "imported"]
         for entry in recorded:
