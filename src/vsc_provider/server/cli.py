@@ -131,15 +131,25 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
     serve(create_app(ident), host, port, ident.authority.tls_cert_path, ident.authority.tls_key_path)
 
 
+def _grace_days(days: float | None) -> float | None:
+    from vsc_provider.server import tls
+
+    problem = None if days is None else tls.grace_days_problem(days)
+    if problem:
+        raise click.BadParameter(problem)
+    return days
+
+
 @server.command("rotate-tls")
 @_DATA
 @_DATABASE
 @click.option("--switch", is_flag=True, help="present the announced key from the next start on")
 @click.option(
     "--grace-days",
-    type=click.FloatRange(min=0),
+    type=float,
     default=None,
-    help="with --switch: days cards that heard of the switch still accept the previous key [default: 30]",
+    callback=lambda _ctx, _param, days: _grace_days(days),
+    help="with --switch: days (0 to 3650) cards that heard of the switch still accept the previous key [default: 30]",
 )
 def rotate_tls(data: Path, database: str | None, switch: bool, grace_days: float | None) -> None:
     """Rotate the server's TLS key in two steps: announce the next key (cards learn it at their next contact),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -27,9 +29,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.provisioning import wire
 
+log = logging.getLogger("vsc.server")
+
 TLS_DAYS = 730
 GRACE_DAYS = 30  # after a switch, how long the previous key is still accepted by cards that heard of it
+MAX_GRACE_DAYS = 3650  # `rotate-tls --switch --grace-days` refuses more (and anything not a finite number)
 ROTATION = "tls-rotation.json"  # {"retire": {pin: epoch seconds from which cards refuse that key}}
+_LATEST = 10**11  # a retire time past this (the year 5138) is not one a switch wrote
+_warned: set[str] = set()  # the unusable records already logged, so that each is logged once
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -92,14 +99,42 @@ def announce(data: Path, ca_key: Any, ca_cert: x509.Certificate) -> str:
 
 
 def retired(data: Path) -> dict[str, float]:
-    """Each previous key's pin and the time from which cards refuse it (the end of its grace period)."""
+    """Each previous key's pin and the time from which cards refuse it (the end of its grace period). A record
+    that is not one a switch writes (edited by hand, cut short) is logged once and read as none: no key in
+    its grace period, and /v1/server still answers."""
     path = data / ROTATION
-    return {str(k): float(v) for k, v in json.loads(path.read_text())["retire"].items()} if path.exists() else {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        retire = json.loads(text)["retire"]
+        if not isinstance(retire, dict):
+            raise TypeError("retire is not an object")
+        times = {str(pin): float(until) for pin, until in retire.items()}
+        if not all(math.isfinite(until) and 0 <= until <= _LATEST for until in times.values()):
+            raise ValueError("a retire time is not a time")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        if text not in _warned:
+            _warned.add(text)
+            log.warning("%s is not usable, read as no previous key in its grace period: %s", path, exc)
+        return {}
+    return times
+
+
+def grace_days_problem(days: float) -> str | None:
+    """Why `days` is not a grace period a switch accepts, or None."""
+    if not (math.isfinite(days) and 0 <= days <= MAX_GRACE_DAYS):
+        return f"a grace period is a number of days from 0 to {MAX_GRACE_DAYS}"
+    return None
 
 
 def switch(data: Path, grace_days: float = GRACE_DAYS) -> str:
     """The announced key becomes the one presented (at the next start); the current one is kept as
     tls-previous.* and accepted for GRACE_DAYS more. The new pin; ValueError when nothing was announced."""
+    problem = grace_days_problem(grace_days)
+    if problem:
+        raise ValueError(problem)
     if not (data / "tls-next.pem").exists():
         raise ValueError("no next TLS key was announced: run `vsc server rotate-tls` first")
     retire = {**retired(data), pin_of(data / "tls.pem"): time.time() + grace_days * 86400}
