@@ -185,3 +185,22 @@ def test_a_device_holds_a_bounded_number_of_pending_requests(server: IdServer, d
         admin_request(server)
     assert (info.value.status, info.value.error) == (429, "too_many_pending")
     assert len(devices[0].call("/v1/requests", {})["requests"]) == MAX_PENDING
+
+
+def test_a_lone_server_that_lost_its_relay_secret_makes_a_new_one(tmp_path: Path) -> None:
+    """On SQLite no other instance shares the secret: a lost file is made anew (and recorded), not refused."""
+    data = tmp_path / "data"
+    relayed = ("--push-relay", "https://127.0.0.1:9")  # only loaded at start: nothing is posted
+    start_server(data, args=relayed).stop()
+    lost = (data / "relay-secret").read_bytes()
+    (data / "relay-secret").unlink()
+    server = start_server(data, args=relayed)
+    try:
+        made = (data / "relay-secret").read_bytes()
+        assert len(made) == 32 and made != lost
+        with server.client() as client:
+            assert client.call("GET", "/v1/server")["protocol"] == 1
+    finally:
+        server.stop()
+    start_server(data, args=relayed).stop()  # and the new one is the recorded one from then on
+    assert (data / "relay-secret").read_bytes() == made

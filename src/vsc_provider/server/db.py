@@ -110,6 +110,13 @@ class Database(RequestTables, OtpTables, CertificateTables):
 
         return self._b.write(claim)
 
+    def record_identity(self, name: str, value: str) -> None:
+        """Record (or replace) one fingerprint: for a lone server's file made anew (SQLite, relay-secret)."""
+        self._b.write_one(
+            "INSERT INTO server_identity(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = ?",
+            (name, value, value),
+        )
+
     def has_devices(self) -> bool:
         with self._b.read() as db:
             return db.execute("SELECT 1 FROM devices LIMIT 1").fetchone() is not None

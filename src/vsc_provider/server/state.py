@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from vsc_provider.server.push import PushHub
 from vsc_provider.server.push_bus import PgPushBus
 from vsc_provider.server.relay import Relay
 from vsc_provider.server.revocation import Revocation
+
+log = logging.getLogger("vsc.server")
 
 
 def private_folder(data: Path) -> None:
@@ -144,15 +147,22 @@ class IdentityServer:
                 raise WrongDataDirectory(_missing(self.data, name))
 
     def use_relay(self, url: str) -> None:
-        """Notify devices through a push relay (`vsc server run --push-relay`): its topic key (relay-secret)
-        is the same on every instance, recorded in the database by the first one to use it."""
+        """Notify devices through a push relay (`vsc server run --push-relay`): its topic key (relay-secret).
+        On a shared database (PostgreSQL) it is the same on every instance, recorded in the database by the
+        first one to use it, and a copy without it or with another is refused. A lone server (SQLite) that
+        lost the file makes a new one and records it: its devices learn their new topics at their next call."""
         path = self.data / "relay-secret"
         recorded = self.db.identity().get("relay_secret")
-        if recorded and not path.exists():
+        if self.db.shared and recorded and not path.exists():
             raise WrongDataDirectory(_missing(self.data, path.name))
         relay = Relay.load(self.data, url)
         mine = hmac.new(relay.secret, b"vsc-relay-secret-check", hashlib.sha256).hexdigest()
-        if self.db.claim_identity({"relay_secret": mine}).get("relay_secret") != mine:
+        if not self.db.shared:
+            if recorded != mine:
+                if recorded:
+                    log.warning("%s is not the one recorded: relay topics change (devices learn them anew)", path)
+                self.db.record_identity("relay_secret", mine)
+        elif self.db.claim_identity({"relay_secret": mine}).get("relay_secret") != mine:
             raise WrongDataDirectory(
                 f"{path} differs from the one the database's other instances use: copy theirs to every instance"
             )
