@@ -78,3 +78,22 @@ def test_a_rotation_record_edited_by_hand_is_read_as_none(record: str, tmp_path:
     log = (tmp_path / "data.log").read_text()
     assert "Traceback" not in log and log.count(tls.ROTATION) == 1, log
     assert json.loads(json.dumps(tls.retired(data))) == {}
+
+
+@pytest.mark.parametrize("broken", ["missing", "another key"])
+def test_a_switch_without_the_next_key_changes_nothing(broken: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    authority = Authority.load_or_create(data, ["127.0.0.1"])
+    tls.announce(data, authority.key, authority.cert)
+    if broken == "missing":
+        (data / "tls-next.key").unlink()
+    else:  # a key of another announcement (tls-next.key replaced by hand)
+        tls.write_leaf(data, "other", authority.key, authority.cert, ["127.0.0.1"])
+        os.replace(data / "other.key", data / "tls-next.key")
+    files = {p.name: p.read_bytes() for p in data.iterdir()}
+    refused = run_vsc("server", "rotate-tls", "--data", str(data), "--switch", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "tls-next.key" in refused.stderr and "nothing was switched" in refused.stderr, refused.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == files  # no record written, no file moved
+    assert tls.pin_of(data / "tls.pem") == authority.tls_pin

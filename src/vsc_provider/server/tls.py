@@ -137,6 +137,10 @@ def switch(data: Path, grace_days: float = GRACE_DAYS) -> str:
         raise ValueError(problem)
     if not (data / "tls-next.pem").exists():
         raise ValueError("no next TLS key was announced: run `vsc server rotate-tls` first")
+    for stem in ("tls-next", "tls"):  # checked before anything is written or moved
+        problem = _pair_problem(data, stem)
+        if problem:
+            raise ValueError(problem)
     retire = {**retired(data), pin_of(data / "tls.pem"): time.time() + grace_days * 86400}
     fresh = data / f"{ROTATION}.new"
     fresh.write_text(json.dumps({"retire": retire}))
@@ -145,6 +149,25 @@ def switch(data: Path, grace_days: float = GRACE_DAYS) -> str:
         os.replace(data / f"tls{suffix}", data / f"tls-previous{suffix}")
         os.replace(data / f"tls-next{suffix}", data / f"tls{suffix}")
     return pin_of(data / "tls.pem")
+
+
+def _pair_problem(data: Path, stem: str) -> str | None:
+    """Why STEM.key and STEM.pem are not a key and its certificate, or None."""
+    key_path, cert_path = data / f"{stem}.key", data / f"{stem}.pem"
+    for path in (key_path, cert_path):
+        if not path.exists():
+            return f"{path} is missing: nothing was switched"
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (ValueError, TypeError) as exc:
+        return f"{stem}.key or {stem}.pem cannot be read ({exc}): nothing was switched"
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, spki) != cert.public_key().public_bytes(
+        serialization.Encoding.DER, spki
+    ):
+        return f"{key_path} is not the key of {cert_path}: nothing was switched"
+    return None
 
 
 def forget_previous(data: Path, now: float) -> None:
