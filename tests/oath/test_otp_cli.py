@@ -278,3 +278,20 @@ def test_an_export_with_one_account_the_card_has_adds_none_of_them(card: str) ->
     twice = run_vsc("otp", "import", "--card", "Test card", migration_link([new, new]), "--pin", USER_PIN, check=False)
     assert "the OTP account 'Shop:dave' is given twice" in one_line_error(twice)
     assert [item["name"] for item in vsc_json("otp", "list", "--card", "Test card")] == ["Bank:carol"]
+
+
+def test_an_import_the_card_refuses_half_way_stores_none(card: str) -> None:
+    """Through the Python API (no parser before it): the card refuses the second account (9 digits), and the
+    first is not left stored."""
+    from vsc_provider.ck.errors import CKRError
+    from vsc_provider.oath import service
+    from vsc_provider.oath.accounts import Account
+
+    accounts = [
+        Account("Bank", "carol", os.urandom(20), otp.OtpSpec("totp")),
+        Account("Shop", "dave", os.urandom(20), otp.OtpSpec("totp", digits=9)),
+    ]
+    with pytest.raises(CKRError) as err:
+        service.add("Test card", accounts, USER_PIN)
+    assert "6 to 8 digits" in str(err.value)
+    assert vsc_json("otp", "list", "--card", "Test card") == []

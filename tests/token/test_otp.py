@@ -189,3 +189,21 @@ def test_two_processes_never_get_the_same_hotp_code(engine: Engine) -> None:
     assert results[0] and results[1]
     engine.refresh(force=True)
     assert otp.spec_of(otp_keys.find(_card(engine), "r").attrs).counter == len(both)
+
+
+def test_a_name_another_process_stored_during_the_write_refuses_them_all(engine: Engine) -> None:
+    """The names are checked again inside the store transaction, against what is committed: here another
+    process's key, stored after this engine last looked (its own check then passed)."""
+    card = _card(engine)
+    other = Engine()
+    access.login(other, _card(other), USER_PIN.encode())
+    otp_keys.add(other, _card(other), otp.OtpSpec("totp"), os.urandom(20), "Shop", "dave")
+    items = [
+        (otp.key_attrs(otp.OtpSpec("totp"), issuer, account, f"{issuer}:{account}", os.urandom(8)), os.urandom(20))
+        for issuer, account in (("Bank", "carol"), ("Shop", "dave"))
+    ]
+    with pytest.raises(CKRError) as err:  # no poll: this engine has not seen the other's key
+        engine.add_objects(card, items, True, 0, check=otp_keys.still_free_check(["Bank:carol", "Shop:dave"]))
+    assert "already has an OTP account 'Shop:dave'" in str(err.value)
+    engine.refresh(force=True)
+    assert [otp_keys.display_name(o) for o in otp_keys.keys(_card(engine))] == ["Shop:dave"]

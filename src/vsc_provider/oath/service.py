@@ -10,17 +10,13 @@ from vsc_provider.token import otp_keys, service
 
 
 def add(card_ref: str, accounts: list[Account], pin: str, label: str | None = None) -> list[dict[str, Any]]:
-    """Store the accounts on the card, all or none: a name the card has (or one given twice) refuses them all."""
+    """Store the accounts on the card, all or none (one store transaction): a name the card has (or one given
+    twice), or any account the card refuses, stores none of them."""
     card = api.find_card(card_ref)
     engine = api.engine()
     with api.session(card, pin):
-        engine.poll()
-        otp_keys.refuse_taken(card, [otp_keys.account_name(acc.issuer, acc.account) for acc in accounts])
-        stored = []
-        for acc in accounts:
-            obj = otp_keys.add(engine, card, acc.spec, acc.secret, acc.issuer, acc.account, label or "")
-            stored.append(otp_keys.describe(obj))
-        return stored
+        new = [otp_keys.NewKey(acc.spec, acc.secret, acc.issuer, acc.account, label or "") for acc in accounts]
+        return [otp_keys.describe(obj) for obj in otp_keys.add_all(engine, card, new)]
 
 
 def listing(card_ref: str) -> list[dict[str, Any]]:

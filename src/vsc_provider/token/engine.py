@@ -452,12 +452,18 @@ class Engine:
         return self.object_store.add(card, attrs, material, token, owner)
 
     def add_objects(
-        self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], token: bool, owner: int
+        self,
+        card: Card,
+        items: list[tuple[dict[int, bytes], bytes | None]],
+        token: bool,
+        owner: int,
+        check: Callable[[list[dict[int, bytes]]], None] | None = None,
     ) -> list[TokenObject]:
-        """Several objects in one transaction (a key pair is stored whole or not at all)."""
+        """Several objects in one transaction (a key pair is stored whole or not at all); for token objects,
+        `check` sees the card's committed objects inside it (ObjectStore.add_many)."""
         if not token:
             return [self.object_store.add(card, attrs, material, False, owner) for attrs, material in items]
-        return self.object_store.add_many(card, items)
+        return self.object_store.add_many(card, items, check=check)
 
     def update_attrs(self, card: Card, obj: TokenObject, attrs: dict[int, bytes]) -> None:
         self.object_store.update_attrs(card, obj, attrs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -48,9 +49,15 @@ class ObjectStore:
         return self.add_many(card, [(attrs, material)], settled=True)[0]
 
     def add_many(
-        self, card: Card, items: list[tuple[dict[int, bytes], bytes | None]], settled: bool = False
+        self,
+        card: Card,
+        items: list[tuple[dict[int, bytes], bytes | None]],
+        settled: bool = False,
+        check: Callable[[list[dict[int, bytes]]], None] | None = None,
     ) -> list[TokenObject]:
-        """Several token objects in one transaction (a key pair is stored whole or not at all)."""
+        """Several token objects in one transaction (a key pair is stored whole or not at all). `check`, inside
+        the write, is given the attributes of the card's committed objects and may refuse (raise): then
+        nothing is stored, and no other process can add between its look and the insert."""
         if not settled:
             items = [(card.policy.settle(attrs), material) for attrs, material in items]
             for attrs, _ in items:
@@ -62,6 +69,8 @@ class ObjectStore:
             out = []
             with self.store.transaction() as db:
                 self._check_generation(db, card, generation, under_data_key)
+                if check is not None:
+                    check(self.store.card_object_attrs(db, card.slot_id))
                 for attrs, uid, secret, _ in prepared:
                     handle = self.store.insert_object(db, card.slot_id, uid, attrs, secret)
                     out.append(TokenObject(handle, uid, attrs, secret=secret))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 from vsc_provider.ck import attributes as A
 from vsc_provider.ck import constants as C
@@ -53,7 +55,10 @@ def account_name(issuer: str, account: str) -> str:
 
 def refuse_taken(card: Card, names: list[str]) -> None:
     """Refuse names the card already has, or that come twice in `names` (before anything is stored)."""
-    taken = {display_name(o) for o in keys(card)}
+    _refuse(names, {display_name(o) for o in keys(card)})
+
+
+def _refuse(names: list[str], taken: set[str]) -> None:
     for i, name in enumerate(names):
         if name in taken:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"the card already has an OTP account {name!r}")
@@ -61,21 +66,53 @@ def refuse_taken(card: Card, names: list[str]) -> None:
             raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, f"the OTP account {name!r} is given twice")
 
 
+class NewKey(NamedTuple):
+    """One OTP key to store: what it computes, its secret and its names."""
+
+    spec: otp.OtpSpec
+    secret: bytes
+    issuer: str
+    account: str
+    label: str = ""
+
+
 def add(
     engine: Engine, card: Card, spec: otp.OtpSpec, secret: bytes, issuer: str, account: str, label: str = ""
 ) -> TokenObject:
     """Store an OTP key (the user logged in: its secret is sealed under the card's data key)."""
+    return add_all(engine, card, [NewKey(spec, secret, issuer, account, label)])[0]
+
+
+def add_all(engine: Engine, card: Card, new: list[NewKey]) -> list[TokenObject]:
+    """Store OTP keys all or none, in one store transaction: any refused (a bad spec, an empty secret or
+    name, a name the card has or that comes twice, one another process stored meanwhile) stores none."""
     if not card.user:
         raise CKRError(C.CKR_USER_NOT_LOGGED_IN, "storing an OTP secret needs the user to log in")
-    if not secret:
-        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the OTP secret is empty")
-    if not account:
-        raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the OTP account name is empty")
+    names = []
+    for key in new:
+        if not key.secret:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the OTP secret is empty")
+        if not key.account:
+            raise CKRError(C.CKR_ATTRIBUTE_VALUE_INVALID, "the OTP account name is empty")
+        names.append(account_name(key.issuer, key.account))
     engine.poll()
-    name = account_name(issuer, account)
-    refuse_taken(card, [name])
-    attrs = otp.key_attrs(spec, issuer, account, label or name, os.urandom(8))
-    return engine.add_object(card, attrs, secret, True, 0)
+    refuse_taken(card, names)
+    items: list[tuple[dict[int, bytes], bytes | None]] = [
+        (otp.key_attrs(key.spec, key.issuer, key.account, key.label or name, os.urandom(8)), key.secret)
+        for key, name in zip(new, names, strict=True)
+    ]
+    return engine.add_objects(card, items, True, 0, check=still_free_check(names))
+
+
+def still_free_check(names: list[str]) -> Callable[[list[dict[int, bytes]]], None]:
+    """A check for Engine.add_objects: inside the write, refuse names the card's committed OTP keys have
+    (stored by another process since this one looked)."""
+
+    def still_free(committed: list[dict[int, bytes]]) -> None:
+        otp_names = (otp.names(a) for a in committed if A.get_ulong(a, C.CKA_CLASS) == C.CKO_OTP_KEY)
+        _refuse(names, {account_name(issuer, account) or label for issuer, account, label in otp_names})
+
+    return still_free
 
 
 def _secret(engine: Engine, card: Card, obj: TokenObject) -> bytes:

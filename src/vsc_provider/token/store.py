@@ -354,6 +354,11 @@ class Store:
         row = db.execute("SELECT attrs FROM objects WHERE id = ?", (object_id,)).fetchone()
         return decode_attrs(row[0]) if row else None
 
+    def card_object_attrs(self, db: sqlite3.Connection, card_id: int) -> list[dict[int, bytes]]:
+        """The attributes of a card's token objects as committed (inside a write: what a check reads)."""
+        rows = db.execute("SELECT attrs FROM objects WHERE card_id = ? ORDER BY id", (card_id,))
+        return [decode_attrs(row[0]) for row in rows]
+
     def object_exists(self, db: sqlite3.Connection, object_id: int) -> bool:
         return db.execute("SELECT 1 FROM objects WHERE id = ?", (object_id,)).fetchone() is not None
 
