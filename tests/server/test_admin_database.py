@@ -157,3 +157,26 @@ def test_a_data_directory_of_another_server_is_refused(postgres: Any, tmp_path: 
     assert "Traceback" not in result.stderr
     rotated = run_vsc("server", "rotate-tls", "--data", str(tmp_path / "b"), "--database", database, check=False)
     assert rotated.returncode == 1 and not (tmp_path / "b" / "tls-next.pem").exists()
+
+
+def test_a_link_made_with_a_copy_from_before_a_tls_switch_carries_the_pin_served(postgres: Any, tmp_path: Path) -> None:
+    """The instances record the pin they present at their start: a link made on the database with an admin
+    copy taken before `rotate-tls --switch` carries the new pin, and the card activates."""
+    database = postgres.database()
+    live, copy = tmp_path / "live", tmp_path / "admin-copy"
+    start_server(live, database=database).stop()
+    shutil.copytree(live, copy)
+    run_vsc("server", "rotate-tls", "--data", str(live))
+    run_vsc("server", "rotate-tls", "--data", str(live), "--switch")
+    server = start_server(live, database=database)
+    try:
+        stale_pin = json.loads((copy / "server.json").read_text())["pin"]
+        assert server.pin != stale_pin  # the copy's tls.pem is the key the servers no longer present
+        admin = ["--data", str(copy), "--database", database]
+        made = json.loads(run_vsc("server", "activation", "create", *admin, "--user", "r", "--profile", "light",
+                                  "--json").stdout)  # fmt: skip
+        assert wire.ActivationLink.parse(made["link"]).pin == server.pin
+        device = _activate(server, made["link"], DeviceKey.generate())
+        assert [d["id"] for d in server.devices() if d["user"] == "r"] == [device]
+    finally:
+        server.stop()

@@ -21,15 +21,24 @@ class LocalAdminError(Exception):
     """The call could not run or was refused (a one-line reason)."""
 
 
+# what a copy of the data directory must hold for the calls (made by the server's first start: never made here)
+COPY_FILES = ("ca.key", "ca.pem", "protocol-key.json", "escrow-key", "tls.key", "tls.pem", "admin.json")
+
+
 def _open(data: Path, database: str | None) -> IdentityServer:
-    """The server's state as `vsc server run` opens it, refused when DATA does not belong to DATABASE."""
+    """The server's state for an admin call: the database as the servers left it (not migrated, nothing
+    repaired), refused when it is at another schema version, when no server has run on it, or when DATA is
+    not a copy of the data directory it belongs to."""
     from vsc_provider.server.db_backend import DatabaseUnavailable
     from vsc_provider.server.state import WrongDataDirectory
 
     if not (data / "ca.key").exists() or not (data / "server.json").exists():
         raise LocalAdminError(f"no server has run with --data {data} (copy the data directory of one that has)")
+    for name in COPY_FILES:
+        if not (data / name).exists():
+            raise LocalAdminError(f"{data} has no {name}: copy it from the data directory of a server on this database")
     try:
-        return IdentityServer(data, tls.hosts_of(data / "tls.pem"), database)
+        return IdentityServer(data, tls.hosts_of(data / "tls.pem"), database, admin=True)
     except (DatabaseUnavailable, WrongDataDirectory) as exc:
         raise LocalAdminError(str(exc)) from None
 
