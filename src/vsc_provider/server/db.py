@@ -22,8 +22,9 @@ from vsc_provider.server.db_otp import OtpSeed, OtpTables
 from vsc_provider.server.db_requests import RequestTables
 from vsc_provider.server.db_schema import check_current, migrate
 
-# server_identity rows recorded by the last server to start: the TLS key pin it presents, the next one announced
-TLS_PIN, TLS_NEXT_PIN = "tls_pin", "tls_next_pin"
+# server_identity rows recorded by the last server to start: the TLS key pin it presents, the next one announced,
+# the URL of the push relay it notifies
+TLS_PIN, TLS_NEXT_PIN, RELAY_URL = "tls_pin", "tls_next_pin", "relay_url"
 
 NONCE_PURGE_EVERY = 5.0  # seconds between deletions of spent nonces past their expiry (per process)
 
@@ -115,13 +116,13 @@ class Database(RequestTables, OtpTables, CertificateTables):
 
         return self._b.write(claim)
 
-    def record_served_tls(self, pin: str, next_pin: str | None) -> None:
-        """The pin of the TLS key a starting server presents (and of the next one it announces), which the
-        activation links made by admin commands on this database carry (the copy of the data directory they run
-        with may predate a rotation)."""
+    def record_served(self, values: dict[str, str | None]) -> None:
+        """What the last server to start serves (the pin of the TLS key it presents and of the next one it
+        announces, the push relay it notifies), for the admin commands run on this database with a copy of
+        the data directory (which may predate a rotation, and knows no relay); None removes a row."""
 
         def record(tx: Tx) -> None:
-            for name, value in ((TLS_PIN, pin), (TLS_NEXT_PIN, next_pin)):
+            for name, value in values.items():
                 if value is None:
                     tx.execute("DELETE FROM server_identity WHERE name = ?", (name,))
                 else:

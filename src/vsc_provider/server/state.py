@@ -19,7 +19,7 @@ from jwcrypto import jwk as jose_jwk
 
 from vsc_provider.server import jose, tls, tpm_attestation
 from vsc_provider.server.ca import Authority
-from vsc_provider.server.db import TLS_PIN, Device, open_database
+from vsc_provider.server.db import RELAY_URL, TLS_NEXT_PIN, TLS_PIN, Device, open_database
 from vsc_provider.server.db_schema import NO_SERVER
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
@@ -72,6 +72,11 @@ class WrongDataDirectory(Exception):
 SHARED_FILES = ("tls.key", "tls.pem", "admin.json")
 
 
+def _relay_check(secret: bytes) -> str:
+    """What the database records of the push relay's topic key (relay-secret) to compare instances' copies."""
+    return hmac.new(secret, b"vsc-relay-secret-check", hashlib.sha256).hexdigest()
+
+
 def _missing(data: Path, name: str) -> str:
     return (
         f"{data} has no {name}, which the instances sharing this database must all have the same copy of:"
@@ -104,7 +109,6 @@ class IdentityServer:
             bus = PgPushBus(database, notify, self._push_document)
         self.push = PushHub(bus)
         self.outbox = Outbox()
-        self.relay: Relay | None = None  # set by `vsc server run --push-relay URL`
 
     def _load(self, data: Path, hosts: list[str], admin: bool) -> None:
         recorded = self.db.identity()
@@ -128,10 +132,13 @@ class IdentityServer:
         # the pin activation links carry: the key this server presents; for an admin command, the key the
         # servers on the database present (recorded at their start: the copy may predate a rotation)
         self.link_pin = (recorded.get(TLS_PIN) if admin else None) or self.authority.tls_pin
+        # set by `vsc server run --push-relay URL`; for an admin command, the relay the servers notify
+        self.relay: Relay | None = self._recorded_relay(recorded) if admin else None
         if not admin:
             self._maintain()
             self.db.add_relying_party(ADMIN_RP, ADMIN_RP, None)
-            self.db.record_served_tls(self.authority.tls_pin, tls.next_pin(data))
+            served = {TLS_PIN: self.authority.tls_pin, TLS_NEXT_PIN: tls.next_pin(data), RELAY_URL: None}
+            self.db.record_served(served)  # the relay's URL once use_relay checked it
 
     def _maintain(self) -> None:
         """What a starting server repairs: certificate serials and secrets earlier versions did not store,
@@ -176,12 +183,26 @@ class IdentityServer:
         if recorded and not path.exists():
             raise WrongDataDirectory(_missing(self.data, path.name))
         relay = Relay.load(self.data, url)
-        mine = hmac.new(relay.secret, b"vsc-relay-secret-check", hashlib.sha256).hexdigest()
+        mine = _relay_check(relay.secret)
         if self.db.claim_identity({"relay_secret": mine}).get("relay_secret") != mine:
             raise WrongDataDirectory(
                 f"{path} differs from the one the database's other instances use: copy theirs to every instance"
             )
         self.relay = relay
+        self.db.record_served({RELAY_URL: url})
+
+    def _recorded_relay(self, recorded: dict[str, str]) -> Relay | None:
+        """The push relay the servers on the database notify (RECORDED at their start), with this copy's
+        relay-secret, which must be theirs; None when they use none."""
+        url = recorded.get(RELAY_URL)
+        if url is None:
+            return None
+        path = self.data / "relay-secret"
+        if not path.exists() or _relay_check(path.read_bytes()) != recorded.get("relay_secret"):
+            raise WrongDataDirectory(
+                f"{path} is missing or differs from the servers' (they notify the push relay {url}): copy theirs"
+            )
+        return Relay.load(self.data, url)
 
     def _push_document(self, request_id: str, device: str) -> str | None:
         target = self.db.request_target(request_id, device)
