@@ -93,3 +93,59 @@ def test_an_admin_command_repairs_nothing_in_the_copy_it_runs_with(served: tuple
     run_vsc("server", "activation", "create", "--data", str(copy), "--database", database, "--user", "y")
     assert stat.S_IMODE(copy.stat().st_mode) == 0o750
     assert {p.name: (p.stat().st_mode, p.stat().st_mtime_ns) for p in copy.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("device", "show", ""),
+        ("device", "show", "a/b"),
+        ("device", "action", "a/b", "renew"),
+        ("request", "show", ""),
+        ("request", "cancel", "a/b"),
+    ],
+    ids=repr,
+)
+def test_an_id_that_is_empty_or_holds_a_slash_is_not_found(served: tuple[str, Path], command: tuple[str, ...]) -> None:
+    database, data = served
+    result = run_vsc("server", *command[:2], "--data", str(data), "--database", database, *command[2:], check=False)
+    _one_error(result, "Not Found")
+
+
+@pytest.mark.parametrize(
+    "command", [("device", "show"), ("device", "action", "renew"), ("request", "cancel")], ids=" ".join
+)
+def test_an_id_that_is_not_utf8_is_malformed(served: tuple[str, Path], command: tuple[str, ...]) -> None:
+    database, data = served
+    ids = ["\udcff-not-utf8", *command[2:]]  # the byte 0xff on the command line
+    result = run_vsc("server", *command[:2], "--data", str(data), "--database", database, *ids, check=False)
+    _one_error(result, "malformed")
+
+
+@pytest.mark.parametrize("name", ["tls.pem", "escrow-key", "protocol-key.json", "admin.json"])
+def test_a_copy_missing_a_file_is_refused_naming_it(served: tuple[str, Path], tmp_path: Path, name: str) -> None:
+    database, data = served
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    (copy / name).unlink()
+    result = run_vsc("server", "device", "list", "--data", str(copy), "--database", database, check=False)
+    _one_error(result, f"has no {name}")
+    assert not (copy / name).exists()
+
+
+def test_file_and_database_errors_under_a_call_are_one_line(
+    postgres: Any, served: tuple[str, Path], tmp_path: Path
+) -> None:
+    database, data = served
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    (copy / "escrow-key").unlink()
+    (copy / "escrow-key").mkdir()  # present, but not a file that can be read
+    result = run_vsc("server", "device", "list", "--data", str(copy), "--database", database, check=False)
+    _one_error(result, "IsADirectoryError")
+
+    broken = postgres.database()
+    start_server(tmp_path / "broken", database=broken).stop()
+    _sql(broken, "DROP TABLE devices CASCADE")
+    result = run_vsc("server", "device", "list", "--data", str(tmp_path / "broken"), "--database", broken, check=False)
+    _one_error(result, "UndefinedTable")
