@@ -149,3 +149,18 @@ def test_file_and_database_errors_under_a_call_are_one_line(
     _sql(broken, "DROP TABLE devices CASCADE")
     result = run_vsc("server", "device", "list", "--data", str(tmp_path / "broken"), "--database", broken, check=False)
     _one_error(result, "UndefinedTable")
+
+
+def test_request_bodies_are_read_under_the_http_api_rules(served: tuple[str, Path], tmp_path: Path) -> None:
+    """The body limit (413 over HTTP) and the sound-JSON check (400) apply in-process too (bodies.py)."""
+    database, data = served
+    admin = ("--data", str(data), "--database", database)
+    pdf = tmp_path / "big.pdf"
+    pdf.write_bytes(b"%PDF-1.7\n" + b"\0" * (3 * 1024 * 1024 + 512 * 1024))  # over 4 MiB as base64url
+    made = run_vsc("server", "request", "create", *admin, "--user", "u", "--kind", "auth", "--pdf", str(pdf),
+                   check=False)  # fmt: skip
+    _one_error(made, f"bodies are at most {4 * 1024 * 1024} bytes (too_large)")
+    odd = run_vsc("server", "request", "create", *admin, "--user", "\udcff", "--kind", "auth", check=False)
+    _one_error(odd, "malformed")
+    link = run_vsc("server", "activation", "create", *admin, "--user", "\udcff", check=False)
+    _one_error(link, "malformed")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vsc_provider.provisioning import wire
-from vsc_provider.server import admin_calls, tls
+from vsc_provider.server import admin_calls, bodies, tls
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.state import IdentityServer
 
@@ -79,6 +79,8 @@ def call(data: Path, database: str | None, method: str, path: str, body: Any = N
     except ValueError:  # a lone surrogate (bytes that are not UTF-8 on the command line)
         raise LocalAdminError("an id is not valid Unicode (malformed)") from None
     try:
+        if handler.body_limit:  # read as the HTTP API reads it (bodies.py)
+            body = bodies.parse(bodies.encode(body), handler.body_limit)
         srv = _open(data, database)
         try:
             return asyncio.run(_run(srv, handler, params, body))
