@@ -4,6 +4,8 @@ what it does reaches the instances: a link it made is used on one, a request it 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import shutil
 import time
@@ -15,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import run_vsc
+from tests.relay.relay_process import Listener, start_relay
 from tests.server.idserver import IdServer, light_request, software_csr, start_server
 from tests.server.request_device import KeyDevice, PushReader, Receiver
 from vsc_provider.provisioning import wire
@@ -157,3 +160,54 @@ def test_a_data_directory_of_another_server_is_refused(postgres: Any, tmp_path: 
     assert "Traceback" not in result.stderr
     rotated = run_vsc("server", "rotate-tls", "--data", str(tmp_path / "b"), "--database", database, check=False)
     assert rotated.returncode == 1 and not (tmp_path / "b" / "tls-next.pem").exists()
+
+
+def test_a_link_made_with_a_copy_from_before_a_tls_switch_carries_the_pin_served(postgres: Any, tmp_path: Path) -> None:
+    """The instances record the pin they present at their start: a link made on the database with an admin
+    copy taken before `rotate-tls --switch` carries the new pin, and the card activates."""
+    database = postgres.database()
+    live, copy = tmp_path / "live", tmp_path / "admin-copy"
+    start_server(live, database=database).stop()
+    shutil.copytree(live, copy)
+    run_vsc("server", "rotate-tls", "--data", str(live))
+    run_vsc("server", "rotate-tls", "--data", str(live), "--switch")
+    server = start_server(live, database=database)
+    try:
+        stale_pin = json.loads((copy / "server.json").read_text())["pin"]
+        assert server.pin != stale_pin  # the copy's tls.pem is the key the servers no longer present
+        admin = ["--data", str(copy), "--database", database]
+        made = json.loads(run_vsc("server", "activation", "create", *admin, "--user", "r", "--profile", "light",
+                                  "--json").stdout)  # fmt: skip
+        assert wire.ActivationLink.parse(made["link"]).pin == server.pin
+        device = _activate(server, made["link"], DeviceKey.generate())
+        assert [d["id"] for d in server.devices() if d["user"] == "r"] == [device]
+    finally:
+        server.stop()
+
+
+def test_a_request_made_in_process_notifies_the_push_relay_the_servers_use(postgres: Any, tmp_path: Path) -> None:
+    """`run --push-relay` records the relay in the database: a request made by an admin command reaches a
+    device that only listens on the relay, through the copy's relay-secret (which must be the servers')."""
+    database, token = postgres.database(), {"VSC_RELAY_POST_TOKEN": "post-token-of-the-test-relay"}
+    relay = start_relay(tmp_path / "relay", env=token)
+    server = start_server(tmp_path / "a", database=database, env=token, args=("--push-relay", relay.url))
+    try:
+        key = DeviceKey.generate()
+        device = _activate(server, server.link("relayed", "light"), key)
+        copy = tmp_path / "admin-copy"
+        shutil.copytree(server.data, copy)
+        admin = ["--data", str(copy), "--database", database]
+        secret = (copy / "relay-secret").read_bytes()
+        listener = Listener(relay.url, wire.b64u(hmac.new(secret, device.encode(), hashlib.sha256).digest()))
+        try:
+            relay.wait_listeners(1)
+            run_vsc("server", "request", "create", *admin, "--device", device, "--kind", "auth", env=token)
+            assert json.loads(key.open(listener.next(timeout=10)))["waiting"] == 1
+        finally:
+            listener.close()
+        (copy / "relay-secret").write_bytes(b"\0" * 32)  # not the servers' topic key
+        refused = run_vsc("server", "device", "list", *admin, check=False)
+        assert refused.returncode == 1 and "relay-secret" in refused.stderr and "Traceback" not in refused.stderr
+    finally:
+        server.stop()
+        relay.stop()

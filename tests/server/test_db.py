@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from vsc_provider.cert_builder import certificate_builder
 from vsc_provider.server import db_schema
 from vsc_provider.server.db import Database, Device, NewKey, open_database
-from vsc_provider.server.db_backend import DatabaseUnavailable
+from vsc_provider.server.db_backend import DatabaseUnavailable, open_backend
 from vsc_provider.server.db_schema import MIGRATIONS
 
 
@@ -238,3 +238,34 @@ def test_an_unreachable_or_unknown_database_is_one_line(tmp_path: Path) -> None:
         open_database(tmp_path, "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
     message = str(info.value)
     assert "\n" not in message and "secret" not in message and "127.0.0.1" in message
+
+
+def test_an_admin_open_migrates_nothing_and_refuses_another_version(url: str | None, tmp_path: Path) -> None:
+    """open_database(upgrade=False), as admin commands open it: an empty database stays empty, one at another
+    schema version is refused (one line) and left at it, one at this version opens."""
+    with pytest.raises(db_schema.SchemaMismatch, match=r"^no vsc server has run on this database$"):
+        open_database(tmp_path, url, upgrade=False)
+    empty = open_backend(tmp_path, url)
+    try:
+        with empty.read() as tx:
+            if url is None:
+                tables = tx.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            else:
+                tables = tx.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        assert tables == []
+    finally:
+        empty.close()
+    open_database(tmp_path, url).close()  # a server's start makes the schema
+    current = open_database(tmp_path, url, upgrade=False)
+    assert current.version == db_schema.CURRENT
+    current.backend.write_one("INSERT INTO schema_version(version, applied) VALUES (?, 0)", (db_schema.CURRENT + 1,))
+    current.close()
+    with pytest.raises(db_schema.SchemaMismatch) as info:
+        open_database(tmp_path, url, upgrade=False)
+    assert str(info.value).startswith(f"the database's schema is version {db_schema.CURRENT + 1}, newer")
+    assert "\n" not in str(info.value)
+    left = open_backend(tmp_path, url)
+    try:
+        assert db_schema.recorded(left) == db_schema.CURRENT + 1
+    finally:
+        left.close()

@@ -39,7 +39,7 @@ def create_activation(srv: IdentityServer, body: Any) -> dict[str, Any]:
             raise ProtocolError(400, "bad_otp", str(exc)) from None
     code = secrets.token_urlsafe(18)
     srv.db.add_activation(code, user, profile, ACTIVATION_TTL, otp=None if otp is None else json.dumps(otp.to_json()))
-    link = wire.ActivationLink(srv.public_url(), code, srv.authority.tls_pin)
+    link = wire.ActivationLink(srv.public_url(), code, srv.link_pin)
     out = {"link": str(link), "user": user, "profile": profile, "expires_in": ACTIVATION_TTL}
     if otp is not None:
         out["otp"] = otp.to_json()

@@ -10,7 +10,6 @@ refused request stores nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from vsc_provider.server import (
     activation,
     admin,
     answers,
+    bodies,
     devices,
     discovery,
     migration,
@@ -78,22 +78,18 @@ MAX_OCSP_REQUEST = 16 * 1024
 async def _bounded_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(413, "too_large", f"bodies are at most {limit} bytes")
+        raise bodies.too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise ProtocolError(413, "too_large", f"bodies are at most {limit} bytes")
+            raise bodies.too_large(limit)
     return b"".join(chunks)
 
 
 async def _json_body(request: Request, limit: int = wire.MAX_BODY) -> Any:
-    body = await _bounded_body(request, limit)
-    try:
-        return wire.sound_json(json.loads(body))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ProtocolError(400, "malformed", "the body is not JSON the protocol uses") from None
+    return bodies.parse(await _bounded_body(request, limit), limit)
 
 
 def _error(_: Request, exc: Exception) -> Response:

@@ -20,7 +20,11 @@ from vsc_provider.server.db_backend import Backend, Tx, open_backend
 from vsc_provider.server.db_certs import CertificateTables, NewKey
 from vsc_provider.server.db_otp import OtpSeed, OtpTables
 from vsc_provider.server.db_requests import RequestTables
-from vsc_provider.server.db_schema import migrate
+from vsc_provider.server.db_schema import check_current, migrate
+
+# server_identity rows recorded by the last server to start: the TLS key pin it presents, the next one announced,
+# the URL of the push relay it notifies
+TLS_PIN, TLS_NEXT_PIN, RELAY_URL = "tls_pin", "tls_next_pin", "relay_url"
 
 NONCE_PURGE_EVERY = 5.0  # seconds between deletions of spent nonces past their expiry (per process)
 
@@ -74,11 +78,13 @@ class FieldSealer(Protocol):
 class Database(RequestTables, OtpTables, CertificateTables):
     """All the server's SQL, on whichever back end `open_database` chose."""
 
-    def __init__(self, backend: Backend, sealer: FieldSealer | None = None) -> None:
+    def __init__(self, backend: Backend, sealer: FieldSealer | None = None, upgrade: bool = True) -> None:
+        """UPGRADE: migrate to this release's schema (a server starting); without it the database must be at
+        that version already (an admin command: db_schema.SchemaMismatch otherwise)."""
         self._b = backend
         self.sealer = sealer  # set before any device secret is read or written
         self._purged = 0.0
-        self.version = migrate(backend)
+        self.version = migrate(backend) if upgrade else check_current(backend)
 
     @property
     def backend(self) -> Backend:
@@ -110,12 +116,24 @@ class Database(RequestTables, OtpTables, CertificateTables):
 
         return self._b.write(claim)
 
-    def record_identity(self, name: str, value: str) -> None:
-        """Record (or replace) one fingerprint: for a lone server's file made anew (SQLite, relay-secret)."""
-        self._b.write_one(
-            "INSERT INTO server_identity(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = ?",
-            (name, value, value),
-        )
+    def record_served(self, values: dict[str, str | None]) -> None:
+        """What the last server to start serves (the pin of the TLS key it presents and of the next one it
+        announces, the push relay it notifies), for the admin commands run on this database with a copy of
+        the data directory (which may predate a rotation, and knows no relay); None removes a row. Also a lone
+        (SQLite) server's relay-secret fingerprint, replaced when it made the file anew."""
+
+        def record(tx: Tx) -> None:
+            for name, value in values.items():
+                if value is None:
+                    tx.execute("DELETE FROM server_identity WHERE name = ?", (name,))
+                else:
+                    tx.execute(
+                        "INSERT INTO server_identity(name, value) VALUES (?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        (name, value),
+                    )
+
+        self._b.write(record)
 
     def has_devices(self) -> bool:
         with self._b.read() as db:
@@ -463,6 +481,12 @@ class Database(RequestTables, OtpTables, CertificateTables):
         ]
 
 
-def open_database(data: Path, database: str | None) -> Database:
-    """The server's database: SQLite in the data directory, or the PostgreSQL of a postgresql:// URL."""
-    return Database(open_backend(data, database))
+def open_database(data: Path, database: str | None, upgrade: bool = True) -> Database:
+    """The server's database: SQLite in the data directory, or the PostgreSQL of a postgresql:// URL; migrated
+    to this release's schema unless UPGRADE is false (then refused unless it is at that version)."""
+    backend = open_backend(data, database)
+    try:
+        return Database(backend, upgrade=upgrade)
+    except BaseException:
+        backend.close()
+        raise

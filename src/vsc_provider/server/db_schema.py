@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from vsc_provider.server.db_backend import Backend, Tx
+from vsc_provider.server.db_backend import Backend, DatabaseUnavailable, Tx
 from vsc_provider.server.db_certs import fill_not_after
 
 # version 1: the tables as they were when versions began; {real}, {blob} and {rowid} are spelled per dialect
@@ -110,6 +110,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (NOT_AFTER_VERSION, _NOT_AFTER),
 )
 
+CURRENT = MIGRATIONS[-1][0]  # the version this release's code reads and writes
+
 # what a version fills in Python after its statements (in the same transaction)
 _FILLS: dict[int, Callable[[Tx], None]] = {NOT_AFTER_VERSION: fill_not_after}
 
@@ -187,3 +189,36 @@ def migrate(backend: Backend) -> int:
         return reached
 
     return backend.write(run)
+
+
+class SchemaMismatch(DatabaseUnavailable):
+    """The database is not at this release's schema version, or has no schema at all (a one-line reason)."""
+
+
+NO_SERVER = "no vsc server has run on this database"
+
+
+def recorded(backend: Backend) -> int | None:
+    """The version the database is at, read without changing anything; None when it has no schema yet."""
+    with backend.read() as tx:
+        if backend.dialect == "postgresql":
+            present = bool(tx.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0])
+        else:
+            found = tx.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+            present = found.fetchone() is not None
+        return version(tx) if present else None
+
+
+def check_current(backend: Backend) -> int:
+    """This release's version, which the database must be at already (the admin's commands migrate nothing:
+    the servers do, when a release that changes the schema starts); SchemaMismatch otherwise."""
+    reached = recorded(backend)
+    if not reached:
+        raise SchemaMismatch(NO_SERVER)
+    if reached != CURRENT:
+        if reached > CURRENT:
+            how = "newer than this release's {}: use the release the servers run"
+        else:
+            how = "older than this release's {}: start a `vsc server run` of this release on it first"
+        raise SchemaMismatch(f"the database's schema is version {reached}, " + how.format(CURRENT))
+    return reached

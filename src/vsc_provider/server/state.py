@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import Encoding
 from jwcrypto import jwk as jose_jwk
 
-from vsc_provider.server import jose, tpm_attestation
+from vsc_provider.server import jose, tls, tpm_attestation
 from vsc_provider.server.ca import Authority
-from vsc_provider.server.db import Device, open_database
+from vsc_provider.server.db import RELAY_URL, TLS_NEXT_PIN, TLS_PIN, Device, open_database
+from vsc_provider.server.db_schema import NO_SERVER
 from vsc_provider.server.errors import ProtocolError
 from vsc_provider.server.escrow import EscrowVault
 from vsc_provider.server.limits import Limits
@@ -74,6 +75,11 @@ class WrongDataDirectory(Exception):
 SHARED_FILES = ("tls.key", "tls.pem", "admin.json")
 
 
+def _relay_check(secret: bytes) -> str:
+    """What the database records of the push relay's topic key (relay-secret) to compare instances' copies."""
+    return hmac.new(secret, b"vsc-relay-secret-check", hashlib.sha256).hexdigest()
+
+
 def _missing(data: Path, name: str) -> str:
     return (
         f"{data} has no {name}, which the instances sharing this database must all have the same copy of:"
@@ -87,12 +93,31 @@ class IdentityServer:
     `database` is a postgresql:// URL that several instances share (each with a copy of the same data
     directory), or None for SQLite in the data directory."""
 
-    def __init__(self, data: Path, hosts: list[str], database: str | None = None) -> None:
+    def __init__(self, data: Path, hosts: list[str], database: str | None = None, admin: bool = False) -> None:
+        """ADMIN: for an admin command on the database (admin_local.py), with a copy of a data directory that
+        holds every file already: nothing is migrated, claimed, repaired or made, in the database or in DATA."""
         self.data = data
         self._public_url = ""
-        private_folder(data)
-        self.db = open_database(data, database)
-        if not (data / "ca.key").exists() and (self.db.identity() or self.db.has_devices()):
+        if not admin:
+            private_folder(data)
+        self.db = open_database(data, database, upgrade=not admin)
+        try:
+            self._load(data, hosts, admin)
+        except BaseException:
+            self.db.close()
+            raise
+        bus = None
+        if database is not None:
+            notify = self.db.backend.notify  # type: ignore[attr-defined]
+            bus = PgPushBus(database, notify, self._push_document)
+        self.push = PushHub(bus)
+        self.outbox = Outbox()
+
+    def _load(self, data: Path, hosts: list[str], admin: bool) -> None:
+        recorded = self.db.identity()
+        if admin and not recorded:
+            raise WrongDataDirectory(NO_SERVER)
+        if not (data / "ca.key").exists() and (recorded or self.db.has_devices()):
             raise WrongDataDirectory(
                 f"the database already serves devices but {data} holds no CA: copy the data directory of the"
                 " server that made it (every instance needs the same one)"
@@ -101,34 +126,41 @@ class IdentityServer:
         self.authority = Authority.load_or_create(data, hosts)
         self.escrow = EscrowVault(data)
         self.protocol_key = jose.load_protocol_key(data / "protocol-key.json")
-        self._check_identity()
+        self._check_identity(claim=not admin)
         self.db.sealer = self.escrow
         self.limits = Limits(self.escrow.key, self.db.backend if self.db.shared else None)
-        self.db.fill_serials()
         self.revocation = Revocation(self.db, self.authority)
-        self._seal_legacy_escrow()
-        self.db.seal_clear_fields()
-        private_files(data)
         self.profiles = load_profiles(data)
         self.admin_token = self._admin_token()
-        self.db.add_relying_party(ADMIN_RP, ADMIN_RP, None)
-        bus = None
-        if database is not None:
-            notify = self.db.backend.notify  # type: ignore[attr-defined]
-            bus = PgPushBus(database, notify, self._push_document)
-        self.push = PushHub(bus)
-        self.outbox = Outbox()
-        self.relay: Relay | None = None  # set by `vsc server run --push-relay URL`
+        # the pin activation links carry: the key this server presents; for an admin command, the key the
+        # servers on the database present (recorded at their start: the copy may predate a rotation)
+        self.link_pin = (recorded.get(TLS_PIN) if admin else None) or self.authority.tls_pin
+        # set by `vsc server run --push-relay URL`; for an admin command, the relay the servers notify
+        self.relay: Relay | None = self._recorded_relay(recorded) if admin else None
+        if not admin:
+            self._maintain()
+            self.db.add_relying_party(ADMIN_RP, ADMIN_RP, None)
+            served = {TLS_PIN: self.authority.tls_pin, TLS_NEXT_PIN: tls.next_pin(data), RELAY_URL: None}
+            self.db.record_served(served)  # the relay's URL once use_relay checked it
 
-    def _check_identity(self) -> None:
+    def _maintain(self) -> None:
+        """What a starting server repairs: certificate serials and secrets earlier versions did not store,
+        escrow and device secrets they stored in clear, files they left readable by others."""
+        self.db.fill_serials()
+        self._seal_legacy_escrow()
+        self.db.seal_clear_fields()
+        private_files(self.data)
+
+    def _check_identity(self, claim: bool) -> None:
         """The database records which CA, protocol key and escrow key its data directory holds: an instance
-        with other ones (a data directory made anew instead of copied) is refused before it serves."""
+        with other ones (a data directory made anew instead of copied) is refused before it serves. The first
+        server to start on a database records them (CLAIM); an admin command only compares."""
         mine = {
             "ca": hashlib.sha256(self.authority.cert.public_bytes(Encoding.DER)).hexdigest(),
             "protocol_key": self.protocol_key.thumbprint(),
             "escrow_key": hmac.new(self.escrow.key, b"vsc-escrow-key-check", hashlib.sha256).hexdigest(),
         }
-        recorded = self.db.claim_identity(mine)
+        recorded = self.db.claim_identity(mine) if claim else self.db.identity()
         differ = [name for name, value in mine.items() if recorded.get(name) != value]
         if differ:
             raise WrongDataDirectory(
@@ -156,17 +188,31 @@ class IdentityServer:
         if self.db.shared and recorded and not path.exists():
             raise WrongDataDirectory(_missing(self.data, path.name))
         relay = Relay.load(self.data, url)
-        mine = hmac.new(relay.secret, b"vsc-relay-secret-check", hashlib.sha256).hexdigest()
+        mine = _relay_check(relay.secret)
         if not self.db.shared:
             if recorded != mine:
                 if recorded:
                     log.warning("%s is not the one recorded: relay topics change (devices learn them anew)", path)
-                self.db.record_identity("relay_secret", mine)
+                self.db.record_served({"relay_secret": mine})
         elif self.db.claim_identity({"relay_secret": mine}).get("relay_secret") != mine:
             raise WrongDataDirectory(
                 f"{path} differs from the one the database's other instances use: copy theirs to every instance"
             )
         self.relay = relay
+        self.db.record_served({RELAY_URL: url})
+
+    def _recorded_relay(self, recorded: dict[str, str]) -> Relay | None:
+        """The push relay the servers on the database notify (RECORDED at their start), with this copy's
+        relay-secret, which must be theirs; None when they use none."""
+        url = recorded.get(RELAY_URL)
+        if url is None:
+            return None
+        path = self.data / "relay-secret"
+        if not path.exists() or _relay_check(path.read_bytes()) != recorded.get("relay_secret"):
+            raise WrongDataDirectory(
+                f"{path} is missing or differs from the servers' (they notify the push relay {url}): copy theirs"
+            )
+        return Relay.load(self.data, url)
 
     def _push_document(self, request_id: str, device: str) -> str | None:
         target = self.db.request_target(request_id, device)
