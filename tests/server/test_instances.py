@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -285,6 +286,10 @@ def test_a_copy_missing_a_shared_file_is_refused_not_given_one_of_its_own(postgr
     shutil.copytree(first.data, other, ignore=shutil.ignore_patterns("server.json"))
     (other / "relay-secret").write_bytes(secrets.token_bytes(32))
     assert "relay-secret differs" in _refused_start(other, database, *relay)
+    # a refused start records nothing: the relay and TLS pin admin commands use are still the first one's
+    with psycopg.connect(database) as conn:
+        served = dict(conn.execute("SELECT name, value FROM server_identity").fetchall())
+    assert served["relay_url"] == "https://127.0.0.1:9" and served["tls_pin"] == first.pin
     # the first one's own directory still starts, with its relay
     start_server(first.data, database=database, args=relay).stop()
 

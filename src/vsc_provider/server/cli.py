@@ -120,6 +120,7 @@ def run(data: Path, database: str | None, host: str, port: int, public_url: str 
             ident.use_relay(push_relay)
     except WrongDataDirectory as exc:
         raise click.ClickException(str(exc)) from None
+    ident.record_served()
     url = (public_url or f"https://{host}:{port}").rstrip("/")
     # written whole or not at all: scripts and other instances wait for this file to appear
     fresh = data / "server.json.new"

@@ -140,8 +140,6 @@ class IdentityServer:
         if not admin:
             self._maintain()
             self.db.add_relying_party(ADMIN_RP, ADMIN_RP, None)
-            served = {TLS_PIN: self.authority.tls_pin, TLS_NEXT_PIN: tls.next_pin(data), RELAY_URL: None}
-            self.db.record_served(served)  # the relay's URL once use_relay checked it
 
     def _maintain(self) -> None:
         """What a starting server repairs: certificate serials and secrets earlier versions did not store,
@@ -199,7 +197,13 @@ class IdentityServer:
                 f"{path} differs from the one the database's other instances use: copy theirs to every instance"
             )
         self.relay = relay
-        self.db.record_served({RELAY_URL: url})
+
+    def record_served(self) -> None:
+        """Record in the database what this server serves, once its start-up checks all passed (a start refused
+        later records nothing): its TLS pin and announced next pin, which admin commands put in links, and its
+        push relay's URL (None without one), which they notify."""
+        url = self.relay.url if self.relay is not None else None
+        self.db.record_served({TLS_PIN: self.authority.tls_pin, TLS_NEXT_PIN: tls.next_pin(self.data), RELAY_URL: url})
 
     def _recorded_relay(self, recorded: dict[str, str]) -> Relay | None:
         """The push relay the servers on the database notify (RECORDED at their start), with this copy's
