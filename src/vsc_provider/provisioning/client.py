@@ -232,7 +232,9 @@ def renew(ref: str, pin: str) -> api.CardInfo:
 def _renew(ref: str, pin: str) -> api.CardInfo:
     """Order matters for crashes: until the new certificates are installed the old keys stay, so a crash
     at any point leaves a card with at least one complete, usable set. Any failure before then (the server
-    down, a refusal, a malformed answer) destroys the keys this call made: the card is as it was."""
+    down, a refusal, a malformed answer) destroys the keys this call made: the card is as it was. (A local
+    failure while storing the new certificates, after the server issued them, also destroys the new keys; the
+    server then lists keys the card no longer has, as a crash there would leave it: delete and activate again.)"""
     eng: Engine = api.engine()
     card = api.find_card(ref)
     binding = active_binding(card)
